@@ -1,0 +1,1 @@
+"""conduct-inbox: runs a Code of Conduct committee's conduct@ mailbox."""

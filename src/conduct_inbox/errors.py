@@ -1,0 +1,45 @@
+"""The project's own exceptions; adapters translate library errors into these.
+
+    ConductInboxError
+    ├── ConfigError                 bad configuration (exit 2)
+    ├── DatabaseNotCurrent          schema not at the alembic head
+    ├── MalformedMessage            input that is not a mail message at all
+    ├── MailboxUnavailable          IMAP/Maildir cannot be reached or logged into (retry later)
+    ├── DeliveryOutage              SMTP as a whole is unusable: connect, AUTH, MAIL FROM, 4xx (retry later)
+    └── InstanceLocked              another daemon already owns this SQLite database
+
+Messages of these exceptions never carry addresses, names, subjects or report text:
+they are logged and may reach alerts.
+"""
+
+
+class ConductInboxError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ConfigError(ConductInboxError):
+    """Configuration is invalid; `problems` has one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+class DatabaseNotCurrent(ConductInboxError):
+    """The database schema is not at the migration head: run `conduct-inbox db upgrade`."""
+
+
+class MalformedMessage(ConductInboxError):
+    """The input is not a mail message (empty, binary junk, no header block)."""
+
+
+class MailboxUnavailable(ConductInboxError):
+    """The mailbox cannot be reached, logged into or selected right now."""
+
+
+class DeliveryOutage(ConductInboxError):
+    """Outgoing mail cannot be sent at all right now (connection, AUTH, MAIL FROM, 4xx)."""
+
+
+class InstanceLocked(ConductInboxError):
+    """Another daemon already runs against this database."""

@@ -1,0 +1,90 @@
+"""The I/O boundaries of the daemon, as small protocols wired together in `daemon.py`.
+
+The pure core never imports an adapter; tests pass fakes or real loopback servers.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+Destination = Literal["processed", "quarantine"]
+
+
+class Mailbox(Protocol):
+    """Where reports arrive: an IMAP folder, or a local Maildir for the demo."""
+
+    #: Stable identity of the intake folder, stored with every message ("imap://host:port/user/INBOX").
+    identity: str
+
+    def connect(self) -> int:
+        """(Re)connect, select the intake folder, create the processed and quarantine folders
+        if absent; return the folder's UIDVALIDITY. Raises MailboxUnavailable."""
+        ...
+
+    def uids(self) -> list[int]:
+        """Every UID in the intake folder, seen or not, ascending."""
+        ...
+
+    def fetch(self, uids: Sequence[int]) -> dict[int, bytes]:
+        """Raw messages by UID, fetched with BODY.PEEK[] (never sets \\Seen). Missing UIDs are absent."""
+        ...
+
+    def move(self, uids: Sequence[int], destination: Destination) -> None:
+        """Move messages out of the intake folder (UID MOVE, or COPY + \\Deleted + UID EXPUNGE)."""
+        ...
+
+    def wait_for_mail(self, timeout: float) -> bool:
+        """Block up to `timeout` seconds (IMAP IDLE where supported); True if new mail may be there."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+@dataclass(frozen=True)
+class OutgoingMail:
+    """One outbox row ready to hand to SMTP: one envelope recipient, the exact bytes to send."""
+
+    row_id: int
+    envelope_from: str
+    recipient: str
+    data: bytes
+
+
+class Outcome(enum.Enum):
+    SENT = "sent"
+    REJECTED = "rejected"  # permanent (5xx) refusal of this recipient or its data
+    DEFERRED = "deferred"  # temporary (4xx) refusal of this recipient only
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    outcome: Outcome
+    #: SMTP reply code and a sanitised reason (no addresses), for the audit trail.
+    code: int | None = None
+    reason: str = ""
+
+
+@dataclass
+class BatchResult:
+    """What happened to a batch: results for the rows attempted; `outage` set if the batch stopped early."""
+
+    results: dict[int, DeliveryResult]
+    outage: str | None = None
+
+
+class Sender(Protocol):
+    """Hands outbox rows to the outgoing mail system, one connection per batch."""
+
+    async def send_batch(self, mails: Sequence[OutgoingMail]) -> BatchResult:
+        ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
