@@ -17,7 +17,7 @@ Destination = Literal["processed", "quarantine"]
 class Mailbox(Protocol):
     """Where reports arrive: an IMAP folder, or a local Maildir for the demo."""
 
-    #: Stable identity of the intake folder, stored with every message ("imap://host:port/user/INBOX").
+    #: Stable identity of the intake folder, stored with every message ("imap://host:port/INBOX"; never a username: it is logged).
     identity: str
 
     def connect(self) -> int:

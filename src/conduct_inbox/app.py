@@ -1,0 +1,153 @@
+"""Wires the parts together from Settings: the one place adapters are chosen and built."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import db
+from .classify import Policy
+from .config import Settings
+from .intake import Intake
+from .mail.compose import Sender
+from .outbox import Backoff, Dispatcher
+from .parsing import InlineParser, WorkerParser
+from .ports import Mailbox
+from .ports import Sender as Transport
+from .render import Renderer
+from .roster import Roster, roster_from_settings
+from .workflow import Options, Workflow
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def make_policy(settings: Settings) -> Policy:
+    return Policy(
+        address=settings.committee.address.lower(),
+        own_list_ids=tuple(settings.mailbox.own_list_ids),
+        spam_header=settings.intake.spam_header,
+        spam_value=settings.intake.spam_value,
+    )
+
+
+def make_workflow(settings: Settings, roster: Roster | None = None) -> Workflow:
+    options = Options(
+        committee_name=settings.committee.name,
+        case_tag=settings.committee.case_tag,
+        max_forward_attachment_mb=settings.intake.max_forward_attachment_mb,
+        ack_limit_per_address=settings.intake.ack_limit_per_address,
+        ack_limit_window=timedelta(hours=settings.intake.ack_limit_window_hours),
+        ack_hours=settings.sla.ack_hours,
+        token_secret=settings.security.token_secret.get_secret_value().encode(),
+    )
+    return Workflow(
+        roster or roster_from_settings(settings),
+        make_policy(settings),
+        Sender(settings.committee.address.lower(), settings.committee.name),
+        Renderer(getattr(settings, "templates_dir", None)),
+        options,
+    )
+
+
+def make_mailbox(settings: Settings) -> Mailbox:
+    box = settings.mailbox
+    if box.host:
+        from .mail.imap import ImapMailbox
+
+        return ImapMailbox(
+            box.host,
+            box.port,
+            box.security,
+            box.username,
+            box.password.get_secret_value(),
+            folder=box.folder,
+            processed_folder=box.processed_folder,
+            quarantine_folder=box.quarantine_folder,
+            timeout=float(box.timeout_seconds),
+        )
+    from .mail.maildir import MaildirMailbox
+
+    return MaildirMailbox(box.maildir)
+
+
+def make_transport(settings: Settings) -> Transport:
+    smtp = settings.smtp
+    if smtp.host:
+        from .mail.smtp import SmtpSender
+
+        return SmtpSender(
+            smtp.host,
+            smtp.port,
+            smtp.security,
+            smtp.username or None,
+            smtp.password.get_secret_value() or None,
+            timeout=float(smtp.timeout_seconds),
+        )
+    from .mail.maildir_sender import MaildirSender
+
+    return MaildirSender(smtp.maildir)
+
+
+@dataclass
+class App:
+    """Everything a daemon pass needs, built once."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    workflow: Workflow
+    intake: Intake
+    dispatcher: Dispatcher
+    clock: Callable[[], datetime]
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def close(self) -> None:
+        self.intake.parser.close()  # type: ignore[attr-defined]
+        self.intake.mailbox.close()
+        self.engine.dispose()
+
+
+def build_app(
+    settings: Settings,
+    *,
+    mailbox: Mailbox | None = None,
+    transport: Transport | None = None,
+    clock: Callable[[], datetime] = utcnow,
+    parser: Callable[[bytes], object] | None = None,
+    engine: Engine | None = None,
+    on_commit: Callable[[], None] | None = None,
+) -> App:
+    engine = engine or db.make_engine(settings.database.url)
+    sessions = db.session_factory(engine)
+    workflow = make_workflow(settings)
+    stop = threading.Event()
+    if parser is None:
+        timeout = settings.intake.parse_timeout_seconds
+        parser = WorkerParser(timeout, settings.committee.case_tag) if timeout else InlineParser(settings.committee.case_tag)
+    intake = Intake(
+        sessions,
+        mailbox or make_mailbox(settings),
+        workflow,
+        workflow.policy,
+        parser,  # type: ignore[arg-type]
+        clock,
+        max_attempts=settings.intake.max_attempts,
+        stop=stop,
+        on_commit=on_commit,
+    )
+    dispatcher = Dispatcher(
+        sessions,
+        transport or make_transport(settings),
+        workflow.sender,
+        workflow.on_delivery_failure,
+        Backoff(settings.smtp.retry_initial_seconds, settings.smtp.retry_max_seconds),
+        settings.smtp.batch_size,
+    )
+    return App(settings, engine, sessions, workflow, intake, dispatcher, clock, stop)

@@ -1,0 +1,143 @@
+"""What an incoming message is: an ordered first-match table of small named predicates.
+
+Pure: the shell looks up the facts a predicate needs (is this Message-ID ours, which case does
+the tag name, who are its parties) and passes them in as `Facts`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .mail.parse import InboundMessage
+
+_VERP = re.compile(r"\+bounce-(\d{1,18})@", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The configuration classification depends on."""
+
+    address: str  # conduct@domain
+    own_list_ids: tuple[str, ...] = ()
+    spam_header: str = "X-Spam-Flag"
+    spam_value: str = "YES"
+
+    @property
+    def local_part(self) -> str:
+        return self.address.split("@", 1)[0].lower()
+
+    @property
+    def domain(self) -> str:
+        return self.address.rsplit("@", 1)[1].lower()
+
+
+@dataclass(frozen=True)
+class CaseFacts:
+    id: int
+    ref: str
+    party_addresses: frozenset[str]
+    status: str
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the store knows about a message, looked up before classification."""
+
+    own_message: bool = False  # the message's own Message-ID is one we sent
+    bounce_row: int | None = None  # the outbox row a DSN is about (VERP or our Message-ID)
+    case: CaseFacts | None = None  # the case named by the subject tag or threaded by References
+    token_sender: bool = False  # addressed to a plus-token of ours (committee mail; handled by commands)
+
+
+@dataclass(frozen=True)
+class Classification:
+    kind: str  # own_loop | bounce | machine | committee | followup | auto_followup | stray_followup | new_report
+    case: CaseFacts | None = None
+    bounce_row: int | None = None
+    flags: frozenset[str] = field(default_factory=frozenset)  # spam | auto
+
+
+def verp_row(msg: InboundMessage, policy: Policy) -> int | None:
+    """The outbox row id from a VERP address (conduct+bounce-<row>@domain) the DSN was sent to."""
+    for addr in (*msg.delivered_to, *msg.to, *msg.cc):
+        m = _VERP.search(addr)
+        if m and addr.lower().startswith(policy.local_part + "+") and addr.lower().endswith("@" + policy.domain):
+            return int(m.group(1))
+    return None
+
+
+def is_automatic(msg: InboundMessage, policy: Policy) -> bool:
+    """Auto-Submitted other than no, Precedence bulk/junk/list, or List-* headers not of our own group."""
+    own_list = msg.list_id is not None and any(own.lower() in msg.list_id.lower() for own in policy.own_list_ids)
+    if msg.auto_submitted and msg.auto_submitted.strip().lower().split(";")[0] != "no":
+        return True
+    if own_list:
+        return False  # the group that fronts conduct@ adds List-* and Precedence: list to real reports
+    if msg.precedence and msg.precedence.strip().lower() in ("bulk", "junk", "list"):
+        return True
+    return msg.has_list_headers
+
+
+def is_spam(msg: InboundMessage, policy: Policy) -> bool:
+    value = msg.header(policy.spam_header) if policy.spam_header else None
+    return value is not None and value.strip().upper().startswith(policy.spam_value.upper())
+
+
+def _sender_is_party(msg: InboundMessage, case: CaseFacts) -> bool:
+    return any(a and a.lower() in case.party_addresses for a in (msg.reporter_address, msg.from_address))
+
+
+Rule = Callable[[InboundMessage, Facts, Policy], Classification | None]
+
+
+def own_loop(msg: InboundMessage, facts: Facts, policy: Policy) -> Classification | None:
+    if facts.own_message or msg.loop_header:
+        return Classification("own_loop")
+    return None
+
+
+def bounce(msg: InboundMessage, facts: Facts, policy: Policy) -> Classification | None:
+    if not msg.is_dsn:
+        return None
+    if facts.bounce_row is not None:
+        return Classification("bounce", bounce_row=facts.bounce_row)
+    return Classification("machine")
+
+
+def committee_mail(msg: InboundMessage, facts: Facts, policy: Policy) -> Classification | None:
+    if facts.token_sender:
+        return Classification("committee", case=facts.case)
+    return None
+
+
+def followup(msg: InboundMessage, facts: Facts, policy: Policy) -> Classification | None:
+    if facts.case is None:
+        return None
+    if is_automatic(msg, policy):
+        return Classification("auto_followup", case=facts.case, flags=frozenset({"auto"}))
+    if _sender_is_party(msg, facts.case):
+        return Classification("followup", case=facts.case)
+    return Classification("stray_followup", case=facts.case)
+
+
+def new_report(msg: InboundMessage, facts: Facts, policy: Policy) -> Classification | None:
+    flags = set()
+    if is_spam(msg, policy):
+        flags.add("spam")
+    if is_automatic(msg, policy):
+        flags.add("auto")
+    return Classification("new_report", flags=frozenset(flags))
+
+
+#: First match wins. New kinds of mail get a predicate here, in order.
+RULES: tuple[Rule, ...] = (own_loop, bounce, committee_mail, followup, new_report)
+
+
+def classify(msg: InboundMessage, facts: Facts, policy: Policy) -> Classification:
+    for rule in RULES:
+        result = rule(msg, facts, policy)
+        if result is not None:
+            return result
+    raise AssertionError("new_report always matches")

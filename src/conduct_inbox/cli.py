@@ -1,0 +1,307 @@
+"""The `conduct-inbox` command. Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from . import casefile, db
+from .config import Settings, common_word_aliases, load_settings
+from .errors import ConductInboxError, ConfigError, DatabaseNotCurrent, InstanceLocked, MalformedMessage
+
+log = logging.getLogger("conduct_inbox")
+
+OK, FAILURE, USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"conduct-inbox: {message}", file=sys.stderr)
+        raise SystemExit(USAGE)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def _engine(settings: Settings, check: bool = True) -> Any:
+    engine = db.make_engine(settings.database.url)
+    if check:
+        db.require_current(engine)
+    return engine
+
+
+# ----- commands ---------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .app import build_app
+    from .daemon import Daemon, run_once, watchdog_interval
+
+    settings = _settings(args)
+    engine = _engine(settings)
+    lock = db.InstanceLock(settings.database.url)
+    lock.acquire()
+    holder: dict[str, Daemon] = {}
+    app = build_app(settings, engine=engine, on_commit=lambda: holder["daemon"].kick_flush() if "daemon" in holder else None)
+    try:
+        if args.once:
+            return run_once(app)
+        daemon = Daemon(app, settings.mailbox.poll_seconds, watchdog_interval())
+        holder["daemon"] = daemon
+        asyncio.run(daemon.run())
+        return OK
+    finally:
+        app.close()
+        lock.release()
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    path = db.sqlite_path(settings.database.url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = _engine(settings, check=False)
+    db.upgrade(engine)
+    print(f"database at revision {db.current_revision(engine)}")
+    return OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    problems: list[str] = []
+    for alias in common_word_aliases(settings):
+        print(f"warning: alias {alias!r} is a common word; reports using that word will recuse its member")
+    try:
+        engine = _engine(settings, check=False)
+        db.require_current(engine)
+        print("database: ok")
+    except DatabaseNotCurrent as exc:
+        problems.append(f"database: {exc}")
+    except Exception as exc:
+        problems.append(f"database: cannot connect ({type(exc).__name__})")
+    from .app import make_mailbox, make_transport
+
+    mailbox = make_mailbox(settings)
+    try:
+        mailbox.connect()
+        print(f"mailbox: ok ({mailbox.identity})")
+    except ConductInboxError as exc:
+        problems.append(f"mailbox: {exc}")
+    finally:
+        mailbox.close()
+    transport = make_transport(settings)
+    probe = getattr(transport, "probe", None)
+    if probe is not None:
+        outage = asyncio.run(probe())
+        if outage:
+            problems.append(f"smtp: {outage}")
+        else:
+            print("smtp: ok")
+    else:
+        print("smtp: writing to a local Maildir (demo mode)")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return FAILURE if problems else OK
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .classify import Facts, Policy, classify
+    from .mail.parse import parse
+
+    try:
+        raw = Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"conduct-inbox: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return FAILURE
+    settings = None
+    try:
+        settings = load_settings(args.config) if (args.config or os.environ.get("CONDUCT_INBOX_CONFIG") or Path("config.toml").exists()) else None
+    except ConfigError:
+        settings = None
+    case_tag = settings.committee.case_tag if settings else "conduct"
+    try:
+        msg = parse(raw, case_tag=case_tag)
+    except MalformedMessage as exc:
+        print(f"conduct-inbox: {args.file} is not a mail message: {exc}", file=sys.stderr)
+        return FAILURE
+    except Exception as exc:  # never a traceback for a bad file
+        print(f"conduct-inbox: {args.file} could not be parsed ({type(exc).__name__})", file=sys.stderr)
+        return FAILURE
+    if settings is not None:
+        from .app import make_policy
+
+        policy = make_policy(settings)
+    else:
+        policy = Policy(address="conduct@example.org")
+    result = classify(msg, Facts(), policy)
+    info = casefile.inspect_dict(msg, result)
+    if args.json:
+        print(json.dumps(info, indent=2, ensure_ascii=False))
+    else:
+        for key, value in info.items():
+            print(f"{key}: {value}")
+    return OK
+
+
+def cmd_cases(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    engine = _engine(settings)
+    sessions = db.session_factory(engine)
+    from .roster import roster_from_settings
+
+    roster = roster_from_settings(settings)
+    with sessions() as session:
+        if args.cases_command == "list":
+            rows = casefile.list_cases(session, include_closed=args.all)
+            if args.json:
+                print(json.dumps(rows, indent=2, ensure_ascii=False))
+            else:
+                for row in rows:
+                    flags = ",".join(row["flags"]) or "-"
+                    print(f"{row['ref']}  {row['status']:<15} {flags:<20} {row['created_at']}  {row['title']}")
+            return OK
+        detail = casefile.show_case(session, args.ref, roster)
+        if detail is None:
+            print(f"conduct-inbox: no case {args.ref}", file=sys.stderr)
+            return FAILURE
+        if args.json:
+            print(json.dumps(detail, indent=2, ensure_ascii=False))
+        else:
+            print(casefile.show_text(detail))
+        return OK
+
+
+def cmd_members(args: argparse.Namespace) -> int:
+    from . import tokens
+
+    settings = _settings(args)
+    secret = settings.security.token_secret.get_secret_value().encode()
+    local, domain = settings.committee.local_part, settings.committee.domain
+    for member in settings.all_members():
+        role = "steering" if settings.is_steering(member) else ("chair" if member.chair else "member")
+        address = tokens.reply_address(local, domain, tokens.mint(secret, "personal", None, member.email))
+        print(f"{member.name} <{member.email}>  {role}  personal address: {address}")
+    return OK
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from .health import check
+
+    settings = _settings(args)
+    engine = _engine(settings)
+    problems = check(db.session_factory(engine), settings, datetime.now(timezone.utc))
+    if problems:
+        for problem in problems:
+            print(problem)
+        return FAILURE
+    print("healthy")
+    return OK
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    import secrets
+
+    print(secrets.token_urlsafe(32))
+    return OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.dir), keep_running=args.keep_running)
+
+
+# ----- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="config file (default: $CONDUCT_INBOX_CONFIG, then ./config.toml)")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser = _Parser(prog="conduct-inbox", description=__doc__, parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("run", parents=[common], help="run the daemon")
+    p.add_argument("--once", action="store_true", help="process what is waiting once, then exit")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("db", parents=[common], help="database schema")
+    dbsub = p.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
+    dbsub.add_parser("upgrade", parents=[common], help="migrate the database to the current schema").set_defaults(func=cmd_db)
+
+    p = sub.add_parser("check-config", parents=[common], help="check configuration, database, mailbox and SMTP")
+    p.add_argument("--probe", action="store_true", help="also send a test message to our own plus-address")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("inspect", parents=[common], help="parse and classify a message file without side effects")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("cases", parents=[common], help="list or show cases")
+    csub = p.add_subparsers(dest="cases_command", required=True, parser_class=_Parser)
+    lp = csub.add_parser("list", parents=[common])
+    lp.add_argument("--json", action="store_true")
+    lp.add_argument("--all", action="store_true", help="include closed cases")
+    lp.set_defaults(func=cmd_cases)
+    sp = csub.add_parser("show", parents=[common])
+    sp.add_argument("ref")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_cases)
+
+    sub.add_parser("members", parents=[common], help="the roster and personal command addresses").set_defaults(func=cmd_members)
+    sub.add_parser("health", parents=[common], help="exit 0 when mailbox and outbox are healthy").set_defaults(func=cmd_health)
+    sub.add_parser("keygen", parents=[common], help="print a new random secret").set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("demo", parents=[common], help="run against a local demo mailbox (no mail account needed)")
+    p.add_argument("--dir", default="conduct-inbox-demo", help="where the demo keeps its files")
+    p.add_argument("--keep-running", action="store_true", help="keep the daemon running after the sample report")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # imapclient logs the login name at DEBUG; aiosmtpd/aiosmtplib may log addresses.
+    for noisy in ("imapclient", "aiosmtplib", "mail.log"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config: {problem}", file=sys.stderr)
+        return USAGE
+    except (DatabaseNotCurrent, InstanceLocked) as exc:
+        print(f"conduct-inbox: {exc}", file=sys.stderr)
+        return FAILURE
+    except ConductInboxError as exc:
+        print(f"conduct-inbox: {exc}", file=sys.stderr)
+        return FAILURE
+    except KeyboardInterrupt:
+        return FAILURE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

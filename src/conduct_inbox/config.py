@@ -1,0 +1,675 @@
+"""Configuration: one TOML file, `CONDUCT_INBOX_<SECTION>__<KEY>` overrides, secrets from files.
+
+`load_settings()` layers the TOML file, the environment and secret files into a plain dict,
+then validates it into `Settings`. Every problem is collected and raised at once as a
+`ConfigError` with one line per problem ("mailbox.port: must be an integer between 1 and
+65535"). Problem lines name keys and file paths, never values: a value may be a secret, a
+webhook URL with a token in it, or a database URL with a password.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_origin
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from conduct_inbox.errors import ConfigError
+
+ENV_PREFIX = "CONDUCT_INBOX_"
+CONFIG_ENV = "CONDUCT_INBOX_CONFIG"
+DEFAULT_CONFIG = "config.toml"
+
+# The decisions the policy allows; `committee.severe_decisions` must be a subset.
+DECISIONS = (
+    "no-action",
+    "private-reprimand",
+    "public-reprimand",
+    "vacation",
+    "temporary-ban",
+    "permanent-ban",
+    "apology-request",
+)
+
+# (section, inline key, file key, conventional systemd credential name)
+SECRETS = (
+    ("mailbox", "password", "password_file", "imap-password"),
+    ("smtp", "password", "password_file", "smtp-password"),
+    ("security", "token_secret", "token_secret_file", "token-secret"),
+    ("security", "previous_token_secret", "previous_token_secret_file", "previous-token-secret"),
+    ("security", "encryption_key", "encryption_key_file", "encryption-key"),
+)
+
+_PORT_MSG = "must be an integer between 1 and 65535"
+_ADDRESS_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+_CASE_TAG_RE = re.compile(r"^[a-z0-9-]+$")
+_DB_URL_PREFIXES = ("sqlite:///", "postgresql://", "postgresql+psycopg://")
+
+
+class _Problems(ValueError):
+    """Several problems from one validator; each line is "relative-key<TAB>message"."""
+
+    def __init__(self, pairs: list[tuple[str, str]]):
+        super().__init__("\n".join(f"{key}\t{msg}" for key, msg in pairs))
+
+
+def _int_range(lo: int, hi: int | None, msg: str) -> Any:
+    """A before-validator accepting an integer (or digit string from the environment) in range."""
+
+    def check(value: Any) -> int:
+        if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(msg)
+        if value < lo or (hi is not None and value > hi):
+            raise ValueError(msg)
+        return value
+
+    return BeforeValidator(check)
+
+
+def _address(value: Any) -> str:
+    """Validate a bare mail address and return it lowercased."""
+    if not isinstance(value, str) or not _ADDRESS_RE.match(value.strip()):
+        raise ValueError("must be a mail address like name@example.org")
+    value = value.strip().lower()
+    if ".." in value or value.startswith(".") or ".@" in value or "@." in value:
+        raise ValueError("must be a mail address like name@example.org")
+    return value
+
+
+Port = Annotated[int, _int_range(1, 65535, _PORT_MSG)]
+PositiveInt = Annotated[int, _int_range(1, None, "must be a positive integer")]
+NonNegativeInt = Annotated[int, _int_range(0, None, "must be an integer, 0 or more")]
+Address = Annotated[str, BeforeValidator(_address)]
+Security = Literal["tls", "starttls", "none"]
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1: the only hosts allowed without TLS."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Section(BaseModel):
+    """A config table: unknown keys are errors so that typos do not go unnoticed."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
+
+
+def _check_security(value: str, info: ValidationInfo) -> str:
+    """Plain-text connections are allowed only to a loopback host."""
+    host = info.data.get("host")
+    if value == "none" and host and not is_loopback(host):
+        raise ValueError('"none" is allowed only for a loopback host (127.x, ::1, localhost)')
+    return value
+
+
+def _check_host_or_maildir(value: str, info: ValidationInfo) -> str:
+    """Demo mode uses a local Maildir; otherwise a server host is needed."""
+    if "host" in info.data and not info.data["host"] and not value:
+        raise ValueError("set host (a server) or maildir (a local Maildir, demo mode)")
+    return value
+
+
+class Mailbox(_Section):
+    """The conduct@ mailbox, read over IMAP (or a local Maildir in demo mode)."""
+
+    host: str = ""
+    port: Port = 993
+    security: Security = "tls"
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    password_file: str = ""
+    folder: str = "INBOX"
+    processed_folder: str = "Processed"
+    quarantine_folder: str = "Quarantine"
+    poll_seconds: PositiveInt = 30
+    idle: bool = True
+    own_list_ids: list[str] = []
+    timeout_seconds: PositiveInt = 30
+    maildir: str = ""
+
+    _security = field_validator("security")(_check_security)
+    _maildir = field_validator("maildir")(_check_host_or_maildir)
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("host") and not value:
+            raise ValueError("required when mailbox.host is set")
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        if info.data.get("host") and not value.get_secret_value():
+            raise ValueError("required when mailbox.host is set (set password_file or password)")
+        return value
+
+    @field_validator("folder", "processed_folder", "quarantine_folder")
+    @classmethod
+    def _folder(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class Smtp(_Section):
+    """Outgoing mail over SMTP (or written to a local Maildir in demo mode)."""
+
+    host: str = ""
+    port: Port = 587
+    security: Security = "starttls"
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    password_file: str = ""
+    timeout_seconds: PositiveInt = 30
+    retry_initial_seconds: PositiveInt = 30
+    retry_max_seconds: PositiveInt = 3600
+    batch_size: PositiveInt = 200
+    maildir: str = ""
+
+    _security = field_validator("security")(_check_security)
+    _maildir = field_validator("maildir")(_check_host_or_maildir)
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        username = info.data.get("username")
+        if info.data.get("host") and username and not value.get_secret_value():
+            raise ValueError("required when smtp.username is set (set password_file or password)")
+        if info.data.get("host") and username == "" and value.get_secret_value():
+            raise ValueError("set smtp.username too, or remove the password")
+        return value
+
+    @field_validator("retry_max_seconds")
+    @classmethod
+    def _retry_max(cls, value: int, info: ValidationInfo) -> int:
+        initial = info.data.get("retry_initial_seconds")
+        if initial is not None and value < initial:
+            raise ValueError("must be at least smtp.retry_initial_seconds")
+        return value
+
+
+class Database(_Section):
+    """Where cases live: SQLite by default, PostgreSQL in production."""
+
+    url: str = "sqlite:////var/lib/conduct-inbox/cases.db"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(_DB_URL_PREFIXES):
+            raise ValueError("must start with sqlite:///, postgresql:// or postgresql+psycopg://")
+        return value
+
+
+class Member(_Section):
+    """A roster entry: committee or steering member."""
+
+    name: str
+    email: Address
+    aliases: list[str] = []
+    chair: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, value: list[str]) -> list[str]:
+        if any(not alias.strip() for alias in value):
+            raise ValueError("aliases must not be empty strings")
+        return [alias.strip() for alias in value]
+
+
+def _duplicate_emails(members: list[Member], prefix: str, seen: set[str]) -> list[tuple[str, str]]:
+    """Problems for members whose email already appeared (in `seen`, which is updated)."""
+    problems = []
+    for index, member in enumerate(members):
+        if member.email in seen:
+            problems.append((f"{prefix}[{index}].email", "the same email is listed twice on the roster"))
+        seen.add(member.email)
+    return problems
+
+
+class Committee(_Section):
+    """The committee: its address (the From of all our mail), roster and rules."""
+
+    address: Address
+    name: str = "Code of Conduct Committee"
+    steering_address: str = ""
+    case_tag: str = "conduct"
+    quorum: PositiveInt = 2
+    severe_decisions: list[str] = ["public-reprimand", "temporary-ban", "permanent-ban"]
+    auto_ack_alert_hours: PositiveInt = 1
+    members: list[Member]
+
+    @field_validator("address")
+    @classmethod
+    def _no_plus(cls, value: str) -> str:
+        if "+" in value.split("@")[0]:
+            raise ValueError('must not contain "+": we add +token and +bounce to it')
+        return value
+
+    @field_validator("steering_address")
+    @classmethod
+    def _steering_address(cls, value: str) -> str:
+        return _address(value) if value else value
+
+    @field_validator("case_tag")
+    @classmethod
+    def _case_tag(cls, value: str) -> str:
+        if not _CASE_TAG_RE.match(value):
+            raise ValueError("must be lowercase letters, digits and hyphens ([a-z0-9-]+)")
+        return value
+
+    @field_validator("severe_decisions")
+    @classmethod
+    def _severe(cls, value: list[str]) -> list[str]:
+        if any(item not in DECISIONS for item in value):
+            raise ValueError("each must be one of " + ", ".join(DECISIONS))
+        return value
+
+    @field_validator("members")
+    @classmethod
+    def _members(cls, value: list[Member]) -> list[Member]:
+        problems: list[tuple[str, str]] = []
+        if not value:
+            problems.append(("", "at least one committee member is required"))
+        if sum(member.chair for member in value) > 1:
+            problems.append(("", "at most one member may be chair"))
+        problems += _duplicate_emails(value, "", set())
+        if problems:
+            raise _Problems(problems)
+        return value
+
+    @property
+    def local_part(self) -> str:
+        """The part of committee.address before the @ (e.g. "conduct")."""
+        return self.address.rsplit("@", 1)[0]
+
+    @property
+    def domain(self) -> str:
+        """The domain of committee.address (e.g. "example.org")."""
+        return self.address.rsplit("@", 1)[1]
+
+    @property
+    def chair(self) -> Member | None:
+        """The committee member marked chair, if any."""
+        return next((member for member in self.members if member.chair), None)
+
+
+class Steering(_Section):
+    """The steering committee: escalations, case reports, reconsideration."""
+
+    members: list[Member] = []
+
+    @field_validator("members")
+    @classmethod
+    def _members(cls, value: list[Member]) -> list[Member]:
+        problems = [
+            (f"[{index}].chair", "only committee members can be chair")
+            for index, member in enumerate(value)
+            if member.chair
+        ]
+        problems += _duplicate_emails(value, "", set())
+        if problems:
+            raise _Problems(problems)
+        return value
+
+
+class Intake(_Section):
+    """How inbound mail is taken in."""
+
+    spam_header: str = "X-Spam-Flag"
+    spam_value: str = "YES"
+    max_forward_attachment_mb: PositiveInt = 10
+    max_attempts: PositiveInt = 3
+    parse_timeout_seconds: PositiveInt = 30
+    ack_limit_per_address: PositiveInt = 5
+    ack_limit_window_hours: PositiveInt = 24
+
+
+class Sla(_Section):
+    """The policy's promises, as deadlines and escalation steps."""
+
+    ack_hours: PositiveInt = 24
+    urgent_ack_hours: PositiveInt = 1
+    second_level_hours: PositiveInt = 24
+    urgent_second_level_hours: PositiveInt = 2
+    response_days: PositiveInt = 7
+    reminder_hours_before: PositiveInt = 48
+    urgent_phrases: list[str] = ["physical danger", "unsafe", "threat", "police", "self-harm", "suicide"]
+    urgent_webhook_url: str = ""
+
+    @field_validator("urgent_phrases")
+    @classmethod
+    def _phrases(cls, value: list[str]) -> list[str]:
+        if any(not phrase.strip() for phrase in value):
+            raise ValueError("phrases must not be empty strings (they would match every report)")
+        return value
+
+    @field_validator("urgent_webhook_url")
+    @classmethod
+    def _webhook(cls, value: str) -> str:
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http:// or https:// URL, or empty")
+        return value
+
+
+class Retention(_Section):
+    """How long closed cases' contents are kept."""
+
+    closed_case_days: NonNegativeInt = 730
+
+
+class SecurityConfig(_Section):
+    """Reply-token secrets, trusted DMARC results, encryption at rest."""
+
+    token_secret: SecretStr = SecretStr("")
+    token_secret_file: str = ""
+    previous_token_secret: SecretStr = SecretStr("")
+    previous_token_secret_file: str = ""
+    trusted_authserv_id: str = ""
+    encryption_key: SecretStr = SecretStr("")
+    encryption_key_file: str = ""
+
+    @field_validator("token_secret")
+    @classmethod
+    def _token_secret(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if not secret:
+            raise ValueError("required (set token_secret_file, or the token-secret credential)")
+        if len(secret.encode()) < 16:
+            raise ValueError("must be at least 16 bytes long")
+        return value
+
+    @field_validator("previous_token_secret")
+    @classmethod
+    def _previous(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value().encode()) < 16:
+            raise ValueError("must be at least 16 bytes long")
+        return value
+
+
+class Settings(BaseSettings):
+    """The whole configuration; build it with `load_settings()`."""
+
+    # load_settings() does the layering itself (its environ is a parameter, and unknown
+    # environment keys are reported), so constructing Settings reads nothing implicitly.
+    model_config = SettingsConfigDict(extra="forbid", validate_default=True, frozen=True)
+
+    mailbox: Mailbox
+    smtp: Smtp
+    database: Database = Database()
+    committee: Committee
+    steering: Steering = Steering()
+    intake: Intake = Intake()
+    sla: Sla = Sla()
+    retention: Retention = Retention()
+    security: SecurityConfig
+
+    _config_path: Path | None = PrivateAttr(default=None)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only explicit values: the environment and files are merged by load_settings()."""
+        return (init_settings,)
+
+    @field_validator("steering")
+    @classmethod
+    def _unique_across(cls, value: Steering, info: ValidationInfo) -> Steering:
+        committee = info.data.get("committee")
+        if committee is not None:
+            seen = {member.email for member in committee.members}
+            problems = _duplicate_emails(value.members, "members", seen)
+            if problems:
+                raise _Problems([(key, "also listed as a committee member") for key, _ in problems])
+        return value
+
+    @property
+    def config_path(self) -> Path | None:
+        """The file these settings were loaded from, if any."""
+        return self._config_path
+
+    def all_members(self) -> list[Member]:
+        """Committee members, then steering members."""
+        return [*self.committee.members, *self.steering.members]
+
+    def member_by_email(self, addr: str) -> Member | None:
+        """The roster entry for an address (case-insensitive), or None."""
+        addr = addr.strip().lower()
+        return next((member for member in self.all_members() if member.email == addr), None)
+
+    def is_steering(self, member: Member) -> bool:
+        """True when the member is on the steering committee rather than the committee."""
+        return any(other.email == member.email for other in self.steering.members)
+
+
+_SECTIONS: dict[str, type[BaseModel]] = {
+    name: field.annotation  # type: ignore[misc]
+    for name, field in Settings.model_fields.items()
+}
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read, layer and validate the configuration; raise ConfigError listing every problem."""
+    environ = os.environ if environ is None else environ
+    config_path = Path(path if path is not None else environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    data = _read_toml(config_path)
+    problems: list[str] = []
+    for section in _SECTIONS:
+        data.setdefault(section, {})
+    problems += _apply_environment(data, environ)
+    problems += _read_secrets(data, config_path.parent, environ.get("CREDENTIALS_DIRECTORY", ""))
+    _resolve_maildirs(data, config_path.parent)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        problems += _format_errors(exc)
+    if problems:
+        raise ConfigError(problems)
+    settings._config_path = config_path.resolve()
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """Parse the config file; a missing or malformed file is a problem on its own."""
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError([f"config file {path}: not found (use --config or {CONFIG_ENV})"]) from None
+    except OSError as exc:
+        raise ConfigError([f"config file {path}: cannot read ({exc.strerror})"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"config file {path}: invalid TOML: {exc}"]) from None
+
+
+def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """Override TOML values with CONDUCT_INBOX_<SECTION>__<KEY> variables (case-insensitive)."""
+    problems = []
+    for name, raw in sorted(environ.items()):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or "__" not in upper:
+            continue  # e.g. CONDUCT_INBOX_CONFIG
+        parts = upper[len(ENV_PREFIX):].lower().split("__")
+        model = _SECTIONS.get(parts[0])
+        if len(parts) != 2 or model is None or parts[1] not in model.model_fields:
+            problems.append(f"{name}: unknown key (environment)")
+            continue
+        section, key = parts
+        value: Any = raw
+        if get_origin(model.model_fields[key].annotation) is list:
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                problems.append(f"{name}: must be a JSON list (environment)")
+                continue
+        if isinstance(data.get(section), dict):
+            data[section][key] = value
+    return problems
+
+
+def _read_secrets(data: dict[str, Any], config_dir: Path, credentials_dir: str) -> list[str]:
+    """Fill each secret from its *_file, or from $CREDENTIALS_DIRECTORY's conventional name."""
+    problems = []
+    for section, key, file_key, credential in SECRETS:
+        table = data.get(section)
+        if not isinstance(table, dict):
+            continue
+        inline, file_name = table.get(key, ""), table.get(file_key, "")
+        if not isinstance(file_name, str) or (inline and not isinstance(inline, str)):
+            continue  # the type error is reported by validation
+        if inline and file_name:
+            problems.append(f"{section}.{key}: set either {key} or {file_key}, not both")
+            continue
+        if inline:
+            continue
+        if file_name:
+            base = Path(credentials_dir) if credentials_dir else config_dir
+            secret_path = base / Path(file_name).expanduser()
+        elif credentials_dir and (Path(credentials_dir) / credential).is_file():
+            secret_path = Path(credentials_dir) / credential
+        else:
+            continue
+        try:
+            secret = secret_path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            problems.append(f"{section}.{file_key}: cannot read {secret_path} ({exc.strerror})")
+            continue
+        except UnicodeDecodeError:
+            problems.append(f"{section}.{file_key}: {secret_path} is not UTF-8 text")
+            continue
+        table[key] = secret
+        table[file_key] = str(secret_path)
+    return problems
+
+
+def _resolve_maildirs(data: dict[str, Any], config_dir: Path) -> None:
+    """A relative demo-mode Maildir is relative to the config file, not the working directory."""
+    for section in ("mailbox", "smtp"):
+        table = data.get(section)
+        if isinstance(table, dict) and isinstance(table.get("maildir"), str) and table["maildir"]:
+            table["maildir"] = str(config_dir / Path(table["maildir"]).expanduser())
+
+
+_FRIENDLY = {
+    "missing": "required",
+    "extra_forbidden": "unknown key",
+    "int_parsing": "must be an integer",
+    "int_type": "must be an integer",
+    "int_from_float": "must be an integer",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "model_type": "must be a table",
+    "model_attributes_type": "must be a table",
+    "dict_type": "must be a table",
+}
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    """One line per pydantic error, from its location and message only (never its input)."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
+        for relative, message in _messages(error):
+            key = _join_key(loc.lstrip("."), relative)
+            lines.append(f"{key}: {message}" if key else message)
+    return lines
+
+
+def _messages(error: Any) -> list[tuple[str, str]]:
+    """(relative key, message) pairs for one pydantic error; _Problems may carry several."""
+    if error["type"] == "literal_error":
+        return [("", "must be one of " + error.get("ctx", {}).get("expected", ""))]
+    if error["type"] in _FRIENDLY:
+        return [("", _FRIENDLY[error["type"]])]
+    text = error["msg"].removeprefix("Value error, ")
+    pairs = []
+    for line in text.split("\n"):
+        relative, _, message = line.rpartition("\t")
+        pairs.append((relative, message))
+    return pairs
+
+
+def _join_key(loc: str, relative: str) -> str:
+    """Join a location and a relative key: "a.b" + "[0].c" or "c"."""
+    if not relative or not loc:
+        return loc or relative
+    return f"{loc}{relative}" if relative.startswith("[") else f"{loc}.{relative}"
+
+
+# Frequent English words (and word-like given names) that make poor single-word aliases:
+# single-word aliases match case-sensitively, but still hit sentence starts and headings.
+COMMON_WORDS = frozenset(
+    """
+    a about above after again against all also always am an and any are around as ask at
+    away back bad be because been before being below best better between big bill both bring
+    but buy by call came can case change child close come could cut day did different do
+    does done don down during each early end even ever every eye face fact faith far feel few
+    find first for form found frank free friend from full get give go good got grace great
+    group had hand hard has have he head help her here high him his home hope house how i if
+    important in into is it its jack job joy just keep kind know large last late lead least
+    leave left less let life light like line little live long look lot low made major make
+    man many mark may me mean might more most much must my name need never new next nice
+    night no not nothing now number of off often old on once one only open or order other
+    our out over own page part pat people person place play point power problem public put
+    question read real really report right rob room rose run said same saw say see seem self
+    set several she should show side since small so some something sometimes soon start
+    state still stop story such sue sure system take talk team tell than that the their them
+    then there these they thing think this those though thought three through time to today
+    together too took top toward true try turn two under until up upon us use very want was
+    water way we week well went were what when where which while who whole why will win with
+    within without word work world would write year yes yet you young your
+    """.split()
+)
+
+
+def common_word_aliases(settings: Settings) -> list[str]:
+    """Single-word aliases on the roster that are common English words (for check-config warnings)."""
+    found = []
+    for member in settings.all_members():
+        for alias in member.aliases:
+            if len(alias.split()) == 1 and alias.lower() in COMMON_WORDS:
+                found.append(alias)
+    return found

@@ -1,0 +1,286 @@
+"""Takes mail from the mailbox into the case store: nothing lost, nothing done twice.
+
+For each message: record an attempt (committed), parse it under a time limit, classify it,
+apply it in one transaction, and only then move it out of the intake folder. A message that
+fails or hangs `max_attempts` times is quarantined (raw kept) and the committee alerted.
+A message already recorded as done (crash between commit and move) is only moved.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .classify import Policy, classify
+from .errors import MailboxUnavailable
+from .mail.parse import InboundMessage as Parsed
+from .models import InboundMessage, MailboxState
+from .parsing import ParseFailed, ParseTimeout
+from .ports import Mailbox
+from .workflow import Workflow, dedupe_key, event
+
+log = logging.getLogger(__name__)
+
+FETCH_CHUNK = 50
+DONE = {"processed": "processed", "duplicate": "processed", "machine": "processed", "dropped": "processed",
+        "quarantined": "quarantine"}
+
+
+@dataclass
+class IntakeStats:
+    processed: int = 0
+    quarantined: int = 0
+    failed: int = 0
+    moved_only: int = 0
+    outcomes: list[str] = field(default_factory=list)
+
+
+class Intake:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        mailbox: Mailbox,
+        workflow: Workflow,
+        policy: Policy,
+        parser: Callable[[bytes], Parsed],
+        clock: Callable[[], datetime],
+        max_attempts: int = 3,
+        stop: threading.Event | None = None,
+        on_commit: Callable[[], None] | None = None,
+    ):
+        self.sessions = sessions
+        self.mailbox = mailbox
+        self.workflow = workflow
+        self.policy = policy
+        self.parser = parser
+        self.clock = clock
+        self.max_attempts = max_attempts
+        self.stop = stop or threading.Event()
+        self.on_commit = on_commit or (lambda: None)
+        self._uidvalidity: int | None = None
+
+    # ----- one pass ---------------------------------------------------------------------------
+
+    def poll_once(self) -> IntakeStats:
+        """Process everything in the intake folder once. Raises MailboxUnavailable if it cannot be read."""
+        stats = IntakeStats()
+        try:
+            if self._uidvalidity is None:
+                self._uidvalidity = self.mailbox.connect()
+            uids = self.mailbox.uids()
+        except MailboxUnavailable as exc:
+            self._uidvalidity = None
+            self._record_contact(str(exc))
+            raise
+        self._record_contact(None)
+        uidvalidity = self._uidvalidity
+        known = self._known(uidvalidity, uids)
+        for destination in ("processed", "quarantine"):
+            leftover = [uid for uid in uids if DONE.get(known.get(uid, ""), "") == destination]
+            if leftover:  # committed before a crash, never moved: move now, do nothing else
+                self._move(leftover, destination)  # type: ignore[arg-type]
+                stats.moved_only += len(leftover)
+        todo = [uid for uid in uids if uid not in known or known[uid] == "pending"]
+        for start in range(0, len(todo), FETCH_CHUNK):
+            if self.stop.is_set():
+                break
+            chunk = todo[start : start + FETCH_CHUNK]
+            raws = self._fetch(chunk)
+            done: dict[str, list[int]] = {"processed": [], "quarantine": []}
+            for uid in chunk:
+                if self.stop.is_set():
+                    break
+                raw = raws.get(uid)
+                if raw is None:
+                    continue  # gone meanwhile (another daemon moved it)
+                destination = self._process(uidvalidity, uid, raw, stats)
+                if destination:
+                    done[destination].append(uid)
+            for destination, moved in done.items():
+                if moved:
+                    self._move(moved, destination)  # type: ignore[arg-type]
+        return stats
+
+    def _fetch(self, uids: list[int]) -> dict[int, bytes]:
+        try:
+            return self.mailbox.fetch(uids)
+        except MailboxUnavailable:
+            self._uidvalidity = None
+            raise
+
+    def _move(self, uids: list[int], destination: str) -> None:
+        try:
+            self.mailbox.move(uids, destination)  # type: ignore[arg-type]
+        except MailboxUnavailable:
+            self._uidvalidity = None
+            raise
+
+    def _known(self, uidvalidity: int, uids: list[int]) -> dict[int, str]:
+        found: dict[int, str] = {}
+        with self.sessions() as session:
+            for start in range(0, len(uids), 500):
+                rows = session.execute(
+                    select(InboundMessage.uid, InboundMessage.status).where(
+                        InboundMessage.mailbox == self.mailbox.identity,
+                        InboundMessage.uidvalidity == uidvalidity,
+                        InboundMessage.uid.in_(uids[start : start + 500]),
+                    )
+                )
+                found.update({uid: status for uid, status in rows})
+        return found
+
+    # ----- one message ------------------------------------------------------------------------
+
+    def _process(self, uidvalidity: int, uid: int, raw: bytes, stats: IntakeStats) -> str | None:
+        """Returns the folder to move the message to once done, or None to leave it for a retry."""
+        row_id, attempts = self._record_attempt(uidvalidity, uid, raw)
+        if row_id is None:
+            return None  # another daemon holds it
+        if attempts > self.max_attempts:
+            self._quarantine(row_id, "too many attempts")
+            stats.quarantined += 1
+            return "quarantine"
+        try:
+            parsed = self.parser(raw)
+        except ParseTimeout:
+            return self._failed(row_id, attempts, "parser time limit exceeded", stats)
+        except ParseFailed as exc:
+            return self._failed(row_id, attempts, f"parser failed ({exc.kind})", stats)
+        for _ in range(3):
+            try:
+                outcome = self._apply(row_id, parsed)
+                break
+            except IntegrityError:
+                # A racing daemon committed the same report first: try again, it is now a duplicate.
+                log.info("inbound #%d: concurrent insert, retrying", row_id)
+            except OperationalError as exc:
+                log.warning("inbound #%d: database error %s", row_id, type(exc.orig).__name__)
+                return self._failed(row_id, attempts, "database error", stats)
+            except Exception as exc:  # a bug must not stop the loop or lose the message
+                log.exception("inbound #%d: processing failed (%s)", row_id, type(exc).__name__)
+                return self._failed(row_id, attempts, f"processing failed ({type(exc).__name__})", stats)
+        else:
+            return self._failed(row_id, attempts, "repeated conflicts", stats)
+        if outcome is None:
+            return None
+        log.info("inbound #%d (uid %d): %s", row_id, uid, outcome)
+        stats.processed += 1
+        stats.outcomes.append(outcome)
+        self.on_commit()
+        return "processed"
+
+    def _record_attempt(self, uidvalidity: int, uid: int, raw: bytes) -> tuple[int | None, int]:
+        """Store the raw message (first time) and count the attempt, committed before parsing."""
+        now = self.clock()
+        for _ in range(2):
+            try:
+                with self.sessions() as session, session.begin():
+                    row = session.scalars(
+                        select(InboundMessage).where(
+                            InboundMessage.mailbox == self.mailbox.identity,
+                            InboundMessage.uidvalidity == uidvalidity,
+                            InboundMessage.uid == uid,
+                        )
+                    ).first()
+                    if row is None:
+                        row = InboundMessage(
+                            mailbox=self.mailbox.identity,
+                            uidvalidity=uidvalidity,
+                            uid=uid,
+                            raw=raw,
+                            size=len(raw),
+                            received_at=now,
+                            attempts=1,
+                            status="pending",
+                        )
+                        session.add(row)
+                        session.flush()
+                        return row.id, 1
+                    if row.status != "pending":
+                        return None, row.attempts
+                    session.execute(
+                        update(InboundMessage).where(InboundMessage.id == row.id).values(attempts=InboundMessage.attempts + 1)
+                    )
+                    return row.id, row.attempts + 1
+            except IntegrityError:
+                continue  # another daemon inserted it a moment ago
+        return None, 0
+
+    def _apply(self, row_id: int, parsed: Parsed) -> str | None:
+        now = self.clock()
+        with self.sessions() as session, session.begin():
+            row = session.scalars(
+                select(InboundMessage).where(InboundMessage.id == row_id).with_for_update(skip_locked=True)
+            ).first()
+            if row is None or row.status != "pending":
+                return None  # another daemon is on it, or finished it
+            row.message_id = parsed.message_id[:998] if parsed.message_id else None
+            row.body_hash = parsed.body_hash
+            if parsed.message_id:
+                key = dedupe_key(parsed.message_id, parsed.body_hash)
+                original = session.scalars(select(InboundMessage).where(InboundMessage.dedupe_key == key)).first()
+                if original is not None:
+                    row.status, row.kind, row.duplicate_of_id, row.processed_at = "duplicate", "duplicate", original.id, now
+                    row.case_id = original.case_id
+                    event(session, original.case_id, "system", "duplicate_delivery", now, inbound_id=row.id, original_id=original.id)
+                    return f"repeated delivery of inbound #{original.id}: nothing new"
+                reused = session.scalars(
+                    select(InboundMessage.id).where(
+                        InboundMessage.message_id == row.message_id, InboundMessage.id != row.id,
+                        InboundMessage.status != "pending",
+                    ).limit(1)
+                ).first()
+                row.message_id_reused = reused is not None
+                row.dedupe_key = key
+                session.flush()  # claims the key now: a racing copy fails here, not later
+            result = classify(parsed, self.workflow.facts(session, parsed), self.policy)
+            outcome = self.workflow.apply(session, row, parsed, result, now)
+            if row.message_id_reused:
+                event(session, row.case_id, "system", "message_id_reused", now, inbound_id=row.id)
+                outcome += " (Message-ID reused by a different message: flagged)"
+            return outcome
+
+    def _failed(self, row_id: int, attempts: int, reason: str, stats: IntakeStats) -> str | None:
+        log.warning("inbound #%d: attempt %d failed: %s", row_id, attempts, reason)
+        with self.sessions() as session, session.begin():
+            row = session.get(InboundMessage, row_id)
+            if row is not None:
+                row.error = reason[:200]
+        if attempts >= self.max_attempts:
+            self._quarantine(row_id, reason)
+            stats.quarantined += 1
+            return "quarantine"
+        stats.failed += 1
+        return None
+
+    def _quarantine(self, row_id: int, reason: str) -> None:
+        now = self.clock()
+        with self.sessions() as session, session.begin():
+            row = session.get(InboundMessage, row_id)
+            assert row is not None
+            self.workflow.quarantine(session, row, reason, now)
+        log.warning("inbound #%d quarantined: %s", row_id, reason)
+        self.on_commit()
+
+    def _record_contact(self, error: str | None) -> None:
+        now = self.clock()
+        try:
+            with self.sessions() as session, session.begin():
+                state = session.get(MailboxState, self.mailbox.identity)
+                if state is None:
+                    state = MailboxState(mailbox=self.mailbox.identity)
+                    session.add(state)
+                state.last_attempt_at = now
+                state.uidvalidity = self._uidvalidity
+                state.last_error = error[:200] if error else None
+                if error is None:
+                    state.last_ok_at = now
+        except IntegrityError:
+            pass  # a second daemon recorded it at the same moment

@@ -1,0 +1,288 @@
+"""The conduct@ mailbox over IMAP (imapclient, blocking): list, fetch, move, IDLE.
+
+Every library, socket and TLS error leaves this module as `MailboxUnavailable` with a message
+that names the operation and the error type only: server replies can quote the login name.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import ipaddress
+import logging
+import ssl
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Literal
+
+from imapclient import DELETED, IMAPClient
+from imapclient.exceptions import LoginError
+
+from conduct_inbox.errors import MailboxUnavailable
+from conduct_inbox.ports import Destination
+
+logger = logging.getLogger(__name__)
+
+Security = Literal["tls", "starttls", "none"]
+
+#: No single IDLE lasts longer than this: NATs and servers drop connections idle for ~10-30 min.
+MAX_IDLE_SECONDS = 9 * 60
+#: Poll interval when the server has no IDLE.
+POLL_SECONDS = 30.0
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses, where plain IMAP exposes nothing."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """Turn library errors into MailboxUnavailable without their text (it may quote the user)."""
+    try:
+        yield
+    except MailboxUnavailable:
+        raise
+    except LoginError:
+        raise MailboxUnavailable("IMAP login failed") from None
+    except (imaplib.IMAP4.error, OSError, EOFError, ValueError) as exc:
+        # OSError covers socket errors, timeouts and ssl.SSLError.
+        raise MailboxUnavailable(f"IMAP {action} failed: {type(exc).__name__}") from None
+
+
+class ImapMailbox:
+    """One IMAP connection to the intake folder; `connect()` (re)opens it."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        security: Security,
+        username: str,
+        password: str,
+        folder: str = "INBOX",
+        processed_folder: str = "Processed",
+        quarantine_folder: str = "Quarantine",
+        timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+        use_move: bool | None = None,
+    ) -> None:
+        if security not in ("tls", "starttls", "none"):
+            raise ValueError(f"unknown IMAP security {security!r}")
+        if security == "none" and not is_loopback(host):
+            raise ValueError("IMAP security 'none' is only allowed for a loopback host")
+        self.host = host
+        self.port = port
+        self.security = security
+        self._username = username
+        self._password = password
+        self.folder = folder
+        self._folders: dict[Destination, str] = {
+            "processed": processed_folder,
+            "quarantine": quarantine_folder,
+        }
+        self.timeout = timeout
+        self._ssl_context = ssl_context
+        #: None: use MOVE when the server advertises it; False forces COPY + UID EXPUNGE.
+        self.use_move = use_move
+        # The username stays out of the identity: identity is logged and stored.
+        self.identity = f"imap://{host}:{port}/{folder}"
+        self._client: IMAPClient | None = None
+        self._caps: frozenset[bytes] = frozenset()
+
+    def __repr__(self) -> str:
+        return f"ImapMailbox({self.identity!r})"
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def connect(self) -> int:
+        """(Re)connect, log in, create the processed/quarantine folders, select; return UIDVALIDITY."""
+        self.close()
+        with _translated("connection"):
+            client = IMAPClient(
+                self.host,
+                self.port,
+                ssl=self.security == "tls",
+                ssl_context=self._ssl_context,
+                timeout=self.timeout,
+            )
+        try:
+            if self.security == "starttls":
+                with _translated("STARTTLS"):
+                    client.starttls(self._ssl_context)
+            with _translated("login"):
+                client.login(self._username, self._password)
+            with _translated("folder setup"):
+                self._caps = frozenset(client.capabilities())
+                for name in self._folders.values():
+                    self._ensure_folder(client, name)
+                selected = client.select_folder(self.folder)
+        except BaseException:
+            _shutdown(client)
+            raise
+        self._client = client
+        uidvalidity = int(selected[b"UIDVALIDITY"])
+        logger.debug("connected to %s, uidvalidity %d", self.identity, uidvalidity)
+        return uidvalidity
+
+    @staticmethod
+    def _ensure_folder(client: IMAPClient, name: str) -> None:
+        if client.folder_exists(name):
+            return
+        try:
+            client.create_folder(name)
+        except imaplib.IMAP4.error:
+            # Another client may have created it a moment ago.
+            if not client.folder_exists(name):
+                raise
+        client.subscribe_folder(name)
+
+    def close(self) -> None:
+        """Log out (best effort) and drop the connection."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            client.logout()
+        except Exception:
+            _shutdown(client)
+
+    def _conn(self) -> IMAPClient:
+        if self._client is None:
+            raise MailboxUnavailable("IMAP not connected")
+        return self._client
+
+    def _fail(self, exc: MailboxUnavailable) -> MailboxUnavailable:
+        """Drop a connection after an error: its state is unknown, the caller reconnects."""
+        self.close()
+        return exc
+
+    def has_capability(self, name: str) -> bool:
+        return name.upper().encode() in self._caps
+
+    # -- mailbox operations --------------------------------------------------------------------
+
+    def uids(self) -> list[int]:
+        """Every UID in the intake folder, seen or not, ascending."""
+        client = self._conn()
+        try:
+            with _translated("SEARCH"):
+                # A SEARCH only sees the session's view of the folder; NOOP first brings in mail
+                # that arrived since the last command (Dovecot reports it at command end).
+                client.noop()
+                # SEARCH ALL, not FETCH 1:* (imapclient 4.1 rejects the latter).
+                return sorted(int(u) for u in client.search("ALL"))
+        except MailboxUnavailable as exc:
+            raise self._fail(exc) from None
+
+    def fetch(self, uids: Sequence[int]) -> dict[int, bytes]:
+        """Raw messages by UID in one FETCH BODY.PEEK[] (never sets \\Seen); the caller chunks."""
+        if not uids:
+            return {}
+        client = self._conn()
+        try:
+            with _translated("FETCH"):
+                data = client.fetch(list(uids), ["BODY.PEEK[]"])
+        except MailboxUnavailable as exc:
+            raise self._fail(exc) from None
+        wanted = set(uids)
+        return {
+            int(uid): bytes(item[b"BODY[]"])
+            for uid, item in data.items()
+            if uid in wanted and b"BODY[]" in item
+        }
+
+    def move(self, uids: Sequence[int], destination: Destination) -> None:
+        """Move exactly `uids` to the processed or quarantine folder."""
+        if not uids:
+            return
+        target = self._folders[destination]
+        client = self._conn()
+        ids = list(uids)
+        try:
+            with _translated("MOVE"):
+                use_move = self.has_capability("MOVE") if self.use_move is None else self.use_move
+                if use_move:
+                    client.move(ids, target)
+                    return
+                client.copy(ids, target)
+                client.add_flags(ids, [DELETED], silent=True)
+                if self.has_capability("UIDPLUS"):
+                    client.uid_expunge(ids)
+                else:
+                    # A plain EXPUNGE would also remove messages others flagged \Deleted.
+                    logger.warning(
+                        "%s has no UIDPLUS: %d copied message(s) left flagged \\Deleted in the intake folder",
+                        self.identity, len(ids),
+                    )
+        except MailboxUnavailable as exc:
+            raise self._fail(exc) from None
+
+    def wait_for_mail(self, timeout: float) -> bool:
+        """Block up to `timeout` s in IDLE; True when the server reports new mail, else False.
+
+        Without IDLE this just sleeps (at most POLL_SECONDS) and returns True so the caller polls.
+        Any error drops the connection and raises MailboxUnavailable: the caller reconnects.
+        """
+        client = self._conn()
+        if not self.has_capability("IDLE"):
+            time.sleep(max(0.0, min(timeout, POLL_SECONDS)))
+            return True
+        deadline = time.monotonic() + max(0.0, timeout)
+        try:
+            with _translated("IDLE"):
+                # Mail that arrived since the last command is reported to a NOOP.
+                _, pending = client.noop()
+                if _has_new_mail(pending):
+                    return True
+                while (remaining := deadline - time.monotonic()) > 0:
+                    if self._idle_once(client, min(remaining, MAX_IDLE_SECONDS)):
+                        return True
+                return False
+        except MailboxUnavailable as exc:
+            raise self._fail(exc) from None
+
+    @staticmethod
+    def _idle_once(client: IMAPClient, seconds: float) -> bool:
+        """One IDLE of at most `seconds`; True if it reported EXISTS or RECENT."""
+        client.idle()
+        found = False
+        end = time.monotonic() + seconds
+        try:
+            while not found and (left := end - time.monotonic()) > 0:
+                responses = client.idle_check(timeout=left)
+                found = _has_new_mail(responses)
+                if not responses and end - time.monotonic() > 0.05:
+                    # Woken with nothing parsed: imapclient swallows EOF here. Ending IDLE
+                    # below surfaces a dead connection as an error.
+                    break
+        finally:
+            _, responses = client.idle_done()
+        return found or _has_new_mail(responses)
+
+
+def _has_new_mail(responses: Sequence[object]) -> bool:
+    for resp in responses:
+        if isinstance(resp, tuple) and len(resp) >= 2 and resp[1] in (b"EXISTS", b"RECENT"):
+            if resp[1] == b"RECENT" and resp[0] == 0:
+                continue
+            return True
+        if isinstance(resp, tuple) and resp and resp[0] == b"BYE":
+            raise imaplib.IMAP4.abort("server said BYE")
+    return False
+
+
+def _shutdown(client: IMAPClient) -> None:
+    """Close the socket without talking to the server."""
+    try:
+        client.shutdown()
+    except (OSError, imaplib.IMAP4.error):
+        pass
+    except Exception:  # a half-open connection can fail in odd ways; it is going away anyway
+        logger.debug("IMAP shutdown error ignored")
+

@@ -1,0 +1,241 @@
+"""aiosmtplib sender: one connection per outbox batch, SMTP replies mapped to outcomes.
+
+Classification (DESIGN rule 3): trouble reaching, greeting, securing or logging into the
+server, any refusal of MAIL FROM, a 4xx at DATA or RSET, and a lost connection are an
+*outage* — the batch stops and the dispatcher retries later. A refusal of the row's
+recipient is that row's own result: 5xx at RCPT or DATA is REJECTED, 4xx at RCPT is DEFERRED.
+Server replies often quote addresses, so only the reply code, the enhanced status code and a
+fixed word are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import ssl
+from collections.abc import Sequence
+from typing import Literal
+
+import aiosmtplib
+
+from conduct_inbox.ports import BatchResult, DeliveryResult, OutgoingMail, Outcome
+
+log = logging.getLogger(__name__)
+
+Security = Literal["tls", "starttls", "none"]
+
+_ENHANCED = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
+
+
+class _Outage(Exception):
+    """Internal: the batch must stop for `reason`; `result` is the current row's, if known."""
+
+    def __init__(self, reason: str, result: DeliveryResult | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.result = result
+
+
+def _status(code: int, message: str) -> str:
+    """`550 5.1.1` from a reply: the code and its enhanced status code, nothing the server wrote."""
+    match = _ENHANCED.match(message or "")
+    return f"{code} {match.group(1)}" if match else str(code)
+
+
+def _connection_reason(what: str, exc: BaseException) -> str:
+    """A short reason for a transport-level failure, naming the error class only."""
+    cause = exc.__cause__ if isinstance(exc, aiosmtplib.SMTPException) and exc.__cause__ else exc
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
+        return f"SMTP {what} timed out"
+    if isinstance(cause, ssl.SSLError):
+        return f"SMTP TLS failed during {what} ({type(cause).__name__})"
+    return f"SMTP {what} failed ({type(cause).__name__})"
+
+
+class SmtpSender:
+    """Hands outbox rows to an SMTP submission server (implements `ports.Sender`)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        security: Security,
+        username: str | None,
+        password: str | None,
+        timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+        local_hostname: str | None = None,
+    ):
+        if security not in ("tls", "starttls", "none"):
+            raise ValueError(f"unknown SMTP security {security!r}")
+        self.host = host
+        self.port = port
+        self.security = security
+        self.username = username
+        self.password = password
+        self.timeout = timeout
+        self.ssl_context = ssl_context
+        self.local_hostname = local_hostname
+
+    # -- public API ------------------------------------------------------------------
+
+    async def send_batch(self, mails: Sequence[OutgoingMail]) -> BatchResult:
+        """Send `mails` over one connection; stop at the first outage, results so far kept."""
+        results: dict[int, DeliveryResult] = {}
+        if not mails:
+            return BatchResult(results)
+        client = self._client()
+        try:
+            await self._open(client)
+            for mail in mails:
+                try:
+                    results[mail.row_id] = await self._send_one(client, mail)
+                except _Outage as outage:
+                    if outage.result is not None:  # refused, then RSET failed: result stands
+                        results[mail.row_id] = outage.result
+                    raise
+        except _Outage as outage:
+            log.warning(
+                "SMTP outage after %d of %d rows: %s", len(results), len(mails), outage.reason
+            )
+            return BatchResult(results, outage=outage.reason)
+        finally:
+            await self._quit(client)
+        return BatchResult(results)
+
+    async def probe(self) -> str | None:
+        """Connect, secure and log in as configured: None when that works, else the reason."""
+        client = self._client()
+        try:
+            await self._open(client)
+        except _Outage as outage:
+            return outage.reason
+        finally:
+            await self._quit(client)
+        return None
+
+    # -- connection ------------------------------------------------------------------
+
+    def _client(self) -> aiosmtplib.SMTP:
+        return aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            use_tls=self.security == "tls",
+            start_tls=False,  # done explicitly below, so "none" never upgrades by surprise
+            tls_context=self.ssl_context,
+            timeout=self.timeout,
+            local_hostname=self.local_hostname,
+        )
+
+    async def _open(self, client: aiosmtplib.SMTP) -> None:
+        """Connect, EHLO, STARTTLS and AUTH as configured; raise _Outage on any failure."""
+        stage = "connect"
+        try:
+            await client.connect()
+            stage = "EHLO"
+            await client.ehlo()
+            if self.security == "starttls":
+                stage = "STARTTLS"
+                if not client.supports_extension("starttls"):
+                    raise _Outage("SMTP STARTTLS not offered by the server")
+                await client.starttls()
+                await client.ehlo()
+            if self.username:
+                stage = "AUTH"
+                if not client.supports_extension("auth"):
+                    raise _Outage("SMTP AUTH not offered by the server")
+                await client.login(self.username, self.password or "")
+        except aiosmtplib.SMTPResponseException as exc:
+            raise _Outage(f"SMTP {stage} refused ({_status(exc.code, exc.message)})") from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise _Outage(_connection_reason(stage, exc)) from None
+
+    async def _quit(self, client: aiosmtplib.SMTP) -> None:
+        """Say goodbye if still connected, then close; errors here lose nothing of ours."""
+        try:
+            if client.is_connected:
+                await client.quit(timeout=min(self.timeout, 5.0))  # don't stall a shutdown
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            pass
+        finally:
+            client.close()
+
+    # -- one transaction -------------------------------------------------------------
+
+    async def _send_one(self, client: aiosmtplib.SMTP, mail: OutgoingMail) -> DeliveryResult:
+        """MAIL, RCPT, DATA for one row; per-row result, or _Outage for the whole batch."""
+        needs_utf8 = not (mail.envelope_from.isascii() and mail.recipient.isascii())
+        if needs_utf8 and not client.supports_extension("smtputf8"):
+            log.info("outbox row %d: address needs SMTPUTF8, server lacks it", mail.row_id)
+            return DeliveryResult(Outcome.REJECTED, None, "address needs SMTPUTF8")
+        options = self._mail_options(client, mail.data, needs_utf8)
+        encoding = "utf-8" if needs_utf8 else "ascii"
+        stage = "MAIL FROM"
+        try:
+            try:
+                await client.mail(mail.envelope_from, options=options, encoding=encoding)
+            except ValueError:
+                return DeliveryResult(Outcome.REJECTED, None, "invalid envelope sender")
+            stage = "RCPT TO"
+            try:
+                await client.rcpt(mail.recipient, encoding=encoding)
+            except ValueError:
+                result = DeliveryResult(Outcome.REJECTED, None, "invalid recipient address")
+                await self._reset(client, result)
+                return result
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                result = self._recipient_refused(mail, exc)
+                await self._reset(client, result)
+                return result
+            stage = "DATA"
+            try:
+                await client.data(mail.data)
+            except aiosmtplib.SMTPDataError as exc:
+                if not 500 <= exc.code < 600:
+                    raise
+                log.info("outbox row %d: data refused %s", mail.row_id, exc.code)
+                result = DeliveryResult(
+                    Outcome.REJECTED, exc.code, f"{_status(exc.code, exc.message)} message refused"
+                )
+                await self._reset(client, result)
+                return result
+        except aiosmtplib.SMTPResponseException as exc:
+            raise _Outage(f"SMTP {stage} refused ({_status(exc.code, exc.message)})") from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise _Outage(_connection_reason(stage, exc)) from None
+        log.debug("outbox row %d: sent", mail.row_id)
+        return DeliveryResult(Outcome.SENT, 250)
+
+    def _recipient_refused(
+        self, mail: OutgoingMail, exc: aiosmtplib.SMTPRecipientRefused
+    ) -> DeliveryResult:
+        status = _status(exc.code, exc.message)
+        if 500 <= exc.code < 600:
+            log.info("outbox row %d: recipient refused %s", mail.row_id, status)
+            return DeliveryResult(Outcome.REJECTED, exc.code, f"{status} recipient refused")
+        if 400 <= exc.code < 500:
+            log.info("outbox row %d: recipient deferred %s", mail.row_id, status)
+            return DeliveryResult(Outcome.DEFERRED, exc.code, f"{status} recipient deferred")
+        raise _Outage(f"SMTP RCPT TO unexpected reply ({status})")
+
+    async def _reset(self, client: aiosmtplib.SMTP, result: DeliveryResult) -> None:
+        """RSET after a refused transaction; if that fails the batch stops, `result` kept."""
+        try:
+            await client.rset()
+        except aiosmtplib.SMTPResponseException as exc:
+            raise _Outage(f"SMTP RSET refused ({_status(exc.code, exc.message)})", result)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise _Outage(_connection_reason("RSET", exc), result)
+
+    @staticmethod
+    def _mail_options(client: aiosmtplib.SMTP, data: bytes, utf8: bool) -> list[str]:
+        """SIZE, BODY=8BITMIME and SMTPUTF8 where the server offers them and the mail needs them."""
+        options: list[str] = []
+        if client.supports_extension("size"):
+            lone_lf = data.count(b"\n") - data.count(b"\r\n")
+            options.append(f"SIZE={len(data) + max(lone_lf, 0)}")
+        if not data.isascii() and client.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        if utf8:
+            options.append("SMTPUTF8")
+        return options

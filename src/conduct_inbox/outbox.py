@@ -1,0 +1,202 @@
+"""Transactional outbox: mail is written as rows in the transaction that causes it, then dispatched.
+
+A row's Message-ID is fixed when it is written; its envelope sender is the VERP address
+`<local>+bounce-<row id>@<domain>`, so a bounce finds its row. Rows are claimed for a batch
+(`claimed_until`), so two dispatchers never send the same row.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from .mail.compose import Draft, Sender, build
+from .models import OutboxMessage, ServiceState
+from .ports import BatchResult, OutgoingMail, Outcome
+from .ports import Sender as Transport
+
+log = logging.getLogger(__name__)
+
+CLAIM = timedelta(minutes=10)
+#: A recipient that keeps answering 4xx is given up on after this long, and the committee alerted.
+DEFER_LIMIT = timedelta(days=3)
+
+
+def new_message_id(domain: str) -> str:
+    return f"{uuid.uuid4().hex}@{domain}"
+
+
+def verp_address(sender: Sender, row_id: int) -> str:
+    local, domain = sender.address.split("@", 1)
+    return f"{local}+bounce-{row_id}@{domain}"
+
+
+def enqueue(
+    session: Session,
+    draft: Draft,
+    sender: Sender,
+    now: datetime,
+    case_id: int | None = None,
+    inbound_id: int | None = None,
+) -> OutboxMessage:
+    """Write one outgoing mail in the caller's transaction; nothing is sent until it commits."""
+    message_id = new_message_id(sender.domain)
+    row = OutboxMessage(
+        case_id=case_id,
+        inbound_id=inbound_id,
+        kind=draft.kind,
+        audience=draft.audience,
+        recipient=draft.recipient.lower(),
+        message_id=message_id,
+        subject=draft.subject,
+        data=build(draft, sender, message_id, now),
+        status="pending",
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+@dataclass(frozen=True)
+class Backoff:
+    initial: float = 30.0
+    maximum: float = 3600.0
+
+    def delay(self, failures: int) -> timedelta:
+        return timedelta(seconds=min(self.maximum, self.initial * 2 ** max(0, failures - 1)))
+
+
+@dataclass(frozen=True)
+class FlushReport:
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    outage: str | None = None
+
+
+#: Called (in the same transaction) for every row that failed for good; enqueues the alert.
+FailureHook = Callable[[Session, OutboxMessage, datetime], None]
+
+
+class Dispatcher:
+    """Sends due outbox rows in batches over one connection each, and records what happened."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        transport: Transport,
+        sender: Sender,
+        on_failure: FailureHook,
+        backoff: Backoff = Backoff(),
+        batch_size: int = 200,
+    ):
+        self.sessions = sessions
+        self.transport = transport
+        self.sender = sender
+        self.on_failure = on_failure
+        self.backoff = backoff
+        self.batch_size = batch_size
+
+    def _claim(self, now: datetime) -> list[OutgoingMail]:
+        with self.sessions() as session, session.begin():
+            state = session.get(ServiceState, "smtp")
+            if state is not None and state.retry_at is not None and state.retry_at > now:
+                return []  # in an outage: wait for the backoff to run out
+            query = (
+                select(OutboxMessage)
+                .where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now)
+                .where(or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now))
+                .order_by(OutboxMessage.id)
+                .limit(self.batch_size)
+                .with_for_update(skip_locked=True)
+            )
+            rows = session.scalars(query).all()
+            for row in rows:
+                row.claimed_until = now + CLAIM
+            return [OutgoingMail(r.id, verp_address(self.sender, r.id), r.recipient, r.data) for r in rows]
+
+    async def flush_once(self, now: datetime) -> FlushReport:
+        """One batch: claim due rows, send them, record each outcome. Returns what happened."""
+        mails = self._claim(now)
+        if not mails:
+            return FlushReport()
+        result = await self.transport.send_batch(mails)
+        return self._record(mails, result, now)
+
+    async def flush_all(self, now: datetime, max_batches: int = 1000) -> FlushReport:
+        """Batches until nothing is due or the outgoing side is down (used by `run --once`)."""
+        total = FlushReport()
+        for _ in range(max_batches):
+            report = await self.flush_once(now)
+            total = FlushReport(
+                total.sent + report.sent, total.failed + report.failed, total.deferred + report.deferred, report.outage
+            )
+            if report.outage or report.sent + report.failed + report.deferred == 0:
+                break
+        return total
+
+    def _record(self, mails: list[OutgoingMail], result: BatchResult, now: datetime) -> FlushReport:
+        sent = failed = deferred = 0
+        with self.sessions() as session, session.begin():
+            for mail in mails:
+                row = session.get(OutboxMessage, mail.row_id)
+                assert row is not None
+                outcome = result.results.get(mail.row_id)
+                row.claimed_until = None
+                if outcome is None:
+                    continue  # not attempted: the batch stopped at an outage; stays pending
+                row.attempts += 1
+                row.last_code = outcome.code
+                row.last_error = outcome.reason[:200] or None
+                if outcome.outcome is Outcome.SENT:
+                    row.status, row.sent_at = "sent", now
+                    sent += 1
+                elif outcome.outcome is Outcome.REJECTED or now - row.created_at > DEFER_LIMIT:
+                    row.status = "failed"
+                    failed += 1
+                    log.warning("outbox row %d failed for good (code %s)", row.id, outcome.code)
+                    self.on_failure(session, row, now)
+                else:
+                    row.next_attempt_at = now + self.backoff.delay(row.attempts)
+                    deferred += 1
+            self._record_service_state(session, result.outage, now)
+        if result.outage:
+            log.warning("outgoing mail outage: %s; %d rows wait", result.outage, len(mails) - len(result.results))
+        return FlushReport(sent, failed, deferred, result.outage)
+
+    def _record_service_state(self, session: Session, outage: str | None, now: datetime) -> None:
+        state = session.get(ServiceState, "smtp")
+        if state is None:
+            state = ServiceState(name="smtp", failures=0)
+            session.add(state)
+        if outage is None:
+            state.last_ok_at, state.outage_since, state.outage_reason = now, None, None
+            state.failures, state.retry_at = 0, None
+        else:
+            state.failures = (state.failures or 0) + 1
+            state.outage_since = state.outage_since or now
+            state.outage_reason = outage[:200]
+            state.retry_at = now + self.backoff.delay(state.failures)
+
+
+def mark_failed(session: Session, row_id: int, reason: str, now: datetime, on_failure: FailureHook) -> bool:
+    """A DSN reported this row undeliverable: mark it failed (once) and alert. True if it was ours."""
+    row = session.get(OutboxMessage, row_id)
+    if row is None:
+        return False
+    if row.status != "failed":
+        session.execute(
+            update(OutboxMessage).where(OutboxMessage.id == row_id).values(status="failed", last_error=reason[:200])
+        )
+        session.refresh(row)
+        on_failure(session, row, now)
+    return True

@@ -1,0 +1,142 @@
+"""Reply tokens: the HMAC in `conduct+<token>@domain` that proves a command came from a member.
+
+A token is one key-id character followed by 20 base32 characters (100 bits) of
+HMAC-SHA-256 over a length-prefixed encoding of (purpose, case reference or "",
+member address lowercased, key id). Lowercase base32 survives mail systems that fold
+case. The key id is derived from the secret itself, so rotating secrets needs no
+extra configuration: the checker tries the listed secrets whose id matches.
+
+Purposes: "case" (commands on one case) and "personal" (case-less commands such as
+`!help`, `!list`, `!new`); the purpose is inside the MAC, so a personal token never
+passes as a case token. A valid token proves only that we minted it for that member
+and case: whether the member is still on the roster and not recused is the caller's
+check, as is whether `From:` is that member.
+"""
+
+import base64
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable, Sequence
+from email.utils import parseaddr
+
+PURPOSES = frozenset({"case", "personal"})
+MAC_CHARS = 20  # 20 base32 characters = 100 bits (DESIGN asks for at least 80)
+TOKEN_LENGTH = 1 + MAC_CHARS
+MIN_SECRET_BYTES = 16
+MAX_LOCAL_PART = 64  # RFC 5321 limit on the local part
+
+_TOKEN_RE = re.compile(r"[a-z2-7]{%d}" % TOKEN_LENGTH)
+_VERP_RE = re.compile(r"bounce-\d+", re.IGNORECASE)
+_DOMAIN_TAG = b"conduct-inbox/reply-token/v1"
+
+
+def _b32(data: bytes) -> str:
+    """Lowercase base32 without padding."""
+    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
+
+
+def key_id(secret: bytes) -> str:
+    """The one-character id of a secret, so a token names the secret that made it."""
+    return _b32(hashlib.sha256(b"kid" + secret).digest())[0]
+
+
+def _check_secret(secret: bytes) -> None:
+    """Refuse secrets too short to make unguessable tokens (a configuration mistake)."""
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError("token secret must be at least %d bytes" % MIN_SECRET_BYTES)
+
+
+def _check_purpose(purpose: str, case_ref: str | None) -> None:
+    """Refuse purpose/case combinations that are programming errors."""
+    if purpose not in PURPOSES:
+        raise ValueError("unknown token purpose")
+    if purpose == "personal" and case_ref is not None:
+        raise ValueError("a personal token is not bound to a case")
+
+
+def _field(value: str) -> bytes:
+    """Length-prefixed field, so no two tuples encode to the same bytes."""
+    raw = value.encode("utf-8")
+    return len(raw).to_bytes(4, "big") + raw
+
+
+def _mac(secret: bytes, purpose: str, case_ref: str, member: str) -> str:
+    """The token for already-validated inputs."""
+    kid = key_id(secret)
+    message = _DOMAIN_TAG + b"".join(
+        _field(v) for v in (purpose, case_ref, member.strip().lower(), kid)
+    )
+    digest = hmac.new(secret, message, hashlib.sha256).digest()
+    return kid + _b32(digest[:15])[:MAC_CHARS]
+
+
+def mint(secret: bytes, purpose: str, case_ref: str | None, member: str) -> str:
+    """Token for `member` on `case_ref` ("case") or on no case ("personal", case_ref None)."""
+    _check_secret(secret)
+    _check_purpose(purpose, case_ref)
+    if purpose == "case" and not case_ref:
+        raise ValueError("a case token needs a case reference")
+    return _mac(secret, purpose, case_ref or "", member)
+
+
+def check(
+    token: str,
+    purpose: str,
+    case_ref: str | None,
+    member: str,
+    secrets: Sequence[bytes],
+) -> bool:
+    """True if `token` was minted by one of `secrets` (current first) for exactly these inputs.
+
+    Case-insensitive, since mail systems may fold the local part's case. Roster
+    membership and recusal are not checked here: the caller must do that.
+    """
+    _check_purpose(purpose, case_ref)
+    token = token.strip().lower()
+    if not _TOKEN_RE.fullmatch(token) or (purpose == "case" and not case_ref):
+        return False
+    ok = False
+    for secret in secrets:
+        _check_secret(secret)
+        if key_id(secret) != token[0]:
+            continue
+        expected = _mac(secret, purpose, case_ref or "", member)
+        # No early return: the time taken should not depend on which secret matched.
+        ok |= hmac.compare_digest(expected, token)
+    return ok
+
+
+def reply_address(local_part: str, domain: str, token: str) -> str:
+    """`local_part+token@domain`, the Reply-To that carries a token back to us."""
+    if not local_part or any(c in local_part for c in "+@ "):
+        raise ValueError("local part must be non-empty, without '+', '@' or spaces")
+    if not token or any(c in token for c in "+@ "):
+        raise ValueError("token must be non-empty, without '+', '@' or spaces")
+    local = "%s+%s" % (local_part, token)
+    if len(local) > MAX_LOCAL_PART:
+        raise ValueError("local part with token exceeds %d characters" % MAX_LOCAL_PART)
+    return "%s@%s" % (local, domain)
+
+
+def tokens_in(addresses: Iterable[str], local_part: str, domain: str) -> list[str]:
+    """The +suffixes (lowercased, unique, in order) of addresses to `local_part@domain`.
+
+    Accepts bare addresses or `Name <addr>` forms; local part and domain compare
+    case-insensitively. VERP bounce addresses (`+bounce-<n>`) are not tokens.
+    """
+    prefix = local_part.lower() + "+"
+    want_domain = domain.lower().rstrip(".")
+    found: list[str] = []
+    for item in addresses:
+        address = parseaddr(item)[1] if "<" in item else item.strip()
+        local, at, dom = address.rpartition("@")
+        if not at or dom.lower().rstrip(".") != want_domain:
+            continue
+        local = local.lower()
+        if not local.startswith(prefix):
+            continue
+        suffix = local[len(prefix):]
+        if suffix and not _VERP_RE.fullmatch(suffix) and suffix not in found:
+            found.append(suffix)
+    return found

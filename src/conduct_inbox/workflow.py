@@ -1,0 +1,443 @@
+"""Applies a classified inbound message to the case store, in the caller's transaction.
+
+Every state change and the mail it causes (outbox rows) commit together or not at all.
+Committee recipients come only from `routing`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from . import routing, tokens
+from .classify import CaseFacts, Classification, Facts, Policy, verp_row
+from .commands import strip_commands
+from .mail.compose import Draft, OutgoingAttachment, Sender
+from .mail.parse import InboundMessage as Parsed
+from .models import Attachment, Case, CaseCounter, Event, InboundMessage, OutboxMessage, Party, Quarantine
+from .outbox import enqueue, mark_failed
+from .render import Renderer
+from .roster import Person, Roster
+
+log = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Options:
+    """The settings the workflow needs, as plain values."""
+
+    committee_name: str
+    case_tag: str = "conduct"
+    max_forward_attachment_mb: float = 10
+    ack_limit_per_address: int = 5
+    ack_limit_window: timedelta = timedelta(hours=24)
+    ack_hours: float = 24
+    token_secret: bytes = b""
+
+
+def event(session: Session, case_id: int | None, actor: str, action: str, now: datetime, **detail: Any) -> None:
+    session.add(Event(case_id=case_id, actor=actor, action=action, at=now, detail=detail))
+
+
+def dedupe_key(message_id: str, body_hash: str) -> str:
+    return hashlib.sha256(f"{message_id}\0{body_hash}".encode()).hexdigest()
+
+
+def _size_text(size: int) -> str:
+    return f"{size / MB:.1f} MB" if size >= MB else f"{max(1, size // 1024)} KB"
+
+
+class Workflow:
+    def __init__(self, roster: Roster, policy: Policy, sender: Sender, renderer: Renderer, options: Options):
+        self.roster = roster
+        self.policy = policy
+        self.sender = sender
+        self.renderer = renderer
+        self.options = options
+
+    # ----- facts for classification ---------------------------------------------------------
+
+    def facts(self, session: Session, msg: Parsed) -> Facts:
+        own = msg.message_id is not None and self._outbox_row_by_message_id(session, msg.message_id) is not None
+        bounce_row = None
+        if msg.is_dsn:
+            row_id = verp_row(msg, self.policy)
+            if row_id is not None and session.get(OutboxMessage, row_id) is not None:
+                bounce_row = row_id
+            elif msg.dsn_original_message_id:
+                row = self._outbox_row_by_message_id(session, msg.dsn_original_message_id)
+                bounce_row = row.id if row is not None else None
+        case = self._case_for(session, msg)
+        token_sender = bool(
+            tokens.tokens_in((*msg.to, *msg.cc, *msg.delivered_to[:1]), self.policy.local_part, self.policy.domain)
+        )
+        return Facts(own_message=own, bounce_row=bounce_row, case=case, token_sender=token_sender)
+
+    def _outbox_row_by_message_id(self, session: Session, message_id: str) -> OutboxMessage | None:
+        return session.scalars(select(OutboxMessage).where(OutboxMessage.message_id == message_id).limit(1)).first()
+
+    def _case_for(self, session: Session, msg: Parsed) -> CaseFacts | None:
+        case = None
+        if msg.case_ref:
+            case = session.scalars(select(Case).where(Case.ref == msg.case_ref)).first()
+        if case is None:
+            thread = [m for m in (*msg.in_reply_to, *msg.references) if m]
+            if thread:
+                case_id = session.scalars(
+                    select(OutboxMessage.case_id)
+                    .where(OutboxMessage.message_id.in_(thread), OutboxMessage.case_id.is_not(None))
+                    .limit(1)
+                ).first()
+                case = session.get(Case, case_id) if case_id is not None else None
+        if case is None:
+            return None
+        return CaseFacts(case.id, case.ref, frozenset(p.address for p in case.parties), case.status)
+
+    # ----- applying ---------------------------------------------------------------------------
+
+    def apply(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
+        """Record the message and everything it causes. Returns the outcome for the log line."""
+        row.kind = result.kind
+        row.sender = (msg.reporter_address or msg.from_address or "")[:320] or None
+        row.subject = msg.subject
+        row.body_text = msg.text
+        row.own_text = msg.own_text
+        row.processed_at = now
+        for att in msg.attachments:
+            session.add(
+                Attachment(
+                    inbound_id=row.id,
+                    filename=(att.filename or None) and att.filename[:255],
+                    content_type=att.content_type[:255],
+                    size=att.size,
+                    sha256=att.sha256,
+                    inline=att.inline,
+                )
+            )
+        handler = getattr(self, f"_on_{result.kind}")
+        outcome: str = handler(session, row, msg, result, now)
+        return outcome
+
+    def _on_own_loop(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
+        row.status = "dropped"
+        return "dropped: our own mail came back"
+
+    def _on_bounce(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
+        row.status = "machine"
+        assert result.bounce_row is not None
+        reason = "delivery report: permanent failure" if msg.dsn_permanent else "delivery report"
+        if not msg.dsn_permanent:
+            return f"delivery report (not final) for outbox row {result.bounce_row}"
+        mark_failed(session, result.bounce_row, reason, now, self.on_delivery_failure)
+        return f"bounce for outbox row {result.bounce_row}"
+
+    def _on_machine(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
+        row.status = "machine"
+        return "delivery report matching none of our mail: stored"
+
+    def _on_new_report(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
+        case = self.open_case(session, msg, now, flags=result.flags)
+        row.case_id = case.id
+        row.status = "processed"
+        event(session, case.id, "reporter", "report_received", now, inbound_id=row.id)
+        acked, ack_reason = self._acknowledge(session, case, msg, now)
+        self._send_report_copies(session, case, row, msg, now, acked=acked, ack_reason=ack_reason)
+        return f"new case {case.ref}" + (f" [{','.join(sorted(result.flags))}]" if result.flags else "")
+
+    def _on_followup(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
+        case = self._case(session, result)
+        row.case_id, row.status = case.id, "processed"
+        closed = case.status == "closed"
+        event(session, case.id, "party", "feedback_received" if closed else "followup_received", now, inbound_id=row.id)
+        heading = "Feedback after closure" if closed else "Follow-up from a party"
+        self._forward_to_committee(session, case, row, msg, now, heading)
+        return f"follow-up joined case {case.ref}"
+
+    def _on_auto_followup(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
+        case = self._case(session, result)
+        row.case_id, row.status = case.id, "processed"
+        event(session, case.id, "system", "automatic_reply_received", now, inbound_id=row.id)
+        return f"automatic reply joined case {case.ref} (not forwarded)"
+
+    def _on_stray_followup(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
+        case = self._case(session, result)
+        row.case_id, row.status = case.id, "processed"
+        event(session, case.id, "unknown", "message_from_non_party", now, inbound_id=row.id)
+        self._forward_to_committee(session, case, row, msg, now, "Message from someone who is not a party to the case")
+        return f"message from a non-party kept on case {case.ref} and flagged"
+
+    def _on_committee(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
+        # Committee commands arrive with the commands module; until a handler is wired in,
+        # keep the message and tell no one rather than guess.
+        row.status = "processed"
+        row.case_id = result.case.id if result.case else None
+        event(session, row.case_id, "unknown", "committee_mail_unhandled", now, inbound_id=row.id)
+        return "committee mail stored"
+
+    def _case(self, session: Session, result: Classification) -> Case:
+        assert result.case is not None
+        case = session.get(Case, result.case.id)
+        assert case is not None
+        return case
+
+    # ----- cases ------------------------------------------------------------------------------
+
+    def next_ref(self, session: Session, now: datetime) -> str:
+        """Allocate the next per-year reference atomically (safe with two daemons)."""
+        insert = postgresql.insert if session.bind is not None and session.bind.dialect.name == "postgresql" else sqlite.insert
+        statement = (
+            insert(CaseCounter)
+            .values(year=now.year, last=1)
+            .on_conflict_do_update(index_elements=["year"], set_={"last": CaseCounter.last + 1})
+            .returning(CaseCounter.last)
+        )
+        number = session.execute(statement).scalar_one()
+        return f"{now.year}-{number:04d}"
+
+    def open_case(self, session: Session, msg: Parsed, now: datetime, flags: Iterable[str] = ()) -> Case:
+        flags = set(flags)
+        title = strip_commands(msg.subject)[:200] or "(no subject)"
+        case = Case(
+            ref=self.next_ref(session, now),
+            title=title,
+            status="new",
+            spam="spam" in flags,
+            auto="auto" in flags,
+            urgent=False,
+            unverified=False,
+            created_at=now,
+            updated_at=now,
+        )
+        # Spam and automatic mail run no clock until a member acknowledges the case.
+        if not case.spam and not case.auto:
+            case.next_due_at = now + timedelta(hours=self.options.ack_hours)
+        session.add(case)
+        session.flush()
+        if msg.reporter_address:
+            session.add(
+                Party(case_id=case.id, role="reporter", address=msg.reporter_address, name=msg.reporter_name, created_at=now)
+            )
+        event(session, case.id, "system", "case_opened", now, flags=sorted(flags))
+        session.flush()
+        session.refresh(case)
+        return case
+
+    def recused(self, case: Case | None) -> dict[str, str]:
+        if case is None:
+            return {}
+        return {r.member_email: r.reason for r in case.recusals if r.active}
+
+    def subject(self, case: Case, extra: str = "") -> str:
+        title = case.title
+        return f"[{self.options.case_tag} #{case.ref}] {extra + ' ' if extra else ''}{title}".strip()
+
+    # ----- mail to the reporter ---------------------------------------------------------------
+
+    def _acknowledge(self, session: Session, case: Case, msg: Parsed, now: datetime) -> tuple[bool, str]:
+        if case.spam:
+            return False, "flagged as spam"
+        if case.auto:
+            return False, "automatic mail"
+        reporter = case.party("reporter")
+        if reporter is None:
+            return False, "no reporter address"
+        if self._ack_limit_reached(session, reporter.address, now):
+            self._note_rate_limit(session, case, reporter.address, now)
+            return False, "acknowledgement rate limit for this address reached"
+        body = self.renderer.render(
+            "ack", ref=case.ref, committee_name=self.options.committee_name, case_tag=self.options.case_tag
+        )
+        draft = Draft(
+            kind="ack",
+            audience="reporter",
+            recipient=reporter.address,
+            # Never repeat the incoming subject: spam backscatter must not be able to use us.
+            subject=f"[{self.options.case_tag} #{case.ref}] Your report has been received",
+            body=body,
+            in_reply_to=msg.message_id,
+            auto_submitted="auto-replied",
+        )
+        enqueue(session, draft, self.sender, now, case_id=case.id)
+        event(session, case.id, "system", "acknowledgement_queued", now)
+        return True, ""
+
+    def _ack_limit_reached(self, session: Session, address: str, now: datetime) -> bool:
+        since = now - self.options.ack_limit_window
+        count = session.scalar(
+            select(func.count(OutboxMessage.id)).where(
+                OutboxMessage.kind == "ack", OutboxMessage.recipient == address.lower(), OutboxMessage.created_at >= since
+            )
+        )
+        return (count or 0) >= self.options.ack_limit_per_address
+
+    def _note_rate_limit(self, session: Session, case: Case, address: str, now: datetime) -> None:
+        since = now - self.options.ack_limit_window
+        already = session.scalar(
+            select(func.count(Event.id))
+            .join(Party, Party.case_id == Event.case_id)
+            .where(
+                Event.action == "ack_rate_limited",
+                Event.at >= since,
+                Party.role == "reporter",
+                Party.address == address.lower(),
+            )
+        )
+        event(session, case.id, "system", "ack_rate_limited", now)
+        if not already:  # a tripped limit alerts once per window
+            self.alert(session, case, f"The acknowledgement limit for the reporter of case {case.ref} was reached; "
+                       "further automatic acknowledgements to that address are held back.", now)
+
+    # ----- mail to the committee --------------------------------------------------------------
+
+    def member_reply_to(self, case: Case, person: Person) -> str | None:
+        if not self.options.token_secret:
+            return None
+        token = tokens.mint(self.options.token_secret, "case", case.ref, person.email)
+        return tokens.reply_address(self.policy.local_part, self.policy.domain, token)
+
+    def _attachments(self, msg: Parsed) -> tuple[list[dict[str, Any]], tuple[OutgoingAttachment, ...]]:
+        limit = self.options.max_forward_attachment_mb * MB
+        listed, attached = [], []
+        for att in msg.attachments:
+            forwarded = att.size <= limit
+            listed.append(
+                {"filename": att.filename, "content_type": att.content_type, "size_text": _size_text(att.size), "forwarded": forwarded}
+            )
+            if forwarded:
+                attached.append(OutgoingAttachment(att.filename or "attachment", att.content_type, att.content))
+        return listed, tuple(attached)
+
+    def _report_body(self, msg: Parsed) -> str:
+        parts = [msg.text.strip() or "(the message has no text)"]
+        for fwd in msg.forwarded:
+            parts.append(f"----- forwarded message -----\nSubject: {fwd.subject}\n\n{fwd.text.strip()}")
+        return "\n\n".join(parts)
+
+    def committee_drafts(
+        self, case: Case, audience: routing.Audience, kind: str, subject: str, body_for: Any, **extra: Any
+    ) -> list[Draft]:
+        """One draft per recipient, only them in To:, with their own reply token."""
+        return [
+            Draft(
+                kind=kind,
+                audience="steering" if person.steering else "member",
+                recipient=person.email,
+                recipient_name=person.name,
+                subject=subject,
+                body=body_for(person),
+                reply_to=self.member_reply_to(case, person),
+                **extra,
+            )
+            for person in audience.recipients
+        ]
+
+    def _send_report_copies(
+        self, session: Session, case: Case, row: InboundMessage, msg: Parsed, now: datetime, acked: bool, ack_reason: str
+    ) -> None:
+        if case.spam:
+            return  # spam goes out in the daily digest, not one by one
+        audience = routing.committee(self.roster, self.recused(case))
+        listed, attached = self._attachments(msg)
+        body = self.renderer.render(
+            "report",
+            marker=audience.marker_line(),
+            ref=case.ref,
+            auto=case.auto,
+            spam=case.spam,
+            unverified=case.unverified,
+            received=now.strftime("%Y-%m-%d %H:%M UTC"),
+            reporter=_person_text(msg.reporter_name, msg.reporter_address),
+            subject=msg.subject or "(no subject)",
+            acknowledged=acked,
+            ack_reason=ack_reason,
+            body=self._report_body(msg),
+            attachments=listed,
+            max_mb=self.options.max_forward_attachment_mb,
+        )
+        subject = self.subject(case, "[auto]" if case.auto else "")
+        for draft in self.committee_drafts(case, audience, "report", subject, lambda _p: body, attachments=attached):
+            enqueue(session, draft, self.sender, now, case_id=case.id, inbound_id=row.id)
+
+    def _forward_to_committee(self, session: Session, case: Case, row: InboundMessage, msg: Parsed, now: datetime, heading: str) -> None:
+        audience = routing.committee(self.roster, self.recused(case))
+        listed, attached = self._attachments(msg)
+        body = self.renderer.render(
+            "followup",
+            marker=audience.marker_line(),
+            heading=heading,
+            ref=case.ref,
+            received=now.strftime("%Y-%m-%d %H:%M UTC"),
+            sender=_person_text(msg.reporter_name, msg.reporter_address),
+            subject=msg.subject or "(no subject)",
+            body=(msg.own_text or msg.text).strip() or "(the message has no new text)",
+            attachments=listed,
+            max_mb=self.options.max_forward_attachment_mb,
+        )
+        subject = self.subject(case)
+        for draft in self.committee_drafts(case, audience, "followup", subject, lambda _p: body, attachments=attached):
+            enqueue(session, draft, self.sender, now, case_id=case.id, inbound_id=row.id)
+
+    def alert(self, session: Session, case: Case | None, text: str, now: datetime, kind: str = "alert") -> None:
+        """An operational alert (ids only) to everyone who may see the case, or the whole committee."""
+        audience = routing.committee(self.roster, self.recused(case))
+        if case is not None:
+            subject = self.subject(case, "Alert:")
+        else:
+            subject = f"[{self.options.case_tag}] Alert"
+        for person in audience.recipients:
+            body = self.renderer.render("alert", marker=audience.marker_line(), text=text)
+            draft = Draft(
+                kind=kind,
+                audience="steering" if person.steering else "member",
+                recipient=person.email,
+                recipient_name=person.name,
+                subject=subject,
+                body=body,
+                reply_to=self.member_reply_to(case, person) if case is not None else None,
+            )
+            enqueue(session, draft, self.sender, now, case_id=case.id if case else None)
+
+    def on_delivery_failure(self, session: Session, row: OutboxMessage, now: datetime) -> None:
+        """A mail failed for good: audit it and alert (never about an alert, to avoid storms)."""
+        event(session, row.case_id, "system", "delivery_failed", now, outbox_id=row.id, code=row.last_code)
+        if row.kind == "alert":
+            log.error("alert mail (outbox row %d) could not be delivered", row.id)
+            return
+        case = session.get(Case, row.case_id) if row.case_id is not None else None
+        where = f" about case {case.ref}" if case is not None else ""
+        self.alert(
+            session,
+            case,
+            f"Mail{where} could not be delivered: outbox row {row.id} ({row.kind} to a {row.audience}), "
+            f"reply code {row.last_code or 'n/a'}.",
+            now,
+        )
+
+    def quarantine(self, session: Session, row: InboundMessage, reason: str, now: datetime) -> None:
+        row.status = "quarantined"
+        row.error = reason[:200]
+        session.add(Quarantine(inbound_id=row.id, reason=reason[:200], created_at=now))
+        event(session, None, "system", "message_quarantined", now, inbound_id=row.id, attempts=row.attempts)
+        self.alert(
+            session,
+            None,
+            f"Incoming message #{row.id} could not be processed after {row.attempts} attempt(s) ({reason}). "
+            "It is kept unchanged and was moved to the quarantine folder. Please look at it by hand.",
+            now,
+        )
+
+
+def _person_text(name: str | None, address: str | None) -> str:
+    if name and address:
+        return f"{name} <{address}>"
+    return address or name or "(unknown sender)"
