@@ -1,0 +1,256 @@
+"""Deadlines of a case and the escalations due at `now`: pure rules over plain data.
+
+The policy's promises become three clocks per case (none for spam-flagged or closed cases):
+
+- human acknowledgement (`!ack`): due `ack_hours` after the report (urgent: `urgent_ack_hours`);
+  the automatic acknowledgement does not stop it. Overdue → level 1 (committee + chair); still
+  overdue `second_level_hours` later (urgent: `urgent_second_level_hours`) → level 2 (steering).
+  Auto-flagged cases have no acknowledgement clock: they wait until a member `!ack`s them.
+- response to the reporter (`!reply` or closing): due `response_days` after the cycle start
+  (the last response, else the report; for auto-flagged cases, else the `!ack`). A level 0
+  reminder comes `reminder_hours_before` earlier, then the same ladder as above. Keys carry the
+  cycle start, so every response starts fresh escalations.
+- the automatic acknowledgement still unsent `auto_ack_alert_hours` after it was queued → one
+  level 1 alert.
+
+Every escalation has a key unique per case, level and cycle; the caller records sent keys in
+the database and passes them back in `CaseClock.fired`, so each fires once, also after a missed
+tick (`due` then returns every level now due). Nothing here reads the clock or the database.
+Datetimes must be timezone-aware (as the case store returns them); results are in UTC.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+
+CLOSED_STATES = frozenset({"closed"})  # "decided" still owes the reporter a response
+
+
+@dataclass(frozen=True)
+class SlaPolicy:
+    """The configurable promises; defaults follow the reporting policy."""
+
+    ack_hours: float = 24
+    urgent_ack_hours: float = 1
+    second_level_hours: float = 24
+    urgent_second_level_hours: float = 2
+    response_days: float = 7
+    reminder_hours_before: float = 48
+    auto_ack_alert_hours: float = 1
+    urgent_phrases: tuple[str, ...] = (
+        "physical danger", "unsafe", "threat", "police", "self-harm", "suicide",
+    )
+
+
+@dataclass(frozen=True)
+class CaseClock:
+    """The facts of one case that the rules need."""
+
+    case_id: int
+    ref: str
+    status: str  # new|acknowledged|investigating|waiting|decided|closed|reconsideration
+    urgent: bool
+    spam: bool
+    auto: bool
+    created_at: datetime
+    human_ack_at: datetime | None
+    last_response_at: datetime | None
+    auto_ack_pending_since: datetime | None  # unsent automatic acknowledgement, queued since
+    fired: frozenset[str]  # escalation keys already sent for this case
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """One alert that is due; `description` is content-free (no names, addresses or text)."""
+
+    case_id: int
+    ref: str
+    key: str
+    rule: str  # "ack" | "response" | "auto_ack_unsent"
+    level: int  # 0 reminder, 1 committee + chair, 2 steering
+    due_at: datetime
+    description: str
+
+
+@dataclass(frozen=True)
+class _Steps:
+    """A policy's durations as timedeltas, computed once per policy."""
+
+    ack: timedelta
+    urgent_ack: timedelta
+    second: timedelta
+    urgent_second: timedelta
+    response: timedelta
+    reminder_before: timedelta
+    auto_ack_alert: timedelta
+
+
+@lru_cache(maxsize=16)
+def _steps(policy: SlaPolicy) -> _Steps:
+    return _Steps(
+        ack=timedelta(hours=policy.ack_hours),
+        urgent_ack=timedelta(hours=policy.urgent_ack_hours),
+        second=timedelta(hours=policy.second_level_hours),
+        urgent_second=timedelta(hours=policy.urgent_second_level_hours),
+        response=timedelta(days=policy.response_days),
+        reminder_before=timedelta(hours=policy.reminder_hours_before),
+        auto_ack_alert=timedelta(hours=policy.auto_ack_alert_hours),
+    )
+
+
+# A candidate escalation before its key and text are built: (due_at, rule, level, anchor).
+# The anchor is the cycle start for the response rule (part of the key), else the clock start.
+_Candidate = tuple[datetime, str, int, datetime]
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the SLA rules")
+    return value
+
+
+def _candidates(case: CaseClock, steps: _Steps) -> list[_Candidate]:
+    """Every escalation of the case's current clocks, fired or not, in level order per rule."""
+    if case.spam or case.status in CLOSED_STATES:
+        return []
+    out: list[_Candidate] = []
+    second = steps.urgent_second if case.urgent else steps.second
+    if case.auto_ack_pending_since is not None:
+        since = _aware(case.auto_ack_pending_since)
+        out.append((since + steps.auto_ack_alert, "auto_ack_unsent", 1, since))
+    if case.auto:
+        if case.human_ack_at is None:
+            return out  # no clock until a member has looked at it
+        start = _aware(case.human_ack_at)
+        if case.last_response_at is not None:
+            start = max(start, _aware(case.last_response_at))
+    else:
+        created = _aware(case.created_at)
+        if case.human_ack_at is None:
+            ack_due = created + (steps.urgent_ack if case.urgent else steps.ack)
+            out.append((ack_due, "ack", 1, created))
+            out.append((ack_due + second, "ack", 2, created))
+        start = created if case.last_response_at is None else _aware(case.last_response_at)
+    response_due = start + steps.response
+    if steps.reminder_before > timedelta(0):
+        out.append((max(start, response_due - steps.reminder_before), "response", 0, start))
+    out.append((response_due, "response", 1, start))
+    out.append((response_due + second, "response", 2, start))
+    return out
+
+
+def _stamp(value: datetime) -> str:
+    """A cycle start as it appears in keys: UTC to the second, stable across backends."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _human(value: datetime) -> str:
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _key(rule: str, level: int, anchor: datetime) -> str:
+    if rule == "ack":
+        return f"ack:{level}"
+    if rule == "response":
+        return f"response:{'reminder' if level == 0 else level}:{_stamp(anchor)}"
+    return "auto_ack_unsent"
+
+
+def _description(rule: str, level: int, due_at: datetime, urgent: bool) -> str:
+    when = _human(due_at)
+    if rule == "auto_ack_unsent":
+        text = f"automatic acknowledgement still unsent at {when}"
+    elif rule == "ack":
+        text = (f"human acknowledgement overdue since {when}" if level == 1
+                else f"human acknowledgement still overdue at {when} (escalated to steering)")
+    elif level == 0:
+        text = f"response to the reporter due soon (reminder at {when})"
+    elif level == 1:
+        text = f"response to the reporter overdue since {when}"
+    else:
+        text = f"response to the reporter still overdue at {when} (escalated to steering)"
+    return f"urgent case: {text}" if urgent else text
+
+
+def due(cases: Iterable[CaseClock], now: datetime, policy: SlaPolicy) -> list[Escalation]:
+    """Every escalation due at `now` (due_at <= now) not yet in its case's `fired`, by due_at."""
+    _aware(now)
+    steps = _steps(policy)
+    found: list[Escalation] = []
+    for case in cases:
+        for due_at, rule, level, anchor in _candidates(case, steps):
+            if due_at > now:
+                continue
+            key = _key(rule, level, anchor)
+            if key in case.fired:
+                continue
+            found.append(
+                Escalation(case.case_id, case.ref, key, rule, level, due_at,
+                           _description(rule, level, due_at, case.urgent))
+            )
+    found.sort(key=lambda e: (e.due_at, e.case_id, e.level, e.key))
+    return found
+
+
+def next_due_at(case: CaseClock, policy: SlaPolicy) -> datetime | None:
+    """The earliest due_at of the case's unfired escalations (for cases.next_due_at), else None."""
+    pending = [
+        due_at
+        for due_at, rule, level, anchor in _candidates(case, _steps(policy))
+        if _key(rule, level, anchor) not in case.fired
+    ]
+    return min(pending, default=None)
+
+
+def deadlines(case: CaseClock, policy: SlaPolicy) -> dict[str, datetime]:
+    """The running promises of a case for display: "ack", "response", "auto_ack" when they apply."""
+    names = {"ack": "ack", "response": "response", "auto_ack_unsent": "auto_ack"}
+    return {
+        names[rule]: due_at
+        for due_at, rule, level, _anchor in _candidates(case, _steps(policy))
+        if level == 1
+    }
+
+
+_WORD = re.compile(r"\w+")
+
+
+def _fold(text: str) -> str:
+    """Case- and accent-insensitive form: decompose, drop combining marks, casefold."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+@lru_cache(maxsize=8)
+def _phrase_index(phrases: tuple[str, ...]) -> dict[str, list[tuple[str, ...]]]:
+    """Folded phrases as word tuples, indexed by their first word."""
+    index: dict[str, list[tuple[str, ...]]] = {}
+    for phrase in phrases:
+        words = tuple(_WORD.findall(_fold(phrase)))
+        if words:  # a phrase without words would match everything
+            index.setdefault(words[0], []).append(words)
+    return index
+
+
+def is_urgent_text(own_text: str, phrases: Sequence[str]) -> bool:
+    """Whether the sender's own (unquoted) text contains a phrase as whole words.
+
+    Matching ignores case and accents and treats any run of non-word characters as a word
+    gap, so "self-harm" also matches "Self harm". Time is linear in the text (for a fixed
+    phrase list): the text is split into words once and each word looks up its phrases.
+    Quoted text must be removed by the caller.
+    """
+    index = _phrase_index(tuple(phrases))
+    if not index:
+        return False
+    words = _WORD.findall(_fold(own_text))
+    for i, word in enumerate(words):
+        for phrase in index.get(word, ()):
+            if tuple(words[i:i + len(phrase)]) == phrase:
+                return True
+    return False

@@ -1,0 +1,155 @@
+"""systemd units: the daemon's contract with systemd, a clean verify, and the hardening score."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conduct_inbox.config import SECRETS
+
+UNIT_DIR = Path(__file__).resolve().parent.parent / "systemd"
+SERVICE = UNIT_DIR / "conduct-inbox.service"
+FAILURE = UNIT_DIR / "conduct-inbox-failure@.service"
+MAX_EXPOSURE = 1.5
+REQUIRED_CREDENTIALS = ("imap-password", "smtp-password", "token-secret")
+
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+needs_analyze = pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze not installed")
+
+
+def parse_unit(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """Read a unit file as section -> [(key, value)]; keeps repeated keys, unlike configparser."""
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] | None = None
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], [])
+        else:
+            assert current is not None, f"{path.name}: key outside a section: {line}"
+            key, _, value = line.partition("=")
+            current.append((key.strip(), value.strip()))
+    return sections
+
+
+def values(unit: dict[str, list[tuple[str, str]]], section: str, key: str) -> list[str]:
+    """Every value given for a key, in order."""
+    return [v for k, v in unit.get(section, []) if k == key]
+
+
+def single(unit: dict[str, list[tuple[str, str]]], section: str, key: str) -> str:
+    """The one value of a key that must appear exactly once."""
+    found = values(unit, section, key)
+    assert len(found) == 1, f"[{section}] {key}= given {len(found)} times"
+    return found[0]
+
+
+def run_analyze(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run systemd-analyze offline, never paging, with a deadline."""
+    assert SYSTEMD_ANALYZE is not None
+    return subprocess.run(
+        [SYSTEMD_ANALYZE, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.fixture
+def verifiable_units(tmp_path: Path) -> Path:
+    """Copies of both units, ExecStart pointing at a stub: the daemon need not be installed."""
+    stub = tmp_path / "conduct-inbox"
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    text = SERVICE.read_text()
+    exec_start = "ExecStart=/usr/local/bin/conduct-inbox "
+    assert exec_start in text
+    text = text.replace(exec_start, f"ExecStart={stub} ").replace(
+        "ExecStartPre=/usr/local/bin/conduct-inbox ", f"ExecStartPre={stub} "
+    )
+    (tmp_path / SERVICE.name).write_text(text)
+    shutil.copy(FAILURE, tmp_path / FAILURE.name)
+    return tmp_path
+
+
+def test_service_tells_systemd_when_ready_and_is_watched():
+    unit = parse_unit(SERVICE)
+    assert single(unit, "Service", "Type") == "notify"
+    assert single(unit, "Service", "NotifyAccess") == "main"
+    assert single(unit, "Service", "WatchdogSec") == "120"
+    assert single(unit, "Service", "Restart") == "on-failure"
+    assert values(unit, "Service", "RestartSec")
+    assert values(unit, "Unit", "StartLimitIntervalSec") and values(unit, "Unit", "StartLimitBurst")
+    # Enough time to finish the current message after SIGTERM.
+    assert single(unit, "Service", "TimeoutStopSec") == "60"
+    assert single(unit, "Service", "ExecStart") == (
+        "/usr/local/bin/conduct-inbox run --config /etc/conduct-inbox/config.toml"
+    )
+
+
+def test_admin_is_told_when_the_service_fails():
+    unit = parse_unit(SERVICE)
+    hook = single(unit, "Unit", "OnFailure")
+    assert hook == "conduct-inbox-failure@%n.service"
+    # The template the hook instantiates ships next to the service.
+    assert (UNIT_DIR / re.sub(r"@[^.]*\.", "@.", hook)).is_file()
+    failure = parse_unit(FAILURE)
+    assert single(failure, "Service", "Type") == "oneshot"
+    assert "%i" in single(failure, "Service", "ExecStart")
+
+
+def test_secrets_come_from_credentials_the_daemon_looks_for():
+    unit = parse_unit(SERVICE)
+    loaded = dict(v.split(":", 1) for v in values(unit, "Service", "LoadCredential"))
+    assert set(loaded) == set(REQUIRED_CREDENTIALS)
+    for name, source in loaded.items():
+        assert source == f"/etc/conduct-inbox/credentials/{name}"
+    # Every credential name is one the configuration reads from $CREDENTIALS_DIRECTORY.
+    conventional = {credential for *_, credential in SECRETS}
+    assert set(loaded) <= conventional
+    # The optional encryption key is offered, commented out (a missing file would fail the start).
+    assert "#LoadCredential=encryption-key:/etc/conduct-inbox/credentials/encryption-key" in (
+        SERVICE.read_text()
+    )
+
+
+def test_state_is_private_and_the_network_stays_reachable():
+    unit = parse_unit(SERVICE)
+    assert single(unit, "Service", "StateDirectory") == "conduct-inbox"
+    assert single(unit, "Service", "StateDirectoryMode") == "0700"
+    assert single(unit, "Service", "UMask") == "0077"
+    assert single(unit, "Service", "ProtectSystem") == "strict"
+    # Mail and database servers may be anywhere; forkserver and asyncio need AF_UNIX.
+    families = set(single(unit, "Service", "RestrictAddressFamilies").split())
+    assert {"AF_UNIX", "AF_INET", "AF_INET6"} <= families
+    assert not values(unit, "Service", "IPAddressDeny")
+    assert values(unit, "Service", "PrivateNetwork") in ([], ["no"])
+
+
+@needs_analyze
+def test_hardening_exposure_is_at_most_1_5():
+    result = run_analyze("security", "--offline=yes", "--no-pager", SERVICE.name, cwd=UNIT_DIR)
+    match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
+
+
+@needs_analyze
+@pytest.mark.parametrize(
+    "unit_name",
+    [
+        "conduct-inbox.service",
+        "conduct-inbox-failure@.service",
+        "conduct-inbox-failure@conduct-inbox.service.service",  # the instance OnFailure= starts
+    ],
+)
+def test_units_verify_without_warnings(verifiable_units: Path, unit_name: str):
+    unit_path = str(verifiable_units / unit_name)
+    result = run_analyze("verify", "--man=no", unit_path, cwd=verifiable_units)
+    assert result.returncode == 0, result.stderr
+    # verify exits 0 on unknown keys and bad values; any line naming our units is a warning.
+    complaints = [line for line in result.stderr.splitlines() if "conduct-inbox" in line]
+    assert complaints == [], result.stderr
