@@ -104,6 +104,10 @@ class Harness:
 
     @property
     def config_path(self) -> Path:
+        """The config file, written on first use; tests may edit it before building an app."""
+        path = self.folder / "config.toml"
+        if path.exists():
+            return path
         return write_config(
             self.folder,
             database_url=self.database_url,

@@ -59,7 +59,7 @@ def _protect(text: str) -> tuple[str, list[str]]:
     saved: list[str] = []
     lines = []
     for line in text.split("\n"):
-        line = _WS_RUN.sub(" " * 8, line)
+        line = _WS_RUN.sub(" " * 8, line.rstrip())
         if len(line) > _LONG_LINE:
             prefix = _QUOTE_PREFIX.match(line)
             keep = prefix.group(0) if prefix else ""
@@ -67,7 +67,8 @@ def _protect(text: str) -> tuple[str, list[str]]:
             saved.append(line[len(keep) :])
         else:
             lines.append(line)
-    return "\n".join(lines), saved
+    # Long runs of blank lines make the library's `\s*^` patterns quadratic.
+    return _BLANK_RUNS.sub("\n\n", "\n".join(lines)), saved
 
 
 def _signature_start(head: str, signature: re.Pattern[str]) -> int | None:
@@ -85,6 +86,9 @@ def _signature_start(head: str, signature: re.Pattern[str]) -> int | None:
 def own_text(text: str) -> str:
     """The sender's new text: above our marker, before quoted history, without signature."""
     text = cut_at_marker(text.replace("\r\n", "\n").replace("\r", "\n"))[:_MAX_CHARS]
+    forward = _FORWARD_MARKER.search(text)
+    if forward:
+        text = text[: forward.start()]  # what follows is someone else's words
     safe, saved = _protect(text)
     header, signature = _regexes()
     try:

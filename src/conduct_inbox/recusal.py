@@ -1,0 +1,177 @@
+"""Find roster members named in a report's text, so they can be recused automatically.
+
+Matching rules:
+
+- member addresses anywhere, case-insensitively, with or without a `+tag` sub-address;
+- full names and multi-word aliases case- and accent-insensitively on word boundaries
+  ("José Núñez" matches "JOSE NUNEZ", "José Núñez's"), whatever whitespace, quote markers
+  (`>`) or hyphens stand between the words, so a name wrapped over two lines still matches;
+- single-word aliases (and one-word names) case-sensitively, accent-insensitively, on word
+  boundaries: "Ali" matches "Ali's" but not "ali", "Alice" nor "Khalid". A first name alone
+  never matches unless it is listed as an alias.
+
+Each text is folded once and scanned with one precompiled alternation per kind of folding, so
+the work is linear in the text size (attachments can be megabytes). Nothing here logs or raises
+with the matched text: a `Mention` carries the member's address and the kind of match only.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from conduct_inbox.roster import Person, Roster
+
+# Letters that NFKD does not decompose but readers treat as their plain form.
+_LETTERS = {
+    "ø": "o", "Ø": "O", "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D",
+    "ħ": "h", "Ħ": "H", "ŧ": "t", "Ŧ": "T", "ı": "i", "þ": "th", "Þ": "Th",
+    "æ": "ae", "Æ": "Ae", "œ": "oe", "Œ": "Oe", "ß": "ss",
+    "\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'",  # typographic apostrophes
+}
+# Invisible characters that could split a name without showing: soft hyphen, zero-width ones.
+_INVISIBLE = "\u00ad\u200b\u200c\u200d\u2060\ufeff"
+
+# What may stand between two words of a name: whitespace (line wraps), quote markers, hyphens.
+_SEP = r"[\s>\-\u2010]+"
+_SPLIT = re.compile(_SEP)
+# Bounded so a long run of address characters cannot make the scan quadratic.
+_SUBADDRESS = r"(?:\+[\w.%+\-]{0,64})?"
+
+
+class _FoldTable(dict[int, str | None]):
+    """`str.translate` table dropping combining marks; filled per character on first sight."""
+
+    def __missing__(self, cp: int) -> str | None:
+        ch = chr(cp)
+        value: str | None
+        if ch in _LETTERS:
+            value = _LETTERS[ch]
+        elif ch in _INVISIBLE or unicodedata.category(ch) in ("Mn", "Me"):
+            value = None
+        else:
+            value = ch
+        self[cp] = value
+        return value
+
+
+_TABLE = _FoldTable()
+
+
+def _unmark(text: str) -> str:
+    """Text without accents (NFKD, combining marks dropped), case kept."""
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFKD", text).translate(_TABLE)
+
+
+def _fold(unmarked: str) -> str:
+    """Accentless text casefolded, for case-insensitive matching."""
+    if unmarked.isascii():
+        return unmarked.lower()
+    return unicodedata.normalize("NFKD", unmarked.casefold()).translate(_TABLE)
+
+
+def _bounded(pattern: str, before: str) -> str:
+    """Escaped `pattern` not preceded by a `before` character.
+
+    The lookbehind sits after the first literal so every alternative starts with a literal
+    and `re` can skip quickly to the places where some alternative may begin.
+    """
+    first = 2 if pattern.startswith("\\") else 1
+    return pattern[:first] + rf"(?<!{before}.)" + pattern[first:]
+
+
+@dataclass(frozen=True)
+class Mention:
+    """A roster member named in a text; `how` is "address", "name" or "alias", never the text."""
+
+    email: str
+    how: str
+
+
+class _Scanner:
+    """One compiled alternation for one folding; each alternative ends in its own empty group."""
+
+    def __init__(self, entries: dict[str, list[tuple[int, str]]]):
+        # Longest first, so "Bob Smith Jones" is not taken for "Bob Smith" at the same place.
+        ordered = sorted(entries, key=len, reverse=True)
+        self.hits = {f"g{i}": entries[p] for i, p in enumerate(ordered)}
+        parts = [f"{p}(?P<g{i}>)" for i, p in enumerate(ordered)]
+        self.regex = re.compile("|".join(parts)) if parts else None
+
+    def scan(self, text: str, found: dict[int, str], wanted: int) -> None:
+        """Record in `found` every person named in `text`; stop once all `wanted` are found."""
+        if self.regex is None:
+            return
+        pos = 0
+        # Restart one character after each match start, so overlapping names are all seen.
+        while (m := self.regex.search(text, pos)) is not None:
+            for index, how in self.hits[m.lastgroup or ""]:
+                found.setdefault(index, how)
+            if len(found) == wanted:
+                return
+            pos = m.start() + 1
+
+
+class Detector:
+    """Finds which of `people` a text names; compiled once per roster."""
+
+    def __init__(self, people: Sequence[Person]):
+        self.people: list[Person] = []
+        seen: set[str] = set()
+        for person in people:
+            if person.email not in seen:
+                seen.add(person.email)
+                self.people.append(person)
+        folded: dict[str, list[tuple[int, str]]] = {}
+        exact: dict[str, list[tuple[int, str]]] = {}
+        for index, person in enumerate(self.people):
+            address = _fold(_unmark(person.email.strip()))
+            local, at, domain = address.rpartition("@")
+            if local and at and domain:
+                pattern = (
+                    _bounded(re.escape(local), r"[\w.%+\-]")
+                    + _SUBADDRESS
+                    + "@"
+                    + re.escape(domain)
+                    + r"(?![\w\-]|\.[\w\-])"
+                )
+                folded.setdefault(pattern, []).append((index, "address"))
+            for phrase, how in ((person.name, "name"), *((a, "alias") for a in person.aliases)):
+                single = len(phrase.split()) == 1
+                text = _unmark(phrase) if single else _fold(_unmark(phrase))
+                tokens = [t for t in _SPLIT.split(text) if t]
+                if not tokens:
+                    continue
+                pattern = _bounded(_SEP.join(re.escape(t) for t in tokens), r"\w") + r"(?!\w)"
+                (exact if single else folded).setdefault(pattern, []).append((index, how))
+        self._folded = _Scanner(folded)
+        self._exact = _Scanner(exact)
+
+    def find(self, *texts: str) -> list[Mention]:
+        """People named in any of `texts`, each once, in roster order."""
+        found: dict[int, str] = {}
+        wanted = len(self.people)
+        for text in texts:
+            if len(found) == wanted:
+                break
+            if not text:
+                continue
+            unmarked = _unmark(text)
+            self._folded.scan(_fold(unmarked), found, wanted)
+            self._exact.scan(unmarked, found, wanted)
+        return [Mention(self.people[i].email, found[i]) for i in sorted(found)]
+
+
+@lru_cache(maxsize=8)
+def _detector(roster: Roster) -> Detector:
+    return Detector((*roster.members, *roster.steering))
+
+
+def detect(roster: Roster, texts: Sequence[str]) -> list[Mention]:
+    """Committee and steering members named in `texts` (committee first, then steering)."""
+    return _detector(roster).find(*texts)

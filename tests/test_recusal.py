@@ -1,0 +1,276 @@
+"""Recusal detection: members named in a report are found, and only they."""
+
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conduct_inbox.recusal import Detector, Mention, detect
+from conduct_inbox.roster import Person, Roster
+
+BOB = Person("Bob Smith", "bob@example.org")
+JOSE = Person("José Núñez", "jose@example.org", ("Pepe Núñez",))
+ALI = Person("Ali Hassan", "ali.hassan@example.org", ("Ali",))
+MARY = Person("Mary-Jane O'Brien", "mj@example.org", ("MJ",))
+CAROL = Person("Carol Jones", "carol@example.net", steering=True)
+PEOPLE = (BOB, JOSE, ALI, MARY, CAROL)
+DETECTOR = Detector(PEOPLE)
+
+
+def emails(*texts: str) -> list[str]:
+    return [m.email for m in DETECTOR.find(*texts)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I was harassed by Bob Smith at the meetup.",
+        "bob smith said it",
+        "BOB SMITH",
+        "It was Bob Smith's fault",
+        "It was Bob Smith\u2019s fault",  # typographic apostrophe
+        "Bob   Smith",
+        "it was Bob\nSmith who",
+        "it was Bob\r\n   Smith who",
+        "> it was Bob\n> Smith who",  # wrapped inside a quoted reply
+        "(Bob Smith)",
+        '"Bob Smith",',
+        "Bob Smith.",
+        "Bob\u00a0Smith",  # no-break space
+        "Bob Smi\u00adth",  # soft hyphen
+    ],
+)
+def test_full_names_match_whatever_the_case_spacing_or_possessive(text: str) -> None:
+    assert emails(text) == [BOB.email]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "José Núñez was there",
+        "jose nunez was there",
+        "JOSÉ NÚÑEZ was there",
+        "Jose\u0301 Nu\u0303n\u0303ez",  # decomposed accents
+        "José Núñez's talk",
+        "Pepe Nunez again",  # multi-word alias, accents dropped
+        "PEPE NÚÑEZ",
+    ],
+)
+def test_accents_and_case_do_not_hide_a_name(text: str) -> None:
+    assert emails(text) == [JOSE.email]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Mary-Jane O'Brien", "mary jane o'brien", "Mary-\nJane O\u2019Brien", "MARY JANE O'BRIEN's"],
+)
+def test_hyphenated_names_and_apostrophes(text: str) -> None:
+    assert emails(text) == [MARY.email]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Bob said hello",  # a first name alone is not enough
+        "Bob is nice; Smith is a common surname",
+        "Bob Smithson",
+        "BobSmith",
+        "xBob Smith",
+        "Bob Smith2",
+        "bob.smith",
+        "José said",
+        "Nunez",
+        "Mary-Jane",
+        "Jose Nunezz",
+    ],
+)
+def test_partial_names_do_not_match(text: str) -> None:
+    assert emails(text) == []
+
+
+def test_hyphens_separate_words_so_a_likely_mention_errs_towards_recusal() -> None:
+    assert emails("Jim-Bob Smith") == [BOB.email]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Ali said no", "Ali's idea", "Ali\u2019s idea", "ask Ali.", "(Ali)", "Ali"],
+)
+def test_single_word_aliases_match_case_sensitively(text: str) -> None:
+    assert emails(text) == [ALI.email]
+
+
+@pytest.mark.parametrize(
+    "text", ["ali said no", "ALI said no", "Alice said", "Khalid said", "Alison", "MJs", "mj was there"]
+)
+def test_single_word_aliases_need_the_exact_case_and_a_whole_word(text: str) -> None:
+    assert emails(text) == []
+
+
+def test_single_word_aliases_ignore_accents_but_not_case() -> None:
+    zoe = Detector([Person("Zoë Adams", "zoe@example.org", ("Zoë",))])
+    assert zoe.find("Zoe said") == [Mention("zoe@example.org", "alias")]
+    assert zoe.find("Zoë said") == [Mention("zoe@example.org", "alias")]
+    assert zoe.find("zoë said") == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "write to bob@example.org please",
+        "From: Someone <bob@example.org>",
+        "<mailto:bob@example.org>",
+        "BOB@EXAMPLE.ORG",
+        "Bob@Example.Org.",
+        "bob+conduct@example.org",  # sub-address
+        "[bob@example.org]",
+        "bob@example.org, carol@example.com",
+    ],
+)
+def test_addresses_match_anywhere_case_insensitively(text: str) -> None:
+    assert emails(text) == [BOB.email]
+    assert DETECTOR.find(text)[0].how == "address"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "robob@example.org",
+        "x.bob@example.org",
+        "bob@example.org.uk",
+        "bob@example.organic",
+        "bob@sub.example.org",
+        "bob-x@example.org",
+        "bob@example",
+    ],
+)
+def test_similar_addresses_do_not_match(text: str) -> None:
+    assert emails(text) == []
+
+
+def test_several_people_each_once_in_roster_order() -> None:
+    text = "Carol Jones and bob@example.org, then Bob Smith, Ali, and again BOB SMITH and Ali."
+    assert DETECTOR.find(text) == [
+        Mention(BOB.email, "address"),
+        Mention(ALI.email, "alias"),
+        Mention(CAROL.email, "name"),
+    ]
+
+
+def test_any_of_several_texts_counts() -> None:
+    assert emails("subject: about a talk", "", "body names José Núñez", "attachment: Ali") == [
+        JOSE.email,
+        ALI.email,
+    ]
+
+
+def test_a_name_split_across_two_texts_does_not_count() -> None:
+    assert emails("it was Bob", "Smith") == []
+
+
+def test_how_never_carries_the_matched_text() -> None:
+    found = DETECTOR.find("Bob Smith, pepe nunez, Ali, mj@example.org")
+    assert {m.how for m in found} <= {"address", "name", "alias"}
+    assert [m.how for m in found] == ["name", "alias", "alias", "address"]
+
+
+def test_overlapping_names_are_all_found() -> None:
+    anna = Person("Anna Bob", "anna@example.org")
+    both = Detector([BOB, anna])
+    assert [m.email for m in both.find("Anna Bob Smith")] == [BOB.email, anna.email]
+
+
+def test_a_longer_name_wins_over_a_shorter_one_at_the_same_place() -> None:
+    long = Person("Bob Smith Jones", "bsj@example.org")
+    people = Detector([BOB, long])
+    assert [m.email for m in people.find("Bob Smith Jones said")] == [long.email]
+    assert [m.email for m in people.find("Bob Smith said")] == [BOB.email]
+
+
+def test_people_sharing_a_name_are_both_recused() -> None:
+    twin = Person("Bob Smith", "other-bob@example.org")
+    assert [m.email for m in Detector([BOB, twin]).find("bob smith")] == [BOB.email, twin.email]
+
+
+def test_one_word_names_match_like_single_word_aliases() -> None:
+    prince = Detector([Person("Prince", "prince@example.org")])
+    assert prince.find("Prince was there") == [Mention("prince@example.org", "name")]
+    assert prince.find("the prince was there") == []
+
+
+def test_non_decomposing_letters_fold_to_plain_ones() -> None:
+    lukasz = Detector([Person("Łukasz Søren", "lukasz@example.org")])
+    assert lukasz.find("lukasz soren") == [Mention("lukasz@example.org", "name")]
+
+
+def test_undecodable_bytes_kept_as_surrogates_do_not_break_matching() -> None:
+    text = b"Bob Smith \xff\xfe caf\xe9".decode("utf-8", "surrogateescape")
+    assert emails(text) == [BOB.email]
+
+
+def test_empty_roster_and_blank_entries_find_nothing() -> None:
+    assert Detector([]).find("Bob Smith bob@example.org") == []
+    blank = Detector([Person("  ", "nobody", ("", "-", " "))])
+    assert blank.find("   - nobody  ") == []
+
+
+def test_detect_covers_committee_and_steering_members() -> None:
+    roster = Roster(members=(BOB, ALI), steering=(CAROL,))
+    assert detect(roster, ["Carol Jones and Ali"]) == [
+        Mention(ALI.email, "alias"),
+        Mention(CAROL.email, "name"),
+    ]
+    assert detect(roster, ["José Núñez"]) == []  # not on this roster
+    assert detect(roster, []) == []
+
+
+def test_a_person_listed_twice_is_reported_once() -> None:
+    roster = Roster(members=(BOB,), steering=(BOB,))
+    assert detect(roster, ["Bob Smith"]) == [Mention(BOB.email, "name")]
+
+
+@pytest.mark.parametrize(
+    "filler",
+    [
+        "the committee met to discuss the report from the meetup ",
+        "Bob Bob Bob Smithson bob@ ",
+        "Ali Ali Ali ",  # a member named over and over
+        "é\u0301 ",
+        ">" * 50 + "\n",
+        "bob+" * 10,
+    ],
+)
+def test_megabytes_of_text_are_scanned_quickly(filler: str) -> None:
+    text = (filler * (5_000_000 // len(filler) + 1))[:5_000_000] + " Carol Jones"
+    started = time.perf_counter()
+    found = emails(text)
+    assert time.perf_counter() - started < 3
+    assert CAROL.email in found
+
+
+names = st.text(min_size=0, max_size=20)
+people = st.lists(
+    st.builds(
+        Person,
+        name=names,
+        email=st.emails().map(str.lower) | st.text(max_size=20),
+        aliases=st.lists(names, max_size=3).map(tuple),
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(people, st.lists(st.text(alphabet=st.characters(codec=None)), max_size=3))
+def test_find_never_raises(roster: list[Person], texts: list[str]) -> None:
+    found = Detector(roster).find(*texts)
+    assert len({m.email for m in found}) == len(found)
+    assert all(m.how in {"address", "name", "alias"} for m in found)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(), st.text())
+def test_a_full_name_is_found_wherever_it_is_embedded(before: str, after: str) -> None:
+    text = f"{before} José Núñez {after}"
+    assert JOSE.email in emails(text)
