@@ -46,6 +46,11 @@ def make_workflow(settings: Settings, roster: Roster | None = None) -> Workflow:
         ack_limit_window=timedelta(hours=settings.intake.ack_limit_window_hours),
         ack_hours=settings.sla.ack_hours,
         token_secret=settings.security.token_secret.get_secret_value().encode(),
+        previous_token_secret=settings.security.previous_token_secret.get_secret_value().encode(),
+        trusted_authserv_id=settings.security.trusted_authserv_id,
+        severe_decisions=tuple(settings.committee.severe_decisions),
+        urgent_phrases=tuple(settings.sla.urgent_phrases),
+        steering_address=settings.committee.steering_address,
     )
     return Workflow(
         roster or roster_from_settings(settings),

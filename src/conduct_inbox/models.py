@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Date,
     BigInteger,
     Boolean,
     DateTime,
@@ -126,6 +127,9 @@ class Recusal(Base):
     automatic: Mapped[bool] = mapped_column(Boolean, default=False)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    #: `!include` proposed by this member, waiting for a second member's `!confirm`.
+    include_proposed_by: Mapped[str | None] = mapped_column(String(ADDRESS))
 
     case: Mapped[Case] = relationship(back_populates="recusals")
 
@@ -254,3 +258,53 @@ class ServiceState(Base):
     outage_reason: Mapped[str | None] = mapped_column(String(200))
     failures: Mapped[int] = mapped_column(Integer, default=0)
     retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Decision(Base):
+    """A committee decision on a case; severe ones stay pending until a second member confirms."""
+
+    __tablename__ = "decisions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    kinds: Mapped[str] = mapped_column(String(200))  # comma-separated decision values
+    target_role: Mapped[str | None] = mapped_column(String(20))
+    target_address: Mapped[str | None] = mapped_column(String(ADDRESS))
+    until: Mapped[date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(20))  # pending | effective | superseded
+    decided_by: Mapped[str] = mapped_column(String(ADDRESS))
+    confirmed_by: Mapped[str | None] = mapped_column(String(ADDRESS))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    effective_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def kind_list(self) -> list[str]:
+        return [k for k in self.kinds.split(",") if k]
+
+
+class Sanction(Base):
+    """The sanctions ledger: minimal data that outlives the purge of a case's contents."""
+
+    __tablename__ = "sanctions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_ref: Mapped[str] = mapped_column(String(20), index=True)
+    target_address: Mapped[str] = mapped_column(String(ADDRESS), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    scope: Mapped[str] = mapped_column(String(200), default="all spaces")
+    starts_on: Mapped[date] = mapped_column(Date)
+    ends_on: Mapped[date | None] = mapped_column(Date)
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class EscalationFired(Base):
+    """An escalation or reminder already sent: each fires once per case and key, across restarts and daemons."""
+
+    __tablename__ = "escalations_fired"
+    __table_args__ = (UniqueConstraint("case_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(120))
+    level: Mapped[int] = mapped_column(Integer)
+    fired_at: Mapped[datetime] = mapped_column(UTCDateTime)

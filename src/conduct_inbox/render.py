@@ -7,6 +7,8 @@ from pathlib import Path
 
 import jinja2
 
+from .mail.parse import REPLY_MARKER
+
 
 class Renderer:
     """Renders `templates/NAME.txt.j2`; an admin's override folder is searched first."""
@@ -24,6 +26,8 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        # Committee mail carries our marker: a member's reply is read only above it.
+        self._env.globals["reply_marker"] = REPLY_MARKER
 
     def render(self, name: str, **context: object) -> str:
         return self._env.get_template(f"{name}.txt.j2").render(**context)

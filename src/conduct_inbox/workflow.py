@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,10 +19,13 @@ from sqlalchemy.orm import Session
 
 from . import routing, tokens
 from .classify import CaseFacts, Classification, Facts, Policy, verp_row
+from .committee import Desk
 from .commands import strip_commands
 from .mail.compose import Draft, OutgoingAttachment, Sender
 from .mail.parse import InboundMessage as Parsed
-from .models import Attachment, Case, CaseCounter, Event, InboundMessage, OutboxMessage, Party, Quarantine
+from .models import Attachment, Case, CaseCounter, Decision, Event, InboundMessage, OutboxMessage, Party, Quarantine, Recusal
+from .recusal import detect
+from .sla import is_urgent_text
 from .outbox import enqueue, mark_failed
 from .render import Renderer
 from .roster import Person, Roster
@@ -43,6 +46,11 @@ class Options:
     ack_limit_window: timedelta = timedelta(hours=24)
     ack_hours: float = 24
     token_secret: bytes = b""
+    previous_token_secret: bytes = b""
+    trusted_authserv_id: str = ""
+    severe_decisions: tuple[str, ...] = ("public-reprimand", "temporary-ban", "permanent-ban")
+    urgent_phrases: tuple[str, ...] = ()
+    steering_address: str = ""
 
 
 def event(session: Session, case_id: int | None, actor: str, action: str, now: datetime, **detail: Any) -> None:
@@ -64,6 +72,13 @@ class Workflow:
         self.sender = sender
         self.renderer = renderer
         self.options = options
+        self.desk = Desk(
+            self,
+            [options.token_secret, options.previous_token_secret],
+            options.trusted_authserv_id,
+            options.severe_decisions,
+        )
+        self.sla_policy: Any = None  # set by app wiring (escalation.sla_policy); None: plain ack deadline
 
     # ----- facts for classification ---------------------------------------------------------
 
@@ -150,6 +165,8 @@ class Workflow:
         row.case_id = case.id
         row.status = "processed"
         event(session, case.id, "reporter", "report_received", now, inbound_id=row.id)
+        self.detect_recusals(session, case, report_texts(msg), now)
+        self._check_urgency(session, case, msg, now)
         acked, ack_reason = self._acknowledge(session, case, msg, now)
         self._send_report_copies(session, case, row, msg, now, acked=acked, ack_reason=ack_reason)
         return f"new case {case.ref}" + (f" [{','.join(sorted(result.flags))}]" if result.flags else "")
@@ -160,6 +177,7 @@ class Workflow:
         closed = case.status == "closed"
         event(session, case.id, "party", "feedback_received" if closed else "followup_received", now, inbound_id=row.id)
         heading = "Feedback after closure" if closed else "Follow-up from a party"
+        self.detect_recusals(session, case, report_texts(msg), now)
         self._forward_to_committee(session, case, row, msg, now, heading)
         return f"follow-up joined case {case.ref}"
 
@@ -177,12 +195,7 @@ class Workflow:
         return f"message from a non-party kept on case {case.ref} and flagged"
 
     def _on_committee(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
-        # Committee commands arrive with the commands module; until a handler is wired in,
-        # keep the message and tell no one rather than guess.
-        row.status = "processed"
-        row.case_id = result.case.id if result.case else None
-        event(session, row.case_id, "unknown", "committee_mail_unhandled", now, inbound_id=row.id)
-        return "committee mail stored"
+        return self.desk.handle(session, row, msg, result, now)
 
     def _case(self, session: Session, result: Classification) -> Case:
         assert result.case is not None
@@ -231,6 +244,138 @@ class Workflow:
         session.flush()
         session.refresh(case)
         return case
+
+    def detect_recusals(self, session: Session, case: Case, texts: Sequence[str], now: datetime) -> list[str]:
+        """Recuse every roster member named in the texts (automatic recusal). Returns their emails."""
+        found = [m.email for m in detect(self.roster, list(texts))]
+        current = self.recused(case)
+        new = [email for email in found if email not in current]
+        for email in new:
+            existing = next((r for r in case.recusals if r.member_email == email), None)
+            if existing is not None:
+                existing.active, existing.reason, existing.automatic = True, "named", True
+            else:
+                session.add(Recusal(case_id=case.id, member_email=email, reason="named", automatic=True, active=True, created_at=now))
+            if case.assignee == email:
+                case.assignee = None
+            event(session, case.id, "system", "member_recused", now, reason="named", automatic=True)
+        if new:
+            session.flush()
+            session.refresh(case)
+            log.info("case %s: %d member(s) recused automatically", case.ref, len(new))
+        return new
+
+    def _check_urgency(self, session: Session, case: Case, msg: Parsed, now: datetime) -> None:
+        if case.spam or not self.options.urgent_phrases:
+            return
+        if is_urgent_text(msg.own_text or msg.text, self.options.urgent_phrases):
+            case.urgent = True
+            event(session, case.id, "system", "marked_urgent", now, automatic=True)
+            event(session, case.id, "system", "task_opened", now, task="notify law enforcement?")
+            self.refresh_clock(session, case)
+
+    def announce_urgent(self, session: Session, case: Case, now: datetime) -> None:
+        """A member marked the case urgent: alert every non-recused member at once."""
+        event(session, case.id, "system", "task_opened", now, task="notify law enforcement?")
+        self.alert(session, case, f"Case {case.ref} was marked URGENT. Its deadlines are now short. "
+                   "Consider whether law enforcement must be notified.", now, kind="urgent", extra="URGENT")
+
+    def refresh_clock(self, session: Session, case: Case) -> None:
+        """Recompute the case's next due time after anything that moves its clocks."""
+        if case.status == "closed" or case.spam:
+            case.next_due_at = None
+            return
+        if self.sla_policy is not None:
+            from .escalation import refresh_next_due
+
+            refresh_next_due(session, case, self.sla_policy)
+
+    def personal_reply_to(self, person: Person) -> str | None:
+        if not self.options.token_secret:
+            return None
+        token = tokens.mint(self.options.token_secret, "personal", None, person.email)
+        return tokens.reply_address(self.policy.local_part, self.policy.domain, token)
+
+    def steering_report(self, session: Session, case: Case, now: datetime, reason: str) -> None:
+        """The report the policy promises the steering committee: no reporter or witness identities."""
+        audience = routing.steering(self.roster, self.recused(case))
+        decisions = session.scalars(select(Decision).where(Decision.case_id == case.id).order_by(Decision.id)).all()
+        events = session.scalars(select(Event).where(Event.case_id == case.id).order_by(Event.id)).all()
+        inbound = session.scalar(select(func.count(InboundMessage.id)).where(InboundMessage.case_id == case.id))
+        outbound = session.scalar(
+            select(func.count(OutboxMessage.id)).where(
+                OutboxMessage.case_id == case.id, OutboxMessage.audience.in_(("reporter", "party"))
+            )
+        )
+        body = self.renderer.render(
+            "steering_report",
+            marker=audience.marker_line(),
+            ref=case.ref,
+            reason=reason,
+            status=case.status,
+            opened=case.created_at.strftime("%Y-%m-%d"),
+            closed=case.closed_at.strftime("%Y-%m-%d") if case.closed_at else None,
+            flags=", ".join(case.flags),
+            inbound=inbound,
+            outbound=outbound,
+            decisions=[
+                {"kinds": d.kinds.replace(",", ", "), "target": d.target_address if d.target_role == "reported" else d.target_role,
+                 "until": d.until.isoformat() if d.until else None, "status": d.status}
+                for d in decisions
+            ],
+            timeline=[f"{e.at:%Y-%m-%d %H:%M} {e.action.replace('_', ' ')}" for e in events],
+        )
+        subject = f"[{self.options.case_tag} #{case.ref}] Case report for the steering committee"
+        for person in audience.recipients:
+            draft = Draft(kind="steering_report", audience="steering", recipient=person.email, recipient_name=person.name,
+                          subject=subject, body=body, reply_to=self.member_reply_to(case, person))
+            enqueue(session, draft, self.sender, now, case_id=case.id)
+        event(session, case.id, "system", "steering_report_queued", now, reason=reason)
+
+    def announce_reconsideration(self, session: Session, case: Case, member: Person, now: datetime) -> None:
+        audience = routing.steering(self.roster, self.recused(case))
+        body = self.renderer.render(
+            "committee_note", marker=audience.marker_line(), ref=case.ref,
+            heading="Reconsideration opened",
+            text=f"{member.name} opened a reconsideration of case {case.ref}. The steering members handle it; "
+                 "the original decision stays on record unchanged.",
+        )
+        for draft in self.committee_drafts(case, audience, "reconsideration", self.subject(case, "Reconsideration:"), lambda _p: body):
+            enqueue(session, draft, self.sender, now, case_id=case.id)
+
+    def open_forwarded_case(
+        self, session: Session, row: InboundMessage, msg: Parsed, member: Person, new: Any, concerns: Sequence[Any], now: datetime
+    ) -> str:
+        """`!new ADDRESS [noack]`: a report a member received directly and forwards to the committee."""
+        forwarded = msg.forwarded[0] if msg.forwarded else None
+        subject = forwarded.subject if forwarded else strip_commands(msg.subject)
+        text = forwarded.text if forwarded else msg.own_text
+        report = replace(
+            msg, subject=subject or "(forwarded report)", text=text, own_text=text,
+            reporter_address=new.address.lower(), reporter_name=None, forwarded=msg.forwarded[1:],
+        )
+        case = self.open_case(session, report, now)
+        case.forwarded_by = member.email
+        row.case_id, row.status, row.kind = case.id, "processed", "forwarded_report"
+        event(session, case.id, member.email, "report_forwarded", now, inbound_id=row.id, noack=new.noack)
+        for c in concerns:  # before anything is sent
+            person = self.roster.find(c.name)
+            if person is not None:
+                session.add(Recusal(case_id=case.id, member_email=person.email, reason="concerns", automatic=False,
+                                    active=True, created_at=now))
+                event(session, case.id, member.email, "member_recused", now, reason="concerns")
+        session.flush()
+        session.refresh(case)
+        # Only the forwarded content counts for recusal, not the forwarding member's own words.
+        self.detect_recusals(session, case, [subject or "", text or "", *(f.text for f in msg.forwarded[1:])], now)
+        self._check_urgency(session, case, report, now)
+        if new.noack:
+            acked, ack_reason = False, "the forwarding member asked for none"
+        else:
+            acked, ack_reason = self._acknowledge(session, case, report, now)
+        self._send_report_copies(session, case, row, report, now, acked=acked, ack_reason=ack_reason)
+        self.refresh_clock(session, case)
+        return f"forwarded report opened case {case.ref}"
 
     def recused(self, case: Case | None) -> dict[str, str]:
         if case is None:
@@ -364,7 +509,7 @@ class Workflow:
             attachments=listed,
             max_mb=self.options.max_forward_attachment_mb,
         )
-        subject = self.subject(case, "[auto]" if case.auto else "")
+        subject = self.subject(case, " ".join(m for m, on in (("URGENT", case.urgent), ("[auto]", case.auto)) if on))
         for draft in self.committee_drafts(case, audience, "report", subject, lambda _p: body, attachments=attached):
             enqueue(session, draft, self.sender, now, case_id=case.id, inbound_id=row.id)
 
@@ -387,11 +532,11 @@ class Workflow:
         for draft in self.committee_drafts(case, audience, "followup", subject, lambda _p: body, attachments=attached):
             enqueue(session, draft, self.sender, now, case_id=case.id, inbound_id=row.id)
 
-    def alert(self, session: Session, case: Case | None, text: str, now: datetime, kind: str = "alert") -> None:
+    def alert(self, session: Session, case: Case | None, text: str, now: datetime, kind: str = "alert", extra: str = "Alert:") -> None:
         """An operational alert (ids only) to everyone who may see the case, or the whole committee."""
         audience = routing.committee(self.roster, self.recused(case))
         if case is not None:
-            subject = self.subject(case, "Alert:")
+            subject = self.subject(case, extra)
         else:
             subject = f"[{self.options.case_tag}] Alert"
         for person in audience.recipients:
@@ -435,6 +580,17 @@ class Workflow:
             "It is kept unchanged and was moved to the quarantine folder. Please look at it by hand.",
             now,
         )
+
+
+def report_texts(msg: Parsed) -> list[str]:
+    """Everything in a report that may name a member: subject, text, HTML-converted text, text attachments, forwards."""
+    texts = [msg.subject, msg.text, msg.own_text]
+    for fwd in msg.forwarded:
+        texts += [fwd.subject, fwd.text, fwd.from_name or "", fwd.from_address or ""]
+    for att in msg.attachments:
+        if att.content_type.startswith("text/") and att.size <= 5 * MB:
+            texts.append(att.content.decode("utf-8", errors="replace"))
+    return texts
 
 
 def _person_text(name: str | None, address: str | None) -> str:

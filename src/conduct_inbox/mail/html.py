@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from lxml import etree
 from lxml import html as lxml_html
 from inscriptis import Inscriptis
@@ -18,9 +20,12 @@ _CUT_IDS = ("divRplyFwdMsg", "appendonsend", "mail-editor-reference-message-cont
 
 _CONFIG = ParserConfig(display_images=False, display_links=False)
 
+#: Characters XML (and so lxml) refuses in text.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]+")
+
 
 def _tree(markup: str) -> lxml_html.HtmlElement | None:
-    data = markup.encode("utf-8", "replace")
+    data = _NOT_XML.sub("", markup).encode("utf-8", "replace")
     if not data.strip():
         return None
     parser = lxml_html.HTMLParser(encoding="utf-8", remove_comments=True, remove_pis=True)
@@ -68,7 +73,10 @@ def to_text(markup: str, *, without_quotes: bool = False) -> str:
     for element in list(root.iter(*_INVISIBLE)):
         _drop(element)
     if without_quotes:
-        _strip_quotes(root)
+        try:
+            _strip_quotes(root)
+        except ValueError:  # lxml refusing odd text while re-joining; keep what is left
+            pass
     try:
         text = Inscriptis(root, _CONFIG).get_text()
     except (RecursionError, ValueError, TypeError):

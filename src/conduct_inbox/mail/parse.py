@@ -15,6 +15,7 @@ import base64
 import binascii
 import codecs
 import email
+import email.feedparser
 import email.parser
 import hashlib
 import re
@@ -41,6 +42,7 @@ _MAX_PARTS = 500
 _HEADER_LIMIT = 65_536  # characters of one header value we decode
 _ADDRESS_LIMIT = 16_384  # characters of an address header we parse
 _MAX_HTML = 2_000_000  # characters of HTML converted; inscriptis is pure Python
+_FEED_CHUNK = 1 << 20  # bytes handed to the MIME parser and the body hash at a time
 
 _FIELD_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]{1,200}[ \t]*:")
 _MSGID = re.compile(r"<([^<>\s]{1,998})>")
@@ -283,10 +285,24 @@ def _body_offset(raw: bytes) -> int:
     return at + (2 if raw.startswith(b"\n\n", at) else 3)
 
 
+def _body_hash(raw: bytes, body_at: int) -> str:
+    """sha256 of the body with CRLF as LF, in chunks so a large body is not copied whole."""
+    digest = hashlib.sha256()
+    view = memoryview(raw)
+    carry = b""
+    for start in range(body_at, len(raw), _FEED_CHUNK):
+        chunk = carry + bytes(view[start : start + _FEED_CHUNK])
+        # A CR at the chunk's end may pair with an LF at the next one's start.
+        carry = b"\r" if chunk.endswith(b"\r") else b""
+        digest.update(chunk[: len(chunk) - len(carry)].replace(b"\r\n", b"\n"))
+    digest.update(carry)
+    return digest.hexdigest()
+
+
 def _check_is_mail(raw: bytes, body_at: int) -> None:
-    if not raw.strip():
+    if not raw or raw.isspace():
         raise MalformedMessage("empty input")
-    head = raw[:body_at]
+    head = raw[: min(body_at, 1 << 20)]
     start = 0
     if head.startswith(b"From "):  # an mbox separator line
         start = head.find(b"\n") + 1
@@ -425,6 +441,15 @@ def _filename(part: Message, defects: Defects) -> str | None:
 
 
 def _payload(part: Message, defects: Defects) -> bytes:
+    raw = part.get_payload()
+    cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    if cte == "base64" and isinstance(raw, str):
+        # binascii skips line breaks itself; the email package splits and rejoins the whole
+        # payload first, which costs several times an attachment's size in memory.
+        try:
+            return binascii.a2b_base64(raw.encode("ascii", "surrogateescape"))
+        except (binascii.Error, ValueError):
+            defects.add("damaged base64 content")
     try:
         data = part.get_payload(decode=True)
     except (ValueError, binascii.Error, TypeError, LookupError):
@@ -432,7 +457,6 @@ def _payload(part: Message, defects: Defects) -> bytes:
         data = None
     if isinstance(data, bytes):
         return data
-    raw = part.get_payload()
     return raw.encode("ascii", "surrogateescape") if isinstance(raw, str) else b""
 
 
@@ -444,7 +468,8 @@ def _part_text(part: Message, defects: Defects) -> str:
         charset = None
     if isinstance(charset, tuple):
         charset = str(charset[2])
-    return clean_text(decode_bytes(data, str(charset) if charset else None, defects))
+    text = decode_bytes(data, str(charset) if charset else None, defects)
+    return clean_text(text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
 def _is_text_body(part: Message, ctype: str, defects: Defects) -> bool:
@@ -471,11 +496,14 @@ def _walk(part: Message, depth: int, collect_text: bool, out: _Collected, defect
         defects.add("MIME structure too deep or too large; rest ignored")
         return
     ctype = _ctype(part)
+    if ctype in ("message/delivery-status", "text/rfc822-headers", "message/disposition-notification"):
+        return  # machine parts of a report; dsn.py reads them
     if ctype == "message/rfc822" or (part.is_multipart() and ctype.startswith("message/")):
         _forwarded(part, out, defects, fwd_depth)
         return
-    if ctype in ("message/delivery-status", "text/rfc822-headers", "message/disposition-notification"):
-        return  # machine parts of a report; dsn.py reads them
+    if ctype.startswith("multipart/") and not part.is_multipart():
+        part = _recover_boundary(part, defects)
+        ctype = _ctype(part)
     if part.is_multipart():
         children = [c for c in part.get_payload() if isinstance(c, Message)]
         if ctype == "multipart/alternative" and collect_text:
@@ -491,6 +519,29 @@ def _walk(part: Message, depth: int, collect_text: bool, out: _Collected, defect
     elif collect_text:
         (out.plain if ctype == "text/plain" else out.html).append(_part_text(part, defects))
     # else: the alternative not chosen (the HTML twin of a plain body) is neither text nor attachment
+
+
+_BOUNDARY_LINE = re.compile(r"^--([^\s]{1,70})[ \t]*\r?$", re.MULTILINE)
+
+
+def _recover_boundary(part: Message, defects: Defects) -> Message:
+    """A multipart whose declared boundary never occurs: re-read it with the one its body uses."""
+    body = part.get_payload()
+    if not isinstance(body, str):
+        return part
+    defects.add("MIME boundary mismatch")
+    found = _BOUNDARY_LINE.search(body[:100_000])
+    if found is None or found.group(1).endswith("--"):
+        fallback = Message()
+        fallback.set_payload(body)  # read as the plain text it most likely is
+        return fallback
+    head = f'Content-Type: {part.get_content_type()}; boundary="{found.group(1)}"\n\n'
+    try:
+        return email.message_from_string(head + body, policy=compat32)
+    except Exception:  # the email package on input it did not foresee
+        fallback = Message()
+        fallback.set_payload(body)
+        return fallback
 
 
 def _preferred_alternative(children: list[Message]) -> Message | None:
@@ -547,8 +598,14 @@ def _inline_forwards(text: str, subject: str, defects: Defects) -> list[Forwarde
 
 
 def _message(raw: bytes, body_at: int, defects: Defects) -> Message:
+    # Fed in chunks: message_from_bytes decodes and splits the whole input at once, which
+    # peaks near eight times the size of a message with a large attachment.
+    view = memoryview(raw)
     try:
-        return email.message_from_bytes(raw, policy=compat32)
+        parser = email.feedparser.BytesFeedParser(policy=compat32)
+        for start in range(0, len(raw), _FEED_CHUNK):
+            parser.feed(bytes(view[start : start + _FEED_CHUNK]))
+        return parser.close()
     except RecursionError:
         defects.add("MIME structure too deep; body read as plain text")
     except Exception:  # the email package on input it did not foresee
@@ -612,7 +669,6 @@ def parse(raw: bytes, *, case_tag: str = "conduct") -> InboundMessage:
 
     bounce = dsn.analyse(msg, subject=subject, return_path=return_path, from_address=from_[1])
     message_ids = _message_ids(first("Message-ID"))
-    body = raw[body_at:]
     return InboundMessage(
         message_id=message_ids[0] if message_ids else None,
         subject=subject,
@@ -645,7 +701,7 @@ def parse(raw: bytes, *, case_tag: str = "conduct") -> InboundMessage:
         dsn_permanent=bounce.permanent,
         authentication_results=all_of("Authentication-Results"),
         headers=tuple(headers),
-        body_hash=hashlib.sha256(body.replace(b"\r\n", b"\n")).hexdigest(),
+        body_hash=_body_hash(raw, body_at),
         size=len(raw),
         defects=defects.as_tuple(),
     )

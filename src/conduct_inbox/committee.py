@@ -1,0 +1,535 @@
+"""Committee mail: authenticate the sender, then apply subject-line commands or file a note.
+
+A command counts only on the member's valid reply token (To, Cc, or our server's topmost
+Delivered-To) with `From:` that member. Everything else changes nothing and is audited.
+Commands in one subject apply together or not at all (one savepoint).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import commands as cmd
+from . import routing, tokens
+from .classify import Classification
+from .mail.compose import Draft
+from .mail.parse import InboundMessage as Parsed
+from .models import Case, Decision, InboundMessage, OutboxMessage, Party, Recusal, Sanction
+from .outbox import enqueue
+from .roster import Person
+
+if TYPE_CHECKING:
+    from .workflow import Workflow
+
+log = logging.getLogger(__name__)
+
+#: What a DMARC pass alone (no token) may do: notes and status, never anything that sends or decides.
+DMARC_ALLOWED = (cmd.Ack, cmd.Status, cmd.Urgent, cmd.NotUrgent, cmd.Help, cmd.List)
+SANCTION_KINDS = {"vacation", "temporary-ban", "permanent-ban", "public-reprimand", "private-reprimand", "apology-request"}
+SHINGLE = 8  # words: a shared run this long between a reply and an internal note is a leak
+
+
+class Refused(Exception):
+    """A command cannot be applied; the message goes to the sender only."""
+
+
+@dataclass(frozen=True)
+class Auth:
+    member: Person | None
+    case_token: bool = False
+    personal: bool = False
+    dmarc: bool = False
+
+
+def _norm_words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.casefold())
+
+
+def leaks_note(text: str, notes: Sequence[str]) -> bool:
+    """Whether `text` contains a passage of any internal note (a run of SHINGLE words, or a whole short note)."""
+    words = _norm_words(text)
+    joined = " " + " ".join(words) + " "
+    shingles = {tuple(words[i : i + SHINGLE]) for i in range(max(0, len(words) - SHINGLE + 1))}
+    for note in notes:
+        nwords = _norm_words(note)
+        if not nwords:
+            continue
+        if len(nwords) < SHINGLE:
+            if len(nwords) >= 4 and f" {' '.join(nwords)} " in joined:
+                return True
+            continue
+        if any(tuple(nwords[i : i + SHINGLE]) in shingles for i in range(len(nwords) - SHINGLE + 1)):
+            return True
+    return False
+
+
+def dmarc_pass(msg: Parsed, authserv_id: str, address: str) -> bool:
+    """The topmost Authentication-Results from our trusted server shows an aligned DMARC pass."""
+    if not authserv_id:
+        return False
+    domain = address.rsplit("@", 1)[-1].lower()
+    for value in msg.authentication_results:
+        if value.split(";", 1)[0].strip().lower() != authserv_id.lower():
+            continue
+        match = re.search(r"\bdmarc\s*=\s*(\w+)[^;]*?header\.from\s*=\s*([\w.-]+)", value, re.IGNORECASE)
+        return bool(match and match.group(1).lower() == "pass" and match.group(2).lower() == domain)
+    return False
+
+
+class Desk:
+    """Applies one authenticated committee message to a case."""
+
+    def __init__(self, wf: Workflow, secrets: Sequence[bytes], trusted_authserv_id: str, severe: Sequence[str]):
+        self.wf = wf
+        self.secrets = [s for s in secrets if s]
+        self.trusted_authserv_id = trusted_authserv_id
+        self.severe = set(severe)
+
+    # ----- authentication -------------------------------------------------------------------
+
+    def authenticate(self, msg: Parsed, case: Case | None) -> Auth:
+        member = self.wf.roster.person(msg.from_address)
+        if member is None:
+            return Auth(None)
+        found = tokens.tokens_in((*msg.to, *msg.cc, *msg.delivered_to[:1]), self.wf.policy.local_part, self.wf.policy.domain)
+        personal = any(tokens.check(t, "personal", None, member.email, self.secrets) for t in found)
+        case_token = False
+        if case is not None and routing.may_see(self.wf.roster, self.wf.recused(case), member.email):
+            case_token = any(tokens.check(t, "case", case.ref, member.email, self.secrets) for t in found)
+        dmarc = case is not None and routing.may_see(self.wf.roster, self.wf.recused(case), member.email) and dmarc_pass(
+            msg, self.trusted_authserv_id, member.email
+        )
+        return Auth(member, case_token, personal, dmarc)
+
+    def _refuse_silently(self, session: Session, row: InboundMessage, case: Case | None, why: str, now: datetime) -> str:
+        from .workflow import event
+
+        row.status, row.kind = "processed", "refused"
+        event(session, case.id if case else None, "unknown", "command_refused", now, inbound_id=row.id, why=why)
+        log.warning("inbound #%d: committee mail refused (%s)", row.id, why)
+        return f"committee mail refused: {why}"
+
+    # ----- entry point ----------------------------------------------------------------------
+
+    def handle(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
+        case = session.get(Case, result.case.id) if result.case is not None else None
+        auth = self.authenticate(msg, case)
+        if auth.member is None:
+            return self._refuse_silently(session, row, case, "sender is not on the roster", now)
+        member = auth.member
+        if case is None:
+            if not auth.personal:
+                return self._refuse_silently(session, row, None, "no valid personal token", now)
+            return self._caseless(session, row, msg, member, now)
+        if not (auth.case_token or auth.dmarc):
+            if auth.personal and msg.case_ref:
+                # A personal token never authorises anything on a case.
+                return self._refuse_silently(session, row, case, "personal token used on a case", now)
+            return self._refuse_silently(session, row, case, "no valid case token", now)
+        row.case_id = case.id
+        parsed = cmd.new_commands(msg.subject, self._answered_subject(session, msg))
+        if isinstance(parsed, cmd.CommandError):
+            row.status, row.kind = "processed", "command_error"
+            self._event(session, case, member, "command_rejected", now, inbound_id=row.id)
+            self._reply_to_member(session, case, member, "refusal", now, problems=list(parsed.problems))
+            return f"case {case.ref}: malformed commands refused"
+        if not auth.case_token and any(not isinstance(c, DMARC_ALLOWED) for c in parsed):
+            row.status, row.kind = "processed", "command_error"
+            self._event(session, case, member, "command_rejected", now, inbound_id=row.id, why="dmarc_only")
+            self._reply_to_member(
+                session, case, member, "refusal", now,
+                problems=["this command needs the reply address of the case mail (its reply token), not just your address"],
+            )
+            return f"case {case.ref}: command needing a token refused"
+        if not parsed:
+            return self._note(session, row, case, member, msg, now)
+        return self._apply(session, row, case, member, msg, parsed, now)
+
+    def _answered_subject(self, session: Session, msg: Parsed) -> str | None:
+        if not msg.in_reply_to:
+            return None
+        return session.scalars(
+            select(OutboxMessage.subject).where(OutboxMessage.message_id.in_(msg.in_reply_to)).limit(1)
+        ).first()
+
+    # ----- notes ------------------------------------------------------------------------------
+
+    def _note(self, session: Session, row: InboundMessage, case: Case, member: Person, msg: Parsed, now: datetime) -> str:
+        text = msg.own_text.strip()
+        row.status, row.kind = "processed", "note"
+        self._event(session, case, member, "note_added", now, inbound_id=row.id)
+        if not text:
+            return f"case {case.ref}: empty note ignored"
+        audience = routing.committee(self.wf.roster, self.wf.recused(case))
+        others = routing.Audience(
+            tuple(p for p in audience.recipients if p.email != member.email), audience.excluded, audience.steering_included
+        )
+        self._to_committee(session, case, others, "note", now, heading=f"Internal note from {member.name}", text=text)
+        return f"case {case.ref}: note from a member"
+
+    # ----- commands ---------------------------------------------------------------------------
+
+    def _apply(
+        self, session: Session, row: InboundMessage, case: Case, member: Person, msg: Parsed, parsed: list[cmd.Command], now: datetime
+    ) -> str:
+        row.status, row.kind = "processed", "commands"
+        done: list[str] = []
+        savepoint = session.begin_nested()
+        try:
+            for command in parsed:
+                done.append(self._one(session, row, case, member, msg, command, now))
+            session.flush()
+        except Refused as exc:
+            savepoint.rollback()
+            session.refresh(case)
+            self._event(session, case, member, "command_rejected", now, inbound_id=row.id, why=type(exc).__name__)
+            self._reply_to_member(session, case, member, "refusal", now, problems=[str(exc)])
+            return f"case {case.ref}: commands refused, nothing changed"
+        savepoint.commit()
+        case.updated_at = now
+        self.wf.refresh_clock(session, case)
+        if routing.may_see(self.wf.roster, self.wf.recused(case), member.email):
+            self._reply_to_member(session, case, member, "confirmation", now, done=done)
+        return f"case {case.ref}: {len(done)} command(s) applied"
+
+    def _one(self, session: Session, row: InboundMessage, case: Case, member: Person, msg: Parsed, c: cmd.Command, now: datetime) -> str:
+        name = type(c).__name__.lower()
+        handler = getattr(self, f"_c_{name}", None)
+        if handler is None:
+            raise Refused(f"!{name} cannot be used on a case")
+        text: str = handler(session, row, case, member, msg, c, now)
+        self._event(session, case, member, f"command_{name}", now, inbound_id=row.id)
+        return text
+
+    def _require_open(self, case: Case, what: str) -> None:
+        if case.status in ("closed",):
+            raise Refused(f"{what}: the case is closed (use !reopen first)")
+
+    def _c_ack(self, session, row, case, member, msg, c, now) -> str:
+        if case.human_ack_at is None:
+            case.human_ack_at = now
+        if case.status == "new":
+            self._set_status(session, case, member, "acknowledged", now)
+        if case.assignee is None and not member.steering:
+            case.assignee = member.email
+        return "acknowledged"
+
+    def _c_assign(self, session, row, case, member, msg, c: cmd.Assign, now) -> str:
+        person = self.wf.roster.find(c.name)
+        if person is None or person.steering and person not in routing.committee(self.wf.roster, self.wf.recused(case)).recipients:
+            raise Refused("!assign: no committee member by that name")
+        if person.email in self.wf.recused(case):
+            raise Refused("!assign: that member is recused from this case")
+        case.assignee = person.email
+        return f"assigned to {person.name}"
+
+    def _c_status(self, session, row, case, member, msg, c: cmd.Status, now) -> str:
+        if case.status not in ("acknowledged", "investigating", "waiting", "reconsideration"):
+            raise Refused(f"!status {c.state}: not possible while the case is {case.status}" + (" (send !ack first)" if case.status == "new" else ""))
+        self._set_status(session, case, member, c.state, now)
+        return f"status {c.state}"
+
+    def _c_reply(self, session, row, case, member, msg, c, now) -> str:
+        reporter = case.party("reporter")
+        if reporter is None:
+            raise Refused("!reply: this case has no reporter address")
+        text = self._outgoing_text(session, case, msg, "!reply")
+        self._send_to_party(session, case, reporter, text, now, kind="reply")
+        self._copy_to_committee(session, case, member, "the reporter", text, now)
+        case.last_response_at = now
+        return "reply sent to the reporter"
+
+    def _c_send(self, session, row, case, member, msg, c: cmd.Send, now) -> str:
+        parties = [p for p in case.parties if p.role == c.role]
+        if not parties:
+            raise Refused(f"!send {c.role}: the case has no party with that role (add one with !party)")
+        text = self._outgoing_text(session, case, msg, f"!send {c.role}")
+        for party in parties:
+            self._send_to_party(session, case, party, text, now, kind="send")
+        self._copy_to_committee(session, case, member, f"the {c.role} part{'y' if len(parties) == 1 else 'ies'}", text, now)
+        if c.role == "reporter":
+            case.last_response_at = now
+        return f"message sent to {len(parties)} {c.role} part{'y' if len(parties) == 1 else 'ies'}"
+
+    def _c_party(self, session, row, case, member, msg, c: cmd.Party, now) -> str:
+        if self.wf.roster.person(c.address) is not None and c.role == "reported":
+            self._recuse(session, case, c.address.lower(), "concerns", now, automatic=False)
+        session.add(Party(case_id=case.id, role=c.role, address=c.address.lower(), name=c.name, created_at=now))
+        session.flush()
+        session.refresh(case)
+        return f"{c.role} party recorded"
+
+    def _c_urgent(self, session, row, case, member, msg, c, now) -> str:
+        if not case.urgent:
+            case.urgent = True
+            self.wf.announce_urgent(session, case, now)
+        return "marked urgent"
+
+    def _c_noturgent(self, session, row, case, member, msg, c, now) -> str:
+        case.urgent = False
+        return "no longer urgent"
+
+    def _c_spam(self, session, row, case, member, msg, c, now) -> str:
+        case.spam = True
+        return "marked as spam: clocks stopped, nothing more is sent"
+
+    def _c_concerns(self, session, row, case, member, msg, c: cmd.Concerns, now) -> str:
+        person = self.wf.roster.find(c.name)
+        if person is None:
+            raise Refused("!concerns: no member by that name")
+        self._recuse(session, case, person.email, "concerns", now, automatic=False)
+        return f"{person.name} recused (the case concerns them)"
+
+    def _c_recuse(self, session, row, case, member, msg, c, now) -> str:
+        self._recuse(session, case, member.email, "self", now, automatic=False)
+        return "you are recused from this case"
+
+    def _c_include(self, session, row, case, member, msg, c: cmd.Include, now) -> str:
+        person = self.wf.roster.find(c.name)
+        recusal = next((r for r in case.recusals if person and r.member_email == person.email and r.active), None)
+        if person is None or recusal is None:
+            raise Refused("!include: that member is not recused from this case")
+        if not recusal.automatic:
+            raise Refused("!include: only an automatic recusal (a name found in the report) can be undone")
+        recusal.include_proposed_by = member.email
+        self._announce(session, case, now, f"{member.name} proposes to include {person.name} in this case again "
+                       "(automatically excluded because named in the report). A second member must send !confirm.")
+        return f"inclusion of {person.name} proposed; waiting for a second member's !confirm"
+
+    def _c_decide(self, session, row, case, member, msg, c: cmd.Decide, now) -> str:
+        self._require_open(case, "!decide")
+        target_role = c.target or ("reported" if case.party("reported") else None)
+        target = case.party(target_role) if target_role else None
+        if c.target and target is None:
+            raise Refused(f"!decide: the case has no {c.target} party (add one with !party)")
+        if any(v in SANCTION_KINDS for v in c.values) and target is None:
+            raise Refused("!decide: a sanction needs a target party (target=ROLE)")
+        for old in session.scalars(select(Decision).where(Decision.case_id == case.id, Decision.status == "pending")):
+            old.status = "superseded"
+        severe = any(v in self.severe for v in c.values)
+        decision = Decision(
+            case_id=case.id, kinds=",".join(c.values), target_role=target_role,
+            target_address=target.address if target else None, until=c.until,
+            status="pending" if severe else "effective", decided_by=member.email, created_at=now,
+        )
+        session.add(decision)
+        session.flush()
+        if severe:
+            self._announce(session, case, now, f"{member.name} proposes the decision {', '.join(c.values)}. It is a severe "
+                           "decision: it takes effect when a second member sends !confirm.")
+            return f"decision {', '.join(c.values)} recorded as pending; a second member must !confirm"
+        self._make_effective(session, case, decision, now)
+        return f"decision {', '.join(c.values)} recorded"
+
+    def _c_confirm(self, session, row, case, member, msg, c, now) -> str:
+        audience = routing.committee(self.wf.roster, self.wf.recused(case))
+        if member.steering and not audience.steering_included:
+            raise Refused("!confirm: steering members confirm only when too few committee members are left")
+        decision = session.scalars(
+            select(Decision).where(Decision.case_id == case.id, Decision.status == "pending").order_by(Decision.id.desc())
+        ).first()
+        include = next((r for r in case.recusals if r.active and r.include_proposed_by), None)
+        if decision is None and include is None:
+            raise Refused("!confirm: nothing on this case is waiting for confirmation")
+        if decision is not None:
+            if decision.decided_by == member.email:
+                raise Refused("!confirm: a second member must confirm your own decision")
+            decision.confirmed_by = member.email
+            self._make_effective(session, case, decision, now)
+            return f"decision {decision.kinds.replace(',', ', ')} confirmed and in effect"
+        assert include is not None
+        if include.include_proposed_by == member.email:
+            raise Refused("!confirm: a second member must confirm your own !include")
+        include.active = False
+        include.include_proposed_by = None
+        person = self.wf.roster.person(include.member_email)
+        session.flush()
+        session.refresh(case)
+        self._announce(session, case, now, f"{person.name if person else 'A member'} is included in this case again "
+                       f"(confirmed by {member.name}).")
+        return "inclusion confirmed"
+
+    def _c_close(self, session, row, case, member, msg, c: cmd.Close, now) -> str:
+        self._require_open(case, "!close")
+        if not c.silent:
+            effective = session.scalars(select(Decision).where(Decision.case_id == case.id, Decision.status == "effective")).first()
+            if effective is None:
+                raise Refused("!close: record a decision first (!decide), or use !close silent REASON")
+            if case.last_response_at is None:
+                raise Refused("!close: the reporter has not been answered yet (!reply), or use !close silent REASON")
+        previous = case.status
+        case.status, case.closed_at = "closed", now
+        self._event(session, case, member, "status_changed", now, old=previous, new="closed", silent=c.silent)
+        self.wf.steering_report(session, case, now, reason="closed")
+        return "case closed; report queued for the steering committee"
+
+    def _c_reopen(self, session, row, case, member, msg, c, now) -> str:
+        if case.status not in ("closed", "decided", "reconsideration"):
+            raise Refused(f"!reopen: the case is {case.status}, not closed or decided")
+        self._set_status(session, case, member, "investigating", now)
+        case.closed_at = None
+        return "case reopened (investigating)"
+
+    def _c_steering(self, session, row, case, member, msg, c, now) -> str:
+        self.wf.steering_report(session, case, now, reason="requested")
+        return "report sent to the steering committee"
+
+    def _c_help(self, session, row, case, member, msg, c, now) -> str:
+        return "the command list is below"
+
+    def _c_list(self, session, row, case, member, msg, c, now) -> str:
+        return "your open cases:\n" + self._list_text(session, member)
+
+    # ----- case-less (personal token) -------------------------------------------------------
+
+    def _caseless(self, session: Session, row: InboundMessage, msg: Parsed, member: Person, now: datetime) -> str:
+        row.status, row.kind = "processed", "personal"
+        parsed = cmd.parse_commands(msg.subject)
+        if msg.case_ref and not any(isinstance(c, (cmd.Reconsider, cmd.New)) for c in parsed if not isinstance(parsed, cmd.CommandError)):
+            self._reply_to_member(session, None, member, "refusal", now, problems=[f"there is no case {msg.case_ref} you can act on"])
+            return "personal mail about an unknown case"
+        if isinstance(parsed, cmd.CommandError):
+            self._reply_to_member(session, None, member, "refusal", now, problems=list(parsed.problems))
+            return "personal commands refused"
+        news = [c for c in parsed if isinstance(c, cmd.New)]
+        if news:
+            return self.wf.open_forwarded_case(session, row, msg, member, news[0], [c for c in parsed if isinstance(c, cmd.Concerns)], now)
+        done = []
+        for c in parsed:
+            if isinstance(c, cmd.Help):
+                done.append("the command list is below")
+            elif isinstance(c, cmd.List):
+                done.append("your open cases:\n" + self._list_text(session, member))
+            elif isinstance(c, cmd.Reconsider):
+                done.append(self._reconsider(session, row, member, c, now))
+            else:
+                self._reply_to_member(session, None, member, "refusal", now,
+                                      problems=[f"!{type(c).__name__.lower()} needs a case: reply to that case's mail"])
+                return "case command without a case refused"
+        self._reply_to_member(session, None, member, "confirmation", now, done=done or ["nothing to do"])
+        return "personal commands applied"
+
+    def _reconsider(self, session: Session, row: InboundMessage, member: Person, c: cmd.Reconsider, now: datetime) -> str:
+        case = session.scalars(select(Case).where(Case.ref == c.ref)).first()
+        if not member.steering:
+            return "!reconsider: only steering committee members can open a reconsideration"
+        if case is None or member.email in self.wf.recused(case):
+            return f"!reconsider: there is no case {c.ref} you can act on"
+        if case.status != "closed":
+            return f"!reconsider: case {c.ref} is {case.status}, not closed"
+        previous = case.status
+        case.status, case.updated_at = "reconsideration", now
+        row.case_id = case.id
+        self._event(session, case, member, "status_changed", now, old=previous, new="reconsideration")
+        self.wf.announce_reconsideration(session, case, member, now)
+        self.wf.refresh_clock(session, case)
+        return f"reconsideration of case {c.ref} opened; the steering members have the case"
+
+    def _list_text(self, session: Session, member: Person) -> str:
+        lines = []
+        for case in session.scalars(select(Case).where(Case.status != "closed", Case.spam.is_(False)).order_by(Case.id)):
+            if routing.may_see(self.wf.roster, self.wf.recused(case), member.email):
+                lines.append(f"  {case.ref}  {case.status:<15} {case.title}")
+        return "\n".join(lines) or "  (none)"
+
+    # ----- helpers ----------------------------------------------------------------------------
+
+    def _event(self, session: Session, case: Case | None, member: Person, action: str, now: datetime, **detail: object) -> None:
+        from .workflow import event
+
+        event(session, case.id if case else None, member.email, action, now, **detail)
+
+    def _set_status(self, session: Session, case: Case, member: Person, status: str, now: datetime) -> None:
+        if case.status != status:
+            self._event(session, case, member, "status_changed", now, old=case.status, new=status)
+            case.status = status
+
+    def _recuse(self, session: Session, case: Case, email: str, reason: str, now: datetime, automatic: bool) -> None:
+        existing = next((r for r in case.recusals if r.member_email == email), None)
+        if existing is not None:
+            existing.active, existing.reason, existing.automatic, existing.include_proposed_by = True, reason, automatic, None
+        else:
+            session.add(Recusal(case_id=case.id, member_email=email, reason=reason, automatic=automatic, active=True, created_at=now))
+        session.flush()
+        session.refresh(case)
+        if case.assignee == email:
+            case.assignee = None
+        from .workflow import event
+
+        event(session, case.id, "system", "member_recused", now, reason=reason)
+        person = self.wf.roster.person(email)
+        self._announce(session, case, now, f"{person.name if person else 'A member'} is excluded from this case "
+                       f"({routing.RECUSAL_REASONS.get(reason, reason)}) and receives nothing more about it.")
+
+    def _make_effective(self, session: Session, case: Case, decision: Decision, now: datetime) -> None:
+        decision.status, decision.effective_at = "effective", now
+        if case.status not in ("closed",):
+            case.status = "decided"
+        for kind in decision.kind_list:
+            if kind in {"vacation", "temporary-ban", "permanent-ban"} and decision.target_address:
+                session.add(Sanction(case_ref=case.ref, target_address=decision.target_address, kind=kind,
+                                     scope="all spaces", starts_on=now.date(), ends_on=decision.until))
+        from .workflow import event
+
+        event(session, case.id, "system", "decision_effective", now, decision_id=decision.id, kinds=decision.kind_list)
+
+    def _outgoing_text(self, session: Session, case: Case, msg: Parsed, what: str) -> str:
+        text = msg.own_text.strip()
+        if not text:
+            raise Refused(f"{what}: there is no text above the line to send")
+        notes = session.scalars(
+            select(InboundMessage.own_text).where(InboundMessage.case_id == case.id, InboundMessage.kind == "note")
+        ).all()
+        if leaks_note(text, [n or "" for n in notes]):
+            raise Refused(f"{what}: the text contains a passage of an internal note of this case; nothing was sent")
+        return text
+
+    def _send_to_party(self, session: Session, case: Case, party: Party, text: str, now: datetime, kind: str) -> None:
+        last_in = session.scalars(
+            select(InboundMessage.message_id)
+            .where(InboundMessage.case_id == case.id, InboundMessage.sender == party.address, InboundMessage.message_id.is_not(None))
+            .order_by(InboundMessage.id.desc())
+            .limit(1)
+        ).first()
+        body = self.wf.renderer.render("to_party", text=text, committee_name=self.wf.options.committee_name, ref=case.ref)
+        draft = Draft(kind=kind, audience="reporter" if party.role == "reporter" else "party", recipient=party.address,
+                      recipient_name=party.name, subject=self.wf.subject(case), body=body, in_reply_to=last_in)
+        enqueue(session, draft, self.wf.sender, now, case_id=case.id)
+
+    def _copy_to_committee(self, session: Session, case: Case, member: Person, to_whom: str, text: str, now: datetime) -> None:
+        audience = routing.committee(self.wf.roster, self.wf.recused(case))
+        self._to_committee(session, case, audience, "sent_copy", now, heading=f"{member.name} sent this to {to_whom}", text=text)
+
+    def _announce(self, session: Session, case: Case, now: datetime, text: str) -> None:
+        session.flush()
+        session.refresh(case)
+        audience = routing.committee(self.wf.roster, self.wf.recused(case))
+        self._to_committee(session, case, audience, "announcement", now, heading="Announcement", text=text)
+
+    def _to_committee(self, session: Session, case: Case, audience: routing.Audience, kind: str, now: datetime, heading: str, text: str) -> None:
+        body = self.wf.renderer.render("committee_note", marker=audience.marker_line(), heading=heading, ref=case.ref, text=text)
+        for draft in self.wf.committee_drafts(case, audience, kind, self.wf.subject(case), lambda _p: body):
+            enqueue(session, draft, self.wf.sender, now, case_id=case.id)
+
+    def _reply_to_member(self, session: Session, case: Case | None, member: Person, kind: str, now: datetime, **context: object) -> None:
+        """A confirmation or refusal to the sender alone (only if they may see the case)."""
+        if case is not None and not routing.may_see(self.wf.roster, self.wf.recused(case), member.email):
+            return
+        audience = routing.Audience((member,))
+        body = self.wf.renderer.render(
+            kind, marker=audience.marker_line(), ref=case.ref if case else None, help=cmd.HELP_TEXT,
+            done=context.get("done", []), problems=context.get("problems", []),
+        )
+        subject = self.wf.subject(case) if case is not None else f"[{self.wf.options.case_tag}] Your commands"
+        reply_to = self.wf.member_reply_to(case, member) if case is not None else self.wf.personal_reply_to(member)
+        draft = Draft(kind=kind, audience="steering" if member.steering else "member", recipient=member.email,
+                      recipient_name=member.name, subject=subject, body=body, reply_to=reply_to)
+        enqueue(session, draft, self.wf.sender, now, case_id=case.id if case else None)
