@@ -227,6 +227,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.dir), keep_running=args.keep_running)
 
 
+def cmd_escalations(args: argparse.Namespace) -> int:
+    """What reminders and escalations are due at --at (default now), and to whom; sends nothing."""
+    from .app import make_workflow
+    from .escalation import preview, sla_policy
+
+    at = datetime.now(timezone.utc)
+    if args.at:
+        try:
+            at = datetime.fromisoformat(args.at)
+        except ValueError:
+            print(f"conduct-inbox: --at {args.at!r} is not an ISO time (e.g. 2026-11-25T09:00)", file=sys.stderr)
+            return USAGE
+        at = at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at  # naive means UTC
+    settings = _settings(args)
+    engine = _engine(settings)
+    try:
+        rows = preview(db.session_factory(engine), make_workflow(settings), sla_policy(settings), at)
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif not rows:
+        print(f"nothing due at {at.isoformat()}")
+    else:
+        for row in rows:
+            print(f"{row['ref']}  {row['rule']:<15} level {row['level']}  due {row['due_at']}  {row['key']}  "
+                  f"-> {', '.join(row['recipients']) or '(nobody)'}")
+    return OK
+
 # ----- parser -----------------------------------------------------------------------------------
 
 
@@ -268,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("members", parents=[common], help="the roster and personal command addresses").set_defaults(func=cmd_members)
     sub.add_parser("health", parents=[common], help="exit 0 when mailbox and outbox are healthy").set_defaults(func=cmd_health)
     sub.add_parser("keygen", parents=[common], help="print a new random secret").set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("escalations", parents=[common], help="reminders and escalations due at a time (sends nothing)")
+    p.add_argument("--at", help="ISO time to look at (default: now; without a zone: UTC)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_escalations)
 
     p = sub.add_parser("demo", parents=[common], help="run against a local demo mailbox (no mail account needed)")
     p.add_argument("--dir", default="conduct-inbox-demo", help="where the demo keeps its files")

@@ -1,4 +1,4 @@
-"""The long-running service: APScheduler jobs over the `*_once` passes, signals, sd_notify."""
+"""The long-running service: APScheduler jobs over the `*_once` passes, the IDLE thread, signals, sd_notify."""
 
 from __future__ import annotations
 
@@ -7,17 +7,27 @@ import logging
 import os
 import signal
 import socket
+import threading
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.exc import SQLAlchemyError
 
-from .app import App
+from .app import App, make_mailbox
 from .errors import MailboxUnavailable
+from .escalation import escalate_once, sla_policy
+from .ports import Mailbox
 
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 10
+ESCALATE_SECONDS = 60
+#: One IDLE lasts at most this long before it is re-issued (NATs drop idle connections).
+IDLE_SECONDS = 9 * 60
+#: Reconnect backoff of the IDLE connection.
+IDLE_BACKOFF_INITIAL = 1.0
+IDLE_BACKOFF_MAX = 60.0
 
 
 def sd_notify(message: str) -> None:
@@ -36,13 +46,19 @@ def sd_notify(message: str) -> None:
 
 
 def run_once(app: App) -> int:
-    """`run --once`: everything waiting in the mailbox, then the outbox, then exit. Returns an exit code."""
+    """`run --once`: the mailbox, then due escalations, then the outbox, then exit. Returns an exit code."""
     code = 0
     try:
         stats = app.intake.poll_once()
         log.info("intake: %d processed, %d quarantined, %d to retry", stats.processed, stats.quarantined, stats.failed)
     except MailboxUnavailable as exc:
         log.error("mailbox unavailable: %s", exc)
+        code = 1
+    try:
+        sent = escalate_once(app.sessions, app.workflow, sla_policy(app.settings), app.clock())
+        log.info("escalations: %d sent", sent)
+    except SQLAlchemyError as exc:
+        log.error("escalation pass failed: %s", type(exc).__name__)
         code = 1
     report = asyncio.run(app.dispatcher.flush_all(app.clock()))
     log.info("outbox: %d sent, %d failed, %d deferred", report.sent, report.failed, report.deferred)
@@ -52,28 +68,65 @@ def run_once(app: App) -> int:
     return code
 
 
+def _wake(mailbox: Mailbox) -> None:
+    """Wake a thread blocked in IDLE on `mailbox` so that it notices the stop.
+
+    Shutting the socket down (without closing it) is safe from another thread: the blocked
+    read sees end-of-file and the IDLE thread drops the connection itself. ImapMailbox offers
+    no public way to do this, so reach for its client when it has one.
+    """
+    interrupt = getattr(mailbox, "interrupt", None)
+    if callable(interrupt):
+        interrupt()
+        return
+    client = getattr(mailbox, "_client", None)
+    if client is None:
+        return
+    try:
+        client.socket().shutdown(socket.SHUT_RDWR)
+    except (OSError, AttributeError):
+        pass  # already closed
+
+
 class Daemon:
-    def __init__(self, app: App, poll_seconds: float, watchdog_seconds: float | None = None):
+    def __init__(self, app: App, poll_seconds: float, watchdog_seconds: float | None = None, idle: bool | None = None):
         self.app = app
         self.poll_seconds = poll_seconds
         self.watchdog_seconds = watchdog_seconds
+        box = app.settings.mailbox
+        #: IDLE needs an IMAP server; a Maildir (demo) is polled.
+        self.idle = bool(box.idle and box.host) if idle is None else idle
+        self.policy = sla_policy(app.settings)
         self._stopping = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
+        self._busy: set[str] = set()
+        self._again: set[str] = set()
         self._scheduler: AsyncIOScheduler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._mailbox_failures = 0
+        self._idle_thread: threading.Thread | None = None
+        self._idle_box: Mailbox | None = None
+        self._idle_lock = threading.Lock()
 
     # ----- jobs -------------------------------------------------------------------------------
 
-    async def _tracked(self, job: Callable[[], Awaitable[None]]) -> None:
+    async def _tracked(self, name: str, job: Callable[[], Awaitable[None]]) -> None:
+        """Run a job; if it was asked for again while running, run it once more right after."""
         task = asyncio.current_task()
         assert task is not None
         self._running.add(task)
+        self._busy.add(name)
         try:
-            await job()
-        except Exception:
-            log.exception("job failed; it runs again at its next time")
+            while True:
+                self._again.discard(name)
+                try:
+                    await job()
+                except Exception:
+                    log.exception("job %s failed; it runs again at its next time", name)
+                if name not in self._again or self._stopping.is_set():
+                    break
         finally:
+            self._busy.discard(name)
             self._running.discard(task)
 
     async def poll(self) -> None:
@@ -84,6 +137,7 @@ class Daemon:
             self._mailbox_failures = 0
             if stats.processed or stats.quarantined:
                 sd_notify(f"STATUS=processed {stats.processed}, quarantined {stats.quarantined}")
+                self._run_soon("flush")
         except MailboxUnavailable as exc:
             self._mailbox_failures += 1
             log.warning("mailbox unavailable (%d in a row): %s", self._mailbox_failures, exc)
@@ -94,21 +148,104 @@ class Daemon:
         if report.outage:
             sd_notify(f"STATUS=outgoing mail outage: {report.outage}")
 
+    async def escalate(self) -> None:
+        if self._stopping.is_set():
+            return
+        sent = await asyncio.to_thread(escalate_once, self.app.sessions, self.app.workflow, self.policy, self.app.clock())
+        if sent:
+            log.info("escalations: %d sent", sent)
+            self._run_soon("flush")
+
     def kick_flush(self) -> None:
         """Called from the intake thread right after a commit: send without waiting for the timer."""
+        self._kick("flush")
+
+    def kick_poll(self) -> None:
+        """Called from the IDLE thread when mail arrived: poll now rather than at the next tick."""
+        self._kick("poll")
+
+    def _kick(self, job_id: str) -> None:
         loop, scheduler = self._loop, self._scheduler
         if loop is None or scheduler is None:
             return
-        loop.call_soon_threadsafe(self._modify_now, "flush")
+        try:
+            loop.call_soon_threadsafe(self._run_soon, job_id)
+        except RuntimeError:
+            pass  # the loop has closed: we are stopping
 
-    def _modify_now(self, job_id: str) -> None:
-        if self._scheduler is not None and not self._stopping.is_set():
-            job = self._scheduler.get_job(job_id)
-            if job is not None:
-                job.modify(next_run_time=datetime.now(timezone.utc))
+    def _run_soon(self, job_id: str) -> None:
+        """Run a job now; if it is running, run it again once it is done (on the loop thread)."""
+        if self._scheduler is None or self._stopping.is_set():
+            return
+        if job_id in self._busy:
+            self._again.add(job_id)
+            return
+        job = self._scheduler.get_job(job_id)
+        if job is not None:
+            job.modify(next_run_time=datetime.now(timezone.utc))
 
     def _watchdog(self) -> None:
         sd_notify("WATCHDOG=1")
+
+    # ----- IMAP IDLE --------------------------------------------------------------------------
+
+    def _idle_loop(self) -> None:
+        """Own connection, IDLE in a loop, poll on news; reconnect with backoff; end on stop."""
+        stop = self.app.stop
+        delay = IDLE_BACKOFF_INITIAL
+        while not stop.is_set():
+            box: Mailbox | None = None
+            try:
+                box = make_mailbox(self.app.settings)
+                with self._idle_lock:
+                    self._idle_box = box
+                if stop.is_set():
+                    break
+                box.connect()
+                has_capability = getattr(box, "has_capability", None)
+                if has_capability is not None and not has_capability("IDLE"):
+                    log.info("the IMAP server has no IDLE: polling every %ss only", self.poll_seconds)
+                    return
+                self.kick_poll()  # anything that arrived while we were not listening
+                while not stop.is_set():
+                    if box.wait_for_mail(IDLE_SECONDS):
+                        self.kick_poll()
+                    delay = IDLE_BACKOFF_INITIAL  # the connection works
+            except MailboxUnavailable as exc:
+                if stop.is_set():
+                    break
+                log.warning("IDLE connection lost (%s); reconnecting in %.0f s", exc, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, IDLE_BACKOFF_MAX)
+            except Exception as exc:  # a library bug must not end new-mail notices for good
+                if stop.is_set():
+                    break
+                log.exception("IDLE failed (%s); reconnecting in %.0f s", type(exc).__name__, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, IDLE_BACKOFF_MAX)
+            finally:
+                with self._idle_lock:
+                    self._idle_box = None
+                if box is not None:
+                    box.close()
+
+    def _start_idle(self) -> None:
+        thread = threading.Thread(target=self._idle_loop, name="conduct-inbox-idle", daemon=True)
+        self._idle_thread = thread
+        thread.start()
+
+    def _stop_idle(self) -> None:
+        thread = self._idle_thread
+        if thread is None:
+            return
+        with self._idle_lock:
+            box = self._idle_box
+        if box is not None:
+            _wake(box)
+        thread.join(timeout=10)
+        if thread.is_alive():
+            log.warning("IDLE thread did not end in time; leaving it behind")
+        self._idle_thread = None
 
     # ----- lifecycle --------------------------------------------------------------------------
 
@@ -118,6 +255,17 @@ class Daemon:
             sd_notify("STOPPING=1")
             self.app.stop.set()
             self._stopping.set()
+
+    def request_stop(self) -> None:
+        """Stop gracefully, from any thread (what SIGTERM does)."""
+        loop = self._loop
+        if loop is None:
+            self.app.stop.set()
+            return
+        try:
+            loop.call_soon_threadsafe(self._stop)
+        except RuntimeError:
+            pass  # already stopped
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -129,17 +277,26 @@ class Daemon:
         )
         self._scheduler = scheduler
         now = datetime.now(timezone.utc)
-        scheduler.add_job(self._tracked, "interval", args=[self.poll], seconds=self.poll_seconds, id="poll", next_run_time=now)
-        scheduler.add_job(self._tracked, "interval", args=[self.flush], seconds=FLUSH_SECONDS, id="flush", next_run_time=now)
+        jobs = (("poll", self.poll, self.poll_seconds), ("flush", self.flush, FLUSH_SECONDS),
+                ("escalate", self.escalate, ESCALATE_SECONDS))
+        for name, job, seconds in jobs:
+            # next_run_time=now: each runs at start too, which also catches up a missed tick once.
+            scheduler.add_job(self._tracked, "interval", args=[name, job], seconds=seconds, id=name, next_run_time=now)
         if self.watchdog_seconds:
             scheduler.add_job(self._watchdog, "interval", seconds=self.watchdog_seconds, id="watchdog")
         scheduler.start()
+        if self.idle:
+            self._start_idle()
         sd_notify("READY=1\nSTATUS=running")
-        log.info("conduct-inbox running (poll every %ss)", self.poll_seconds)
+        log.info("conduct-inbox running (poll every %ss%s)", self.poll_seconds, ", IMAP IDLE" if self.idle else "")
         await self._stopping.wait()
-        scheduler.shutdown(wait=False)
+        # Let running jobs finish (the intake stops after its current message); shutting the
+        # scheduler down first would cancel them mid-way.
+        scheduler.pause()
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
+        scheduler.shutdown(wait=False)
+        await asyncio.to_thread(self._stop_idle)
         log.info("stopped")
 
 

@@ -45,22 +45,22 @@ def _content_type(part: Message) -> str:
     return part.get_content_type().lower()
 
 
-def _looks_like_bounce(msg: Message, subject: str, return_path: str | None, from_address: str | None) -> bool:
+def _shape(msg: Message, subject: str, return_path: str | None, from_address: str | None) -> tuple[bool, bool]:
+    """(looks like a bounce, sent by a mail system)."""
     ctype = _content_type(msg)
     if ctype == "multipart/report":
         report_type = str(msg.get_param("report-type", "") or "").lower()
         if report_type == "delivery-status":
-            return True
+            return True, True
     local = (from_address or "").split("@", 1)[0]
     machine = return_path == "" or local in _MACHINE_SENDERS
-    if not machine:
-        return False
     # Vacation replies also come from <>; only a bounce's own shape counts.
-    return (
+    shaped = (
         ctype == "multipart/report"
         or msg.get("X-Failed-Recipients") is not None
         or bool(_BOUNCE_SUBJECT.search(subject[:500]))
     )
+    return machine and shaped, machine
 
 
 def _detect(msg: Message) -> tuple[set[str], set[str]]:
@@ -140,12 +140,15 @@ def _status_permanent(msg: Message) -> bool | None:
 def analyse(msg: Message, *, subject: str, return_path: str | None, from_address: str | None) -> DsnFacts:
     """Bounce facts for a compat32-parsed message; never raises."""
     try:
-        if not _looks_like_bounce(msg, subject, return_path, from_address):
-            return DsnFacts()
+        bounce, machine = _shape(msg, subject, return_path, from_address)
     except (RecursionError, LookupError, ValueError, TypeError, AttributeError):
+        return DsnFacts()
+    if not machine:
         return DsnFacts()
     try:
         temporary, permanent = _detect(msg)
+        if not (bounce or temporary or permanent):
+            return DsnFacts()  # mail-system mail, but no bounce in it (a vacation reply from <>)
         x_failed = msg.get_all("X-Failed-Recipients") or []
         for value in x_failed:
             for addr in str(value).split(","):

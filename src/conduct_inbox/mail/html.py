@@ -70,16 +70,12 @@ def to_text(markup: str, *, without_quotes: bool = False) -> str:
     root = _tree(markup)
     if root is None:
         return ""
-    for element in list(root.iter(*_INVISIBLE)):
-        _drop(element)
-    if without_quotes:
-        try:
-            _strip_quotes(root)
-        except ValueError:  # lxml refusing odd text while re-joining; keep what is left
-            pass
     try:
+        for element in list(root.iter(*_INVISIBLE)):
+            _drop(element)
+        if without_quotes:
+            _strip_quotes(root)
         text = Inscriptis(root, _CONFIG).get_text()
-    except (RecursionError, ValueError, TypeError):
-        # inscriptis recurses per nesting level; absurdly deep markup falls back to flat text.
+    except Exception:  # lxml/inscriptis on markup they did not foresee (absurd nesting, odd text)
         text = root.text_content()
     return text.strip()

@@ -101,7 +101,7 @@ def own_text(text: str) -> str:
         cut = _signature_start(head, signature)
         if cut is not None:
             head = head[:cut]
-    except (RecursionError, re.error):
+    except Exception:  # the library's internals on text it did not foresee: keep it all
         head = safe
     # Interleaved or trailing quotes without a reply header.
     kept = [ln for ln in head.split("\n") if not ln.lstrip().startswith(">")]
