@@ -256,6 +256,7 @@ def cmd_escalations(args: argparse.Namespace) -> int:
                   f"-> {', '.join(row['recipients']) or '(nobody)'}")
     return OK
 
+
 # ----- parser -----------------------------------------------------------------------------------
 
 

@@ -41,10 +41,12 @@ def _excluded(people: tuple[Person, ...], recused: Mapping[str, str]) -> tuple[t
 
 
 def committee(roster: Roster, recused: Mapping[str, str]) -> Audience:
-    """Every non-recused member; steering members join when fewer than the quorum are left."""
+    """Every non-recused member; steering members join when fewer than the quorum are left,
+    and when the chair is recused (they take the chair's place)."""
     active = tuple(m for m in roster.members if m.email not in recused)
     excluded = _excluded(roster.members, recused)
-    if len(active) >= roster.quorum:
+    chair_recused = roster.chair is not None and roster.chair.email in recused
+    if len(active) >= roster.quorum and not chair_recused:
         return Audience(active, excluded)
     steering = tuple(s for s in roster.steering if s.email not in recused and s.email not in {a.email for a in active})
     return Audience(active + steering, excluded + _excluded(roster.steering, recused), steering_included=True)
