@@ -30,22 +30,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from conduct_inbox.commands import DECISIONS
 from conduct_inbox.errors import ConfigError
 
 ENV_PREFIX = "CONDUCT_INBOX_"
 CONFIG_ENV = "CONDUCT_INBOX_CONFIG"
 DEFAULT_CONFIG = "config.toml"
 
-# The decisions the policy allows; `committee.severe_decisions` must be a subset.
-DECISIONS = (
-    "no-action",
-    "private-reprimand",
-    "public-reprimand",
-    "vacation",
-    "temporary-ban",
-    "permanent-ban",
-    "apology-request",
-)
+# The decisions the policy allows (one list, in commands.py); `committee.severe_decisions` must be a subset.
 
 # (section, inline key, file key, conventional systemd credential name)
 SECRETS = (
