@@ -52,13 +52,17 @@ def make_workflow(settings: Settings, roster: Roster | None = None) -> Workflow:
         urgent_phrases=tuple(settings.sla.urgent_phrases),
         steering_address=settings.committee.steering_address,
     )
-    return Workflow(
+    from .escalation import sla_policy
+
+    workflow = Workflow(
         roster or roster_from_settings(settings),
         make_policy(settings),
         Sender(settings.committee.address.lower(), settings.committee.name),
         Renderer(getattr(settings, "templates_dir", None)),
         options,
     )
+    workflow.sla_policy = sla_policy(settings)
+    return workflow
 
 
 def make_mailbox(settings: Settings) -> Mailbox:

@@ -169,6 +169,7 @@ class Workflow:
         self._check_urgency(session, case, msg, now)
         acked, ack_reason = self._acknowledge(session, case, msg, now)
         self._send_report_copies(session, case, row, msg, now, acked=acked, ack_reason=ack_reason)
+        self.refresh_clock(session, case)
         return f"new case {case.ref}" + (f" [{','.join(sorted(result.flags))}]" if result.flags else "")
 
     def _on_followup(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
