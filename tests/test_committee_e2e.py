@@ -123,6 +123,28 @@ def test_full_lifecycle_by_email(harness, smtp_receiver):
     assert "BAN-NOTICE-4" in text_of(to_pat) and "REPORT-TEXT-1" not in text_of(to_pat)
     assert "INTERNAL-NOTE" not in text_of(to_pat)
 
+    # the ledger and the case file show it
+    import contextlib
+    import io
+    import json
+
+    from conduct_inbox.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["sanctions", "--json", "--all", "--config", str(harness.config_path)]) == 0
+    assert json.loads(out.getvalue()) == [{"case": case.ref, "target": "pat@example.net", "kind": "temporary-ban",
+                                           "scope": "all spaces", "starts_on": "2026-11-24", "ends_on": "2027-01-31"}]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["cases", "show", case.ref, "--json", "--config", str(harness.config_path)]) == 0
+    shown = json.loads(out.getvalue())
+    assert {p["role"] for p in shown["parties"]} == {"reporter", "reported"}
+    assert [(d["kinds"], d["status"], d["confirmed_by"]) for d in shown["decisions"]] == [
+        (["temporary-ban"], "effective", "carol@example.org")
+    ]
+    assert any(e["action"] == "command_confirm" and e["actor"] == "carol@example.org" for e in shown["events"])
+
     # close: steering report without the reporter's identity
     step(harness, app, reply(alice_copy, "alice@example.org", "!close"))
     assert the_case(app).status == "closed"

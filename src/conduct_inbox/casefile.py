@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from .classify import Classification
 from .mail.parse import InboundMessage as Parsed
-from .models import Case, Event, InboundMessage, OutboxMessage
+from .models import Case, Decision, Event, InboundMessage, OutboxMessage
 from .roster import Roster
 
 
@@ -48,7 +48,12 @@ def show_case(session: Session, ref: str, roster: Roster | None = None) -> dict[
     detail["parties"] = [
         {"role": p.role, "address": p.address, "name": p.name, "consent_public": p.consent_public} for p in case.parties
     ]
-    detail["decisions"] = []
+    detail["decisions"] = [
+        {"kinds": d.kind_list, "target_role": d.target_role, "target": d.target_address,
+         "until": d.until.isoformat() if d.until else None, "status": d.status,
+         "decided_by": d.decided_by, "confirmed_by": d.confirmed_by, "created_at": _iso(d.created_at)}
+        for d in session.scalars(select(Decision).where(Decision.case_id == case.id).order_by(Decision.id))
+    ]
     messages = session.scalars(
         select(InboundMessage).where(InboundMessage.case_id == case.id).order_by(InboundMessage.id)
     ).all()

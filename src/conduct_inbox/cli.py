@@ -214,6 +214,30 @@ def cmd_health(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_sanctions(args: argparse.Namespace) -> int:
+    """The ledger of active sanctions: target, kind, scope, dates (no case contents)."""
+    from .models import Sanction
+
+    settings = _settings(args)
+    engine = _engine(settings)
+    today = datetime.now(timezone.utc).date()
+    with db.session_factory(engine)() as session:
+        query = select(Sanction).order_by(Sanction.id)
+        rows = [s for s in session.scalars(query) if args.all or s.ends_on is None or s.ends_on >= today]
+    records = [
+        {"case": s.case_ref, "target": s.target_address, "kind": s.kind, "scope": s.scope,
+         "starts_on": s.starts_on.isoformat(), "ends_on": s.ends_on.isoformat() if s.ends_on else None}
+        for s in rows
+    ]
+    if args.json:
+        print(json.dumps(records, indent=2))
+    elif not records:
+        print("no active sanctions")
+    for r in records if not args.json else []:
+        print(f"{r['case']}  {r['kind']:<15} {r['target']}  {r['scope']}  from {r['starts_on']} until {r['ends_on'] or 'permanent'}")
+    return OK
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     import secrets
 
@@ -298,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("members", parents=[common], help="the roster and personal command addresses").set_defaults(func=cmd_members)
     sub.add_parser("health", parents=[common], help="exit 0 when mailbox and outbox are healthy").set_defaults(func=cmd_health)
     sub.add_parser("keygen", parents=[common], help="print a new random secret").set_defaults(func=cmd_keygen)
+    p = sub.add_parser("sanctions", parents=[common], help="the ledger of active sanctions")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--all", action="store_true", help="include sanctions that have ended")
+    p.set_defaults(func=cmd_sanctions)
 
     p = sub.add_parser("escalations", parents=[common], help="reminders and escalations due at a time (sends nothing)")
     p.add_argument("--at", help="ISO time to look at (default: now; without a zone: UTC)")
