@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 from email.message import EmailMessage
+from datetime import timedelta
 from email.utils import make_msgid
 
 import pytest
@@ -294,3 +295,36 @@ def test_new_forwarded_report_with_concerns(harness, smtp_receiver):
     assert rx.to("alice@example.org") == [] and rx.to("bob@example.org") == []
     assert "FORWARDED-5" in text_of(rx.to("carol@example.org")[0])
     assert len(rx.to("direct@example.net")) == 1  # acknowledged
+
+
+def test_urgent_spam_list_help_and_reopen(harness, smtp_receiver):
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report())
+    copy = rx.to("bob@example.org")[0]
+    step(harness, app, reply(copy, "bob@example.org", "!urgent"))
+    case = the_case(app)
+    assert case.urgent and case.next_due_at <= case.created_at + timedelta(hours=1)  # urgent deadlines are short
+    assert any("URGENT" in str(parsed(m)["Subject"]) for m in rx.to("carol@example.org"))
+    step(harness, app, reply(copy, "bob@example.org", "!list !help"))
+    answer = text_of(latest(rx, "bob@example.org"))
+    assert case.ref in answer and "!reply" in answer
+    step(harness, app, reply(copy, "bob@example.org", "!close silent duplicate report"))
+    assert the_case(app).status == "closed" and the_case(app).next_due_at is None
+    step(harness, app, reply(copy, "bob@example.org", "!reopen"))
+    assert the_case(app).status == "investigating" and the_case(app).next_due_at is not None
+    step(harness, app, reply(copy, "bob@example.org", "!spam"))
+    case = the_case(app)
+    assert case.spam and case.next_due_at is None
+
+
+def test_acknowledgements_are_rate_limited_per_address(harness, smtp_receiver):
+    app = harness.app()
+    for n in range(7):
+        harness.deliver(report(subject=f"report {n}", body=f"text {n}"))
+    run_once(app)
+    with app.sessions() as session:
+        assert len(session.scalars(select(Case)).all()) == 7  # every report is a case
+    assert len(smtp_receiver.to("reporter@example.net")) == 5  # intake.ack_limit_per_address
+    limit_alerts = [m for m in smtp_receiver.to("alice@example.org") if "Alert" in str(parsed(m)["Subject"])]
+    assert len(limit_alerts) == 1  # a tripped limit alerts once

@@ -1,0 +1,41 @@
+"""Logs carry case refs and ids only: sentinel names, addresses, subjects and text never appear."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from conduct_inbox.daemon import run_once
+from tests.faults import faulty_parse
+from tests.harness import Harness, report
+
+from conduct_inbox.parsing import WorkerParser
+
+SENTINELS = ("Zyxwv Sentinelname", "sentinel-addr-93@example.net", "SENTINEL-SUBJECT-5521", "SENTINEL-BODY-8812")
+
+
+@pytest.fixture
+def harness(dovecot, smtp_receiver, database):
+    h = Harness(dovecot, smtp_receiver, database.url, dovecot.new_user())
+    yield h
+    h.close()
+
+
+def test_no_log_line_carries_report_contents(harness, smtp_receiver, caplog):
+    caplog.set_level(logging.DEBUG, logger="conduct_inbox")
+    smtp_receiver.reject_rcpt[SENTINELS[1]] = f"550 5.1.1 <{SENTINELS[1]}>: unknown user"
+    harness.parser = WorkerParser(timeout=1.0, function=faulty_parse)
+    kwargs = dict(name=SENTINELS[0], sender=SENTINELS[1], subject=SENTINELS[2], body=SENTINELS[3])
+    harness.deliver(report(**kwargs))
+    harness.deliver(report(headers={"X-Test-Fault": "crash"}, **kwargs))
+    app = harness.app()
+    for _ in range(4):
+        run_once(app)
+    smtp_receiver.down()
+    harness.deliver(report(message_id="<other@example.net>", **kwargs))
+    run_once(app)
+    logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
+    assert "quarantined" in logged and "failed for good" in logged and "outage" in logged  # the paths ran
+    for sentinel in SENTINELS:
+        assert sentinel.lower() not in logged.lower()
