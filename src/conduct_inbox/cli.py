@@ -347,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     # imapclient logs the login name at DEBUG; aiosmtpd/aiosmtplib may log addresses.
-    for noisy in ("imapclient", "aiosmtplib", "mail.log"):
+    for noisy in ("imapclient", "aiosmtplib", "mail.log", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
@@ -364,6 +364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return FAILURE
     except KeyboardInterrupt:
         return FAILURE
+    except BrokenPipeError:  # output piped into `head` and friends
+        sys.stderr.close()
+        return OK
 
 
 if __name__ == "__main__":
