@@ -15,7 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.exc import SQLAlchemyError
 
 from .app import App, make_mailbox
-from .errors import MailboxUnavailable
+from .errors import MailboxUnavailable, where
 from .escalation import escalate_once, sla_policy
 from .ports import Mailbox
 
@@ -121,8 +121,8 @@ class Daemon:
                 self._again.discard(name)
                 try:
                     await job()
-                except Exception:
-                    log.exception("job %s failed; it runs again at its next time", name)
+                except Exception as exc:
+                    log.error("job %s failed (%s); it runs again at its next time", name, where(exc))
                 if name not in self._again or self._stopping.is_set():
                     break
         finally:
@@ -220,7 +220,7 @@ class Daemon:
             except Exception as exc:  # a library bug must not end new-mail notices for good
                 if stop.is_set():
                     break
-                log.exception("IDLE failed (%s); reconnecting in %.0f s", type(exc).__name__, delay)
+                log.error("IDLE failed (%s); reconnecting in %.0f s", where(exc), delay)
                 stop.wait(delay)
                 delay = min(delay * 2, IDLE_BACKOFF_MAX)
             finally:

@@ -43,3 +43,12 @@ class DeliveryOutage(ConductInboxError):
 
 class InstanceLocked(ConductInboxError):
     """Another daemon already runs against this database."""
+
+
+def where(exc: BaseException) -> str:
+    """Where an unexpected error happened (type, file:line of each frame), without its message:
+    exception texts can quote addresses or report text, and they must not reach the logs."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)[-6:]
+    return type(exc).__name__ + " at " + " < ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in reversed(frames))

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .classify import Policy, classify
-from .errors import MailboxUnavailable
+from .errors import MailboxUnavailable, where
 from .mail.parse import InboundMessage as Parsed
 from .models import InboundMessage, MailboxState
 from .parsing import ParseFailed, ParseTimeout
@@ -164,7 +164,7 @@ class Intake:
                 log.warning("inbound #%d: database error %s", row_id, type(exc.orig).__name__)
                 return self._failed(row_id, attempts, "database error", stats)
             except Exception as exc:  # a bug must not stop the loop or lose the message
-                log.exception("inbound #%d: processing failed (%s)", row_id, type(exc).__name__)
+                log.error("inbound #%d: processing failed: %s", row_id, where(exc))
                 return self._failed(row_id, attempts, f"processing failed ({type(exc).__name__})", stats)
         else:
             return self._failed(row_id, attempts, "repeated conflicts", stats)
