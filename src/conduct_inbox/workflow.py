@@ -327,9 +327,7 @@ class Workflow:
             timeline=[f"{e.at:%Y-%m-%d %H:%M} {e.action.replace('_', ' ')}" for e in events],
         )
         subject = f"[{self.options.case_tag} #{case.ref}] Case report for the steering committee"
-        for person in audience.recipients:
-            draft = Draft(kind="steering_report", audience="steering", recipient=person.email, recipient_name=person.name,
-                          subject=subject, body=body, reply_to=self.member_reply_to(case, person))
+        for draft in self.committee_drafts(case, audience, "steering_report", subject, lambda _p: body):
             enqueue(session, draft, self.sender, now, case_id=case.id)
         event(session, case.id, "system", "steering_report_queued", now, reason=reason)
 
@@ -445,8 +443,8 @@ class Workflow:
 
     # ----- mail to the committee --------------------------------------------------------------
 
-    def member_reply_to(self, case: Case, person: Person) -> str | None:
-        if not self.options.token_secret:
+    def member_reply_to(self, case: Case | None, person: Person) -> str | None:
+        if case is None or not self.options.token_secret:
             return None
         token = tokens.mint(self.options.token_secret, "case", case.ref, person.email)
         return tokens.reply_address(self.policy.local_part, self.policy.domain, token)
@@ -470,7 +468,7 @@ class Workflow:
         return "\n\n".join(parts)
 
     def committee_drafts(
-        self, case: Case, audience: routing.Audience, kind: str, subject: str, body_for: Any, **extra: Any
+        self, case: Case | None, audience: routing.Audience, kind: str, subject: str, body_for: Any, **extra: Any
     ) -> list[Draft]:
         """One draft per recipient, only them in To:, with their own reply token."""
         return [
@@ -540,17 +538,8 @@ class Workflow:
             subject = self.subject(case, extra)
         else:
             subject = f"[{self.options.case_tag}] Alert"
-        for person in audience.recipients:
-            body = self.renderer.render("alert", marker=audience.marker_line(), text=text)
-            draft = Draft(
-                kind=kind,
-                audience="steering" if person.steering else "member",
-                recipient=person.email,
-                recipient_name=person.name,
-                subject=subject,
-                body=body,
-                reply_to=self.member_reply_to(case, person) if case is not None else None,
-            )
+        body = self.renderer.render("alert", marker=audience.marker_line(), text=text)
+        for draft in self.committee_drafts(case, audience, kind, subject, lambda _p: body):
             enqueue(session, draft, self.sender, now, case_id=case.id if case else None)
 
     def on_delivery_failure(self, session: Session, row: OutboxMessage, now: datetime) -> None:
