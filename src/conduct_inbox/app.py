@@ -133,7 +133,8 @@ def build_app(
     engine: Engine | None = None,
     on_commit: Callable[[], None] | None = None,
 ) -> App:
-    engine = engine or db.make_engine(settings.database.url)
+    engine = engine or db.engine_for(settings)
+    db.check_key(engine)
     sessions = db.session_factory(engine)
     workflow = make_workflow(settings)
     stop = threading.Event()

@@ -40,7 +40,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _engine(settings: Settings, check: bool = True) -> Any:
-    engine = db.make_engine(settings.database.url)
+    engine = db.engine_for(settings)
     if check:
         db.require_current(engine)
     return engine
@@ -79,6 +79,20 @@ def cmd_db(args: argparse.Namespace) -> int:
     engine = _engine(settings, check=False)
     db.upgrade(engine)
     print(f"database at revision {db.current_revision(engine)}")
+    return OK
+
+
+def cmd_reseal(args: argparse.Namespace) -> int:
+    from .retention import compact
+
+    settings = _settings(args)
+    engine = _engine(settings)
+    try:
+        count = db.reseal(engine)
+        compact(engine)
+    finally:
+        engine.dispose()
+    print(f"{count} row(s) written again with the encryption key")
     return OK
 
 
@@ -238,10 +252,59 @@ def cmd_sanctions(args: argparse.Namespace) -> int:
     return OK
 
 
-def cmd_keygen(args: argparse.Namespace) -> int:
-    import secrets
+def _at(value: str | None) -> datetime | None:
+    """--at as an aware time (naive means UTC); None when not given. Raises ValueError."""
+    if not value:
+        return None
+    at = datetime.fromisoformat(value)
+    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at
 
-    print(secrets.token_urlsafe(32))
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    """Delete the contents of cases closed longer than retention.closed_case_days (see retention.py)."""
+    from . import retention
+    from .app import make_mailbox
+
+    try:
+        now = _at(args.at) or datetime.now(timezone.utc)
+    except ValueError:
+        print(f"conduct-inbox: --at {args.at!r} is not an ISO time (e.g. 2026-11-25T09:00)", file=sys.stderr)
+        return USAGE
+    settings = _settings(args)
+    days = settings.retention.closed_case_days
+    if days <= 0:
+        print("retention is off (retention.closed_case_days = 0): nothing is purged")
+        return OK
+    engine = _engine(settings)
+    sessions = db.session_factory(engine)
+    try:
+        with sessions() as session:
+            todo = retention.plan(session, now, days)
+        verb = "would purge" if args.dry_run else "purging"
+        print(f"{verb} {len(todo.cases)} case(s) closed before {todo.cutoff.date().isoformat()}, "
+              f"{todo.messages} of their message(s), {todo.orphan_messages} other old message(s), "
+              f"{todo.outgoing} outgoing mail(s)")
+        for ref, closed in todo.cases:
+            print(f"  {ref}  closed {closed.date().isoformat() if closed else '?'}")
+        if args.dry_run or todo.empty:
+            return OK
+        mailbox = make_mailbox(settings)
+        mailbox.connect()
+        try:
+            result = retention.purge(sessions, mailbox, now, days)
+        finally:
+            mailbox.close()
+        retention.compact(engine)
+        print(f"purged; {result.mailbox_copies} copies deleted from the mailbox")
+        return OK
+    finally:
+        engine.dispose()
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .crypto import generate_key
+
+    print(generate_key())
     return OK
 
 
@@ -298,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("db", parents=[common], help="database schema")
     dbsub = p.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
     dbsub.add_parser("upgrade", parents=[common], help="migrate the database to the current schema").set_defaults(func=cmd_db)
+    dbsub.add_parser(
+        "reseal", parents=[common], help="encrypt rows written before security.encryption_key_file was set"
+    ).set_defaults(func=cmd_reseal)
 
     p = sub.add_parser("check-config", parents=[common], help="check configuration, database, mailbox and SMTP")
     p.add_argument("--probe", action="store_true", help="also send a test message to our own plus-address")
@@ -321,7 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("members", parents=[common], help="the roster and personal command addresses").set_defaults(func=cmd_members)
     sub.add_parser("health", parents=[common], help="exit 0 when mailbox and outbox are healthy").set_defaults(func=cmd_health)
-    sub.add_parser("keygen", parents=[common], help="print a new random secret").set_defaults(func=cmd_keygen)
+    sub.add_parser(
+        "keygen", parents=[common], help="print a new random 32-byte key (encryption key or token secret)"
+    ).set_defaults(func=cmd_keygen)
+    p = sub.add_parser("purge", parents=[common], help="delete contents of cases closed past retention.closed_case_days")
+    p.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    p.add_argument("--at", help="ISO time to purge as of (default: now; without a zone: UTC)")
+    p.set_defaults(func=cmd_purge)
     p = sub.add_parser("sanctions", parents=[common], help="the ledger of active sanctions")
     p.add_argument("--json", action="store_true")
     p.add_argument("--all", action="store_true", help="include sanctions that have ended")

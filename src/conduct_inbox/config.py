@@ -31,7 +31,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from conduct_inbox.commands import DECISIONS
-from conduct_inbox.errors import ConfigError
+from conduct_inbox.crypto import parse_key
+from conduct_inbox.errors import ConfigError, EncryptionError
 
 ENV_PREFIX = "CONDUCT_INBOX_"
 CONFIG_ENV = "CONDUCT_INBOX_CONFIG"
@@ -401,6 +402,16 @@ class SecurityConfig(_Section):
             raise ValueError("required (set token_secret_file, or the token-secret credential)")
         if len(secret.encode()) < 16:
             raise ValueError("must be at least 16 bytes long")
+        return value
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _encryption_key(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value():
+            try:
+                parse_key(value.get_secret_value())
+            except EncryptionError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @field_validator("previous_token_secret")

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import retention
 from .app import App, make_mailbox
 from .errors import MailboxUnavailable, where
 from .escalation import escalate_once, sla_policy
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 10
 ESCALATE_SECONDS = 60
+HOUSEKEEPING_SECONDS = 3600  # retention purge, digests, sanction reminders
 #: One IDLE lasts at most this long before it is re-issued (NATs drop idle connections).
 IDLE_SECONDS = 9 * 60
 #: Reconnect backoff of the IDLE connection.
@@ -60,12 +62,33 @@ def run_once(app: App) -> int:
     except SQLAlchemyError as exc:
         log.error("escalation pass failed: %s", type(exc).__name__)
         code = 1
-    report = asyncio.run(app.dispatcher.flush_all(app.clock()))
+    try:
+        report = asyncio.run(app.dispatcher.flush_all(app.clock()))
+    except SQLAlchemyError as exc:
+        log.error("outbox flush failed: %s", type(exc).__name__)
+        return 1
     log.info("outbox: %d sent, %d failed, %d deferred", report.sent, report.failed, report.deferred)
     if report.outage:
         log.error("outgoing mail unavailable: %s", report.outage)
         code = 1
     return code
+
+
+def housekeeping_once(app: App) -> None:
+    """The hourly chores: the retention purge (its own mailbox connection, not the intake's)."""
+    days = app.settings.retention.closed_case_days
+    if days > 0:
+        mailbox = make_mailbox(app.settings)
+        try:
+            mailbox.connect()
+            result = retention.purge(app.sessions, mailbox, app.clock(), days)
+        except MailboxUnavailable as exc:
+            log.warning("retention purge postponed, mailbox unavailable: %s", exc)
+        else:
+            if not result.plan.empty:
+                retention.compact(app.engine)
+        finally:
+            mailbox.close()
 
 
 def _wake(mailbox: Mailbox) -> None:
@@ -155,6 +178,12 @@ class Daemon:
         if sent:
             log.info("escalations: %d sent", sent)
             self._run_soon("flush")
+
+    async def housekeeping(self) -> None:
+        if self._stopping.is_set():
+            return
+        await asyncio.to_thread(housekeeping_once, self.app)
+        self._run_soon("flush")
 
     def kick_flush(self) -> None:
         """Called from the intake thread right after a commit: send without waiting for the timer."""
@@ -278,7 +307,7 @@ class Daemon:
         self._scheduler = scheduler
         now = datetime.now(timezone.utc)
         jobs = (("poll", self.poll, self.poll_seconds), ("flush", self.flush, FLUSH_SECONDS),
-                ("escalate", self.escalate, ESCALATE_SECONDS))
+                ("escalate", self.escalate, ESCALATE_SECONDS), ("housekeeping", self.housekeeping, HOUSEKEEPING_SECONDS))
         for name, job, seconds in jobs:
             # next_run_time=now: each runs at start too, which also catches up a missed tick once.
             scheduler.add_job(self._tracked, "interval", args=[name, job], seconds=seconds, id=name, next_run_time=now)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -17,16 +17,64 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from .errors import DatabaseNotCurrent, InstanceLocked
+from .crypto import Cipher, load_cipher
+from .errors import DatabaseNotCurrent, EncryptionError, InstanceLocked
+from .models import DatabaseMeta
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 
-def make_engine(url: str) -> Engine:
-    """An engine that never puts statement parameters (report text, addresses) into errors or logs."""
+def make_engine(url: str, cipher: Cipher | None = None) -> Engine:
+    """An engine that never puts statement parameters (report text, addresses) into errors or logs.
+
+    With a cipher, the sealed columns (models.SealedBytes/SealedText/SealedLookup) are encrypted at rest:
+    the cipher rides on the engine's dialect, which every column type receives.
+    """
     if url.startswith("sqlite"):
         engine = create_engine(url, hide_parameters=True, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, hide_parameters=True, pool_pre_ping=True)
+    else:
+        engine = create_engine(url, hide_parameters=True, pool_pre_ping=True)
+    engine.dialect.conduct_cipher = cipher  # type: ignore[attr-defined]
+    return engine
+
+
+def engine_for(settings: Settings) -> Engine:
+    """The engine the configuration describes, with its encryption key if one is set."""
+    return make_engine(settings.database.url, cipher_for(settings))
+
+
+def cipher_for(settings: Settings) -> Cipher | None:
+    return load_cipher(settings.security.encryption_key.get_secret_value(), "")
+
+
+_KEY_FINGERPRINT = "encryption_key_fingerprint"
+
+
+def check_key(engine: Engine) -> None:
+    """Refuse a key other than the one the database is sealed with, or no key for a sealed database.
+
+    The first start with a key records its fingerprint (not the key); rows written before stay
+    plain until `conduct-inbox db reseal`.
+    """
+    cipher: Cipher | None = getattr(engine.dialect, "conduct_cipher", None)
+    with Session(engine) as session, session.begin():
+        row = session.get(DatabaseMeta, _KEY_FINGERPRINT)
+        if row is None:
+            if cipher is not None:
+                session.add(DatabaseMeta(name=_KEY_FINGERPRINT, value=cipher.fingerprint_hex))
+            return
+        if cipher is None:
+            raise EncryptionError(
+                "the database is encrypted but no key is configured: set security.encryption_key_file "
+                f"(or the encryption-key credential) to the key with fingerprint {row.value}"
+            )
+        if row.value != cipher.fingerprint_hex:
+            raise EncryptionError(
+                f"the configured encryption key (fingerprint {cipher.fingerprint_hex}) is not the key this "
+                f"database is encrypted with (fingerprint {row.value})"
+            )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -49,6 +97,46 @@ def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error."""
     with sessions() as session, session.begin():
         yield session
+
+
+def reseal(engine: Engine, batch: int = 200) -> int:
+    """Write every sealed column again, so rows stored before the key was configured get encrypted.
+
+    Returns the number of rows rewritten. Follow with a VACUUM (retention.compact) so the old
+    plain pages are gone from the file.
+    """
+    from sqlalchemy import select
+    from sqlalchemy.orm.attributes import flag_modified
+
+    from .models import Base, _Sealed
+
+    if getattr(engine.dialect, "conduct_cipher", None) is None:
+        raise EncryptionError("no encryption key is configured: set security.encryption_key_file first")
+    check_key(engine)
+    count = 0
+    for mapper in Base.registry.mappers:
+        sealed = [attr.key for attr in mapper.column_attrs if isinstance(attr.columns[0].type, _Sealed)]
+        if not sealed:
+            continue
+        model = mapper.class_
+        key = mapper.primary_key[0]
+        last = None
+        while True:
+            with Session(engine) as session, session.begin():
+                query = select(model).order_by(key).limit(batch)
+                if last is not None:
+                    query = query.where(key > last)
+                rows = session.scalars(query).all()
+                for row in rows:
+                    for name in sealed:
+                        if getattr(row, name) is not None:
+                            flag_modified(row, name)
+                count += len(rows)
+                if rows:
+                    last = getattr(rows[-1], key.key)
+            if len(rows) < batch:
+                break
+    return count
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:
@@ -78,6 +166,7 @@ def require_current(engine: Engine) -> None:
         raise DatabaseNotCurrent(
             f"database schema is at {current or 'nothing'}, code expects {head}: run `conduct-inbox db upgrade`"
         )
+    check_key(engine)
 
 
 def sqlite_path(url: str) -> Path | None:

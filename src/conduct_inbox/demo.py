@@ -93,7 +93,7 @@ def run_demo(directory: Path, keep_running: bool = False) -> int:
 
     config = prepare(directory)
     settings = load_settings(config)
-    engine = db.make_engine(settings.database.url)
+    engine = db.engine_for(settings)
     db.upgrade(engine)
     sent_before = set((directory / "sent" / "new").iterdir())
     deliver_to_maildir(str(directory / "mailbox"), SAMPLE_REPORT.format(n=secrets.token_hex(8)).encode())

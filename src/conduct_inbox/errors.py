@@ -6,7 +6,8 @@
     ├── MalformedMessage            input that is not a mail message at all
     ├── MailboxUnavailable          IMAP/Maildir cannot be reached or logged into (retry later)
     ├── DeliveryOutage              SMTP as a whole is unusable: connect, AUTH, MAIL FROM, 4xx (retry later)
-    └── InstanceLocked              another daemon already owns this SQLite database
+    ├── InstanceLocked              another daemon already owns this SQLite database
+    └── EncryptionError             missing, malformed or wrong encryption key; sealed data altered
 
 Messages of these exceptions never carry addresses, names, subjects or report text:
 they are logged and may reach alerts.
@@ -43,6 +44,10 @@ class DeliveryOutage(ConductInboxError):
 
 class InstanceLocked(ConductInboxError):
     """Another daemon already runs against this database."""
+
+
+class EncryptionError(ConductInboxError):
+    """Encrypted data cannot be read: no key, another key, or altered data. Never returns garbage."""
 
 
 def where(exc: BaseException) -> str:

@@ -23,6 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from .crypto import open_value, seal_value
+
 # Stable constraint names, so alembic batch migrations on SQLite can find them again.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -52,6 +54,45 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=timezone.utc)
 
 
+class _Sealed(TypeDecorator[Any]):
+    """A column encrypted at rest when the engine has a cipher (see crypto.py and db.make_engine)."""
+
+    cache_ok = True
+    deterministic = False
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if value is None:
+            return None
+        return seal_value(getattr(dialect, "conduct_cipher", None), value, deterministic=self.deterministic)
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        if value is None:
+            return None
+        return open_value(getattr(dialect, "conduct_cipher", None), value)
+
+
+class SealedBytes(_Sealed):
+    """Contents (raw messages, outgoing mail): AES-GCM with a random nonce."""
+
+    cache_ok = True
+    impl = LargeBinary
+
+
+class SealedText(_Sealed):
+    """Text contents (subjects, bodies, names): AES-GCM, stored as base64 text."""
+
+    cache_ok = True
+    impl = Text
+
+
+class SealedLookup(_Sealed):
+    """Values found by equality (addresses, Message-IDs): AES-SIV, the same plain value seals the same."""
+
+    cache_ok = True
+    impl = Text
+    deterministic = True
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -61,7 +102,7 @@ class Case(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     ref: Mapped[str] = mapped_column(String(20), unique=True)
-    title: Mapped[str] = mapped_column(String(300), default="")
+    title: Mapped[str] = mapped_column(SealedText, default="")
     status: Mapped[str] = mapped_column(String(20), default="new")
     urgent: Mapped[bool] = mapped_column(Boolean, default=False)
     spam: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -75,6 +116,8 @@ class Case(Base):
     human_ack_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_response_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When the retention purge removed this case's contents (the row stays for statistics).
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Earliest moment an SLA rule may need action; NULL when the case has no running clock.
     next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
@@ -107,8 +150,8 @@ class Party(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
     role: Mapped[str] = mapped_column(String(20))  # reporter | reported | witness | other
-    address: Mapped[str] = mapped_column(String(ADDRESS), index=True)
-    name: Mapped[str | None] = mapped_column(String(200))
+    address: Mapped[str] = mapped_column(SealedLookup, index=True)
+    name: Mapped[str | None] = mapped_column(SealedText)
     #: The reporter's consent to be named in a public statement (policy: default no).
     consent_public: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -144,14 +187,14 @@ class InboundMessage(Base):
     mailbox: Mapped[str] = mapped_column(String(255))
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     uid: Mapped[int] = mapped_column(BigInteger)
-    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    raw: Mapped[bytes] = mapped_column(SealedBytes)
     size: Mapped[int] = mapped_column(Integer)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # pending | processed | duplicate | machine | dropped | quarantined
     status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
     kind: Mapped[str | None] = mapped_column(String(40))
-    message_id: Mapped[str | None] = mapped_column(String(998), index=True)
+    message_id: Mapped[str | None] = mapped_column(SealedLookup, index=True)
     body_hash: Mapped[str | None] = mapped_column(String(64))
     #: sha256(Message-ID, body hash) on the first copy only: a second delivery cannot claim it.
     dedupe_key: Mapped[str | None] = mapped_column(String(64), unique=True)
@@ -159,10 +202,10 @@ class InboundMessage(Base):
     #: Another, different message already used this Message-ID (some web forms reuse them).
     message_id_reused: Mapped[bool] = mapped_column(Boolean, default=False)
     case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="SET NULL"), index=True)
-    sender: Mapped[str | None] = mapped_column(String(ADDRESS))
-    subject: Mapped[str | None] = mapped_column(Text)
-    body_text: Mapped[str | None] = mapped_column(Text)
-    own_text: Mapped[str | None] = mapped_column(Text)
+    sender: Mapped[str | None] = mapped_column(SealedLookup)
+    subject: Mapped[str | None] = mapped_column(SealedText)
+    body_text: Mapped[str | None] = mapped_column(SealedText)
+    own_text: Mapped[str | None] = mapped_column(SealedText)
     #: Short, content-free reason for the last failure (exception class), for the audit trail.
     error: Mapped[str | None] = mapped_column(String(200))
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -175,7 +218,7 @@ class Attachment(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     inbound_id: Mapped[int] = mapped_column(ForeignKey("inbound_messages.id", ondelete="CASCADE"), index=True)
-    filename: Mapped[str | None] = mapped_column(String(255))
+    filename: Mapped[str | None] = mapped_column(SealedText)
     content_type: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
@@ -206,11 +249,11 @@ class OutboxMessage(Base):
     inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id", ondelete="SET NULL"))
     kind: Mapped[str] = mapped_column(String(40))  # ack | report | alert | note | reply | ...
     audience: Mapped[str] = mapped_column(String(20))  # reporter | member | steering | party
-    recipient: Mapped[str] = mapped_column(String(ADDRESS), index=True)
+    recipient: Mapped[str] = mapped_column(SealedLookup, index=True)
     message_id: Mapped[str] = mapped_column(String(255), unique=True)
-    subject: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(SealedText)
     #: The complete message as it will be sent (headers and body).
-    data: Mapped[bytes] = mapped_column(LargeBinary)
+    data: Mapped[bytes] = mapped_column(SealedBytes)
     status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | sent | failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -269,7 +312,7 @@ class Decision(Base):
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
     kinds: Mapped[str] = mapped_column(String(200))  # comma-separated decision values
     target_role: Mapped[str | None] = mapped_column(String(20))
-    target_address: Mapped[str | None] = mapped_column(String(ADDRESS))
+    target_address: Mapped[str | None] = mapped_column(SealedLookup)
     until: Mapped[date | None] = mapped_column(Date)
     status: Mapped[str] = mapped_column(String(20))  # pending | effective | superseded
     decided_by: Mapped[str] = mapped_column(String(ADDRESS))
@@ -289,12 +332,21 @@ class Sanction(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     case_ref: Mapped[str] = mapped_column(String(20), index=True)
-    target_address: Mapped[str] = mapped_column(String(ADDRESS), index=True)
+    target_address: Mapped[str] = mapped_column(SealedLookup, index=True)
     kind: Mapped[str] = mapped_column(String(40))
     scope: Mapped[str] = mapped_column(String(200), default="all spaces")
     starts_on: Mapped[date] = mapped_column(Date)
     ends_on: Mapped[date | None] = mapped_column(Date)
     reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DatabaseMeta(Base):
+    """Facts about the database itself, such as the fingerprint of the key its contents are sealed with."""
+
+    __tablename__ = "database_meta"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
 
 
 class EscalationFired(Base):

@@ -14,6 +14,15 @@ from typing import Literal, Protocol
 Destination = Literal["processed", "quarantine"]
 
 
+@dataclass(frozen=True)
+class MailCopy:
+    """How to find a message we processed again: its Message-ID (if any), size and SHA-256."""
+
+    message_id: str | None
+    size: int
+    sha256: str
+
+
 class Mailbox(Protocol):
     """Where reports arrive: an IMAP folder, or a local Maildir for the demo."""
 
@@ -35,6 +44,11 @@ class Mailbox(Protocol):
 
     def move(self, uids: Sequence[int], destination: Destination) -> None:
         """Move messages out of the intake folder (UID MOVE, or COPY + \\Deleted + UID EXPUNGE)."""
+        ...
+
+    def delete_copies(self, copies: Sequence[MailCopy]) -> int:
+        """Delete for good the copies of these messages kept in the processed and quarantine folders
+        (retention); return how many were deleted. Only a byte-identical message is deleted."""
         ...
 
     def wait_for_mail(self, timeout: float) -> bool:

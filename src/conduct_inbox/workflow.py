@@ -535,7 +535,8 @@ class Workflow:
         """An operational alert (ids only) to everyone who may see the case, or the whole committee."""
         audience = routing.committee(self.roster, self.recused(case))
         if case is not None:
-            subject = self.subject(case, extra)
+            # Not self.subject(): alerts carry ids only, never the report's subject.
+            subject = f"[{self.options.case_tag} #{case.ref}] {extra}".strip()
         else:
             subject = f"[{self.options.case_tag}] Alert"
         body = self.renderer.render("alert", marker=audience.marker_line(), text=text)

@@ -6,6 +6,7 @@ that names the operation and the error type only: server replies can quote the l
 
 from __future__ import annotations
 
+import hashlib
 import imaplib
 import ipaddress
 import logging
@@ -19,7 +20,7 @@ from imapclient import DELETED, IMAPClient
 from imapclient.exceptions import LoginError
 
 from conduct_inbox.errors import MailboxUnavailable
-from conduct_inbox.ports import Destination
+from conduct_inbox.ports import Destination, MailCopy
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +223,41 @@ class ImapMailbox:
                     )
         except MailboxUnavailable as exc:
             raise self._fail(exc) from None
+
+    def delete_copies(self, copies: Sequence[MailCopy]) -> int:
+        """Find each copy by Message-ID (or exact size) in the processed and quarantine folders,
+        check its SHA-256, flag it \\Deleted and expunge it; then select the intake folder again."""
+        if not copies:
+            return 0
+        client = self._conn()
+        deleted = 0
+        try:
+            with _translated("retention delete"):
+                for folder in self._folders.values():
+                    client.select_folder(folder)
+                    doomed: list[int] = []
+                    for copy in copies:
+                        if copy.message_id:
+                            found = client.search(["HEADER", "Message-ID", copy.message_id])
+                        else:
+                            found = client.search(["LARGER", copy.size - 1, "SMALLER", copy.size + 1])
+                        if not found:
+                            continue
+                        for uid, item in client.fetch(found, ["BODY.PEEK[]"]).items():
+                            body = item.get(b"BODY[]")
+                            if body is not None and hashlib.sha256(bytes(body)).hexdigest() == copy.sha256:
+                                doomed.append(int(uid))
+                    if doomed:
+                        client.add_flags(doomed, [DELETED], silent=True)
+                        if self.has_capability("UIDPLUS"):
+                            client.uid_expunge(doomed)
+                        else:
+                            client.expunge()
+                        deleted += len(doomed)
+                client.select_folder(self.folder)
+        except MailboxUnavailable as exc:
+            raise self._fail(exc) from None
+        return deleted
 
     def wait_for_mail(self, timeout: float) -> bool:
         """Block up to `timeout` s in IDLE; True when the server reports new mail, else False.

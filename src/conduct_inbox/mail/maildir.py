@@ -8,6 +8,7 @@ Maildir. The processed and quarantine folders are Maildir++ subfolders `.Process
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import itertools
 import json
 import logging
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from conduct_inbox.errors import MailboxUnavailable
-from conduct_inbox.ports import Destination
+from conduct_inbox.ports import Destination, MailCopy
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +195,26 @@ class MaildirMailbox:
                     logger.warning("Maildir message uid %d vanished before its move", uid)
                 self._files.pop(base, None)
             self._scan()  # forget the moved ones in the state file
+
+    def delete_copies(self, copies: Sequence[MailCopy]) -> int:
+        """Delete the byte-identical copies of these messages from the processed and quarantine folders."""
+        wanted = {(c.size, c.sha256) for c in copies}
+        sizes = {size for size, _ in wanted}
+        deleted = 0
+        with _translated("retention delete"):
+            for sub in SUBFOLDERS.values():
+                for part in ("cur", "new"):
+                    for entry in os.scandir(self.path / sub / part):
+                        if not entry.is_file():
+                            continue
+                        size = entry.stat().st_size
+                        if size not in sizes:  # hash only the files that could match
+                            continue
+                        digest = hashlib.sha256(Path(entry.path).read_bytes()).hexdigest()
+                        if (size, digest) in wanted:
+                            os.unlink(entry.path)
+                            deleted += 1
+        return deleted
 
     def wait_for_mail(self, timeout: float) -> bool:
         """Poll new/ and cur/ until a message without a UID appears (True) or `timeout` (False)."""

@@ -1,0 +1,135 @@
+"""Encryption at rest: report contents and addresses sealed with authenticated ciphers from `cryptography`.
+
+One 32-byte key (``conduct-inbox keygen``) yields two subkeys through HKDF:
+
+- AES-256-GCM with a random nonce for contents (raw messages, bodies, subjects, outbox mail), and
+- AES-SIV, deterministic, for values the daemon looks up by equality (addresses, Message-IDs):
+  the same address always seals to the same bytes, so indexes and ``==`` keep working.
+
+A sealed value starts with a magic prefix and the key's fingerprint, so reading it without a key, or
+with another key, is a clear error naming the problem, never garbage. Values written before the key
+was configured stay readable; ``conduct-inbox db reseal`` encrypts them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .errors import EncryptionError
+
+KEY_BYTES = 32
+_RANDOM = b"\x00ci1"  # AES-GCM: magic, 4-byte fingerprint, 12-byte nonce, ciphertext + tag
+_FIXED = b"\x00cd1"  # AES-SIV: magic, 4-byte fingerprint, synthetic IV + ciphertext
+_TEXT = "ci1:"  # text columns hold the sealed bytes in URL-safe base64 behind this prefix
+_FINGERPRINT = 4
+_NONCE = 12
+
+
+def generate_key() -> str:
+    """A new random key, as the text to put in the key file."""
+    return base64.urlsafe_b64encode(os.urandom(KEY_BYTES)).decode()
+
+
+def parse_key(text: str) -> bytes:
+    text = text.strip()
+    try:
+        key = base64.urlsafe_b64decode((text + "=" * (-len(text) % 4)).encode())
+    except (ValueError, TypeError):
+        raise EncryptionError("the encryption key is not valid base64 (make one with `conduct-inbox keygen`)") from None
+    if len(key) != KEY_BYTES:
+        raise EncryptionError(
+            f"the encryption key must be {KEY_BYTES} bytes of base64, got {len(key)} (make one with `conduct-inbox keygen`)"
+        )
+    return key
+
+
+def _subkey(key: bytes, purpose: bytes, length: int) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=b"conduct-inbox " + purpose).derive(key)
+
+
+class Cipher:
+    """Seals and opens column values with one key."""
+
+    def __init__(self, key: bytes):
+        self._gcm = AESGCM(_subkey(key, b"contents", 32))
+        self._siv = AESSIV(_subkey(key, b"lookups", 64))
+        self.fingerprint = hmac.new(key, b"conduct-inbox key fingerprint", hashlib.sha256).digest()[:_FINGERPRINT]
+
+    @classmethod
+    def from_text(cls, text: str) -> Cipher:
+        return cls(parse_key(text))
+
+    @property
+    def fingerprint_hex(self) -> str:
+        return self.fingerprint.hex()
+
+    def seal(self, plain: bytes, *, deterministic: bool = False) -> bytes:
+        if deterministic:
+            return _FIXED + self.fingerprint + self._siv.encrypt(plain, None)
+        nonce = os.urandom(_NONCE)
+        return _RANDOM + self.fingerprint + nonce + self._gcm.encrypt(nonce, plain, None)
+
+    def open(self, sealed: bytes) -> bytes:
+        magic, fingerprint, rest = sealed[:4], sealed[4 : 4 + _FINGERPRINT], sealed[4 + _FINGERPRINT :]
+        if fingerprint != self.fingerprint:
+            raise EncryptionError(
+                f"data was encrypted with another key (fingerprint {fingerprint.hex()}, configured {self.fingerprint_hex})"
+            )
+        try:
+            if magic == _FIXED:
+                return self._siv.decrypt(rest, None)
+            return self._gcm.decrypt(rest[:_NONCE], rest[_NONCE:], None)
+        except InvalidTag:
+            raise EncryptionError("encrypted data failed authentication: it was altered or is corrupt") from None
+
+
+def is_sealed(value: bytes | str) -> bool:
+    if isinstance(value, str):
+        return value.startswith(_TEXT)
+    return value[:4] in (_RANDOM, _FIXED)
+
+
+def seal_value(cipher: Cipher | None, value: bytes | str, *, deterministic: bool = False) -> bytes | str:
+    """What to store for `value`: sealed when a key is configured, as it is otherwise."""
+    if cipher is None:
+        return value
+    if isinstance(value, str):
+        sealed = cipher.seal(value.encode("utf-8", "surrogatepass"), deterministic=deterministic)
+        return _TEXT + base64.urlsafe_b64encode(sealed).decode()
+    return cipher.seal(value, deterministic=deterministic)
+
+
+def open_value(cipher: Cipher | None, stored: bytes | str) -> bytes | str:
+    """The plain value of what was stored; plain values (written before encryption) pass through."""
+    if not is_sealed(stored):
+        return stored
+    if cipher is None:
+        raise EncryptionError("the database holds encrypted data but no key is configured (security.encryption_key_file)")
+    if isinstance(stored, str):
+        try:
+            sealed = base64.urlsafe_b64decode(stored[len(_TEXT) :].encode())
+        except ValueError:
+            raise EncryptionError("encrypted data is corrupt") from None
+        return cipher.open(sealed).decode("utf-8", "surrogatepass")
+    return cipher.open(bytes(stored))
+
+
+def load_cipher(key_text: str, key_file: str) -> Cipher | None:
+    """The configured cipher: the key itself (from a credential) or the file named; None when neither is set."""
+    if key_text:
+        return Cipher.from_text(key_text)
+    if not key_file:
+        return None
+    try:
+        return Cipher.from_text(Path(key_file).read_text())
+    except OSError as exc:
+        raise EncryptionError(f"cannot read the encryption key file {key_file}: {exc.strerror}") from None
