@@ -59,18 +59,26 @@ def run_lifecycle(harness: Harness, receiver, close: bool = True):  # type: igno
     # A real database fault while a follow-up is processed: the outbox table is missing for a moment.
     with app.engine.begin() as conn:
         conn.execute(text("ALTER TABLE outbox RENAME TO outbox_away"))
-    harness.deliver(sentinel_report(message_id="<followup-sentinel@example.net>", subject=f"Re: {SUBJECT}",
+    from sqlalchemy import select
+    from conduct_inbox.models import Case
+
+    with app.sessions() as session:
+        ref = session.scalars(select(Case.ref)).one()
+    tag = app.settings.committee.case_tag
+    harness.deliver(sentinel_report(message_id="<followup-sentinel@example.net>", subject=f"Re: [{tag} #{ref}] {SUBJECT}",
                                     body=f"More about it. {BODY}"))
     run_once(app)
     with app.engine.begin() as conn:
         conn.execute(text("ALTER TABLE outbox_away RENAME TO outbox"))
     run_once(app)
+    with app.sessions() as session:
+        assert session.scalars(select(Case.ref)).all() == [ref], "the follow-up joined the case"
 
     alice_copy = receiver.to("alice@example.org")[0]
     for suffix, body in (("!ack", "Looking at it."), ("", "Internal note about the report."),
                          ("!reply", "Thank you, we are on it."),
                          ("!party reported pat@example.net Pat Person", ""),
-                         ("!decide warning target=reported", "")):
+                         ("!decide private-reprimand target=reported", "")):
         harness.deliver(member_reply(alice_copy, "alice@example.org", suffix, body))
         run_once(app)
     if close:
