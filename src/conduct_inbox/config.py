@@ -361,6 +361,8 @@ class Sla(_Section):
     reminder_hours_before: PositiveInt = 48
     urgent_phrases: list[str] = ["physical danger", "unsafe", "threat", "police", "self-harm", "suicide"]
     urgent_webhook_url: str = ""
+    #: Members are reminded this many days before a sanction ends (0: no reminders).
+    sanction_reminder_days: NonNegativeInt = 14
 
     @field_validator("urgent_phrases")
     @classmethod

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import retention
+from . import chores, retention
 from .app import App, make_mailbox
 from .errors import MailboxUnavailable, where
 from .escalation import escalate_once, sla_policy
@@ -59,6 +59,7 @@ def run_once(app: App) -> int:
     try:
         sent = escalate_once(app.sessions, app.workflow, sla_policy(app.settings), app.clock())
         log.info("escalations: %d sent", sent)
+        chores.post_urgent_webhooks(app.sessions, app.settings.sla.urgent_webhook_url, app.clock())
     except SQLAlchemyError as exc:
         log.error("escalation pass failed: %s", type(exc).__name__)
         code = 1
@@ -75,7 +76,11 @@ def run_once(app: App) -> int:
 
 
 def housekeeping_once(app: App) -> None:
-    """The hourly chores: the retention purge (its own mailbox connection, not the intake's)."""
+    """The hourly chores: the spam digest (daily), sanction reminders, and the retention purge
+    (with its own mailbox connection, not the intake's)."""
+    now = app.clock()
+    chores.send_spam_digest(app.sessions, app.workflow, now)
+    chores.remind_sanctions_ending(app.sessions, app.workflow, now, app.settings.sla.sanction_reminder_days)
     days = app.settings.retention.closed_case_days
     if days > 0:
         mailbox = make_mailbox(app.settings)
@@ -175,6 +180,8 @@ class Daemon:
         if self._stopping.is_set():
             return
         sent = await asyncio.to_thread(escalate_once, self.app.sessions, self.app.workflow, self.policy, self.app.clock())
+        await asyncio.to_thread(chores.post_urgent_webhooks, self.app.sessions, self.app.settings.sla.urgent_webhook_url,
+                                self.app.clock())
         if sent:
             log.info("escalations: %d sent", sent)
             self._run_soon("flush")
