@@ -29,7 +29,10 @@ def check(sessions: sessionmaker[Session], settings: Settings, now: datetime) ->
                 problems.append(f"mailbox: no successful contact since {state.last_ok_at or 'never'}")
         smtp = session.get(ServiceState, "smtp")
         if smtp is not None and smtp.outage_since is not None:
-            problems.append(f"smtp: outage since {smtp.outage_since:%Y-%m-%d %H:%M} UTC: {smtp.outage_reason}")
+            hint = ""
+            if "AUTH refused" in (smtp.outage_reason or ""):
+                hint = " (check smtp.username and the password: an expired or changed password looks like this)"
+            problems.append(f"smtp: outage since {smtp.outage_since:%Y-%m-%d %H:%M} UTC: {smtp.outage_reason}{hint}")
         oldest = session.scalar(select(func.min(OutboxMessage.created_at)).where(OutboxMessage.status == "pending"))
         if oldest is not None and now - oldest > STUCK_AFTER:
             pending = session.scalar(select(func.count(OutboxMessage.id)).where(OutboxMessage.status == "pending"))

@@ -50,7 +50,9 @@ def _translated(action: str) -> Iterator[None]:
     except MailboxUnavailable:
         raise
     except LoginError:
-        raise MailboxUnavailable("IMAP login failed") from None
+        raise MailboxUnavailable(
+            "IMAP login refused: check mailbox.username and the password (an expired or changed password looks like this)"
+        ) from None
     except (imaplib.IMAP4.error, OSError, EOFError, ValueError) as exc:
         # OSError covers socket errors, timeouts and ssl.SSLError.
         raise MailboxUnavailable(f"IMAP {action} failed: {type(exc).__name__}") from None
