@@ -112,23 +112,38 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from .app import make_mailbox, make_transport
 
     mailbox = make_mailbox(settings)
+    transport = make_transport(settings)
     try:
         mailbox.connect()
         print(f"mailbox: ok ({mailbox.identity})")
+        mailbox_ok = True
     except ConductInboxError as exc:
         problems.append(f"mailbox: {exc}")
+        mailbox_ok = False
+    try:
+        login = getattr(transport, "probe", None)
+        smtp_ok = True
+        if login is not None:
+            outage = asyncio.run(login())
+            if outage:
+                problems.append(f"smtp: {outage}")
+                smtp_ok = False
+            else:
+                print("smtp: ok")
+        else:
+            print("smtp: writing to a local Maildir (demo mode)")
+        if args.probe and login is None:
+            print("probe: skipped (demo mode: outgoing mail goes to a local Maildir, not back to the mailbox)")
+        elif args.probe and mailbox_ok and smtp_ok:
+            from .probe import probe
+
+            failure = probe(settings.committee.address, settings.committee.name, mailbox, transport, args.probe_timeout)
+            if failure:
+                problems.append(failure)
+            else:
+                print("probe: a plus-addressed message came back: reply tokens will arrive")
     finally:
         mailbox.close()
-    transport = make_transport(settings)
-    probe = getattr(transport, "probe", None)
-    if probe is not None:
-        outage = asyncio.run(probe())
-        if outage:
-            problems.append(f"smtp: {outage}")
-        else:
-            print("smtp: ok")
-    else:
-        print("smtp: writing to a local Maildir (demo mode)")
     for problem in problems:
         print(problem, file=sys.stderr)
     return FAILURE if problems else OK
@@ -367,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", parents=[common], help="check configuration, database, mailbox and SMTP")
     p.add_argument("--probe", action="store_true", help="also send a test message to our own plus-address")
+    p.add_argument("--probe-timeout", type=float, default=120.0, help="seconds to wait for the probe (default 120)")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("inspect", parents=[common], help="parse and classify a message file without side effects")

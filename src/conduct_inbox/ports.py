@@ -46,6 +46,10 @@ class Mailbox(Protocol):
         """Move messages out of the intake folder (UID MOVE, or COPY + \\Deleted + UID EXPUNGE)."""
         ...
 
+    def contains(self, message_id: str) -> bool:
+        """Whether a message with this Message-ID is in the intake, processed or quarantine folder."""
+        ...
+
     def delete_copies(self, copies: Sequence[MailCopy]) -> int:
         """Delete for good the copies of these messages kept in the processed and quarantine folders
         (retention); return how many were deleted. Only a byte-identical message is deleted."""

@@ -226,6 +226,22 @@ class ImapMailbox:
         except MailboxUnavailable as exc:
             raise self._fail(exc) from None
 
+    def contains(self, message_id: str) -> bool:
+        """Search the intake, processed and quarantine folders for a Message-ID (`check-config --probe`)."""
+        client = self._conn()
+        try:
+            with _translated("SEARCH"):
+                found = False
+                for folder in (self.folder, *self._folders.values()):
+                    client.select_folder(folder)
+                    if client.search(["HEADER", "Message-ID", message_id]):
+                        found = True
+                        break
+                client.select_folder(self.folder)
+                return found
+        except MailboxUnavailable as exc:
+            raise self._fail(exc) from None
+
     def delete_copies(self, copies: Sequence[MailCopy]) -> int:
         """Find each copy by Message-ID (or exact size) in the processed and quarantine folders,
         check its SHA-256, flag it \\Deleted and expunge it; then select the intake folder again."""

@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from email.parser import BytesHeaderParser
 from pathlib import Path
 
 from conduct_inbox.errors import MailboxUnavailable
@@ -195,6 +196,19 @@ class MaildirMailbox:
                     logger.warning("Maildir message uid %d vanished before its move", uid)
                 self._files.pop(base, None)
             self._scan()  # forget the moved ones in the state file
+
+    def contains(self, message_id: str) -> bool:
+        """Whether any message in the Maildir or its subfolders has this Message-ID."""
+        parser = BytesHeaderParser()
+        with _translated("search"):
+            for folder in (self.path, *(self.path / sub for sub in SUBFOLDERS.values())):
+                for part in ("cur", "new"):
+                    for entry in os.scandir(folder / part):
+                        if entry.is_file():
+                            with open(entry.path, "rb") as handle:
+                                if (parser.parse(handle)["Message-ID"] or "").strip() == message_id:
+                                    return True
+        return False
 
     def delete_copies(self, copies: Sequence[MailCopy]) -> int:
         """Delete the byte-identical copies of these messages from the processed and quarantine folders."""

@@ -1,0 +1,62 @@
+"""`check-config --probe` proves that plus-addressed mail sent through SMTP reaches the mailbox."""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import select
+
+from conduct_inbox.cli import main
+from conduct_inbox.daemon import run_once
+from conduct_inbox.models import Case, InboundMessage
+from tests.harness import Harness
+
+
+class Relay:
+    """Plays the mail server: what aiosmtpd accepts for our plus-addresses is delivered to Dovecot over LMTP."""
+
+    def __init__(self, receiver, dovecot, user: str):  # type: ignore[no-untyped-def]
+        self.receiver, self.dovecot, self.user = receiver, dovecot, user
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        done = 0
+        while not self.stop.wait(0.1):
+            messages = self.receiver.messages
+            for record in messages[done:]:
+                if any("+probe-" in rcpt for rcpt in record.rcpt_tos):
+                    self.dovecot.deliver_lmtp(self.user, record.content)
+            done = len(messages)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+def test_probe_round_trip_succeeds_and_the_daemon_files_it_as_our_own(dovecot, smtp_receiver, database, capsys):
+    harness = Harness(dovecot, smtp_receiver, database.url, dovecot.new_user())
+    relay = Relay(smtp_receiver, dovecot, harness.user)
+    try:
+        assert main(["check-config", "--probe", "--probe-timeout", "20", "--config", str(harness.config_path)]) == 0
+        assert "reply tokens will arrive" in capsys.readouterr().out
+        [probe] = smtp_receiver.messages
+        assert probe.rcpt_tos[0].startswith("conduct+probe-") and probe.rcpt_tos[0].endswith("@example.org")
+        app = harness.app()
+        run_once(app)
+        with app.sessions() as session:
+            assert session.scalars(select(Case)).all() == [], "the probe is not a report"
+            assert session.scalars(select(InboundMessage.kind)).all() == ["own_loop"]
+    finally:
+        relay.close()
+        harness.close()
+
+
+def test_probe_that_never_arrives_is_reported(dovecot, smtp_receiver, database, capsys):
+    harness = Harness(dovecot, smtp_receiver, database.url, dovecot.new_user())
+    try:
+        assert main(["check-config", "--probe", "--probe-timeout", "1", "--config", str(harness.config_path)]) == 1
+        assert "did not reach the mailbox within 1 s" in capsys.readouterr().err
+    finally:
+        harness.close()
