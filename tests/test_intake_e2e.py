@@ -318,3 +318,17 @@ def test_crashing_and_hanging_messages_are_quarantined_and_do_not_block(harness,
     for alert in alerts:
         text = text_of(alert)
         assert "quarantine" in text and "@example.net" not in text
+
+
+def test_dmarc_fail_seen_by_our_server_marks_the_case_spam(harness, smtp_receiver):
+    path = harness.config_path
+    path.write_text(path.read_text().replace("[security]\n", '[security]\ntrusted_authserv_id = "mx.example.org"\n'))
+    ours = "mx.example.org; spf=fail; dmarc=fail (p=reject) header.from=bank.example"
+    forged = "mx.evil.example; dmarc=fail header.from=example.net"  # not our server: ignored
+    harness.deliver(report(sender="alerts@bank.example", subject="Verify your account", headers={"Authentication-Results": ours}))
+    harness.deliver(report(sender="real@example.net", subject="A real report", headers={"Authentication-Results": forged}))
+    app = harness.app()
+    run_once(app)
+    spam = {c.title: c.spam for c in cases(app)}
+    assert spam == {"Verify your account": True, "A real report": False}
+    assert smtp_receiver.to("alerts@bank.example") == [] and len(smtp_receiver.to("real@example.net")) == 1

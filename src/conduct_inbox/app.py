@@ -34,6 +34,7 @@ def make_policy(settings: Settings) -> Policy:
         own_list_ids=tuple(settings.mailbox.own_list_ids),
         spam_header=settings.intake.spam_header,
         spam_value=settings.intake.spam_value,
+        trusted_authserv_id=settings.security.trusted_authserv_id,
     )
 
 

@@ -23,6 +23,8 @@ class Policy:
     own_list_ids: tuple[str, ...] = ()
     spam_header: str = "X-Spam-Flag"
     spam_value: str = "YES"
+    #: The authserv-id of our own receiving server: only its Authentication-Results are believed.
+    trusted_authserv_id: str = ""
 
     @property
     def local_part(self) -> str:
@@ -80,9 +82,28 @@ def is_automatic(msg: InboundMessage, policy: Policy) -> bool:
     return msg.has_list_headers
 
 
+_DMARC = re.compile(r"\bdmarc\s*=\s*(\w+)[^;]{0,500}?header\.from\s*=\s*([\w.-]+)", re.IGNORECASE)
+
+
+def dmarc_verdict(msg: InboundMessage, authserv_id: str) -> tuple[str, str] | None:
+    """(result, header.from domain) from the topmost Authentication-Results of our trusted server."""
+    if not authserv_id:
+        return None
+    for value in msg.authentication_results:
+        if value.split(";", 1)[0].strip().lower() != authserv_id.lower():
+            continue
+        match = _DMARC.search(value)
+        return (match.group(1).lower(), match.group(2).lower()) if match else None
+    return None
+
+
 def is_spam(msg: InboundMessage, policy: Policy) -> bool:
+    """The upstream spam verdict header, or a DMARC fail seen by our trusted server."""
     value = msg.header(policy.spam_header) if policy.spam_header else None
-    return value is not None and value.strip().upper().startswith(policy.spam_value.upper())
+    if value is not None and value.strip().upper().startswith(policy.spam_value.upper()):
+        return True
+    verdict = dmarc_verdict(msg, policy.trusted_authserv_id)
+    return verdict is not None and verdict[0] == "fail"
 
 
 def _sender_is_party(msg: InboundMessage, case: CaseFacts) -> bool:

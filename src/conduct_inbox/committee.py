@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from . import commands as cmd
 from . import routing, tokens
-from .classify import Classification
+from .classify import Classification, dmarc_verdict
 from .mail.compose import Draft
 from .mail.parse import InboundMessage as Parsed
 from .models import Case, Decision, InboundMessage, OutboxMessage, Party, Recusal, Sanction
@@ -73,15 +73,8 @@ def leaks_note(text: str, notes: Sequence[str]) -> bool:
 
 def dmarc_pass(msg: Parsed, authserv_id: str, address: str) -> bool:
     """The topmost Authentication-Results from our trusted server shows an aligned DMARC pass."""
-    if not authserv_id:
-        return False
-    domain = address.rsplit("@", 1)[-1].lower()
-    for value in msg.authentication_results:
-        if value.split(";", 1)[0].strip().lower() != authserv_id.lower():
-            continue
-        match = re.search(r"\bdmarc\s*=\s*(\w+)[^;]*?header\.from\s*=\s*([\w.-]+)", value, re.IGNORECASE)
-        return bool(match and match.group(1).lower() == "pass" and match.group(2).lower() == domain)
-    return False
+    verdict = dmarc_verdict(msg, authserv_id)
+    return verdict is not None and verdict == ("pass", address.rsplit("@", 1)[-1].lower())
 
 
 class Desk:
