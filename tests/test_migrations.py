@@ -14,7 +14,7 @@ def test_upgrade_from_empty_has_no_drift(database):
     with database.engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata)
     assert diff == []
-    assert db.current_revision(database.engine) == db.head_revision(database.engine)
+    assert db.current_revision(database.engine) == db.head_revision(database.engine) == db.SCHEMA_HEAD
 
 
 def test_daemon_refuses_a_database_not_at_head(database_url):

@@ -10,11 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from .crypto import Cipher, load_cipher
@@ -139,7 +135,14 @@ def reseal(engine: Engine, batch: int = 200) -> int:
     return count
 
 
-def alembic_config(engine: Engine) -> AlembicConfig:
+#: The newest migration. The daemon compares the database against this without importing alembic
+#: (about 11 MB of a long-running process); tests/test_migrations.py checks it is the real head.
+SCHEMA_HEAD = "0003"
+
+
+def alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(resources.files("conduct_inbox.migrations")))
     cfg.attributes["engine"] = engine
@@ -147,21 +150,27 @@ def alembic_config(engine: Engine) -> AlembicConfig:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    from alembic import command
+
     command.upgrade(alembic_config(engine), revision)
 
 
 def head_revision(engine: Engine) -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def require_current(engine: Engine) -> None:
     """Refuse to work on a database whose schema is not at the migration head."""
-    current, head = current_revision(engine), head_revision(engine)
+    current, head = current_revision(engine), SCHEMA_HEAD
     if current != head:
         raise DatabaseNotCurrent(
             f"database schema is at {current or 'nothing'}, code expects {head}: run `conduct-inbox db upgrade`"

@@ -81,19 +81,20 @@ def _due_case_ids(session: Session, policy: sla.SlaPolicy, now: datetime) -> lis
     by_index = session.scalars(
         select(Case.id).where(Case.next_due_at <= now).order_by(Case.next_due_at, Case.id)
     ).all()
+    # No DISTINCT and no "case_id IS NOT NULL" here: either makes SQLite walk the case_id index over
+    # the whole outbox instead of the (status, next_attempt_at) index over the few pending rows.
     stuck = session.scalars(
         select(OutboxMessage.case_id)
         .where(
             OutboxMessage.status == "pending",
             OutboxMessage.kind == "ack",
-            OutboxMessage.case_id.is_not(None),
             OutboxMessage.created_at <= now - timedelta(hours=policy.auto_ack_alert_hours),
             ~exists().where(EscalationFired.case_id == OutboxMessage.case_id, EscalationFired.key == AUTO_ACK_KEY),
         )
-        .distinct()
     ).all()
     seen = set(by_index)
-    return list(by_index) + [case_id for case_id in stuck if case_id is not None and case_id not in seen]
+    extra = [case_id for case_id in dict.fromkeys(stuck) if case_id is not None and case_id not in seen]
+    return list(by_index) + extra
 
 
 def _audience(workflow: Workflow, case: Case, level: int) -> routing.Audience:

@@ -187,7 +187,8 @@ class InboundMessage(Base):
     mailbox: Mapped[str] = mapped_column(String(255))
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     uid: Mapped[int] = mapped_column(BigInteger)
-    raw: Mapped[bytes] = mapped_column(SealedBytes)
+    #: Deferred: loaded only when read (evidence, retention), not with every row the intake touches.
+    raw: Mapped[bytes] = mapped_column(SealedBytes, deferred=True)
     size: Mapped[int] = mapped_column(Integer)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

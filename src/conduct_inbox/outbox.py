@@ -7,6 +7,7 @@ A row's Message-ID is fixed when it is written; its envelope sender is the VERP 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 from .mail.compose import Draft, Sender, build
 from .models import OutboxMessage, ServiceState
@@ -61,8 +62,7 @@ def enqueue(
         next_attempt_at=now,
         created_at=now,
     )
-    session.add(row)
-    session.flush()
+    session.add(row)  # inserted with the transaction's other rows, in one batch
     return row
 
 
@@ -125,12 +125,15 @@ class Dispatcher:
             return [OutgoingMail(r.id, verp_address(self.sender, r.id), r.recipient, r.data) for r in rows]
 
     async def flush_once(self, now: datetime) -> FlushReport:
-        """One batch: claim due rows, send them, record each outcome. Returns what happened."""
-        mails = self._claim(now)
+        """One batch: claim due rows, send them, record each outcome. Returns what happened.
+
+        The database work runs in a worker thread: a commit waiting on the disk (or on the
+        intake's write lock on SQLite) must not stall the event loop."""
+        mails = await asyncio.to_thread(self._claim, now)
         if not mails:
             return FlushReport()
         result = await self.transport.send_batch(mails)
-        return self._record(mails, result, now)
+        return await asyncio.to_thread(self._record, mails, result, now)
 
     async def flush_all(self, now: datetime, max_batches: int = 1000) -> FlushReport:
         """Batches until nothing is due or the outgoing side is down (used by `run --once`)."""
@@ -145,22 +148,32 @@ class Dispatcher:
         return total
 
     def _record(self, mails: list[OutgoingMail], result: BatchResult, now: datetime) -> FlushReport:
-        sent = failed = deferred = 0
+        sent_ids = [m.row_id for m in mails if (o := result.results.get(m.row_id)) and o.outcome is Outcome.SENT]
+        others = [m.row_id for m in mails if m.row_id not in set(sent_ids)]
+        failed = deferred = 0
         with self.sessions() as session, session.begin():
-            for mail in mails:
-                row = session.get(OutboxMessage, mail.row_id)
-                assert row is not None
-                outcome = result.results.get(mail.row_id)
+            # The common case in bulk: one UPDATE for every row that was sent.
+            for start in range(0, len(sent_ids), 500):
+                chunk = sent_ids[start : start + 500]
+                session.execute(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.id.in_(chunk))
+                    .values(status="sent", sent_at=now, claimed_until=None, attempts=OutboxMessage.attempts + 1,
+                            last_code=250, last_error=None)
+                    .execution_options(synchronize_session=False)
+                )
+            rows = session.scalars(
+                select(OutboxMessage).options(defer(OutboxMessage.data)).where(OutboxMessage.id.in_(others))
+            ).all() if others else []
+            for row in rows:
+                outcome = result.results.get(row.id)
                 row.claimed_until = None
                 if outcome is None:
                     continue  # not attempted: the batch stopped at an outage; stays pending
                 row.attempts += 1
                 row.last_code = outcome.code
                 row.last_error = outcome.reason[:200] or None
-                if outcome.outcome is Outcome.SENT:
-                    row.status, row.sent_at = "sent", now
-                    sent += 1
-                elif outcome.outcome is Outcome.REJECTED or now - row.created_at > DEFER_LIMIT:
+                if outcome.outcome is Outcome.REJECTED or now - row.created_at > DEFER_LIMIT:
                     row.status = "failed"
                     failed += 1
                     log.warning("outbox row %d failed for good (code %s)", row.id, outcome.code)
@@ -171,7 +184,7 @@ class Dispatcher:
             self._record_service_state(session, result.outage, now)
         if result.outage:
             log.warning("outgoing mail outage: %s; %d rows wait", result.outage, len(mails) - len(result.results))
-        return FlushReport(sent, failed, deferred, result.outage)
+        return FlushReport(len(sent_ids), failed, deferred, result.outage)
 
     def _record_service_state(self, session: Session, outage: str | None, now: datetime) -> None:
         state = session.get(ServiceState, "smtp")

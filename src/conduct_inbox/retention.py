@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, delete, or_, select, text, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker, undefer
 
 from .models import Attachment, Case, Decision, Event, InboundMessage, OutboxMessage, Party, Recusal
 from .ports import MailCopy, Mailbox
@@ -92,7 +92,7 @@ def plan(session: Session, now: datetime, days: int) -> PurgePlan:
 
 
 def _copies(session: Session, purge: PurgePlan) -> list[MailCopy]:
-    query = _messages(purge.case_ids, purge.cutoff).execution_options(yield_per=50)
+    query = _messages(purge.case_ids, purge.cutoff).options(undefer(InboundMessage.raw)).execution_options(yield_per=50)
     return [
         MailCopy(row.message_id, len(row.raw), hashlib.sha256(row.raw).hexdigest())
         for row in session.scalars(query)
