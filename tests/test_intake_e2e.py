@@ -144,6 +144,9 @@ def test_crash_between_commit_and_move_creates_nothing_new(harness, smtp_receive
     run_once(app)
     assert len(cases(app)) == 1
     assert len(smtp_receiver.messages) == 1 + len(MEMBERS)
+    harness.clock.advance(minutes=11)  # a leftover is moved once no daemon can still be about to move it
+    run_once(app)
+    assert len(cases(app)) == 1 and len(smtp_receiver.messages) == 1 + len(MEMBERS)
     assert harness.folder_count("INBOX") == 0 and harness.folder_count("Processed") == 1
 
 

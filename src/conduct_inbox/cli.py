@@ -316,6 +316,35 @@ def cmd_purge(args: argparse.Namespace) -> int:
         engine.dispose()
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Anonymous statistics: counts only, small counts hidden (see stats.py)."""
+    from datetime import date
+
+    from .stats import collect, render_text, to_json
+
+    try:
+        since = date.fromisoformat(args.since)
+        until = date.fromisoformat(args.until) if args.until else None
+    except ValueError:
+        print("conduct-inbox: --since/--until take a date like 2026-01-01", file=sys.stderr)
+        return USAGE
+    if until is not None and until < since:
+        print("conduct-inbox: --until is before --since", file=sys.stderr)
+        return USAGE
+    settings = _settings(args)
+    engine = _engine(settings)
+    try:
+        with db.session_factory(engine)() as session:
+            stats = collect(session, since, until)
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps(to_json(stats), indent=2))
+    else:
+        print(render_text(stats), end="")
+    return OK
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     from .crypto import generate_key
 
@@ -406,6 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "keygen", parents=[common], help="print a new random 32-byte key (encryption key or token secret)"
     ).set_defaults(func=cmd_keygen)
+    p = sub.add_parser("report", parents=[common], help="anonymous statistics: counts only, small counts hidden")
+    p.add_argument("--since", required=True, help="first day, e.g. 2026-01-01 (UTC)")
+    p.add_argument("--until", help="last day, inclusive (default: today)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("purge", parents=[common], help="delete contents of cases closed past retention.closed_case_days")
     p.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     p.add_argument("--at", help="ISO time to purge as of (default: now; without a zone: UTC)")

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -29,6 +29,9 @@ from .workflow import Workflow, dedupe_key, event
 log = logging.getLogger(__name__)
 
 FETCH_CHUNK = 50
+#: A message done in the database but still in the intake folder is moved by whoever polls only
+#: after this long: until then the daemon that processed it (another one, perhaps) moves it itself.
+LEFTOVER_AFTER = timedelta(minutes=10)
 DONE = {"processed": "processed", "duplicate": "processed", "machine": "processed", "dropped": "processed",
         "quarantined": "quarantine"}
 
@@ -81,9 +84,13 @@ class Intake:
             raise
         self._record_contact(None)
         uidvalidity = self._uidvalidity
-        known = self._known(uidvalidity, uids)
+        known, done_at = self._known(uidvalidity, uids)
+        stale = self.clock() - LEFTOVER_AFTER
         for destination in ("processed", "quarantine"):
-            leftover = [uid for uid in uids if DONE.get(known.get(uid, ""), "") == destination]
+            leftover = [
+                uid for uid in uids
+                if DONE.get(known.get(uid, ""), "") == destination and (done_at.get(uid) is None or done_at[uid] <= stale)
+            ]
             if leftover:  # committed before a crash, never moved: move now, do nothing else
                 self._move(leftover, destination)  # type: ignore[arg-type]
                 stats.moved_only += len(leftover)
@@ -122,19 +129,22 @@ class Intake:
             self._uidvalidity = None
             raise
 
-    def _known(self, uidvalidity: int, uids: list[int]) -> dict[int, str]:
+    def _known(self, uidvalidity: int, uids: list[int]) -> tuple[dict[int, str], dict[int, datetime | None]]:
+        """Status and time done (processed_at) of the UIDs already recorded."""
         found: dict[int, str] = {}
+        done_at: dict[int, datetime | None] = {}
         with self.sessions() as session:
             for start in range(0, len(uids), 500):
                 rows = session.execute(
-                    select(InboundMessage.uid, InboundMessage.status).where(
+                    select(InboundMessage.uid, InboundMessage.status, InboundMessage.processed_at).where(
                         InboundMessage.mailbox == self.mailbox.identity,
                         InboundMessage.uidvalidity == uidvalidity,
                         InboundMessage.uid.in_(uids[start : start + 500]),
                     )
                 )
-                found.update({uid: status for uid, status in rows})
-        return found
+                for uid, status, processed_at in rows:
+                    found[uid], done_at[uid] = status, processed_at
+        return found, done_at
 
     # ----- one message ------------------------------------------------------------------------
 
@@ -144,7 +154,8 @@ class Intake:
         if row_id is None:
             return None  # another daemon holds it
         if attempts > self.max_attempts:
-            self._quarantine(row_id, "too many attempts")
+            if not self._quarantine(row_id, "too many attempts"):
+                return None  # another daemon finished it meanwhile
             stats.quarantined += 1
             return "quarantine"
         try:
@@ -205,10 +216,18 @@ class Intake:
                         return row.id, 1
                     if row.status != "pending":
                         return None, row.attempts
-                    session.execute(
-                        update(InboundMessage).where(InboundMessage.id == row.id).values(attempts=InboundMessage.attempts + 1)
-                    )
-                    return row.id, row.attempts + 1
+                    # Counted by the database, and only while still pending: a daemon whose UPDATE
+                    # waited for another's row lock must not go on with a message that is done now.
+                    attempts = session.execute(
+                        update(InboundMessage)
+                        .where(InboundMessage.id == row.id, InboundMessage.status == "pending")
+                        .values(attempts=InboundMessage.attempts + 1)
+                        .returning(InboundMessage.attempts)
+                        .execution_options(synchronize_session=False)
+                    ).scalar_one_or_none()
+                    if attempts is None:
+                        return None, row.attempts  # another daemon finished it meanwhile
+                    return row.id, attempts
             except IntegrityError:
                 continue  # another daemon inserted it a moment ago
         return None, 0
@@ -254,20 +273,24 @@ class Intake:
             if row is not None:
                 row.error = reason[:200]
         if attempts >= self.max_attempts:
-            self._quarantine(row_id, reason)
+            if not self._quarantine(row_id, reason):
+                return None  # another daemon finished it meanwhile
             stats.quarantined += 1
             return "quarantine"
         stats.failed += 1
         return None
 
-    def _quarantine(self, row_id: int, reason: str) -> None:
+    def _quarantine(self, row_id: int, reason: str) -> bool:
+        """Quarantine a message still pending (under its row lock); False if another daemon finished it."""
         now = self.clock()
         with self.sessions() as session, session.begin():
-            row = session.get(InboundMessage, row_id)
-            assert row is not None
+            row = session.get(InboundMessage, row_id, with_for_update=True, populate_existing=True)
+            if row is None or row.status != "pending":
+                return False
             self.workflow.quarantine(session, row, reason, now)
         log.warning("inbound #%d quarantined: %s", row_id, reason)
         self.on_commit()
+        return True
 
     def _record_contact(self, error: str | None) -> None:
         now = self.clock()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, defer, sessionmaker
 
 from .mail.compose import Draft, Sender, build
@@ -187,10 +188,11 @@ class Dispatcher:
         return FlushReport(len(sent_ids), failed, deferred, result.outage)
 
     def _record_service_state(self, session: Session, outage: str | None, now: datetime) -> None:
-        state = session.get(ServiceState, "smtp")
-        if state is None:
-            state = ServiceState(name="smtp", failures=0)
-            session.add(state)
+        # Two daemons may record their first batch at once: create the row without a race, then lock it.
+        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        session.execute(insert(ServiceState).values(name="smtp", failures=0).on_conflict_do_nothing(index_elements=["name"]))
+        state = session.get(ServiceState, "smtp", with_for_update=True, populate_existing=True)
+        assert state is not None
         if outage is None:
             state.last_ok_at, state.outage_since, state.outage_reason = now, None, None
             state.failures, state.retry_at = 0, None

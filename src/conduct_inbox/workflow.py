@@ -562,6 +562,7 @@ class Workflow:
     def quarantine(self, session: Session, row: InboundMessage, reason: str, now: datetime) -> None:
         row.status = "quarantined"
         row.error = reason[:200]
+        row.processed_at = now
         session.add(Quarantine(inbound_id=row.id, reason=reason[:200], created_at=now))
         event(session, None, "system", "message_quarantined", now, inbound_id=row.id, attempts=row.attempts)
         self.alert(
