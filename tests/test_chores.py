@@ -138,3 +138,34 @@ def test_members_are_reminded_once_before_a_sanction_ends(dovecot, smtp_receiver
         assert reminders("alice@example.org") == [], "the recused member is not reminded"
     finally:
         harness.close()
+
+
+def test_statistics_go_to_the_steering_address_every_n_months(dovecot, smtp_receiver, database):
+    harness = make_harness(dovecot, smtp_receiver, database)
+    config = harness.config_path
+    config.write_text(config.read_text().replace(
+        'steering_address = "steering@example.org"\n', 'steering_address = "steering@example.org"\nstatistics_every_months = 3\n', 1))
+    try:
+        for i in range(6):
+            harness.deliver(report(sender=f"person{i}@example.net", name=f"Person Number{i}"))
+        app = harness.app()
+        run_once(app)
+        harness.clock.advance(days=10)  # into December 2026
+        housekeeping_once(app)
+        housekeeping_once(app)
+        run_once(app)
+        [stats] = smtp_receiver.to("steering@example.org")
+        body = text_of(stats)
+        assert "2025-12-01 to 2026-11-30" in str(parsed(stats)["Subject"])
+        assert "2026-11" in body and "6" in body
+        assert "@" not in body and "Person" not in body and "2026-0001" not in body
+        harness.clock.advance(days=31)  # January: only one month later
+        housekeeping_once(app)
+        run_once(app)
+        assert len(smtp_receiver.to("steering@example.org")) == 1
+        harness.clock.advance(days=60)  # March: three months after December
+        housekeeping_once(app)
+        run_once(app)
+        assert len(smtp_receiver.to("steering@example.org")) == 2
+    finally:
+        harness.close()

@@ -165,3 +165,45 @@ def remind_sanctions_ending(sessions: sessionmaker[Session], workflow: Workflow,
             event(session, case.id if case else None, "system", "sanction_reminder_sent", now, sanction_id=sanction_id)
             reminded += 1
     return reminded
+
+
+# ----- statistics to the steering address -------------------------------------------------------
+
+_LAST_STATISTICS = "statistics_sent_month"
+
+
+def send_statistics(
+    sessions: sessionmaker[Session], workflow: Workflow, address: str, every_months: int, now: datetime
+) -> bool:
+    """Every `every_months` months (on the first pass of the month), mail the anonymous statistics of
+    the last 12 full months to the steering address. Counts only, small ones hidden (stats.py)."""
+    from .mail.compose import Draft
+    from .stats import collect, render_text
+
+    if not address or every_months <= 0:
+        return False
+    month = now.year * 12 + now.month - 1
+    with sessions() as session, session.begin():
+        last = session.get(DatabaseMeta, _LAST_STATISTICS)
+        if last is not None and month - int(last.value) < every_months:
+            return False
+        first_of_month = now.date().replace(day=1)
+        since = first_of_month.replace(year=first_of_month.year - 1)
+        until = first_of_month - timedelta(days=1)
+        text = render_text(collect(session, since, until, today=now.date()))
+        draft = Draft(kind="statistics", audience="steering", recipient=address,
+                      subject=f"[{workflow.options.case_tag}] Statistics {since.isoformat()} to {until.isoformat()}",
+                      body=text)
+        enqueue(session, draft, workflow.sender, now)
+        if last is None:
+            session.add(DatabaseMeta(name=_LAST_STATISTICS, value=str(month)))
+        else:
+            result = session.execute(
+                update(DatabaseMeta).where(DatabaseMeta.name == _LAST_STATISTICS, DatabaseMeta.value == last.value)
+                .values(value=str(month)).execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                session.rollback()  # another daemon sent them
+                return False
+    log.info("statistics sent to the steering address")
+    return True

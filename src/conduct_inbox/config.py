@@ -262,6 +262,8 @@ class Committee(_Section):
     quorum: PositiveInt = 2
     severe_decisions: list[str] = ["public-reprimand", "temporary-ban", "permanent-ban"]
     auto_ack_alert_hours: PositiveInt = 1
+    #: Mail anonymous statistics (the last 12 months) to steering_address every this many months; 0: never.
+    statistics_every_months: NonNegativeInt = 0
     members: list[Member]
 
     @field_validator("address")

@@ -76,11 +76,13 @@ def run_once(app: App) -> int:
 
 
 def housekeeping_once(app: App) -> None:
-    """The hourly chores: the spam digest (daily), sanction reminders, and the retention purge
+    """The hourly chores: the spam digest (daily), sanction reminders, statistics, and the retention purge
     (with its own mailbox connection, not the intake's)."""
     now = app.clock()
     chores.send_spam_digest(app.sessions, app.workflow, now)
     chores.remind_sanctions_ending(app.sessions, app.workflow, now, app.settings.sla.sanction_reminder_days)
+    committee = app.settings.committee
+    chores.send_statistics(app.sessions, app.workflow, committee.steering_address, committee.statistics_every_months, now)
     days = app.settings.retention.closed_case_days
     if days > 0:
         mailbox = make_mailbox(app.settings)
