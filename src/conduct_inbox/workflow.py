@@ -87,19 +87,19 @@ class Workflow:
         bounce_row = None
         if msg.is_dsn:
             row_id = verp_row(msg, self.policy)
-            if row_id is not None and session.get(OutboxMessage, row_id) is not None:
+            if row_id is not None and session.scalar(select(OutboxMessage.id).where(OutboxMessage.id == row_id)):
                 bounce_row = row_id
             elif msg.dsn_original_message_id:
-                row = self._outbox_row_by_message_id(session, msg.dsn_original_message_id)
-                bounce_row = row.id if row is not None else None
+                bounce_row = self._outbox_row_by_message_id(session, msg.dsn_original_message_id)
         case = self._case_for(session, msg)
         token_sender = bool(
             tokens.tokens_in((*msg.to, *msg.cc, *msg.delivered_to[:1]), self.policy.local_part, self.policy.domain)
         )
         return Facts(own_message=own, bounce_row=bounce_row, case=case, token_sender=token_sender)
 
-    def _outbox_row_by_message_id(self, session: Session, message_id: str) -> OutboxMessage | None:
-        return session.scalars(select(OutboxMessage).where(OutboxMessage.message_id == message_id).limit(1)).first()
+    def _outbox_row_by_message_id(self, session: Session, message_id: str) -> int | None:
+        """The id of our outgoing mail with this Message-ID (ids only: the mail itself can be large)."""
+        return session.scalars(select(OutboxMessage.id).where(OutboxMessage.message_id == message_id).limit(1)).first()
 
     def _case_for(self, session: Session, msg: Parsed) -> CaseFacts | None:
         case = None
