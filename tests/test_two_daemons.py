@@ -16,7 +16,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -32,7 +31,7 @@ from conduct_inbox.app import App, build_app
 from conduct_inbox.errors import MailboxUnavailable
 from conduct_inbox.models import Case, Event, InboundMessage, OutboxMessage, Party, Quarantine
 from conduct_inbox.parsing import InlineParser, ParseTimeout
-from tests.fixtures.database import BACKENDS, POSTGRES_ADMIN_URL, _postgres_url
+from tests.fixtures.database import BACKENDS, fresh_postgres_database
 from tests.harness import MEMBERS, Harness, report
 
 REPORTS = 200
@@ -100,16 +99,8 @@ def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database, dropped afterwards."""
     if "postgresql" not in BACKENDS:
         pytest.skip("PostgreSQL not among TEST_DATABASES")
-    name = f"ci_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield _postgres_url(name)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_postgres_database() as url:
+        yield url
 
 
 def upgrade(config: Path) -> None:
