@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conduct_inbox.config import SECRETS
+from conduct_inbox.config_sources import SECRETS
 
 UNIT_DIR = Path(__file__).resolve().parent.parent / "systemd"
 SERVICE = UNIT_DIR / "conduct-inbox.service"

@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import select
 
 from . import casefile, db
-from .config import Settings, common_word_aliases, load_settings
+from .config import Settings, load_settings
+from .recusal import common_word_aliases
 from .errors import ConductInboxError, ConfigError, DatabaseNotCurrent, InstanceLocked, MalformedMessage
 
 log = logging.getLogger("conduct_inbox")

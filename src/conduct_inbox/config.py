@@ -10,13 +10,11 @@ webhook URL with a token in it, or a database URL with a password.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_origin
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -31,23 +29,20 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from conduct_inbox.commands import DECISIONS
+from conduct_inbox.config_sources import (
+    CONFIG_ENV,
+    apply_environment,
+    format_errors,
+    read_secrets,
+    read_toml,
+    resolve_maildirs,
+)
 from conduct_inbox.crypto import parse_key
 from conduct_inbox.errors import ConfigError, EncryptionError
 
-ENV_PREFIX = "CONDUCT_INBOX_"
-CONFIG_ENV = "CONDUCT_INBOX_CONFIG"
 DEFAULT_CONFIG = "config.toml"
 
 # The decisions the policy allows (one list, in commands.py); `committee.severe_decisions` must be a subset.
-
-# (section, inline key, file key, conventional systemd credential name)
-SECRETS = (
-    ("mailbox", "password", "password_file", "imap-password"),
-    ("smtp", "password", "password_file", "smtp-password"),
-    ("security", "token_secret", "token_secret_file", "token-secret"),
-    ("security", "previous_token_secret", "previous_token_secret_file", "previous-token-secret"),
-    ("security", "encryption_key", "encryption_key_file", "encryption-key"),
-)
 
 _PORT_MSG = "must be an integer between 1 and 65535"
 _ADDRESS_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
@@ -500,183 +495,18 @@ def load_settings(
     """Read, layer and validate the configuration; raise ConfigError listing every problem."""
     environ = os.environ if environ is None else environ
     config_path = Path(path if path is not None else environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
-    data = _read_toml(config_path)
+    data = read_toml(config_path)
     problems: list[str] = []
     for section in _SECTIONS:
         data.setdefault(section, {})
-    problems += _apply_environment(data, environ)
-    problems += _read_secrets(data, config_path.parent, environ.get("CREDENTIALS_DIRECTORY", ""))
-    _resolve_maildirs(data, config_path.parent)
+    problems += apply_environment(data, environ, _SECTIONS)
+    problems += read_secrets(data, config_path.parent, environ.get("CREDENTIALS_DIRECTORY", ""))
+    resolve_maildirs(data, config_path.parent)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        problems += _format_errors(exc)
+        problems += format_errors(exc)
     if problems:
         raise ConfigError(problems)
     settings._config_path = config_path.resolve()
     return settings
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    """Parse the config file; a missing or malformed file is a problem on its own."""
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError([f"config file {path}: not found (use --config or {CONFIG_ENV})"]) from None
-    except OSError as exc:
-        raise ConfigError([f"config file {path}: cannot read ({exc.strerror})"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"config file {path}: invalid TOML: {exc}"]) from None
-
-
-def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
-    """Override TOML values with CONDUCT_INBOX_<SECTION>__<KEY> variables (case-insensitive)."""
-    problems = []
-    for name, raw in sorted(environ.items()):
-        upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or "__" not in upper:
-            continue  # e.g. CONDUCT_INBOX_CONFIG
-        parts = upper[len(ENV_PREFIX):].lower().split("__")
-        model = _SECTIONS.get(parts[0])
-        if len(parts) != 2 or model is None or parts[1] not in model.model_fields:
-            problems.append(f"{name}: unknown key (environment)")
-            continue
-        section, key = parts
-        value: Any = raw
-        if get_origin(model.model_fields[key].annotation) is list:
-            try:
-                value = json.loads(raw)
-            except ValueError:
-                problems.append(f"{name}: must be a JSON list (environment)")
-                continue
-        if isinstance(data.get(section), dict):
-            data[section][key] = value
-    return problems
-
-
-def _read_secrets(data: dict[str, Any], config_dir: Path, credentials_dir: str) -> list[str]:
-    """Fill each secret from its *_file, or from $CREDENTIALS_DIRECTORY's conventional name."""
-    problems = []
-    for section, key, file_key, credential in SECRETS:
-        table = data.get(section)
-        if not isinstance(table, dict):
-            continue
-        inline, file_name = table.get(key, ""), table.get(file_key, "")
-        if not isinstance(file_name, str) or (inline and not isinstance(inline, str)):
-            continue  # the type error is reported by validation
-        if inline and file_name:
-            problems.append(f"{section}.{key}: set either {key} or {file_key}, not both")
-            continue
-        if inline:
-            continue
-        if file_name:
-            base = Path(credentials_dir) if credentials_dir else config_dir
-            secret_path = base / Path(file_name).expanduser()
-        elif credentials_dir and (Path(credentials_dir) / credential).is_file():
-            secret_path = Path(credentials_dir) / credential
-        else:
-            continue
-        try:
-            secret = secret_path.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            problems.append(f"{section}.{file_key}: cannot read {secret_path} ({exc.strerror})")
-            continue
-        except UnicodeDecodeError:
-            problems.append(f"{section}.{file_key}: {secret_path} is not UTF-8 text")
-            continue
-        table[key] = secret
-        table[file_key] = str(secret_path)
-    return problems
-
-
-def _resolve_maildirs(data: dict[str, Any], config_dir: Path) -> None:
-    """A relative demo-mode Maildir is relative to the config file, not the working directory."""
-    for section in ("mailbox", "smtp"):
-        table = data.get(section)
-        if isinstance(table, dict) and isinstance(table.get("maildir"), str) and table["maildir"]:
-            table["maildir"] = str(config_dir / Path(table["maildir"]).expanduser())
-
-
-_FRIENDLY = {
-    "missing": "required",
-    "extra_forbidden": "unknown key",
-    "int_parsing": "must be an integer",
-    "int_type": "must be an integer",
-    "int_from_float": "must be an integer",
-    "bool_parsing": "must be true or false",
-    "bool_type": "must be true or false",
-    "string_type": "must be a string",
-    "list_type": "must be a list",
-    "model_type": "must be a table",
-    "model_attributes_type": "must be a table",
-    "dict_type": "must be a table",
-}
-
-
-def _format_errors(exc: ValidationError) -> list[str]:
-    """One line per pydantic error, from its location and message only (never its input)."""
-    lines = []
-    for error in exc.errors(include_input=False, include_url=False):
-        loc = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
-        for relative, message in _messages(error):
-            key = _join_key(loc.lstrip("."), relative)
-            lines.append(f"{key}: {message}" if key else message)
-    return lines
-
-
-def _messages(error: Any) -> list[tuple[str, str]]:
-    """(relative key, message) pairs for one pydantic error; _Problems may carry several."""
-    if error["type"] == "literal_error":
-        return [("", "must be one of " + error.get("ctx", {}).get("expected", ""))]
-    if error["type"] in _FRIENDLY:
-        return [("", _FRIENDLY[error["type"]])]
-    text = error["msg"].removeprefix("Value error, ")
-    pairs = []
-    for line in text.split("\n"):
-        relative, _, message = line.rpartition("\t")
-        pairs.append((relative, message))
-    return pairs
-
-
-def _join_key(loc: str, relative: str) -> str:
-    """Join a location and a relative key: "a.b" + "[0].c" or "c"."""
-    if not relative or not loc:
-        return loc or relative
-    return f"{loc}{relative}" if relative.startswith("[") else f"{loc}.{relative}"
-
-
-# Frequent English words (and word-like given names) that make poor single-word aliases:
-# single-word aliases match case-sensitively, but still hit sentence starts and headings.
-COMMON_WORDS = frozenset(
-    """
-    a about above after again against all also always am an and any are around as ask at
-    away back bad be because been before being below best better between big bill both bring
-    but buy by call came can case change child close come could cut day did different do
-    does done don down during each early end even ever every eye face fact faith far feel few
-    find first for form found frank free friend from full get give go good got grace great
-    group had hand hard has have he head help her here high him his home hope house how i if
-    important in into is it its jack job joy just keep kind know large last late lead least
-    leave left less let life light like line little live long look lot low made major make
-    man many mark may me mean might more most much must my name need never new next nice
-    night no not nothing now number of off often old on once one only open or order other
-    our out over own page part pat people person place play point power problem public put
-    question read real really report right rob room rose run said same saw say see seem self
-    set several she should show side since small so some something sometimes soon start
-    state still stop story such sue sure system take talk team tell than that the their them
-    then there these they thing think this those though thought three through time to today
-    together too took top toward true try turn two under until up upon us use very want was
-    water way we week well went were what when where which while who whole why will win with
-    within without word work world would write year yes yet you young your
-    """.split()
-)
-
-
-def common_word_aliases(settings: Settings) -> list[str]:
-    """Single-word aliases on the roster that are common English words (for check-config warnings)."""
-    found = []
-    for member in settings.all_members():
-        for alias in member.aliases:
-            if len(alias.split()) == 1 and alias.lower() in COMMON_WORDS:
-                found.append(alias)
-    return found

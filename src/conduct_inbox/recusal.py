@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
+from typing import Any
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -175,3 +176,39 @@ def _detector(roster: Roster) -> Detector:
 def detect(roster: Roster, texts: Sequence[str]) -> list[Mention]:
     """Committee and steering members named in `texts` (committee first, then steering)."""
     return _detector(roster).find(*texts)
+
+
+# Frequent English words (and word-like given names) that make poor single-word aliases:
+# single-word aliases match case-sensitively, but still hit sentence starts and headings.
+COMMON_WORDS = frozenset(
+    """
+    a about above after again against all also always am an and any are around as ask at
+    away back bad be because been before being below best better between big bill both bring
+    but buy by call came can case change child close come could cut day did different do
+    does done don down during each early end even ever every eye face fact faith far feel few
+    find first for form found frank free friend from full get give go good got grace great
+    group had hand hard has have he head help her here high him his home hope house how i if
+    important in into is it its jack job joy just keep kind know large last late lead least
+    leave left less let life light like line little live long look lot low made major make
+    man many mark may me mean might more most much must my name need never new next nice
+    night no not nothing now number of off often old on once one only open or order other
+    our out over own page part pat people person place play point power problem public put
+    question read real really report right rob room rose run said same saw say see seem self
+    set several she should show side since small so some something sometimes soon start
+    state still stop story such sue sure system take talk team tell than that the their them
+    then there these they thing think this those though thought three through time to today
+    together too took top toward true try turn two under until up upon us use very want was
+    water way we week well went were what when where which while who whole why will win with
+    within without word work world would write year yes yet you young your
+    """.split()
+)
+
+
+def common_word_aliases(settings: Any) -> list[str]:
+    """Single-word aliases on the roster that are common English words (for check-config warnings)."""
+    found = []
+    for member in settings.all_members():
+        for alias in member.aliases:
+            if len(alias.split()) == 1 and alias.lower() in COMMON_WORDS:
+                found.append(alias)
+    return found
