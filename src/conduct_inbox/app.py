@@ -141,7 +141,13 @@ def build_app(
     stop = threading.Event()
     if parser is None:
         timeout = settings.intake.parse_timeout_seconds
-        parser = WorkerParser(timeout, settings.committee.case_tag) if timeout else InlineParser(settings.committee.case_tag)
+        # Attachments too big to forward come back without their content (size and hash only).
+        limit = settings.intake.max_forward_attachment_mb * 1024 * 1024
+        parser = (
+            WorkerParser(timeout, settings.committee.case_tag, max_attachment_bytes=limit)
+            if timeout
+            else InlineParser(settings.committee.case_tag, max_attachment_bytes=limit)
+        )
     intake = Intake(
         sessions,
         mailbox or make_mailbox(settings),

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import imaplib
+import io
 import ipaddress
 import logging
 import ssl
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Literal
 
@@ -30,6 +31,11 @@ Security = Literal["tls", "starttls", "none"]
 MAX_IDLE_SECONDS = 9 * 60
 #: Poll interval when the server has no IDLE.
 POLL_SECONDS = 30.0
+#: Messages larger than this (RFC822.SIZE) are fetched in pieces: imaplib and imapclient hold
+#: a literal several times over while they read and parse it.
+LARGE_MESSAGE_BYTES = 4 * 1024 * 1024
+#: The size of one piece (BODY.PEEK[]<offset.length>).
+FETCH_PIECE_BYTES = 1024 * 1024
 
 
 def is_loopback(host: str) -> bool:
@@ -184,21 +190,31 @@ class ImapMailbox:
             raise self._fail(exc) from None
 
     def fetch(self, uids: Sequence[int]) -> dict[int, bytes]:
-        """Raw messages by UID in one FETCH BODY.PEEK[] (never sets \\Seen); the caller chunks."""
+        """Raw messages by UID (never sets \\Seen; the caller chunks): their sizes first, then the
+        small ones in one FETCH BODY.PEEK[], each large one in pieces of FETCH_PIECE_BYTES."""
         if not uids:
             return {}
         client = self._conn()
+        found: dict[int, bytes] = {}
         try:
             with _translated("FETCH"):
-                data = client.fetch(list(uids), ["BODY.PEEK[]"])
+                sizes = _sizes(client, uids)
+                small = [uid for uid, size in sizes.items() if size <= LARGE_MESSAGE_BYTES]
+                if small:
+                    data = client.fetch(small, ["BODY.PEEK[]"])
+                    wanted = set(small)
+                    for uid, item in data.items():
+                        if uid in wanted and item.get(b"BODY[]") is not None:
+                            found[int(uid)] = bytes(item[b"BODY[]"])
+                    del data
+                for uid, size in sizes.items():
+                    if size > LARGE_MESSAGE_BYTES:
+                        body = _fetch_large(client, uid, size)
+                        if body is not None:
+                            found[uid] = body
         except MailboxUnavailable as exc:
             raise self._fail(exc) from None
-        wanted = set(uids)
-        return {
-            int(uid): bytes(item[b"BODY[]"])
-            for uid, item in data.items()
-            if uid in wanted and b"BODY[]" in item
-        }
+        return found
 
     def move(self, uids: Sequence[int], destination: Destination) -> None:
         """Move exactly `uids` to the processed or quarantine folder."""
@@ -261,10 +277,10 @@ class ImapMailbox:
                             found = client.search(["LARGER", copy.size - 1, "SMALLER", copy.size + 1])
                         if not found:
                             continue
-                        for uid, item in client.fetch(found, ["BODY.PEEK[]"]).items():
-                            body = item.get(b"BODY[]")
-                            if body is not None and hashlib.sha256(bytes(body)).hexdigest() == copy.sha256:
-                                doomed.append(int(uid))
+                        for uid, size in _sizes(client, found).items():
+                            digest = hashlib.sha256()
+                            if _fetch_pieces(client, uid, size, digest.update) and digest.hexdigest() == copy.sha256:
+                                doomed.append(uid)
                     if doomed:
                         client.add_flags(doomed, [DELETED], silent=True)
                         if self.has_capability("UIDPLUS"):
@@ -318,6 +334,44 @@ class ImapMailbox:
         finally:
             _, responses = client.idle_done()
         return found or _has_new_mail(responses)
+
+
+def _sizes(client: IMAPClient, uids: Sequence[int]) -> dict[int, int]:
+    """RFC822.SIZE by UID, in the order asked; UIDs no longer there are absent."""
+    wanted = list(dict.fromkeys(int(uid) for uid in uids))
+    data = client.fetch(wanted, ["RFC822.SIZE"])
+    return {uid: int(data[uid][b"RFC822.SIZE"]) for uid in wanted if b"RFC822.SIZE" in data.get(uid, {})}
+
+
+def _fetch_large(client: IMAPClient, uid: int, size: int) -> bytes | None:
+    """One message fetched in pieces into one buffer of its size, or None if it is gone."""
+    buffer = io.BytesIO()
+    # Sized once up front: grown piece by piece it would be copied as it grows.
+    buffer.seek(size - 1)
+    buffer.write(b"\0")
+    buffer.seek(0)
+    if not _fetch_pieces(client, uid, size, buffer.write):
+        return None
+    buffer.truncate()  # when the message was shorter than its RFC822.SIZE
+    return buffer.getvalue()  # the buffer's own bytes object, not a copy
+
+
+def _fetch_pieces(client: IMAPClient, uid: int, size: int, write: Callable[[bytes], object]) -> bool:
+    """Hand one message to `write` in pieces (BODY.PEEK[]<offset.length>: never sets \\Seen);
+    False if it is no longer there. The end is a short piece, whatever RFC822.SIZE said."""
+    offset = 0
+    while True:
+        item = client.fetch([uid], [f"BODY.PEEK[]<{offset}.{FETCH_PIECE_BYTES}>"]).get(uid, {})
+        key = f"BODY[]<{offset}>".encode()
+        if key not in item:
+            return False  # expunged meanwhile
+        piece = item[key] or b""
+        write(piece)
+        offset += len(piece)
+        if len(piece) < FETCH_PIECE_BYTES:
+            return True
+        if offset > 2 * size + FETCH_PIECE_BYTES:
+            raise imaplib.IMAP4.error("message larger than its RFC822.SIZE")
 
 
 def _has_new_mail(responses: Sequence[object]) -> bool:
