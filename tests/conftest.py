@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.dovecot",
     "tests.fixtures.smtp_receiver",
     "tests.fixtures.database",
+    "tests.fixtures.pg_cluster",
 ]

@@ -75,6 +75,8 @@ def is_automatic(msg: InboundMessage, policy: Policy) -> bool:
     own_list = msg.list_id is not None and any(own.lower() in msg.list_id.lower() for own in policy.own_list_ids)
     if msg.auto_submitted and msg.auto_submitted.strip().lower().split(";")[0] != "no":
         return True
+    if any(msg.header(name) is not None for name in ("X-Autoreply", "X-Autorespond")):
+        return True  # vacation programs that predate Auto-Submitted
     if own_list:
         return False  # the group that fronts conduct@ adds List-* and Precedence: list to real reports
     if msg.precedence and msg.precedence.strip().lower() in ("bulk", "junk", "list"):

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, defer, sessionmaker
 
 from .mail.compose import Draft, Sender, build
 from .models import OutboxMessage, ServiceState
-from .ports import BatchResult, OutgoingMail, Outcome
+from .ports import BatchResult, DeliveryResult, OutgoingMail, Outcome
 from .ports import Sender as Transport
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,9 @@ class Dispatcher:
         self.on_failure = on_failure
         self.backoff = backoff
         self.batch_size = batch_size
+        #: Rows the server accepted whose "sent" could not be written (database down): written
+        #: first thing at the next flush. They stay claimed meanwhile, so nobody sends them again.
+        self._unrecorded: dict[int, datetime] = {}
 
     def _claim(self, now: datetime) -> list[OutgoingMail]:
         with self.sessions() as session, session.begin():
@@ -128,13 +132,66 @@ class Dispatcher:
     async def flush_once(self, now: datetime) -> FlushReport:
         """One batch: claim due rows, send them, record each outcome. Returns what happened.
 
-        The database work runs in a worker thread: a commit waiting on the disk (or on the
-        intake's write lock on SQLite) must not stall the event loop."""
+        Each accepted mail is recorded as sent before the next is handed over, so a crash or a
+        database outage repeats at most the one mail in flight. The database work runs in a
+        worker thread: a commit waiting on the disk must not stall the event loop."""
+        if self._unrecorded:
+            held = dict(self._unrecorded)
+            await asyncio.to_thread(self._mark_sent, held)  # raises while the database is still down
+            for row_id in held:
+                self._unrecorded.pop(row_id, None)
         mails = await asyncio.to_thread(self._claim, now)
         if not mails:
             return FlushReport()
-        result = await self.transport.send_batch(mails)
-        return await asyncio.to_thread(self._record, mails, result, now)
+        recorded: set[int] = set()
+
+        async def on_result(row_id: int, result: DeliveryResult) -> None:
+            if result.outcome is not Outcome.SENT:
+                return  # refusals and deferrals are recorded with the batch
+            try:
+                await asyncio.to_thread(self._mark_sent, {row_id: now})
+            except SQLAlchemyError:
+                self._unrecorded[row_id] = now
+                raise  # end the batch: the rest stays claimed and unsent
+            recorded.add(row_id)
+
+        result = await self.transport.send_batch(mails, on_result=on_result)
+        rest = [m for m in mails if m.row_id not in recorded]
+        report = await asyncio.to_thread(self._record, rest, result, now)
+        return FlushReport(report.sent + len(recorded), report.failed, report.deferred, report.outage)
+
+    def _mark_sent(self, rows: dict[int, datetime]) -> None:
+        """Record accepted mail as sent, one small commit per mail.
+
+        These commits skip the wait for the disk (SQLite synchronous=NORMAL in WAL mode,
+        PostgreSQL synchronous_commit=off): they survive a crash of the daemon, which is what
+        they guard against; a power cut may lose the last few, and those mails go out again.
+        """
+        with self.sessions() as session:
+            connection = session.connection()
+            dialect = connection.dialect.name
+            if dialect == "sqlite":
+                connection.exec_driver_sql("PRAGMA synchronous=NORMAL")  # before the implicit BEGIN
+            elif dialect == "postgresql":
+                connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+            try:
+                self._update_sent(session, rows)
+                session.commit()
+            finally:
+                if dialect == "sqlite":
+                    session.connection().exec_driver_sql("PRAGMA synchronous=FULL")
+                    session.commit()
+
+    @staticmethod
+    def _update_sent(session: Session, rows: dict[int, datetime]) -> None:
+            for row_id, at in rows.items():
+                session.execute(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.id == row_id)
+                    .values(status="sent", sent_at=at, claimed_until=None, attempts=OutboxMessage.attempts + 1,
+                            last_code=250, last_error=None)
+                    .execution_options(synchronize_session=False)
+                )
 
     async def flush_all(self, now: datetime, max_batches: int = 1000) -> FlushReport:
         """Batches until nothing is due or the outgoing side is down (used by `run --once`)."""

@@ -6,7 +6,7 @@ The pure core never imports an adapter; tests pass fakes or real loopback server
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
@@ -95,10 +95,14 @@ class BatchResult:
     outage: str | None = None
 
 
+#: Awaited by a Sender after each row's final result, before it sends the next one.
+ResultHook = Callable[[int, DeliveryResult], Awaitable[None]]
+
+
 class Sender(Protocol):
     """Hands outbox rows to the outgoing mail system, one connection per batch."""
 
-    async def send_batch(self, mails: Sequence[OutgoingMail]) -> BatchResult:
+    async def send_batch(self, mails: Sequence[OutgoingMail], on_result: ResultHook | None = None) -> BatchResult:
         ...
 
 

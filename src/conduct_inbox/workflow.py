@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from . import routing, tokens
-from .classify import CaseFacts, Classification, Facts, Policy, verp_row
+from .classify import CaseFacts, Classification, Facts, Policy, is_automatic, verp_row
 from .committee import Desk
 from .commands import strip_commands
 from .mail.compose import Draft, OutgoingAttachment, Sender
@@ -196,6 +196,11 @@ class Workflow:
         return f"message from a non-party kept on case {case.ref} and flagged"
 
     def _on_committee(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
+        if is_automatic(msg, self.policy):  # a member's out-of-office: never a note or a command
+            row.status, row.kind = "processed", "auto_reply"
+            row.case_id = result.case.id if result.case is not None else None
+            event(session, row.case_id, "system", "automatic_reply_received", now, inbound_id=row.id)
+            return "automatic reply on a reply token: recorded, not forwarded"
         return self.desk.handle(session, row, msg, result, now)
 
     def _case(self, session: Session, result: Classification) -> Case:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from conduct_inbox.ports import BatchResult, DeliveryResult, OutgoingMail, Outcome
+from conduct_inbox.ports import BatchResult, DeliveryResult, OutgoingMail, Outcome, ResultHook
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class MaildirSender:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
 
-    async def send_batch(self, mails: Sequence[OutgoingMail]) -> BatchResult:
+    async def send_batch(self, mails: Sequence[OutgoingMail], on_result: ResultHook | None = None) -> BatchResult:
         """Deliver each mail as one file; a folder that cannot be written is an outage."""
         results: dict[int, DeliveryResult] = {}
         try:
@@ -54,6 +54,8 @@ class MaildirSender:
                     continue
                 self._write(mail)
                 results[mail.row_id] = DeliveryResult(Outcome.SENT)
+                if on_result is not None:
+                    await on_result(mail.row_id, results[mail.row_id])
         except OSError as exc:
             reason = f"Maildir not writable ({type(exc).__name__})"
             log.warning("outgoing Maildir outage after %d rows: %s", len(results), reason)

@@ -18,7 +18,7 @@ from typing import Literal
 
 import aiosmtplib
 
-from conduct_inbox.ports import BatchResult, DeliveryResult, OutgoingMail, Outcome
+from conduct_inbox.ports import BatchResult, DeliveryResult, OutgoingMail, Outcome, ResultHook
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,11 @@ class SmtpSender:
 
     # -- public API ------------------------------------------------------------------
 
-    async def send_batch(self, mails: Sequence[OutgoingMail]) -> BatchResult:
-        """Send `mails` over one connection; stop at the first outage, results so far kept."""
+    async def send_batch(self, mails: Sequence[OutgoingMail], on_result: ResultHook | None = None) -> BatchResult:
+        """Send `mails` over one connection; stop at the first outage, results so far kept.
+
+        `on_result(row_id, result)` is awaited after each row's final reply, before the next
+        row is sent, so that the caller can record it at once (an exception from it ends the batch)."""
         results: dict[int, DeliveryResult] = {}
         if not mails:
             return BatchResult(results)
@@ -94,6 +97,8 @@ class SmtpSender:
                     if outage.result is not None:  # refused, then RSET failed: result stands
                         results[mail.row_id] = outage.result
                     raise
+                if on_result is not None:
+                    await on_result(mail.row_id, results[mail.row_id])
         except _Outage as outage:
             log.warning(
                 "SMTP outage after %d of %d rows: %s", len(results), len(mails), outage.reason
