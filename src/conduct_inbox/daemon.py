@@ -174,9 +174,15 @@ class Daemon:
             sd_notify("STATUS=mailbox unavailable, retrying")
 
     async def flush(self) -> None:
-        report = await self.app.dispatcher.flush_once(self.app.clock())
-        if report.outage:
-            sd_notify(f"STATUS=outgoing mail outage: {report.outage}")
+        """Send batches until the outbox has nothing due (a full batch means there may be more)."""
+        dispatcher = self.app.dispatcher
+        while True:
+            report = await dispatcher.flush_once(self.app.clock())
+            if report.outage:
+                sd_notify(f"STATUS=outgoing mail outage: {report.outage}")
+                return
+            if report.sent + report.failed + report.deferred < dispatcher.batch_size or self._stopping.is_set():
+                return
 
     async def escalate(self) -> None:
         if self._stopping.is_set():
