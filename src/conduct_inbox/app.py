@@ -119,8 +119,10 @@ class App:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def close(self) -> None:
+        self.intake.close()
         self.intake.parser.close()  # type: ignore[attr-defined]
         self.intake.mailbox.close()
+        self.dispatcher.sessions.kw["bind"].dispose()
         self.engine.dispose()
 
 
@@ -136,6 +138,8 @@ def build_app(
 ) -> App:
     engine = engine or db.engine_for(settings)
     db.check_key(engine)
+    marks_engine = db.make_engine(str(engine.url.render_as_string(hide_password=False)),
+                                  getattr(engine.dialect, "conduct_cipher", None), crash_safe_only=True)
     sessions = db.session_factory(engine)
     workflow = make_workflow(settings)
     stop = threading.Event()
@@ -159,8 +163,11 @@ def build_app(
         stop=stop,
         on_commit=on_commit,
     )
+    # Everything the dispatcher writes may be lost to a power cut at the cost of a repeated send
+    # attempt, never of a report: its commits need not wait for the disk (db.make_engine).
+    dispatch_sessions = db.session_factory(marks_engine)
     dispatcher = Dispatcher(
-        sessions,
+        dispatch_sessions,
         transport or make_transport(settings),
         workflow.sender,
         workflow.on_delivery_failure,

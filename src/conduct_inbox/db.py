@@ -21,17 +21,24 @@ if TYPE_CHECKING:
     from .config import Settings
 
 
-def make_engine(url: str, cipher: Cipher | None = None) -> Engine:
+def make_engine(url: str, cipher: Cipher | None = None, *, crash_safe_only: bool = False) -> Engine:
     """An engine that never puts statement parameters (report text, addresses) into errors or logs.
 
     With a cipher, the sealed columns (models.SealedBytes/SealedText/SealedLookup) are encrypted at rest:
     the cipher rides on the engine's dialect, which every column type receives.
+
+    `crash_safe_only`: commits do not wait for the disk (SQLite synchronous=NORMAL in WAL mode,
+    PostgreSQL synchronous_commit=off). They survive a crash of the daemon but a power cut may
+    lose the last few; only for records whose loss costs a repeated mail (outbox.Dispatcher).
     """
     if url.startswith("sqlite"):
         engine = create_engine(url, hide_parameters=True, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        if crash_safe_only:
+            event.listen(engine, "connect", _sqlite_crash_safe_only)
     else:
-        engine = create_engine(url, hide_parameters=True, pool_pre_ping=True)
+        options = {"options": "-c synchronous_commit=off"} if crash_safe_only else {}
+        engine = create_engine(url, hide_parameters=True, pool_pre_ping=True, connect_args=options)
     engine.dialect.conduct_cipher = cipher  # type: ignore[attr-defined]
     return engine
 
@@ -81,6 +88,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA secure_delete=ON")
+    cursor.close()
+
+
+def _sqlite_crash_safe_only(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 

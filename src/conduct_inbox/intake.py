@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -45,6 +46,16 @@ class IntakeStats:
     outcomes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Prepared:
+    """A message whose attempt is recorded and whose parse is under way (None: nothing to parse)."""
+
+    uid: int
+    row_id: int | None
+    attempts: int
+    parsing: Future[Parsed] | None
+
+
 class Intake:
     def __init__(
         self,
@@ -68,6 +79,12 @@ class Intake:
         self.stop = stop or threading.Event()
         self.on_commit = on_commit or (lambda: None)
         self._uidvalidity: int | None = None
+        #: One parse ahead of the message being applied; the parser itself runs one at a time.
+        self._parsing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conduct-inbox-parse")
+
+    def close(self) -> None:
+        """End the background parse thread (after the parse under way, if any)."""
+        self._parsing.shutdown(wait=True, cancel_futures=True)
 
     # ----- one pass ---------------------------------------------------------------------------
 
@@ -101,15 +118,18 @@ class Intake:
             chunk = todo[start : start + FETCH_CHUNK]
             raws = self._fetch(chunk)
             done: dict[str, list[int]] = {"processed": [], "quarantine": []}
-            for uid in chunk:
-                if self.stop.is_set():
-                    break
-                raw = raws.get(uid)
-                if raw is None:
-                    continue  # gone meanwhile (another daemon moved it)
-                destination = self._process(uidvalidity, uid, raw, stats)
+            waiting = [(uid, raws.pop(uid)) for uid in chunk if uid in raws]  # absent: another daemon moved it
+            del raws
+            current = self._prepare(uidvalidity, *waiting.pop(0), stats) if waiting else None
+            while current is not None:
+                # The next message is parsed (in the worker, on another core) while this one is applied.
+                following = None
+                if waiting and not self.stop.is_set():
+                    following = self._prepare(uidvalidity, *waiting.pop(0), stats)
+                destination = self._complete(current, stats)
                 if destination:
-                    done[destination].append(uid)
+                    done[destination].append(current.uid)
+                current = following
             for destination, moved in done.items():
                 if moved:
                     self._move(moved, destination)  # type: ignore[arg-type]
@@ -148,18 +168,25 @@ class Intake:
 
     # ----- one message ------------------------------------------------------------------------
 
-    def _process(self, uidvalidity: int, uid: int, raw: bytes, stats: IntakeStats) -> str | None:
-        """Returns the folder to move the message to once done, or None to leave it for a retry."""
+    def _prepare(self, uidvalidity: int, uid: int, raw: bytes, stats: IntakeStats) -> _Prepared:
+        """Record the attempt (committed before parsing), then start parsing in the background."""
         row_id, attempts = self._record_attempt(uidvalidity, uid, raw)
+        if row_id is None or attempts > self.max_attempts:
+            return _Prepared(uid, row_id, attempts, None)
+        return _Prepared(uid, row_id, attempts, self._parsing.submit(self.parser, raw))
+
+    def _complete(self, job: _Prepared, stats: IntakeStats) -> str | None:
+        """Returns the folder to move the message to once done, or None to leave it for a retry."""
+        uid, row_id, attempts = job.uid, job.row_id, job.attempts
         if row_id is None:
             return None  # another daemon holds it
-        if attempts > self.max_attempts:
+        if job.parsing is None:  # too many attempts
             if not self._quarantine(row_id, "too many attempts"):
                 return None  # another daemon finished it meanwhile
             stats.quarantined += 1
             return "quarantine"
         try:
-            parsed = self.parser(raw)
+            parsed = job.parsing.result()
         except ParseTimeout:
             return self._failed(row_id, attempts, "parser time limit exceeded", stats)
         except ParseFailed as exc:
