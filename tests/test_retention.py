@@ -94,7 +94,8 @@ def test_purge_removes_closed_case_contents_everywhere_and_keeps_the_ledger(harn
     assert "would purge 0 case(s)" in capsys.readouterr().out
 
 
-def test_the_daemon_purges_in_its_housekeeping(harness, smtp_receiver):
+def test_the_daemon_purges_in_its_housekeeping(harness, smtp_receiver, monkeypatch):
+    monkeypatch.setattr(retention, "BATCH", 1)  # one case or old message per transaction: several batches
     app = run_lifecycle(harness, smtp_receiver)
     housekeeping_once(app)
     with app.sessions() as session:

@@ -307,7 +307,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
         mailbox = make_mailbox(settings)
         mailbox.connect()
         try:
-            result = retention.purge(sessions, mailbox, now, days)
+            result = retention.purge_all(sessions, mailbox, now, days)
         finally:
             mailbox.close()
         retention.compact(engine)

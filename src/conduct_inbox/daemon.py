@@ -88,7 +88,7 @@ def housekeeping_once(app: App) -> None:
         mailbox = make_mailbox(app.settings)
         try:
             mailbox.connect()
-            result = retention.purge(app.sessions, mailbox, app.clock(), days)
+            result = retention.purge_all(app.sessions, mailbox, app.clock(), days)
         except MailboxUnavailable as exc:
             log.warning("retention purge postponed, mailbox unavailable: %s", exc)
         else:

@@ -37,6 +37,7 @@ class PurgePlan:
     cases: list[tuple[str, datetime | None]] = field(default_factory=list)
     case_ids: list[int] = field(default_factory=list)
     messages: int = 0
+    orphan_ids: list[int] = field(default_factory=list)
     orphan_messages: int = 0
     outgoing: int = 0
 
@@ -57,10 +58,13 @@ def _due_cases(cutoff: datetime):  # type: ignore[no-untyped-def]
     return select(Case).where(Case.purged_at.is_(None), or_(closed, spam)).order_by(Case.id)
 
 
-def _messages(case_ids: list[int], cutoff: datetime):  # type: ignore[no-untyped-def]
+def _messages(case_ids: list[int], cutoff: datetime, orphan_ids: list[int] | None = None):  # type: ignore[no-untyped-def]
+    """The messages of these cases, and old ones that never became a case (only `orphan_ids` if given)."""
     orphan = InboundMessage.case_id.is_(None) & InboundMessage.status.in_(_ORPHAN_STATUSES) & (
         InboundMessage.received_at <= cutoff
     )
+    if orphan_ids is not None:
+        orphan = InboundMessage.id.in_(orphan_ids)
     return select(InboundMessage).where(or_(InboundMessage.case_id.in_(case_ids), orphan))
 
 
@@ -72,39 +76,61 @@ def _outgoing(case_ids: list[int], cutoff: datetime):  # type: ignore[no-untyped
     return or_(OutboxMessage.case_id.in_(case_ids), orphan)
 
 
-def plan(session: Session, now: datetime, days: int) -> PurgePlan:
-    """What a purge at `now` would remove (nothing when `days` is 0: retention is off)."""
+def plan(session: Session, now: datetime, days: int, limit: int | None = None) -> PurgePlan:
+    """What a purge at `now` would remove (nothing when `days` is 0: retention is off).
+    `limit`: at most this many cases and this many other old messages (one batch)."""
     result = PurgePlan(cutoff=now - timedelta(days=days))
     if days <= 0:
         return result
-    for case in session.scalars(_due_cases(result.cutoff)):
+    for case in session.scalars(_due_cases(result.cutoff).limit(limit)):
         result.cases.append((case.ref, case.closed_at or case.updated_at))
         result.case_ids.append(case.id)
-    for row in session.execute(_messages(result.case_ids, result.cutoff).with_only_columns(InboundMessage.case_id)):
-        if row.case_id is None:
-            result.orphan_messages += 1
-        else:
-            result.messages += 1
+    orphans = _messages([], result.cutoff).with_only_columns(InboundMessage.id).limit(limit)
+    result.orphan_ids = list(session.scalars(orphans))
+    result.orphan_messages = len(result.orphan_ids)
+    result.messages = len(session.scalars(
+        select(InboundMessage.id).where(InboundMessage.case_id.in_(result.case_ids))).all()) if result.case_ids else 0
     result.outgoing = len(
-        session.scalars(select(OutboxMessage.id).where(_outgoing(result.case_ids, result.cutoff))).all()
+        session.scalars(select(OutboxMessage.id).where(_outgoing(result.case_ids, result.cutoff)).limit(limit)).all()
     )
     return result
 
 
 def _copies(session: Session, purge: PurgePlan) -> list[MailCopy]:
-    query = _messages(purge.case_ids, purge.cutoff).options(undefer(InboundMessage.raw)).execution_options(yield_per=50)
+    query = _messages(purge.case_ids, purge.cutoff, purge.orphan_ids).options(undefer(InboundMessage.raw))
+    query = query.execution_options(yield_per=50)
     return [
         MailCopy(row.message_id, len(row.raw), hashlib.sha256(row.raw).hexdigest())
         for row in session.scalars(query)
     ]
 
 
+#: Cases (and other old messages) purged per transaction: bounds memory and lock time.
+BATCH = 200
+
+
+def purge_all(sessions: sessionmaker[Session], mailbox: Mailbox | None, now: datetime, days: int) -> PurgeResult:
+    """Purge batch after batch until nothing is due; returns the totals."""
+    total = PurgeResult(PurgePlan(cutoff=now - timedelta(days=days)))
+    while True:
+        result = purge(sessions, mailbox, now, days, limit=BATCH)
+        if result.plan.empty:
+            return total
+        done = result.plan
+        total.plan.cases += done.cases
+        total.plan.case_ids += done.case_ids
+        total.plan.messages += done.messages
+        total.plan.orphan_messages += done.orphan_messages
+        total.plan.outgoing += done.outgoing
+        total.mailbox_copies += result.mailbox_copies
+
+
 def purge(
-    sessions: sessionmaker[Session], mailbox: Mailbox | None, now: datetime, days: int
+    sessions: sessionmaker[Session], mailbox: Mailbox | None, now: datetime, days: int, limit: int | None = None
 ) -> PurgeResult:
     """Remove what `plan` lists: the mailbox copies first, then the rows in one transaction."""
     with sessions() as session:
-        todo = plan(session, now, days)
+        todo = plan(session, now, days, limit)
         if todo.empty:
             return PurgeResult(todo)
         copies = _copies(session, todo)
@@ -112,13 +138,13 @@ def purge(
     if mailbox is not None and copies:
         result.mailbox_copies = mailbox.delete_copies(copies)
     with sessions() as session, session.begin():
-        doomed = _messages(todo.case_ids, todo.cutoff).with_only_columns(InboundMessage.id).scalar_subquery()
+        doomed = _messages(todo.case_ids, todo.cutoff, todo.orphan_ids).with_only_columns(InboundMessage.id).scalar_subquery()
         session.execute(
             update(InboundMessage).where(InboundMessage.duplicate_of_id.in_(doomed)).values(duplicate_of_id=None)
         )
         session.execute(update(OutboxMessage).where(OutboxMessage.inbound_id.in_(doomed)).values(inbound_id=None))
         session.execute(delete(Attachment).where(Attachment.inbound_id.in_(doomed)))
-        ids = session.scalars(_messages(todo.case_ids, todo.cutoff).with_only_columns(InboundMessage.id)).all()
+        ids = session.scalars(_messages(todo.case_ids, todo.cutoff, todo.orphan_ids).with_only_columns(InboundMessage.id)).all()
         for start in range(0, len(ids), 500):
             session.execute(delete(InboundMessage).where(InboundMessage.id.in_(ids[start : start + 500])))
         session.execute(delete(OutboxMessage).where(_outgoing(todo.case_ids, todo.cutoff)))
