@@ -38,6 +38,7 @@ from conduct_inbox import db  # noqa: E402
 from tests.fixtures.database import POSTGRES_ADMIN_URL  # noqa: E402
 from tests.fixtures.dovecot import DovecotServer  # noqa: E402
 from tests.harness import MEMBERS, write_config  # noqa: E402
+from tests.procs import proc_stats  # noqa: E402
 
 MEMBER_EMAILS = [m[1] for m in MEMBERS]
 BACKENDS = ("sqlite", "postgresql")
@@ -324,16 +325,7 @@ def stop_daemon(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
 
 def descendants(pid: int) -> list[int]:
     """pid and all its descendants (by /proc/*/stat ppid)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(entry)] = int(fields[1])
+    parents = {child: int(fields[1]) for child, fields in proc_stats().items()}
     tree, frontier = [pid], [pid]
     while frontier:
         nxt = [c for c, p in parents.items() if p in frontier]

@@ -18,7 +18,6 @@ import os
 import time
 from email.message import EmailMessage
 from email.utils import make_msgid
-from pathlib import Path
 
 import _common as C  # noqa: E402  (puts src/ and the repository root on sys.path)
 from sqlalchemy import select

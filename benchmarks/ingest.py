@@ -20,7 +20,6 @@ import email.policy
 import io
 import pstats
 import sys
-import threading
 import time
 from email.message import EmailMessage
 from pathlib import Path

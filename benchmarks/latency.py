@@ -16,7 +16,6 @@ import argparse
 import smtplib
 import threading
 import time
-from pathlib import Path
 
 import _common as C  # noqa: E402  (puts src/ and the repository root on sys.path)
 

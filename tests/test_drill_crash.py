@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from conduct_inbox import db
 from conduct_inbox.app import build_app
 from conduct_inbox.models import Case, InboundMessage, OutboxMessage, Party
+from tests.procs import proc_stats, wait_until
 from tests.harness import MEMBERS, Harness, report
 
 REPORTS = 300
@@ -118,18 +119,7 @@ class Daemons:
 
     def survivors(self) -> list[int]:
         """Processes still alive in the process groups of the daemons we started (zombies excluded)."""
-        alive = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) in self.groups and fields[0] not in ("Z", "X"):
-                alive.append(int(entry))
-        return alive
+        return [pid for pid, fields in proc_stats().items() if int(fields[2]) in self.groups and fields[0] not in ("Z", "X")]
 
     def wait_survivors_gone(self, timeout: float) -> list[int]:
         deadline = time.monotonic() + timeout
@@ -181,13 +171,6 @@ def count(sessions: sessionmaker[Session], model: type, *where: object) -> int:
         return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def finish_what_a_kill_left(harness: Harness) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -27,6 +26,7 @@ from conduct_inbox.app import App, build_app
 from conduct_inbox.daemon import Daemon
 from conduct_inbox.models import Case, InboundMessage, OutboxMessage, Quarantine, ServiceState
 from tests.fixtures.pg_cluster import PgCluster
+from tests.procs import wait_until
 from tests.harness import MEMBERS, Harness, report
 
 MEMBER_EMAILS = [m[1] for m in MEMBERS]
@@ -70,13 +70,6 @@ def log_watch() -> Iterator[Callable[[str], LogWatch]]:
         logging.getLogger("conduct_inbox").removeHandler(handler)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def count(app: App, model: type, *where: object) -> int:

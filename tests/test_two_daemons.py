@@ -32,6 +32,7 @@ from conduct_inbox.errors import MailboxUnavailable
 from conduct_inbox.models import Case, Event, InboundMessage, OutboxMessage, Party, Quarantine
 from conduct_inbox.parsing import InlineParser, ParseTimeout
 from tests.fixtures.database import BACKENDS, fresh_postgres_database
+from tests.procs import wait_until
 from tests.harness import MEMBERS, Harness, report
 
 REPORTS = 200
@@ -42,13 +43,6 @@ REF = re.compile(r"\[conduct #(\d{4}-\d{4})\]")
 # ----- helpers ----------------------------------------------------------------------------------
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 class Daemon:
@@ -143,7 +137,7 @@ def test_two_daemons_on_postgresql_do_every_report_exactly_once(dovecot, smtp_re
         return cases == REPORTS and pending_in == 0 and pending_out == 0 and len(smtp_receiver.messages) >= expected_mail
 
     try:
-        finished = wait_until(done, 45, interval=0.25)
+        finished = wait_until(done, 45, step=0.25)
         with sessions() as session:
             state = {
                 "cases": session.scalar(select(func.count()).select_from(Case)),
@@ -358,7 +352,7 @@ def test_a_report_the_other_daemon_just_processed_is_not_quarantined(dovecot, sm
         def apply_while_b_polls(session, row, parsed, result, now):  # type: ignore[no-untyped-def]
             outcome = original(session, row, parsed, result, now)
             thread.start()  # B polls while A still holds the row (its transaction is open)
-            assert wait_until(blocked, 10, interval=0.02), "B never waited for A's row lock"
+            assert wait_until(blocked, 10, step=0.02), "B never waited for A's row lock"
             return outcome
 
         a.workflow.apply = apply_while_b_polls  # type: ignore[method-assign]

@@ -75,6 +75,11 @@ def run_once(app: App) -> int:
     return code
 
 
+def _expected_skips(record: logging.LogRecord) -> bool:
+    """A tick while the job still runs is skipped by design (max_instances=1; a kick reruns it)."""
+    return "maximum number of running instances" not in record.getMessage()
+
+
 def housekeeping_once(app: App) -> None:
     """The hourly chores: the spam digest (daily), sanction reminders, statistics, and the retention purge
     (with its own mailbox connection, not the intake's)."""
@@ -315,6 +320,7 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self._stop)
+        logging.getLogger("apscheduler.scheduler").addFilter(_expected_skips)
         scheduler = AsyncIOScheduler(
             timezone=timezone.utc,
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
