@@ -162,6 +162,7 @@ def build_app(
         max_attempts=settings.intake.max_attempts,
         stop=stop,
         on_commit=on_commit,
+        attempt_sessions=db.session_factory(marks_engine),
     )
     # Everything the dispatcher writes may be lost to a power cut at the cost of a repeated send
     # attempt, never of a report: its commits need not wait for the disk (db.make_engine).
