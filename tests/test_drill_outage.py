@@ -186,6 +186,8 @@ def test_smtp_receiver_down_for_the_first_half_of_a_batch(harness, smtp_receiver
 
     def receiver_back_at_half(commit: int) -> None:
         if commit == reports // 2:
+            # Hold the intake here until the dispatcher (kicked by each commit) has met the outage.
+            outage.seen.wait(20)
             received_while_down.append(len(smtp_receiver.messages))
             smtp_receiver.up()  # again, on the same port
 
