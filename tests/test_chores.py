@@ -169,3 +169,19 @@ def test_statistics_go_to_the_steering_address_every_n_months(dovecot, smtp_rece
         assert len(smtp_receiver.to("steering@example.org")) == 2
     finally:
         harness.close()
+
+
+def test_a_once_per_period_marker_moved_by_another_daemon_is_never_overwritten(database):
+    from conduct_inbox.chores import _advance_marker, _Overtaken
+    from conduct_inbox.models import DatabaseMeta
+
+    with database.sessions() as session, session.begin():
+        _advance_marker(session, "spam_digest_at", None, "first")
+    for stale in (None, "older"):  # what a second daemon read before the first one wrote
+        with pytest.raises(_Overtaken):
+            with database.sessions() as session, session.begin():
+                _advance_marker(session, "spam_digest_at", stale, "second")
+    with database.sessions() as session, session.begin():
+        _advance_marker(session, "spam_digest_at", "first", "third")
+    with database.sessions() as session:
+        assert session.get(DatabaseMeta, "spam_digest_at").value == "third"

@@ -17,6 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from . import routing
+from .db import dialect_insert
+from .mail.compose import Draft
 from .models import Case, DatabaseMeta, EscalationFired, Sanction
 from .outbox import enqueue
 from .workflow import Workflow, event
@@ -27,6 +29,22 @@ WEBHOOK_KEY = "urgent_webhook"
 DIGEST_KEY = "spam_digest"
 _LAST_DIGEST = "spam_digest_at"
 DIGEST_EVERY = timedelta(hours=24)
+
+
+class _Overtaken(Exception):
+    """Another daemon moved a once-per-period marker first: this transaction must not commit."""
+
+
+def _advance_marker(session: Session, name: str, old: str | None, new: str) -> None:
+    """Compare-and-set the database fact `name` from `old` (None: absent) to `new`, or raise _Overtaken."""
+    if old is None:
+        statement = dialect_insert(session)(DatabaseMeta).values(name=name, value=new)
+        statement = statement.on_conflict_do_nothing(index_elements=["name"])
+    else:
+        statement = update(DatabaseMeta).where(DatabaseMeta.name == name, DatabaseMeta.value == old).values(value=new)
+    # RETURNING, not rowcount: an ORM-enabled INSERT does not report a row count on every driver.
+    if session.execute(statement.returning(DatabaseMeta.name)).first() is None:
+        raise _Overtaken
 
 
 def _fired(key: str):  # type: ignore[no-untyped-def]
@@ -79,6 +97,13 @@ def post_urgent_webhooks(sessions: sessionmaker[Session], url: str, now: datetim
 
 def send_spam_digest(sessions: sessionmaker[Session], workflow: Workflow, now: datetime) -> int:
     """Once a day, one mail per member listing the spam-flagged cases they may see; returns cases listed."""
+    try:
+        return _spam_digest(sessions, workflow, now)
+    except _Overtaken:
+        return 0  # another daemon sent it a moment ago
+
+
+def _spam_digest(sessions: sessionmaker[Session], workflow: Workflow, now: datetime) -> int:
     with sessions() as session, session.begin():
         last = session.get(DatabaseMeta, _LAST_DIGEST)
         if last is not None and datetime.fromisoformat(last.value) > now - DIGEST_EVERY:
@@ -109,17 +134,7 @@ def send_spam_digest(sessions: sessionmaker[Session], workflow: Workflow, now: d
                 enqueue(session, draft, workflow.sender, now)
         for case in cases:
             session.add(EscalationFired(case_id=case.id, key=DIGEST_KEY, level=0, fired_at=now))
-        if last is None:
-            session.add(DatabaseMeta(name=_LAST_DIGEST, value=now.isoformat()))
-        else:
-            # Compare-and-set: a second daemon that read the same old value updates nothing and rolls back.
-            result = session.execute(
-                update(DatabaseMeta).where(DatabaseMeta.name == _LAST_DIGEST, DatabaseMeta.value == last.value)
-                .values(value=now.isoformat()).execution_options(synchronize_session=False)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                session.rollback()
-                return 0
+        _advance_marker(session, _LAST_DIGEST, last.value if last else None, now.isoformat())
     log.info("spam digest: %d case(s)", len(cases))
     return len(cases)
 
@@ -177,33 +192,26 @@ def send_statistics(
 ) -> bool:
     """Every `every_months` months (on the first pass of the month), mail the anonymous statistics of
     the last 12 full months to the steering address. Counts only, small ones hidden (stats.py)."""
-    from .mail.compose import Draft
     from .stats import collect, render_text
 
     if not address or every_months <= 0:
         return False
     month = now.year * 12 + now.month - 1
-    with sessions() as session, session.begin():
-        last = session.get(DatabaseMeta, _LAST_STATISTICS)
-        if last is not None and month - int(last.value) < every_months:
-            return False
-        first_of_month = now.date().replace(day=1)
-        since = first_of_month.replace(year=first_of_month.year - 1)
-        until = first_of_month - timedelta(days=1)
-        text = render_text(collect(session, since, until, today=now.date()))
-        draft = Draft(kind="statistics", audience="steering", recipient=address,
-                      subject=f"[{workflow.options.case_tag}] Statistics {since.isoformat()} to {until.isoformat()}",
-                      body=text)
-        enqueue(session, draft, workflow.sender, now)
-        if last is None:
-            session.add(DatabaseMeta(name=_LAST_STATISTICS, value=str(month)))
-        else:
-            result = session.execute(
-                update(DatabaseMeta).where(DatabaseMeta.name == _LAST_STATISTICS, DatabaseMeta.value == last.value)
-                .values(value=str(month)).execution_options(synchronize_session=False)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                session.rollback()  # another daemon sent them
+    try:
+        with sessions() as session, session.begin():
+            last = session.get(DatabaseMeta, _LAST_STATISTICS)
+            if last is not None and month - int(last.value) < every_months:
                 return False
+            first_of_month = now.date().replace(day=1)
+            since = first_of_month.replace(year=first_of_month.year - 1)
+            until = first_of_month - timedelta(days=1)
+            text = render_text(collect(session, since, until, today=now.date()))
+            draft = Draft(kind="statistics", audience="steering", recipient=address,
+                          subject=f"[{workflow.options.case_tag}] Statistics {since.isoformat()} to {until.isoformat()}",
+                          body=text)
+            enqueue(session, draft, workflow.sender, now)
+            _advance_marker(session, _LAST_STATISTICS, last.value if last else None, str(month))
+    except _Overtaken:
+        return False  # another daemon sent them a moment ago
     log.info("statistics sent to the steering address")
     return True

@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, defer, sessionmaker
 
+from .db import dialect_insert
 from .mail.compose import Draft, Sender, build
 from .models import OutboxMessage, ServiceState
 from .ports import BatchResult, DeliveryResult, OutgoingMail, Outcome
@@ -231,8 +231,7 @@ class Dispatcher:
 
     def _record_service_state(self, session: Session, outage: str | None, now: datetime) -> None:
         # Two daemons may record their first batch at once: create the row without a race, then lock it.
-        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-        session.execute(insert(ServiceState).values(name="smtp", failures=0).on_conflict_do_nothing(index_elements=["name"]))
+        session.execute(dialect_insert(session)(ServiceState).values(name="smtp", failures=0).on_conflict_do_nothing(index_elements=["name"]))
         state = session.get(ServiceState, "smtp", with_for_update=True, populate_existing=True)
         assert state is not None
         if outage is None:

@@ -14,12 +14,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from . import routing, tokens
 from .classify import CaseFacts, Classification, Facts, Policy, is_automatic, verp_row
 from .committee import Desk
+from .db import dialect_insert
 from .commands import strip_commands
 from .mail.compose import Draft, OutgoingAttachment, Sender
 from .mail.parse import InboundMessage as Parsed
@@ -213,9 +213,8 @@ class Workflow:
 
     def next_ref(self, session: Session, now: datetime) -> str:
         """Allocate the next per-year reference atomically (safe with two daemons)."""
-        insert = postgresql.insert if session.bind is not None and session.bind.dialect.name == "postgresql" else sqlite.insert
         statement = (
-            insert(CaseCounter)
+            dialect_insert(session)(CaseCounter)
             .values(year=now.year, last=1)
             .on_conflict_do_update(index_elements=["year"], set_={"last": CaseCounter.last + 1})
             .returning(CaseCounter.last)
