@@ -117,12 +117,15 @@ class App:
     dispatcher: Dispatcher
     clock: Callable[[], datetime]
     stop: threading.Event = field(default_factory=threading.Event)
+    #: The same database, committing without waiting for the disk (db.make_engine(crash_safe_only=True)).
+    crash_safe_engine: Engine | None = None
 
     def close(self) -> None:
         self.intake.close()
         self.intake.parser.close()  # type: ignore[attr-defined]
         self.intake.mailbox.close()
-        self.dispatcher.sessions.kw["bind"].dispose()
+        if self.crash_safe_engine is not None:
+            self.crash_safe_engine.dispose()
         self.engine.dispose()
 
 
@@ -138,8 +141,13 @@ def build_app(
 ) -> App:
     engine = engine or db.engine_for(settings)
     db.check_key(engine)
-    marks_engine = db.make_engine(str(engine.url.render_as_string(hide_password=False)),
-                                  getattr(engine.dialect, "conduct_cipher", None), crash_safe_only=True)
+    # For writes whose loss to a power cut costs a repeated attempt, never a report: the attempt
+    # counter before parsing, and everything the dispatcher records (one commit per mail).
+    crash_safe_engine = db.make_engine(
+        engine.url.render_as_string(hide_password=False), getattr(engine.dialect, "conduct_cipher", None),
+        crash_safe_only=True,
+    )
+    crash_safe_sessions = db.session_factory(crash_safe_engine)
     sessions = db.session_factory(engine)
     workflow = make_workflow(settings)
     stop = threading.Event()
@@ -162,17 +170,14 @@ def build_app(
         max_attempts=settings.intake.max_attempts,
         stop=stop,
         on_commit=on_commit,
-        attempt_sessions=db.session_factory(marks_engine),
+        attempt_sessions=crash_safe_sessions,
     )
-    # Everything the dispatcher writes may be lost to a power cut at the cost of a repeated send
-    # attempt, never of a report: its commits need not wait for the disk (db.make_engine).
-    dispatch_sessions = db.session_factory(marks_engine)
     dispatcher = Dispatcher(
-        dispatch_sessions,
+        crash_safe_sessions,
         transport or make_transport(settings),
         workflow.sender,
         workflow.on_delivery_failure,
         Backoff(settings.smtp.retry_initial_seconds, settings.smtp.retry_max_seconds),
         settings.smtp.batch_size,
     )
-    return App(settings, engine, sessions, workflow, intake, dispatcher, clock, stop)
+    return App(settings, engine, sessions, workflow, intake, dispatcher, clock, stop, crash_safe_engine)
