@@ -36,9 +36,9 @@ from sqlalchemy import create_engine, text  # noqa: E402
 
 from conduct_inbox import db  # noqa: E402
 from tests.fixtures.database import POSTGRES_ADMIN_URL  # noqa: E402
-from tests.fixtures.dovecot import DovecotServer  # noqa: E402
+from tests.fixtures.dovecot import DovecotServer, running_dovecot  # noqa: E402
 from tests.harness import MEMBERS, write_config  # noqa: E402
-from tests.procs import proc_stats  # noqa: E402
+from tests.procs import proc_stats, wait_until  # noqa: E402
 
 MEMBER_EMAILS = [m[1] for m in MEMBERS]
 BACKENDS = ("sqlite", "postgresql")
@@ -132,14 +132,7 @@ def config_file(folder: Path, dovecot: DovecotServer, user: str, smtp_port: int,
     )
 
 
-@contextlib.contextmanager
-def dovecot_server() -> Iterator[DovecotServer]:
-    server = DovecotServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
+dovecot_server = running_dovecot
 
 
 # ----- synthetic reports ------------------------------------------------------------------------------
@@ -453,10 +446,9 @@ def work_dir() -> Path:
     return folder
 
 
-def wait_until(predicate: Any, timeout: float, poll: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(poll)
-    return bool(predicate())
+def warm_up(dovecot: DovecotServer, user: str, receiver: Any, folder: Path) -> None:
+    """Deliver one report and wait for its acknowledgement: the daemon is up, its parser started."""
+    sender, raw = report(0, tag="warm")
+    dovecot.append(user, raw)
+    if not wait_until(lambda: any(r[0] == sender for _, _, r in receiver.since(0)), 30):
+        raise RuntimeError(f"no acknowledgement for the warm-up report; daemon log: {folder / 'daemon.log'}")

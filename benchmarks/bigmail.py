@@ -57,10 +57,7 @@ def main() -> int:
         log = open(folder / "daemon.log", "wb")
         proc = C.start_daemon(config, stderr=log)
         try:
-            warm_sender, warm = C.report(0, tag="warm")
-            dovecot.append(user, warm)
-            if not C.wait_until(lambda: any(r[0] == warm_sender for _, _, r in receiver.since(0)), 30):
-                raise RuntimeError(f"no acknowledgement for the warm-up report; daemon log {folder / 'daemon.log'}")
+            C.warm_up(dovecot, user, receiver, folder)
             C.wait_until(lambda: receiver.count() >= 1 + len(C.MEMBER_EMAILS), 10)
             time.sleep(2)
             idle = C.tree_memory(proc.pid)
@@ -69,7 +66,7 @@ def main() -> int:
                 t0 = time.monotonic()
                 dovecot.append(user, raw)
                 t_appended = time.monotonic()
-                done = C.wait_until(lambda: receiver.count() >= base + 1 + len(C.MEMBER_EMAILS), 300, poll=0.05)
+                done = C.wait_until(lambda: receiver.count() >= base + 1 + len(C.MEMBER_EMAILS), 300, step=0.05)
                 t_done = time.monotonic()
                 time.sleep(0.5)
             after = C.tree_memory(proc.pid)

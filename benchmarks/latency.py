@@ -67,11 +67,7 @@ def main() -> int:
         log = open(folder / "daemon.log", "wb")
         daemon = C.start_daemon(config, stderr=log)
         try:
-            # Warm up: the start-up poll takes this one and starts the parser worker.
-            sender, raw = C.report(0, tag="warm")
-            dovecot.append(user, raw)
-            if not C.wait_until(lambda: any(r[0] == sender for _, _, r in receiver.since(0)), 30):
-                raise RuntimeError(f"no acknowledgement for the warm-up report; daemon log: {folder / 'daemon.log'}")
+            C.warm_up(dovecot, user, receiver, folder)  # the start-up poll takes it and starts the parser
             dovecot.deliver_lmtp(floor_user, C.report(0, tag="floorseed")[1])  # the floor mailbox exists
             watcher = IdleWatcher(dovecot, floor_user)
             watcher.start()
