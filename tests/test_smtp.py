@@ -71,6 +71,47 @@ def test_batch_goes_over_one_connection_byte_exact_with_its_own_envelope(smtp_re
         assert record.message["Message-ID"] == f"<row{mail.row_id}@conduct.example.org>"
 
 
+def test_large_batch_uses_two_connections_yet_mail_is_accepted_one_at_a_time(smtp_receiver):
+    """While the hook records one accepted mail, the server accepts no other (a crash then
+    repeats at most one mail), even though the second connection is busy with its envelope."""
+    mails = [_mail(i, f"person{i}@example.net") for i in range(1, 41)]
+    overlaps: list[int] = []
+    hooked: list[int] = []
+
+    async def record(row_id: int, result: object) -> None:
+        before = len(smtp_receiver.messages)
+        await asyncio.sleep(0.005)  # a slow database: the other connection gets to run meanwhile
+        overlaps.append(len(smtp_receiver.messages) - before)
+        hooked.append(row_id)
+
+    batch = asyncio.run(_sender(smtp_receiver).send_batch(mails, on_result=record))
+
+    assert batch.outage is None
+    assert sorted(hooked) == list(range(1, 41))
+    assert {r.outcome for r in batch.results.values()} == {Outcome.SENT}
+    assert smtp_receiver.connections == 2
+    assert overlaps == [0] * 40
+    assert sorted(m.rcpt_tos[0] for m in smtp_receiver.wait_for(40)) == sorted(m.recipient for m in mails)
+
+
+def test_failed_record_ends_the_batch_and_no_further_mail_is_handed_over(smtp_receiver):
+    mails = [_mail(i, f"person{i}@example.net") for i in range(1, 41)]
+
+    async def record(row_id: int, result: object) -> None:
+        if len(smtp_receiver.messages) == 5:
+            raise RuntimeError("database down")
+
+    with pytest.raises(RuntimeError, match="database down"):
+        asyncio.run(_sender(smtp_receiver).send_batch(mails, on_result=record))
+    assert len(smtp_receiver.messages) == 5  # the other connection's envelope was reset, not sent
+
+
+def test_one_connection_when_configured_so(smtp_receiver):
+    mails = [_mail(i, f"person{i}@example.net") for i in range(1, 41)]
+    batch = _send(_sender(smtp_receiver, connections=1), mails)
+    assert len(batch.results) == 40 and smtp_receiver.connections == 1
+
+
 def test_empty_batch_opens_no_connection(smtp_receiver):
     assert _send(_sender(smtp_receiver), []) == BatchResult({})
     assert smtp_receiver.connections == 0

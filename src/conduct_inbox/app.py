@@ -99,6 +99,7 @@ def make_transport(settings: Settings) -> Transport:
             smtp.username or None,
             smtp.password.get_secret_value() or None,
             timeout=float(smtp.timeout_seconds),
+            connections=smtp.connections,
         )
     from .mail.maildir_sender import MaildirSender
 
@@ -122,6 +123,7 @@ class App:
 
     def close(self) -> None:
         self.intake.close()
+        self.dispatcher.close()
         self.intake.parser.close()  # type: ignore[attr-defined]
         self.intake.mailbox.close()
         if self.crash_safe_engine is not None:
@@ -173,7 +175,7 @@ def build_app(
         attempt_sessions=crash_safe_sessions,
     )
     dispatcher = Dispatcher(
-        crash_safe_sessions,
+        crash_safe_engine,
         transport or make_transport(settings),
         workflow.sender,
         workflow.on_delivery_failure,

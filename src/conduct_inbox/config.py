@@ -177,6 +177,8 @@ class Smtp(_Section):
     retry_initial_seconds: PositiveInt = 30
     retry_max_seconds: PositiveInt = 3600
     batch_size: PositiveInt = 200
+    #: Connections one large batch is sent over at once (mail is still accepted one at a time).
+    connections: PositiveInt = 2
     maildir: str = ""
 
     _security = field_validator("security")(_check_security)

@@ -11,14 +11,15 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, defer, sessionmaker
+from sqlalchemy.orm import Session, defer
 
-from .db import dialect_insert
+from .db import dialect_insert, session_factory
 from .mail.compose import Draft, Sender, build
 from .models import OutboxMessage, ServiceState
 from .ports import BatchResult, DeliveryResult, OutgoingMail, Outcome
@@ -88,22 +89,32 @@ class FlushReport:
 #: Called (in the same transaction) for every row that failed for good; enqueues the alert.
 FailureHook = Callable[[Session, OutboxMessage, datetime], None]
 
+_outbox = OutboxMessage.__table__
+#: One accepted mail recorded as sent: a single statement, committed on its own (autocommit).
+_MARK_SENT = (
+    update(_outbox)
+    .where(_outbox.c.id == bindparam("row_id"))
+    .values(status="sent", sent_at=bindparam("sent"), claimed_until=None, attempts=_outbox.c.attempts + 1,
+            last_code=250, last_error=None)
+)
+
 
 class Dispatcher:
     """Sends due outbox rows in batches over one connection each, and records what happened."""
 
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        engine: Engine,
         transport: Transport,
         sender: Sender,
         on_failure: FailureHook,
         backoff: Backoff = Backoff(),
         batch_size: int = 200,
     ):
-        #: Ideally sessions of an engine made with db.make_engine(crash_safe_only=True): losing one
-        #: of these commits to a power cut only repeats a send attempt, and there is one per mail.
-        self.sessions = sessions
+        #: Ideally an engine made with db.make_engine(crash_safe_only=True): losing one of these
+        #: commits to a power cut only repeats a send attempt, and there is one per mail.
+        self.engine = engine
+        self.sessions = session_factory(engine)
         self.transport = transport
         self.sender = sender
         self.on_failure = on_failure
@@ -112,6 +123,17 @@ class Dispatcher:
         #: Rows the server accepted whose "sent" could not be written (database down): written
         #: first thing at the next flush. They stay claimed meanwhile, so nobody sends them again.
         self._unrecorded: dict[int, datetime] = {}
+        #: "Sent" records go through one connection held for a batch, used by this one thread only.
+        self._recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conduct-inbox-sent")
+        self._connection: Connection | None = None
+
+    def close(self) -> None:
+        """End the recording thread (after releasing its connection)."""
+        try:
+            self._recorder.submit(self._release).result()
+        except RuntimeError:
+            return  # closed already
+        self._recorder.shutdown(wait=True)
 
     def _claim(self, now: datetime) -> list[OutgoingMail]:
         with self.sessions() as session, session.begin():
@@ -146,24 +168,47 @@ class Dispatcher:
         if not mails:
             return FlushReport()
         recorded: set[int] = set()
+        loop = asyncio.get_running_loop()
 
         async def on_result(row_id: int, result: DeliveryResult) -> None:
             if result.outcome is not Outcome.SENT:
                 return  # refusals and deferrals are recorded with the batch
             try:
-                await asyncio.to_thread(self._mark_sent, {row_id: now})
+                await loop.run_in_executor(self._recorder, self._record_sent, row_id, now)
             except SQLAlchemyError:
                 self._unrecorded[row_id] = now
                 raise  # end the batch: the rest stays claimed and unsent
             recorded.add(row_id)
 
-        result = await self.transport.send_batch(mails, on_result=on_result)
+        try:
+            result = await self.transport.send_batch(mails, on_result=on_result)
+        finally:
+            await loop.run_in_executor(self._recorder, self._release)
         rest = [m for m in mails if m.row_id not in recorded]
         report = await asyncio.to_thread(self._record, rest, result, now)
         return FlushReport(report.sent + len(recorded), report.failed, report.deferred, report.outage)
 
+    def _record_sent(self, row_id: int, at: datetime) -> None:
+        """Record one accepted mail as sent (on the recording thread): one autocommitted UPDATE on
+        the batch's connection, so that the next mail need not wait for more than that."""
+        if self._connection is None:
+            self._connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            self._connection.execute(_MARK_SENT, {"row_id": row_id, "sent": at})
+        except SQLAlchemyError:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except SQLAlchemyError:
+                pass  # a broken connection: the pool discards it
+
     def _mark_sent(self, rows: dict[int, datetime]) -> None:
-        """Record accepted mail as sent: one small commit per mail (see __init__)."""
+        """Record accepted mail whose record failed earlier (the database was down)."""
         with self.sessions() as session, session.begin():
             self._update_sent(session, rows)
 

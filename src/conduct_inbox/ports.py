@@ -95,7 +95,9 @@ class BatchResult:
     outage: str | None = None
 
 
-#: Awaited by a Sender after each row's final result, before it sends the next one.
+#: Called by a Sender with each row's final result. The Sender may start the next row's envelope
+#: (MAIL FROM, RCPT TO) while the hook runs, but hands over no further content before the hook is
+#: done; an exception from the hook ends the batch.
 ResultHook = Callable[[int, DeliveryResult], Awaitable[None]]
 
 

@@ -10,6 +10,7 @@ fixed word are kept.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import ssl
@@ -52,6 +53,62 @@ def _connection_reason(what: str, exc: BaseException) -> str:
     return f"SMTP {what} failed ({type(cause).__name__})"
 
 
+#: A batch opens a second connection only when it has at least this many mails per connection.
+MAILS_PER_CONNECTION = 8
+
+
+class _Batch:
+    """The mails of one batch, shared by its connections, and the one place where mail is accepted.
+
+    Only one mail at a time may be between "content handed over" and "result hook done": the
+    connection about to hand over content takes `accepting`, and the hook on that row gives it
+    back. Meanwhile the other connections send their next envelopes. So a crash repeats at most
+    one mail, however many connections there are."""
+
+    def __init__(self, mails: Sequence[OutgoingMail], on_result: ResultHook | None):
+        self._queue = iter(mails)
+        self.on_result = on_result
+        self.results: dict[int, DeliveryResult] = {}
+        self.accepting = asyncio.Lock()
+        self.outage: _Outage | None = None
+        #: An exception raised by the result hook: no further mail is handed over.
+        self.error: BaseException | None = None
+        self._hooks: set[asyncio.Future[None]] = set()
+
+    def next(self) -> OutgoingMail | None:
+        if self.outage is not None or self.error is not None:
+            return None
+        return next(self._queue, None)
+
+    def accepted(self, row_id: int, result: DeliveryResult) -> None:
+        """The server accepted a row: run the hook, then let the next mail be accepted."""
+        self.results[row_id] = result
+        if self.on_result is None:
+            self.accepting.release()
+            return
+        hook = asyncio.ensure_future(self._run_hook(row_id, result))
+        self._hooks.add(hook)
+        hook.add_done_callback(self._hooks.discard)
+
+    async def _run_hook(self, row_id: int, result: DeliveryResult) -> None:
+        assert self.on_result is not None
+        try:
+            await self.on_result(row_id, result)
+        except BaseException as exc:  # re-raised by send_batch once every connection has ended
+            self.error = self.error or exc
+        finally:
+            self.accepting.release()
+
+    async def settled(self) -> None:
+        """Wait for the hooks still running."""
+        while self._hooks:
+            await asyncio.gather(*self._hooks)
+
+
+class _Stopped(Exception):
+    """Internal: the batch ended elsewhere (a failed result hook): this connection stops."""
+
+
 class SmtpSender:
     """Hands outbox rows to an SMTP submission server (implements `ports.Sender`)."""
 
@@ -65,6 +122,7 @@ class SmtpSender:
         timeout: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
         local_hostname: str | None = None,
+        connections: int = 2,
     ):
         if security not in ("tls", "starttls", "none"):
             raise ValueError(f"unknown SMTP security {security!r}")
@@ -76,37 +134,59 @@ class SmtpSender:
         self.timeout = timeout
         self.ssl_context = ssl_context
         self.local_hostname = local_hostname
+        #: Connections a large batch is sent over at once: one waits for the server while the other
+        #: talks (SMTP is a conversation of round trips), yet mail is accepted one at a time.
+        self.connections = max(1, connections)
 
     # -- public API ------------------------------------------------------------------
 
     async def send_batch(self, mails: Sequence[OutgoingMail], on_result: ResultHook | None = None) -> BatchResult:
-        """Send `mails` over one connection; stop at the first outage, results so far kept.
+        """Send `mails` over up to `connections` connections; stop at the first outage, results so far kept.
 
-        `on_result(row_id, result)` is awaited after each row's final reply, before the next
-        row is sent, so that the caller can record it at once (an exception from it ends the batch)."""
-        results: dict[int, DeliveryResult] = {}
+        `on_result(row_id, result)` runs for each row the server accepted, before any other mail
+        can be accepted (see `_Batch`); the caller records the row there. An exception from it
+        ends the batch (rows in progress are reset) and is raised here."""
         if not mails:
-            return BatchResult(results)
+            return BatchResult({})
+        batch = _Batch(mails, on_result)
+        count = max(1, min(self.connections, len(mails) // MAILS_PER_CONNECTION))
+        ended = await asyncio.gather(*(self._connection(batch, first=i == 0) for i in range(count)),
+                                     return_exceptions=True)
+        await batch.settled()
+        for outcome in ended:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, _Stopped):
+                raise outcome
+        if batch.error is not None:
+            raise batch.error
+        if batch.outage is not None:
+            log.warning("SMTP outage after %d of %d rows: %s", len(batch.results), len(mails), batch.outage.reason)
+            return BatchResult(batch.results, outage=batch.outage.reason)
+        return BatchResult(batch.results)
+
+    async def _connection(self, batch: _Batch, first: bool) -> None:
+        """One connection taking mails from the batch until none are left or the batch stops."""
         client = self._client()
         try:
-            await self._open(client)
-            for mail in mails:
+            try:
+                await self._open(client)
+            except _Outage as outage:
+                if first:
+                    batch.outage = batch.outage or outage
+                else:  # the first connection goes on alone (a server may limit connections)
+                    log.info("extra SMTP connection not opened: %s", outage.reason)
+                return
+            while (mail := batch.next()) is not None:
                 try:
-                    results[mail.row_id] = await self._send_one(client, mail)
+                    result = await self._send_one(client, mail, batch)
                 except _Outage as outage:
                     if outage.result is not None:  # refused, then RSET failed: result stands
-                        results[mail.row_id] = outage.result
-                    raise
-                if on_result is not None:
-                    await on_result(mail.row_id, results[mail.row_id])
-        except _Outage as outage:
-            log.warning(
-                "SMTP outage after %d of %d rows: %s", len(results), len(mails), outage.reason
-            )
-            return BatchResult(results, outage=outage.reason)
+                        batch.results[mail.row_id] = outage.result
+                    batch.outage = batch.outage or outage
+                    return
+                if result.outcome is not Outcome.SENT:
+                    batch.results[mail.row_id] = result
         finally:
             await self._quit(client)
-        return BatchResult(results)
 
     async def probe(self) -> str | None:
         """Connect, secure and log in as configured: None when that works, else the reason."""
@@ -167,8 +247,11 @@ class SmtpSender:
 
     # -- one transaction -------------------------------------------------------------
 
-    async def _send_one(self, client: aiosmtplib.SMTP, mail: OutgoingMail) -> DeliveryResult:
-        """MAIL, RCPT, DATA for one row; per-row result, or _Outage for the whole batch."""
+    async def _send_one(self, client: aiosmtplib.SMTP, mail: OutgoingMail, batch: _Batch) -> DeliveryResult:
+        """MAIL, RCPT, DATA for one row; per-row result, or _Outage for the whole batch.
+
+        The content goes out only while holding `batch.accepting`; an accepted row is handed to
+        `batch.accepted`, which releases it once the row is recorded."""
         needs_utf8 = not (mail.envelope_from.isascii() and mail.recipient.isascii())
         if needs_utf8 and not client.supports_extension("smtputf8"):
             log.info("outbox row %d: address needs SMTPUTF8, server lacks it", mail.row_id)
@@ -192,10 +275,16 @@ class SmtpSender:
                 result = self._recipient_refused(mail, exc)
                 await self._reset(client, result)
                 return result
+            await batch.accepting.acquire()
+            if batch.error is not None:  # recording an accepted mail failed: hand nothing more over
+                batch.accepting.release()
+                await self._abandon(client)
+                raise _Stopped()
             stage = "DATA"
             try:
                 await client.data(mail.data)
             except aiosmtplib.SMTPDataError as exc:
+                batch.accepting.release()
                 if not 500 <= exc.code < 600:
                     raise
                 log.info("outbox row %d: data refused %s", mail.row_id, exc.code)
@@ -204,6 +293,10 @@ class SmtpSender:
                 )
                 await self._reset(client, result)
                 return result
+            except BaseException:
+                batch.accepting.release()
+                raise
+            batch.accepted(mail.row_id, DeliveryResult(Outcome.SENT, 250))
         except aiosmtplib.SMTPResponseException as exc:
             raise _Outage(f"SMTP {stage} refused ({_status(exc.code, exc.message)})") from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
@@ -222,6 +315,14 @@ class SmtpSender:
             log.info("outbox row %d: recipient deferred %s", mail.row_id, status)
             return DeliveryResult(Outcome.DEFERRED, exc.code, f"{status} recipient deferred")
         raise _Outage(f"SMTP RCPT TO unexpected reply ({status})")
+
+    @staticmethod
+    async def _abandon(client: aiosmtplib.SMTP) -> None:
+        """RSET a transaction we will not finish; failure does not matter, the batch ends anyway."""
+        try:
+            await client.rset()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            pass
 
     async def _reset(self, client: aiosmtplib.SMTP, result: DeliveryResult) -> None:
         """RSET after a refused transaction; if that fails the batch stops, `result` kept."""
