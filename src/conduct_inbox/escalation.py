@@ -52,6 +52,10 @@ def case_clock(session: Session, case: Case) -> sla.CaseClock:
         .order_by(OutboxMessage.created_at)
         .limit(1)
     )
+    return _clock(case, frozenset(fired), pending_ack)
+
+
+def _clock(case: Case, fired: frozenset[str], pending_ack: datetime | None) -> sla.CaseClock:
     return sla.CaseClock(
         case_id=case.id,
         ref=case.ref,
@@ -63,13 +67,19 @@ def case_clock(session: Session, case: Case) -> sla.CaseClock:
         human_ack_at=case.human_ack_at,
         last_response_at=case.last_response_at,
         auto_ack_pending_since=pending_ack,
-        fired=frozenset(fired),
+        fired=fired,
     )
 
 
 def refresh_next_due(session: Session, case: Case, policy: sla.SlaPolicy) -> None:
     """Recompute the case's next due time after anything that changes its clocks."""
     case.next_due_at = sla.next_due_at(case_clock(session, case), policy)
+
+
+def new_case_due(case: Case, ack_queued_at: datetime | None, policy: sla.SlaPolicy) -> datetime | None:
+    """`refresh_next_due` for a case opened in this very transaction: nothing has fired yet, and
+    its acknowledgement (if any) was queued at `ack_queued_at`."""
+    return sla.next_due_at(_clock(case, frozenset(), ack_queued_at), policy)
 
 
 def _due_case_ids(session: Session, policy: sla.SlaPolicy, now: datetime) -> list[int]:

@@ -15,11 +15,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .classify import Policy, classify
+from .db import dialect_insert
 from .errors import MailboxUnavailable, where
 from .mail.parse import InboundMessage as Parsed
 from .models import InboundMessage, MailboxState
@@ -28,6 +29,8 @@ from .ports import Mailbox
 from .workflow import Workflow, dedupe_key, event
 
 log = logging.getLogger(__name__)
+
+_inbound = InboundMessage.__table__
 
 FETCH_CHUNK = 50
 #: A message done in the database but still in the intake folder is moved by whoever polls only
@@ -222,47 +225,33 @@ class Intake:
     def _record_attempt(self, uidvalidity: int, uid: int, raw: bytes) -> tuple[int | None, int]:
         """Store the raw message (first time) and count the attempt, committed before parsing."""
         now = self.clock()
-        for _ in range(2):
-            try:
-                with self.attempt_sessions() as session, session.begin():
-                    row = session.scalars(
-                        select(InboundMessage).where(
-                            InboundMessage.mailbox == self.mailbox.identity,
-                            InboundMessage.uidvalidity == uidvalidity,
-                            InboundMessage.uid == uid,
-                        )
-                    ).first()
-                    if row is None:
-                        row = InboundMessage(
-                            mailbox=self.mailbox.identity,
-                            uidvalidity=uidvalidity,
-                            uid=uid,
-                            raw=raw,
-                            size=len(raw),
-                            received_at=now,
-                            attempts=1,
-                            status="pending",
-                        )
-                        session.add(row)
-                        session.flush()
-                        return row.id, 1
-                    if row.status != "pending":
-                        return None, row.attempts
-                    # Counted by the database, and only while still pending: a daemon whose UPDATE
-                    # waited for another's row lock must not go on with a message that is done now.
-                    attempts = session.execute(
-                        update(InboundMessage)
-                        .where(InboundMessage.id == row.id, InboundMessage.status == "pending")
-                        .values(attempts=InboundMessage.attempts + 1)
-                        .returning(InboundMessage.attempts)
-                        .execution_options(synchronize_session=False)
-                    ).scalar_one_or_none()
-                    if attempts is None:
-                        return None, row.attempts  # another daemon finished it meanwhile
-                    return row.id, attempts
-            except IntegrityError:
-                continue  # another daemon inserted it a moment ago
-        return None, 0
+        with self.attempt_sessions() as session, session.begin():
+            # The first attempt, as one statement; nothing when the message is known already.
+            row_id = session.execute(
+                dialect_insert(session)(_inbound)
+                .values(mailbox=self.mailbox.identity, uidvalidity=uidvalidity, uid=uid, raw=raw, size=len(raw),
+                        received_at=now, attempts=1, status="pending", message_id_reused=False)
+                .on_conflict_do_nothing(index_elements=["mailbox", "uidvalidity", "uid"])
+                .returning(_inbound.c.id)
+            ).scalar_one_or_none()
+            if row_id is not None:
+                return row_id, 1
+            # Counted by the database, and only while still pending: a daemon whose UPDATE waited
+            # for another's row lock must not go on with a message that is done now.
+            counted = session.execute(
+                update(_inbound)
+                .where(_inbound.c.mailbox == self.mailbox.identity, _inbound.c.uidvalidity == uidvalidity,
+                       _inbound.c.uid == uid, _inbound.c.status == "pending")
+                .values(attempts=_inbound.c.attempts + 1)
+                .returning(_inbound.c.id, _inbound.c.attempts)
+            ).first()
+            if counted is not None:
+                return counted.id, counted.attempts
+            attempts = session.scalar(
+                select(_inbound.c.attempts).where(_inbound.c.mailbox == self.mailbox.identity,
+                                                  _inbound.c.uidvalidity == uidvalidity, _inbound.c.uid == uid)
+            )
+            return None, attempts or 0  # another daemon finished it (or holds it)
 
     def _apply(self, row_id: int, parsed: Parsed) -> str | None:
         now = self.clock()
@@ -272,25 +261,28 @@ class Intake:
             ).first()
             if row is None or row.status != "pending":
                 return None  # another daemon is on it, or finished it
-            row.message_id = parsed.message_id[:998] if parsed.message_id else None
-            row.body_hash = parsed.body_hash
+            message_id = parsed.message_id[:998] if parsed.message_id else None
+            earlier = None
             if parsed.message_id:
                 key = dedupe_key(parsed.message_id, parsed.body_hash)
-                original = session.scalars(select(InboundMessage).where(InboundMessage.dedupe_key == key)).first()
-                if original is not None:
-                    row.status, row.kind, row.duplicate_of_id, row.processed_at = "duplicate", "duplicate", original.id, now
-                    row.case_id = original.case_id
-                    event(session, original.case_id, "system", "duplicate_delivery", now, inbound_id=row.id, original_id=original.id)
-                    return f"repeated delivery of inbound #{original.id}: nothing new"
-                reused = session.scalars(
-                    select(InboundMessage.id).where(
-                        InboundMessage.message_id == row.message_id, InboundMessage.id != row.id,
-                        InboundMessage.status != "pending",
-                    ).limit(1)
+                # One look at earlier messages with this Message-ID: the same one again (its key
+                # matches; listed first), or a different one reusing the ID.
+                earlier = session.execute(
+                    select(InboundMessage.id, InboundMessage.case_id, InboundMessage.dedupe_key)
+                    .where(InboundMessage.message_id == message_id, InboundMessage.id != row.id,
+                           InboundMessage.status != "pending")
+                    .order_by(case((InboundMessage.dedupe_key == key, 0), else_=1))
+                    .limit(1)
                 ).first()
-                row.message_id_reused = reused is not None
-                row.dedupe_key = key
-                session.flush()  # claims the key now: a racing copy fails here, not later
+            row.message_id, row.body_hash = message_id, parsed.body_hash
+            if parsed.message_id:
+                if earlier is not None and earlier.dedupe_key == key:
+                    row.status, row.kind, row.duplicate_of_id, row.processed_at = "duplicate", "duplicate", earlier.id, now
+                    row.case_id = earlier.case_id
+                    event(session, earlier.case_id, "system", "duplicate_delivery", now, inbound_id=row.id, original_id=earlier.id)
+                    return f"repeated delivery of inbound #{earlier.id}: nothing new"
+                row.message_id_reused = earlier is not None
+                row.dedupe_key = key  # claimed at the next flush: a racing copy fails there
             result = classify(parsed, self.workflow.facts(session, parsed), self.policy)
             outcome = self.workflow.apply(session, row, parsed, result, now)
             if row.message_id_reused:

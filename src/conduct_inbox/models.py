@@ -212,6 +212,8 @@ class InboundMessage(Base):
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     attachments: Mapped[list[Attachment]] = relationship(back_populates="message", order_by="Attachment.id")
+    #: Set with a new case in the same flush (the case is inserted first, then this row updated).
+    case: Mapped[Case | None] = relationship()
 
 
 class Attachment(Base):

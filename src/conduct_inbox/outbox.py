@@ -10,22 +10,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, bindparam, or_, select, update
+from sqlalchemy import Engine, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, defer
 
 from .db import dialect_insert, session_factory
+from .sent_log import MARK_SENT, sent_log_for
 from .mail.compose import Draft, Sender, build
 from .models import OutboxMessage, ServiceState
 from .ports import BatchResult, DeliveryResult, OutgoingMail, Outcome
 from .ports import Sender as Transport
 
 log = logging.getLogger(__name__)
+
+_outbox = OutboxMessage.__table__
 
 CLAIM = timedelta(minutes=10)
 #: A recipient that keeps answering 4xx is given up on after this long, and the committee alerted.
@@ -48,25 +51,32 @@ def enqueue(
     now: datetime,
     case_id: int | None = None,
     inbound_id: int | None = None,
-) -> OutboxMessage:
+) -> None:
     """Write one outgoing mail in the caller's transaction; nothing is sent until it commits."""
-    message_id = new_message_id(sender.domain)
-    row = OutboxMessage(
-        case_id=case_id,
-        inbound_id=inbound_id,
-        kind=draft.kind,
-        audience=draft.audience,
-        recipient=draft.recipient.lower(),
-        message_id=message_id,
-        subject=draft.subject,
-        data=build(draft, sender, message_id, now),
-        status="pending",
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
-    )
-    session.add(row)  # inserted with the transaction's other rows, in one batch
-    return row
+    enqueue_all(session, [draft], sender, now, case_id, inbound_id)
+
+
+def enqueue_all(
+    session: Session,
+    drafts: Sequence[Draft],
+    sender: Sender,
+    now: datetime,
+    case_id: int | None = None,
+    inbound_id: int | None = None,
+) -> None:
+    """Write outgoing mails in the caller's transaction, in one INSERT (rows in the drafts' order)."""
+    rows = []
+    for draft in drafts:
+        message_id = new_message_id(sender.domain)
+        rows.append({
+            "case_id": case_id, "inbound_id": inbound_id, "kind": draft.kind, "audience": draft.audience,
+            "recipient": draft.recipient.lower(), "message_id": message_id, "subject": draft.subject,
+            "data": build(draft, sender, message_id, now), "status": "pending", "attempts": 0,
+            "next_attempt_at": now, "created_at": now,
+        })
+    if rows:
+        # A plain INSERT, visible to the rest of the transaction at once; the ids are not needed here.
+        session.execute(insert(_outbox), rows)
 
 
 @dataclass(frozen=True)
@@ -89,14 +99,6 @@ class FlushReport:
 #: Called (in the same transaction) for every row that failed for good; enqueues the alert.
 FailureHook = Callable[[Session, OutboxMessage, datetime], None]
 
-_outbox = OutboxMessage.__table__
-#: One accepted mail recorded as sent: a single statement, committed on its own (autocommit).
-_MARK_SENT = (
-    update(_outbox)
-    .where(_outbox.c.id == bindparam("row_id"))
-    .values(status="sent", sent_at=bindparam("sent"), claimed_until=None, attempts=_outbox.c.attempts + 1,
-            last_code=250, last_error=None)
-)
 
 
 class Dispatcher:
@@ -123,17 +125,25 @@ class Dispatcher:
         #: Rows the server accepted whose "sent" could not be written (database down): written
         #: first thing at the next flush. They stay claimed meanwhile, so nobody sends them again.
         self._unrecorded: dict[int, datetime] = {}
-        #: "Sent" records go through one connection held for a batch, used by this one thread only.
+        #: Where each accepted mail is recorded at once (sent_log); used by this one thread only.
+        self._sent_log = sent_log_for(engine)
         self._recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conduct-inbox-sent")
-        self._connection: Connection | None = None
 
     def close(self) -> None:
-        """End the recording thread (after releasing its connection)."""
+        """End the recording thread (after closing the sent log)."""
         try:
-            self._recorder.submit(self._release).result()
+            self._recorder.submit(self._sent_log.close).result()
         except RuntimeError:
             return  # closed already
         self._recorder.shutdown(wait=True)
+
+    def _fold(self) -> None:
+        """Move records from the sent log's side file (SQLite) into the outbox, before claiming."""
+        held = self._sent_log.unfolded()
+        if held:
+            with self.sessions() as session, session.begin():
+                self._update_sent(session, held)
+            self._sent_log.forget(held)
 
     def _claim(self, now: datetime) -> list[OutgoingMail]:
         with self.sessions() as session, session.begin():
@@ -164,6 +174,7 @@ class Dispatcher:
             await asyncio.to_thread(self._mark_sent, held)  # raises while the database is still down
             for row_id in held:
                 self._unrecorded.pop(row_id, None)
+        await asyncio.to_thread(self._fold)
         mails = await asyncio.to_thread(self._claim, now)
         if not mails:
             return FlushReport()
@@ -174,7 +185,10 @@ class Dispatcher:
             if result.outcome is not Outcome.SENT:
                 return  # refusals and deferrals are recorded with the batch
             try:
-                await loop.run_in_executor(self._recorder, self._record_sent, row_id, now)
+                if self._sent_log.local:
+                    self._sent_log.record(row_id, now)  # a local file, no fsync: microseconds
+                else:
+                    await loop.run_in_executor(self._recorder, self._sent_log.record, row_id, now)
             except SQLAlchemyError:
                 self._unrecorded[row_id] = now
                 raise  # end the batch: the rest stays claimed and unsent
@@ -183,29 +197,11 @@ class Dispatcher:
         try:
             result = await self.transport.send_batch(mails, on_result=on_result)
         finally:
-            await loop.run_in_executor(self._recorder, self._release)
+            await loop.run_in_executor(self._recorder, self._sent_log.release)
         rest = [m for m in mails if m.row_id not in recorded]
         report = await asyncio.to_thread(self._record, rest, result, now)
+        await asyncio.to_thread(self._fold)
         return FlushReport(report.sent + len(recorded), report.failed, report.deferred, report.outage)
-
-    def _record_sent(self, row_id: int, at: datetime) -> None:
-        """Record one accepted mail as sent (on the recording thread): one autocommitted UPDATE on
-        the batch's connection, so that the next mail need not wait for more than that."""
-        if self._connection is None:
-            self._connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            self._connection.execute(_MARK_SENT, {"row_id": row_id, "sent": at})
-        except SQLAlchemyError:
-            self._release()
-            raise
-
-    def _release(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            try:
-                connection.close()
-            except SQLAlchemyError:
-                pass  # a broken connection: the pool discards it
 
     def _mark_sent(self, rows: dict[int, datetime]) -> None:
         """Record accepted mail whose record failed earlier (the database was down)."""
@@ -214,14 +210,7 @@ class Dispatcher:
 
     @staticmethod
     def _update_sent(session: Session, rows: dict[int, datetime]) -> None:
-        for row_id, at in rows.items():
-            session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == row_id)
-                .values(status="sent", sent_at=at, claimed_until=None, attempts=OutboxMessage.attempts + 1,
-                        last_code=250, last_error=None)
-                .execution_options(synchronize_session=False)
-            )
+        session.execute(MARK_SENT, [{"row_id": row_id, "sent": at} for row_id, at in rows.items()])
 
     async def flush_all(self, now: datetime, max_batches: int = 1000) -> FlushReport:
         """Batches until nothing is due or the outgoing side is down (used by `run --once`)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from . import routing, tokens
@@ -26,13 +26,14 @@ from .mail.parse import InboundMessage as Parsed
 from .models import Attachment, Case, CaseCounter, Decision, Event, InboundMessage, OutboxMessage, Party, Quarantine, Recusal
 from .recusal import detect
 from .sla import is_urgent_text
-from .outbox import enqueue, mark_failed
+from .outbox import enqueue, enqueue_all, mark_failed
 from .render import Renderer
 from .roster import Person, Roster
 
 log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
+_RATE_LIMITED = "acknowledgement rate limit for this address reached"
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,12 @@ class Options:
     steering_address: str = ""
 
 
+_INSERT_EVENT = insert(Event.__table__)
+
+
 def event(session: Session, case_id: int | None, actor: str, action: str, now: datetime, **detail: Any) -> None:
-    session.add(Event(case_id=case_id, actor=actor, action=action, at=now, detail=detail))
+    """Append to the audit trail at once (a plain INSERT: events are never read back as objects)."""
+    session.execute(_INSERT_EVENT, {"case_id": case_id, "actor": actor, "action": action, "at": now, "detail": detail})
 
 
 def dedupe_key(message_id: str, body_hash: str) -> str:
@@ -161,15 +166,32 @@ class Workflow:
         return "delivery report matching none of our mail: stored"
 
     def _on_new_report(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
-        case = self.open_case(session, msg, now, flags=result.flags)
-        row.case_id = case.id
-        row.status = "processed"
+        # Nothing queried below depends on changes not yet flushed (mail and events are written at
+        # once): flush only where an id is needed, not before every query.
+        with session.no_autoflush:
+            return self._open_reported_case(session, row, msg, result, now)
+
+    def _open_reported_case(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
+        # Everything that decides the case's first deadline is known before it is written, so the
+        # case, its reporter and this message's link to it go to the database in one flush.
+        case = self.new_case(session, msg, now, flags=result.flags)
+        urgent = self._is_urgent(case, msg)
+        case.urgent = urgent
+        no_ack = self._no_ack_reason(session, case, msg.reporter_address, now)
+        self.start_clock(case, ack_queued_at=None if no_ack else now)
+        row.case, row.status = case, "processed"
+        session.add(case)
+        session.flush()
+        event(session, case.id, "system", "case_opened", now, flags=sorted(result.flags))
         event(session, case.id, "reporter", "report_received", now, inbound_id=row.id)
         self.detect_recusals(session, case, report_texts(msg), now)
-        self._check_urgency(session, case, msg, now)
-        acked, ack_reason = self._acknowledge(session, case, msg, now)
-        self._send_report_copies(session, case, row, msg, now, acked=acked, ack_reason=ack_reason)
-        self.refresh_clock(session, case)
+        if urgent:
+            self._note_urgent(session, case, now)
+        if no_ack == _RATE_LIMITED:
+            self._note_rate_limit(session, case, msg.reporter_address or "", now)
+        if not no_ack:
+            self._queue_ack(session, case, msg, now)
+        self._send_report_copies(session, case, row, msg, now, acked=not no_ack, ack_reason=no_ack)
         return f"new case {case.ref}" + (f" [{','.join(sorted(result.flags))}]" if result.flags else "")
 
     def _on_followup(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
@@ -214,15 +236,25 @@ class Workflow:
     def next_ref(self, session: Session, now: datetime) -> str:
         """Allocate the next per-year reference atomically (safe with two daemons)."""
         statement = (
-            dialect_insert(session)(CaseCounter)
+            dialect_insert(session)(CaseCounter.__table__)  # a plain statement: no autoflush first
             .values(year=now.year, last=1)
-            .on_conflict_do_update(index_elements=["year"], set_={"last": CaseCounter.last + 1})
+            .on_conflict_do_update(index_elements=["year"], set_={"last": CaseCounter.__table__.c.last + 1})
             .returning(CaseCounter.last)
         )
         number = session.execute(statement).scalar_one()
         return f"{now.year}-{number:04d}"
 
     def open_case(self, session: Session, msg: Parsed, now: datetime, flags: Iterable[str] = ()) -> Case:
+        """A new case, written (flushed) with its reporter and a case_opened event."""
+        flags = set(flags)
+        case = self.new_case(session, msg, now, flags)
+        session.add(case)
+        session.flush()
+        event(session, case.id, "system", "case_opened", now, flags=sorted(flags))
+        return case
+
+    def new_case(self, session: Session, msg: Parsed, now: datetime, flags: Iterable[str] = ()) -> Case:
+        """A new case with its reference and reporter, not yet added to the session."""
         flags = set(flags)
         title = strip_commands(msg.subject)[:200] or "(no subject)"
         case = Case(
@@ -235,24 +267,21 @@ class Workflow:
             unverified=False,
             created_at=now,
             updated_at=now,
+            parties=[],  # a new case's collections start loaded: no query to find them empty
+            recusals=[],
         )
         # Spam and automatic mail run no clock until a member acknowledges the case.
         if not case.spam and not case.auto:
             case.next_due_at = now + timedelta(hours=self.options.ack_hours)
-        session.add(case)
-        session.flush()
         if msg.reporter_address:
-            session.add(
-                Party(case_id=case.id, role="reporter", address=msg.reporter_address, name=msg.reporter_name, created_at=now)
-            )
-        event(session, case.id, "system", "case_opened", now, flags=sorted(flags))
-        session.flush()
-        session.refresh(case)
+            case.parties.append(Party(role="reporter", address=msg.reporter_address, name=msg.reporter_name, created_at=now))
         return case
 
     def detect_recusals(self, session: Session, case: Case, texts: Sequence[str], now: datetime) -> list[str]:
         """Recuse every roster member named in the texts (automatic recusal). Returns their emails."""
         found = [m.email for m in detect(self.roster, list(texts))]
+        if not found:
+            return []
         current = self.recused(case)
         new = [email for email in found if email not in current]
         for email in new:
@@ -271,13 +300,20 @@ class Workflow:
         return new
 
     def _check_urgency(self, session: Session, case: Case, msg: Parsed, now: datetime) -> None:
-        if case.spam or not self.options.urgent_phrases:
-            return
-        if is_urgent_text(msg.own_text or msg.text, self.options.urgent_phrases):
+        if self._is_urgent(case, msg):
             case.urgent = True
-            event(session, case.id, "system", "marked_urgent", now, automatic=True)
-            event(session, case.id, "system", "task_opened", now, task="notify law enforcement?")
+            self._note_urgent(session, case, now)
             self.refresh_clock(session, case)
+
+    def _is_urgent(self, case: Case, msg: Parsed) -> bool:
+        if case.spam or not self.options.urgent_phrases:
+            return False
+        return is_urgent_text(msg.own_text or msg.text, self.options.urgent_phrases)
+
+    @staticmethod
+    def _note_urgent(session: Session, case: Case, now: datetime) -> None:
+        event(session, case.id, "system", "marked_urgent", now, automatic=True)
+        event(session, case.id, "system", "task_opened", now, task="notify law enforcement?")
 
     def announce_urgent(self, session: Session, case: Case, now: datetime) -> None:
         """A member marked the case urgent: alert every non-recused member at once."""
@@ -294,6 +330,16 @@ class Workflow:
             from .escalation import refresh_next_due
 
             refresh_next_due(session, case, self.sla_policy)
+
+    def start_clock(self, case: Case, ack_queued_at: datetime | None) -> None:
+        """`refresh_clock` for a case opened in this transaction, without asking the database:
+        nothing has fired yet and its acknowledgement, if any, was queued at `ack_queued_at`."""
+        if case.spam:
+            case.next_due_at = None
+        elif self.sla_policy is not None:
+            from .escalation import new_case_due
+
+            case.next_due_at = new_case_due(case, ack_queued_at, self.sla_policy)
 
     def personal_reply_to(self, person: Person) -> str | None:
         if not self.options.token_secret:
@@ -392,16 +438,30 @@ class Workflow:
     # ----- mail to the reporter ---------------------------------------------------------------
 
     def _acknowledge(self, session: Session, case: Case, msg: Parsed, now: datetime) -> tuple[bool, str]:
-        if case.spam:
-            return False, "flagged as spam"
-        if case.auto:
-            return False, "automatic mail"
         reporter = case.party("reporter")
-        if reporter is None:
-            return False, "no reporter address"
-        if self._ack_limit_reached(session, reporter.address, now):
-            self._note_rate_limit(session, case, reporter.address, now)
-            return False, "acknowledgement rate limit for this address reached"
+        no_ack = self._no_ack_reason(session, case, reporter.address if reporter else None, now)
+        if no_ack == _RATE_LIMITED:
+            self._note_rate_limit(session, case, reporter.address if reporter else "", now)
+        if no_ack:
+            return False, no_ack
+        self._queue_ack(session, case, msg, now)
+        return True, ""
+
+    def _no_ack_reason(self, session: Session, case: Case, reporter_address: str | None, now: datetime) -> str:
+        """Why the reporter gets no automatic acknowledgement; empty when they get one."""
+        if case.spam:
+            return "flagged as spam"
+        if case.auto:
+            return "automatic mail"
+        if not reporter_address:
+            return "no reporter address"
+        if self._ack_limit_reached(session, reporter_address, now):
+            return _RATE_LIMITED
+        return ""
+
+    def _queue_ack(self, session: Session, case: Case, msg: Parsed, now: datetime) -> None:
+        reporter = case.party("reporter")
+        assert reporter is not None
         body = self.renderer.render(
             "ack", ref=case.ref, committee_name=self.options.committee_name, case_tag=self.options.case_tag
         )
@@ -417,7 +477,6 @@ class Workflow:
         )
         enqueue(session, draft, self.sender, now, case_id=case.id)
         event(session, case.id, "system", "acknowledgement_queued", now)
-        return True, ""
 
     def _ack_limit_reached(self, session: Session, address: str, now: datetime) -> bool:
         since = now - self.options.ack_limit_window
@@ -513,8 +572,8 @@ class Workflow:
             max_mb=self.options.max_forward_attachment_mb,
         )
         subject = self.subject(case, " ".join(m for m, on in (("URGENT", case.urgent), ("[auto]", case.auto)) if on))
-        for draft in self.committee_drafts(case, audience, "report", subject, lambda _p: body, attachments=attached):
-            enqueue(session, draft, self.sender, now, case_id=case.id, inbound_id=row.id)
+        drafts = self.committee_drafts(case, audience, "report", subject, lambda _p: body, attachments=attached)
+        enqueue_all(session, drafts, self.sender, now, case_id=case.id, inbound_id=row.id)
 
     def _forward_to_committee(self, session: Session, case: Case, row: InboundMessage, msg: Parsed, now: datetime, heading: str) -> None:
         audience = routing.committee(self.roster, self.recused(case))
@@ -532,8 +591,8 @@ class Workflow:
             max_mb=self.options.max_forward_attachment_mb,
         )
         subject = self.subject(case)
-        for draft in self.committee_drafts(case, audience, "followup", subject, lambda _p: body, attachments=attached):
-            enqueue(session, draft, self.sender, now, case_id=case.id, inbound_id=row.id)
+        drafts = self.committee_drafts(case, audience, "followup", subject, lambda _p: body, attachments=attached)
+        enqueue_all(session, drafts, self.sender, now, case_id=case.id, inbound_id=row.id)
 
     def alert(self, session: Session, case: Case | None, text: str, now: datetime, kind: str = "alert", extra: str = "Alert:") -> None:
         """An operational alert (ids only) to everyone who may see the case, or the whole committee."""
@@ -544,8 +603,8 @@ class Workflow:
         else:
             subject = f"[{self.options.case_tag}] Alert"
         body = self.renderer.render("alert", marker=audience.marker_line(), text=text)
-        for draft in self.committee_drafts(case, audience, kind, subject, lambda _p: body):
-            enqueue(session, draft, self.sender, now, case_id=case.id if case else None)
+        drafts = self.committee_drafts(case, audience, kind, subject, lambda _p: body)
+        enqueue_all(session, drafts, self.sender, now, case_id=case.id if case else None)
 
     def on_delivery_failure(self, session: Session, row: OutboxMessage, now: datetime) -> None:
         """A mail failed for good: audit it and alert (never about an alert, to avoid storms)."""

@@ -1,0 +1,129 @@
+"""Where the dispatcher records each mail the server accepted, before the next can be accepted.
+
+PostgreSQL: one autocommitted UPDATE of the outbox row, on a connection held for the batch (row
+locks: the intake's transactions do not get in its way).
+
+SQLite allows one writer at a time, and the intake's transactions would hold every record up
+(SQLite's busy handler then sleeps for milliseconds per mail). There each record goes to a small
+side file beside the database, `<database>-sent` (SQLite too, rows of ids and times only), and the
+dispatcher folds it into the outbox after each batch and before it claims anything again. Both
+kinds of record commit without waiting for the disk: they survive a crash of the daemon, and a
+power cut can at worst repeat a mail.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, bindparam, update
+
+from .models import OutboxMessage
+
+_outbox = OutboxMessage.__table__
+#: One accepted mail recorded as sent (once: a row folded in twice is counted once).
+MARK_SENT = (
+    update(_outbox)
+    .where(_outbox.c.id == bindparam("row_id"), _outbox.c.status == "pending")
+    .values(status="sent", sent_at=bindparam("sent"), claimed_until=None, attempts=_outbox.c.attempts + 1,
+            last_code=250, last_error=None)
+)
+
+
+class DirectLog:
+    """Records straight into the outbox (PostgreSQL, or an SQLite database with no file)."""
+
+    #: A record is a network round trip: the dispatcher makes it on its recording thread.
+    local = False
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._connection: Connection | None = None
+
+    def record(self, row_id: int, at: datetime) -> None:
+        if self._connection is None:
+            self._connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            self._connection.execute(MARK_SENT, {"row_id": row_id, "sent": at})
+        except Exception:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """End of a batch: give the connection back."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception:  # noqa: BLE001 - a broken connection: the pool discards it
+                pass
+
+    def unfolded(self) -> dict[int, datetime]:
+        return {}  # every record is in the outbox already
+
+    def forget(self, row_ids: Iterable[int]) -> None:
+        pass
+
+    def close(self) -> None:
+        self.release()
+
+
+class SideFileLog:
+    """Records into `<database>-sent` (SQLite); `unfolded`/`forget` let the dispatcher fold them in."""
+
+    #: A record is a few microseconds (a local file, synchronous=NORMAL: no fsync but at the rare
+    #: checkpoint), so the dispatcher makes it on the event loop, with no thread hop per mail.
+    local = True
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()  # recorded on one thread, folded on another
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # survives a crash of the daemon; see module doc
+            db.execute("CREATE TABLE IF NOT EXISTS sent (row_id INTEGER PRIMARY KEY, sent_at TEXT NOT NULL)")
+            self._db = db
+        return self._db
+
+    def record(self, row_id: int, at: datetime) -> None:
+        with self._lock:
+            self._connect().execute("INSERT OR REPLACE INTO sent VALUES (?, ?)", (row_id, at.isoformat()))
+
+    def release(self) -> None:
+        pass  # the side file stays open: nothing else writes to it
+
+    def unfolded(self) -> dict[int, datetime]:
+        if self._db is None and not self.path.exists():
+            return {}
+        with self._lock:
+            rows = self._connect().execute("SELECT row_id, sent_at FROM sent").fetchall()
+        return {row_id: datetime.fromisoformat(at) for row_id, at in rows}
+
+    def forget(self, row_ids: Iterable[int]) -> None:
+        ids = list(row_ids)
+        with self._lock:
+            db = self._connect()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                db.execute(f"DELETE FROM sent WHERE row_id IN ({','.join('?' * len(chunk))})", chunk)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+def sent_log_for(engine: Engine) -> DirectLog | SideFileLog:
+    """The side file for an SQLite database file; direct records otherwise."""
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:" and not database.startswith("file:"):
+        return SideFileLog(Path(database + "-sent"))
+    return DirectLog(engine)

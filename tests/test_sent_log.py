@@ -1,0 +1,110 @@
+"""Recording accepted mail at once: on PostgreSQL in the outbox, on SQLite in a side file folded in later.
+
+Real Dovecot, aiosmtpd receiver and databases (both backends); a crash is stood in for by records
+left behind in the side file, as a killed daemon leaves them (tests/test_drill_crash.py kills for real).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from conduct_inbox.models import OutboxMessage
+from conduct_inbox.outbox import CLAIM
+from conduct_inbox.sent_log import DirectLog, SideFileLog, sent_log_for
+from tests.harness import MEMBERS, Harness, report
+
+
+@pytest.fixture
+def harness(dovecot, smtp_receiver, database):
+    h = Harness(dovecot, smtp_receiver, database.url, dovecot.new_user())
+    yield h
+    h.close()
+
+
+def _outbox(app) -> list[OutboxMessage]:
+    with app.sessions() as session:
+        return list(session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).all())
+
+
+def test_sqlite_records_in_a_side_file_and_postgresql_in_the_outbox(harness, database):
+    app = harness.app()
+    log = sent_log_for(app.crash_safe_engine)
+    if database.backend == "sqlite":
+        assert isinstance(log, SideFileLog)
+        assert log.path == Path(app.engine.url.database + "-sent")
+    else:
+        assert isinstance(log, DirectLog)
+    log.close()
+
+
+def test_every_accepted_mail_ends_sent_in_the_outbox_and_the_side_file_empty(harness, database, smtp_receiver):
+    for i in range(5):
+        harness.deliver(report(sender=f"person{i}@example.net"))
+    app = harness.app()
+    app.intake.poll_once()
+    report_ = asyncio.run(app.dispatcher.flush_all(harness.clock()))
+
+    assert report_.sent == 5 * (1 + len(MEMBERS))
+    rows = _outbox(app)
+    assert Counter(r.status for r in rows) == {"sent": len(rows)}
+    assert all(r.sent_at is not None and r.attempts == 1 and r.last_code == 250 for r in rows)
+    assert app.dispatcher._sent_log.unfolded() == {}
+    assert len(smtp_receiver.wait_for(len(rows))) == len(rows)
+
+
+def test_records_left_by_a_crash_are_folded_in_before_anything_is_claimed_again(harness, database, smtp_receiver):
+    harness.deliver(report(sender="crash@example.net"))
+    app = harness.app()
+    app.intake.poll_once()
+    rows = _outbox(app)
+    assert len(rows) == 1 + len(MEMBERS)
+    # The daemon claimed the batch, the server accepted two mails, both were recorded, then it died.
+    with app.sessions() as session, session.begin():
+        for row in session.scalars(select(OutboxMessage)):
+            row.claimed_until = harness.clock() + CLAIM
+    accepted = {rows[0].id: harness.clock(), rows[1].id: harness.clock()}
+    if database.backend == "sqlite":
+        log = SideFileLog(Path(app.engine.url.database + "-sent"))
+        for row_id, at in accepted.items():
+            log.record(row_id, at)
+        log.close()
+    else:
+        log = DirectLog(app.crash_safe_engine)
+        for row_id, at in accepted.items():
+            log.record(row_id, at)
+        log.close()
+
+    restarted = harness.app()  # a new daemon, once the claim has run out
+    harness.clock.advance(seconds=CLAIM.total_seconds() + 60)
+    sent = asyncio.run(restarted.dispatcher.flush_all(harness.clock())).sent
+
+    assert sent == len(rows) - 2  # only the mails never accepted go out
+    got = smtp_receiver.wait_for(len(rows) - 2)
+    assert sorted(r.rcpt_tos[0] for r in got) == sorted(row.recipient for row in rows[2:])
+    after = {r.id: r for r in _outbox(restarted)}
+    assert all(after[r.id].status == "sent" for r in rows)
+    for row_id in accepted:
+        assert after[row_id].attempts == 1 and after[row_id].sent_at is not None
+    assert restarted.dispatcher._sent_log.unfolded() == {}
+
+
+def test_a_record_folded_twice_counts_once(harness, database):
+    if database.backend != "sqlite":
+        pytest.skip("the side file exists on SQLite only")
+    harness.deliver(report(sender="twice@example.net"))
+    app = harness.app()
+    app.intake.poll_once()
+    first = _outbox(app)[0]
+    log = app.dispatcher._sent_log
+    log.record(first.id, harness.clock())
+    app.dispatcher._fold()
+    log.record(first.id, harness.clock() + timedelta(minutes=1))  # a crash between fold and forget
+    app.dispatcher._fold()
+    row = next(r for r in _outbox(app) if r.id == first.id)
+    assert (row.status, row.attempts) == ("sent", 1)
