@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conduct_inbox.errors import MalformedMessage
+from conduct_inbox.mail import blobs as blobs_module
 from conduct_inbox.mail import imap
 from conduct_inbox.mail import parse as parse_module
 from conduct_inbox.mail.parse import TEXT_SCAN_BYTES, InboundMessage, parse, parse_file
@@ -49,26 +50,29 @@ def _report(parts: list[tuple[str, str, bytes]], nl: str = "\n") -> bytes:
     return nl.join(out).encode()
 
 
+# _BLOB_MIN is read by the entry point (parse) and by the blob filter (blobs): set it in both.
 def _unfiltered(raw: bytes) -> InboundMessage | str:
     saved = parse_module._BLOB_MIN
-    parse_module._BLOB_MIN = 1 << 62
+    parse_module._BLOB_MIN = blobs_module._BLOB_MIN = 1 << 62
     try:
         return parse(raw)
     except MalformedMessage as exc:
         return f"malformed: {exc}"
     finally:
-        parse_module._BLOB_MIN = saved
+        parse_module._BLOB_MIN = blobs_module._BLOB_MIN = saved
 
 
 def _filtered(raw: bytes, blob_min: int, chunk: int) -> InboundMessage | str:
     saved = parse_module._BLOB_MIN, parse_module._FEED_CHUNK
     parse_module._BLOB_MIN, parse_module._FEED_CHUNK = blob_min, chunk
+    blobs_module._BLOB_MIN = blob_min
     try:
         return parse(raw)
     except MalformedMessage as exc:
         return f"malformed: {exc}"
     finally:
         parse_module._BLOB_MIN, parse_module._FEED_CHUNK = saved
+        blobs_module._BLOB_MIN = saved[0]
 
 
 # --- streaming large base64 bodies: the same result ---------------------------------------------
