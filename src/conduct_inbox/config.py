@@ -42,7 +42,7 @@ from conduct_inbox.errors import ConfigError, EncryptionError
 
 DEFAULT_CONFIG = "config.toml"
 
-# The decisions the policy allows (one list, in commands.py); `committee.severe_decisions` must be a subset.
+# The decisions the policy allows (one list, in command_types.py); `committee.severe_decisions` must be a subset.
 
 _PORT_MSG = "must be an integer between 1 and 65535"
 _ADDRESS_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")

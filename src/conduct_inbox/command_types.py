@@ -1,0 +1,389 @@
+"""The commands a member can type in a subject: one frozen dataclass per command, the values
+their arguments take (DECISIONS, roles, states), and for each command a builder that reads and
+checks its argument text. Finding `!word args` in a subject and checking the commands together
+is commands.py's job; the rest of the code imports these names from there. Problems (`_Bad`)
+may quote command words and keyword values but never names or addresses: they go to the member
+only and are not logged.
+"""
+
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+
+DECISIONS = (
+    "no-action",
+    "private-reprimand",
+    "public-reprimand",
+    "vacation",
+    "temporary-ban",
+    "permanent-ban",
+    "apology-request",
+)
+DECISIONS_WITH_END = frozenset({"vacation", "temporary-ban"})
+PARTY_ROLES = ("reported", "witness", "other")
+SEND_ROLES = ("reporter", "reported", "witness", "other")
+STATES = ("investigating", "waiting")
+
+
+@dataclass(frozen=True)
+class Ack:
+    """`!ack`: human acknowledgement."""
+
+
+@dataclass(frozen=True)
+class Assign:
+    """`!assign NAME`: set the assignee (name as typed; the caller resolves it)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Status:
+    """`!status investigating|waiting`."""
+
+    state: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """`!reply`: the body goes to the reporter."""
+
+
+@dataclass(frozen=True)
+class Party:
+    """`!party ROLE ADDRESS [NAME]`: record a party of the case."""
+
+    role: str
+    address: str
+    name: str | None
+
+
+@dataclass(frozen=True)
+class Send:
+    """`!send ROLE`: the body goes to that party."""
+
+    role: str
+
+
+@dataclass(frozen=True)
+class Urgent:
+    """`!urgent`."""
+
+
+@dataclass(frozen=True)
+class NotUrgent:
+    """`!not-urgent`."""
+
+
+@dataclass(frozen=True)
+class Spam:
+    """`!spam`."""
+
+
+@dataclass(frozen=True)
+class Concerns:
+    """`!concerns NAME`: the case concerns that member; recuse them."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Recuse:
+    """`!recuse`: the sender recuses themself."""
+
+
+@dataclass(frozen=True)
+class Include:
+    """`!include NAME`: undo an automatic recusal (pending confirmation)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Decide:
+    """`!decide VALUE[,VALUE] [target=ROLE] [until=YYYY-MM-DD]`."""
+
+    values: tuple[str, ...]
+    target: str | None
+    until: date | None
+
+
+@dataclass(frozen=True)
+class Confirm:
+    """`!confirm`: second member confirms a pending decision or inclusion."""
+
+
+@dataclass(frozen=True)
+class Close:
+    """`!close` or `!close silent REASON`."""
+
+    silent: bool
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class Reopen:
+    """`!reopen`."""
+
+
+@dataclass(frozen=True)
+class Steering:
+    """`!steering`: report the case to the steering committee now."""
+
+
+@dataclass(frozen=True)
+class Reconsider:
+    """`!reconsider REF`: open reconsideration of a closed case."""
+
+    ref: str
+
+
+@dataclass(frozen=True)
+class Help:
+    """`!help`."""
+
+
+@dataclass(frozen=True)
+class List:
+    """`!list`: the open cases the sender may see."""
+
+
+@dataclass(frozen=True)
+class New:
+    """`!new ADDRESS [noack]`: open a case for a report a member received directly."""
+
+    address: str
+    noack: bool
+
+
+Command = (
+    Ack | Assign | Status | Reply | Party | Send | Urgent | NotUrgent | Spam | Concerns
+    | Recuse | Include | Decide | Confirm | Close | Reopen | Steering | Reconsider | Help
+    | List | New
+)
+
+
+# The typed name of each command class, for messages.
+_TYPE_NAMES: dict[type, str] = {
+    Ack: "ack", Assign: "assign", Status: "status", Reply: "reply", Party: "party",
+    Send: "send", Urgent: "urgent", NotUrgent: "not-urgent", Spam: "spam",
+    Concerns: "concerns", Recuse: "recuse", Include: "include", Decide: "decide",
+    Confirm: "confirm", Close: "close", Reopen: "reopen", Steering: "steering",
+    Reconsider: "reconsider", Help: "help", List: "list", New: "new",
+}
+
+
+class _Bad(Exception):
+    """Internal: one command's problem."""
+
+
+class _Unknown(_Bad):
+    """Internal: an unknown `!word`; the suggestion is computed only if the problem is shown."""
+
+    def __init__(self, word: str):
+        super().__init__(word)
+        self.word = word
+
+    def __str__(self) -> str:
+        hint = difflib.get_close_matches(_canonical(self.word)[:40], list(_BUILDERS), n=1)
+        suggestion = " (did you mean !%s?)" % hint[0] if hint else ""
+        return "unknown command !%s%s" % (self.word[:40], suggestion)
+
+
+# ---- argument grammar ----------------------------------------------------------------
+
+
+def _no_args(cls: Callable[[], Command]) -> Callable[[str, str], Command]:
+    """Builder for a command that takes nothing."""
+
+    def build(name: str, args: str) -> Command:
+        if args:
+            hint = " (to write to another party, use !send ROLE)" if name == "reply" else ""
+            raise _Bad("!%s takes no arguments%s" % (name, hint))
+        return cls()
+
+    return build
+
+
+def _member_name(cls: Callable[[str], Command]) -> Callable[[str, str], Command]:
+    """Builder for a command that takes a member name (possibly several words)."""
+
+    def build(name: str, args: str) -> Command:
+        if not args:
+            raise _Bad("!%s needs a member name" % name)
+        return cls(args)
+
+    return build
+
+
+def _one_of(value: str, allowed: tuple[str, ...]) -> str | None:
+    """The canonical spelling of `value` if allowed (case-insensitive)."""
+    value = value.lower()
+    return value if value in allowed else None
+
+
+def _or_list(words: tuple[str, ...]) -> str:
+    """"a, b or c"."""
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+_ADDRESS_RE = re.compile(r"<?([^\s<>@\"(),;:\[\]]+@[^\s<>@\"(),;:\[\]]+\.[^\s<>@\"(),;:\[\]]+)>?")
+
+
+def _address(text: str) -> str | None:
+    """The mail address in `text` (optionally in <>), or None."""
+    m = _ADDRESS_RE.fullmatch(text)
+    return m.group(1) if m and not m.group(1).endswith(".") else None
+
+
+def _status(name: str, args: str) -> Command:
+    state = _one_of(args, STATES)
+    if state is None:
+        raise _Bad("!status takes investigating or waiting")
+    return Status(state)
+
+
+def _party(name: str, args: str) -> Command:
+    words = args.split(" ", 2) if args else []
+    if len(words) < 2:
+        raise _Bad("!party needs ROLE ADDRESS [NAME], e.g. !party reported someone@example.org")
+    role = _one_of(words[0], PARTY_ROLES)
+    if role is None:
+        raise _Bad("!party: the role must be %s" % _or_list(PARTY_ROLES))
+    address = _address(words[1])
+    if address is None:
+        raise _Bad("!party: the second word must be the party's mail address")
+    return Party(role, address, words[2] if len(words) > 2 else None)
+
+
+def _send(name: str, args: str) -> Command:
+    role = _one_of(args, SEND_ROLES)
+    if role is None:
+        raise _Bad("!send takes %s" % _or_list(SEND_ROLES))
+    return Send(role)
+
+
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _decide(name: str, args: str) -> Command:
+    # Tolerate `until = 2026-05-01` and `a, b`.
+    args = re.sub(r"\s*([=,])\s*", r"\1", args)
+    values: list[str] = []
+    options: dict[str, str] = {}
+    for word in args.split():
+        if "=" in word:
+            key, _, value = word.partition("=")
+            key = key.lower()
+            if key not in ("target", "until"):
+                raise _Bad("!decide: unknown option '%s' (use target= or until=)" % key[:40])
+            if key in options:
+                raise _Bad("!decide: %s= given twice" % key)
+            options[key] = value
+            continue
+        for value in filter(None, word.lower().split(",")):
+            if value not in DECISIONS:
+                raise _Bad(
+                    "!decide: unknown decision '%s' (use %s)" % (value[:40], ", ".join(DECISIONS))
+                )
+            if value not in values:
+                values.append(value)
+    if not values:
+        raise _Bad("!decide needs a decision: %s" % ", ".join(DECISIONS))
+    if "no-action" in values and len(values) > 1:
+        raise _Bad("!decide: no-action cannot be combined with other decisions")
+    if "permanent-ban" in values and "temporary-ban" in values:
+        raise _Bad("!decide: choose temporary-ban or permanent-ban, not both")
+    target = None
+    if "target" in options:
+        target = _one_of(options["target"], SEND_ROLES)
+        if target is None:
+            raise _Bad("!decide: target must be %s" % _or_list(SEND_ROLES))
+    until = None
+    if "until" in options:
+        until = _date(options["until"])
+        if until is None:
+            raise _Bad("!decide: until must be a date written YYYY-MM-DD")
+    needs_end = [v for v in values if v in DECISIONS_WITH_END]
+    if needs_end and until is None:
+        raise _Bad("!decide %s needs until=YYYY-MM-DD" % needs_end[0])
+    if until is not None and not needs_end:
+        raise _Bad("!decide: until= applies only to vacation or temporary-ban")
+    return Decide(tuple(values), target, until)
+
+
+def _date(text: str) -> date | None:
+    """A YYYY-MM-DD date, or None."""
+    if not _DATE_RE.fullmatch(text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _close(name: str, args: str) -> Command:
+    if not args:
+        return Close(False, None)
+    first, _, reason = args.partition(" ")
+    if first.lower() != "silent":
+        raise _Bad("!close takes nothing, or silent REASON")
+    if not reason:
+        raise _Bad("!close silent needs a reason")
+    return Close(True, reason)
+
+
+_REF_RE = re.compile(r"#?([A-Za-z0-9][A-Za-z0-9-]{0,39})")
+
+
+def _reconsider(name: str, args: str) -> Command:
+    m = _REF_RE.fullmatch(args)
+    if not m:
+        raise _Bad("!reconsider needs one case reference, e.g. !reconsider 2026-0007")
+    return Reconsider(m.group(1))
+
+
+def _new(name: str, args: str) -> Command:
+    words = args.split(" ") if args else []
+    if not words:
+        raise _Bad("!new needs the reporter's mail address")
+    address = _address(words[0])
+    if address is None:
+        raise _Bad("!new: the first word must be the reporter's mail address")
+    if len(words) > 2 or (len(words) == 2 and words[1].lower() not in ("noack", "no-ack")):
+        raise _Bad("!new takes ADDRESS [noack]")
+    return New(address, len(words) == 2)
+
+
+_BUILDERS: dict[str, Callable[[str, str], Command]] = {
+    "ack": _no_args(Ack),
+    "assign": _member_name(Assign),
+    "status": _status,
+    "reply": _no_args(Reply),
+    "party": _party,
+    "send": _send,
+    "urgent": _no_args(Urgent),
+    "not-urgent": _no_args(NotUrgent),
+    "spam": _no_args(Spam),
+    "concerns": _member_name(Concerns),
+    "recuse": _no_args(Recuse),
+    "include": _member_name(Include),
+    "decide": _decide,
+    "confirm": _no_args(Confirm),
+    "close": _close,
+    "reopen": _no_args(Reopen),
+    "steering": _no_args(Steering),
+    "reconsider": _reconsider,
+    "help": _no_args(Help),
+    "list": _no_args(List),
+    "new": _new,
+}
+_ALIASES = {"not_urgent": "not-urgent", "noturgent": "not-urgent"}
+
+
+def _canonical(word: str) -> str:
+    """The command name for a typed `!word` (lowercase, aliases resolved)."""
+    word = word.lower()
+    return _ALIASES.get(word, word)
