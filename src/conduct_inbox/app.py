@@ -66,6 +66,18 @@ def make_workflow(settings: Settings, roster: Roster | None = None) -> Workflow:
     return workflow
 
 
+def make_dispatcher(settings: Settings, engine: Engine, workflow: Workflow, transport: Transport | None = None) -> Dispatcher:
+    """The outbox dispatcher; `engine` ideally made with db.make_engine(crash_safe_only=True)."""
+    return Dispatcher(
+        engine,
+        transport or make_transport(settings),
+        workflow.sender,
+        workflow.on_delivery_failure,
+        Backoff(settings.smtp.retry_initial_seconds, settings.smtp.retry_max_seconds),
+        settings.smtp.batch_size,
+    )
+
+
 def make_mailbox(settings: Settings) -> Mailbox:
     box = settings.mailbox
     if box.host:
@@ -174,12 +186,5 @@ def build_app(
         on_commit=on_commit,
         attempt_sessions=crash_safe_sessions,
     )
-    dispatcher = Dispatcher(
-        crash_safe_engine,
-        transport or make_transport(settings),
-        workflow.sender,
-        workflow.on_delivery_failure,
-        Backoff(settings.smtp.retry_initial_seconds, settings.smtp.retry_max_seconds),
-        settings.smtp.batch_size,
-    )
+    dispatcher = make_dispatcher(settings, crash_safe_engine, workflow, transport)
     return App(settings, engine, sessions, workflow, intake, dispatcher, clock, stop, crash_safe_engine)

@@ -53,6 +53,7 @@ def _engine(settings: Settings, check: bool = True) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from .app import build_app
     from .daemon import Daemon, run_once, watchdog_interval
+    from .dispatch_worker import DispatchWorker
 
     settings = _settings(args)
     engine = _engine(settings)
@@ -63,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if args.once:
             return run_once(app)
-        daemon = Daemon(app, settings.mailbox.poll_seconds, watchdog_interval())
+        daemon = Daemon(app, settings.mailbox.poll_seconds, watchdog_interval(), dispatch_worker=DispatchWorker(settings))
         holder["daemon"] = daemon
         asyncio.run(daemon.run())
         return OK

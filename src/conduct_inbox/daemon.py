@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import chores, retention
 from .app import App, make_mailbox
+from .dispatch_worker import DispatchWorker
 from .errors import MailboxUnavailable, where
 from .escalation import escalate_once, sla_policy
 from .ports import Mailbox
@@ -124,8 +125,11 @@ def _wake(mailbox: Mailbox) -> None:
 
 
 class Daemon:
-    def __init__(self, app: App, poll_seconds: float, watchdog_seconds: float | None = None, idle: bool | None = None):
+    def __init__(self, app: App, poll_seconds: float, watchdog_seconds: float | None = None, idle: bool | None = None,
+                 dispatch_worker: DispatchWorker | None = None):
         self.app = app
+        #: Sends the outbox from a process of its own (`conduct-inbox run`); None: in this process.
+        self.dispatch_worker = dispatch_worker
         self.poll_seconds = poll_seconds
         self.watchdog_seconds = watchdog_seconds
         box = app.settings.mailbox
@@ -180,6 +184,14 @@ class Daemon:
 
     async def flush(self) -> None:
         """Send batches until the outbox has nothing due (a full batch means there may be more)."""
+        worker = self.dispatch_worker
+        if worker is not None:
+            for summary in worker.summaries():
+                if summary.outage:
+                    sd_notify(f"STATUS=outgoing mail outage: {summary.outage}")
+            if not self._stopping.is_set():
+                worker.kick()
+            return
         dispatcher = self.app.dispatcher
         while True:
             report = await dispatcher.flush_once(self.app.clock())
@@ -334,6 +346,8 @@ class Daemon:
             scheduler.add_job(self._tracked, "interval", args=[name, job], seconds=seconds, id=name, next_run_time=now)
         if self.watchdog_seconds:
             scheduler.add_job(self._watchdog, "interval", seconds=self.watchdog_seconds, id="watchdog")
+        if self.dispatch_worker is not None:
+            self.dispatch_worker.start()
         scheduler.start()
         if self.idle:
             self._start_idle()
@@ -347,6 +361,8 @@ class Daemon:
             await asyncio.gather(*self._running, return_exceptions=True)
         scheduler.shutdown(wait=False)
         await asyncio.to_thread(self._stop_idle)
+        if self.dispatch_worker is not None:
+            await asyncio.to_thread(self.dispatch_worker.stop)
         log.info("stopped")
 
 

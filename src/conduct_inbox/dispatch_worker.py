@@ -1,0 +1,226 @@
+"""The outbox dispatcher in a process of its own, started and kicked by the daemon.
+
+Intake and dispatch meet only in the database (the outbox is transactional), and both are busy
+Python: in one process they take turns at the interpreter lock, and each SMTP round trip or
+commit waits for the other's turn to end. In its own process the dispatcher sends while the
+intake applies. What it sends, how it records each mail, and its outage handling are exactly
+`outbox.Dispatcher`'s; only where it runs differs.
+
+The daemon (`DispatchWorker`) sends "flush" when it has committed new mail and "stop" when it
+stops; the worker also flushes every `FLUSH_SECONDS` on its own, and answers each flush with a
+short report (counts and the outage reason, no addresses). If the daemon dies the worker ends its
+current batch (the unsent rows are released at once, not after the claim runs out) and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 10
+#: How often the worker checks that the daemon is still there, and how long it may then take.
+PARENT_CHECK_SECONDS = 0.5
+ORPHAN_GRACE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class FlushSummary:
+    sent: int
+    failed: int
+    deferred: int
+    outage: str | None
+
+
+# ----- the worker process -----------------------------------------------------------------------
+
+
+def _watch_parent(parent: int, orphaned: threading.Event) -> None:
+    """Tell the loop when the daemon is gone; end the process if it does not stop in time."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    orphaned.set()
+    time.sleep(ORPHAN_GRACE_SECONDS)
+    os._exit(0)
+
+
+def serve(settings: Any, conn: Connection, log_level: int) -> None:
+    """The worker's main (a spawned process): build a dispatcher from `settings`, then serve kicks."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group; the daemon decides
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("aiosmtplib", "mail.log"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    orphaned = threading.Event()
+    threading.Thread(target=_watch_parent, args=(os.getppid(), orphaned), name="parent-watch", daemon=True).start()
+
+    from . import db
+    from .app import make_dispatcher, make_workflow
+
+    engine = db.make_engine(settings.database.url, db.cipher_for(settings), crash_safe_only=True)
+    dispatcher = make_dispatcher(settings, engine, make_workflow(settings))
+    conn.send("ready")
+    try:
+        asyncio.run(_serve(dispatcher, conn, orphaned))
+    finally:
+        dispatcher.close()
+        engine.dispose()
+        conn.close()
+
+
+async def _serve(dispatcher: Any, conn: Connection, orphaned: threading.Event) -> None:
+    from datetime import datetime, timezone
+
+    loop = asyncio.get_running_loop()
+    kicked = asyncio.Event()
+    kicked.set()  # whatever waits from before the start
+    stopping = False
+
+    def on_message() -> None:
+        nonlocal stopping
+        try:
+            while conn.poll():
+                if conn.recv() == "stop":
+                    stopping = True
+                kicked.set()
+        except (EOFError, OSError):  # the daemon is gone
+            stopping = True
+            kicked.set()
+
+    loop.add_reader(conn.fileno(), on_message)
+    while not stopping and not orphaned.is_set():
+        try:
+            await asyncio.wait_for(kicked.wait(), FLUSH_SECONDS)
+        except TimeoutError:
+            pass
+        kicked.clear()
+        if stopping:
+            break
+        try:
+            summary = await _flush(dispatcher, lambda: datetime.now(timezone.utc), orphaned)
+        except Exception as exc:  # a database outage, say: try again at the next kick or tick
+            from .errors import where
+
+            log.error("outbox flush failed (%s); it runs again at its next time", where(exc))
+            continue
+        try:
+            conn.send(summary)
+        except (BrokenPipeError, OSError):
+            break
+    loop.remove_reader(conn.fileno())
+
+
+async def _flush(dispatcher: Any, clock: Any, orphaned: threading.Event) -> FlushSummary:
+    """Send batches until nothing is due (a full batch means there may be more)."""
+    sent = failed = deferred = 0
+    while True:
+        report = await dispatcher.flush_once(clock())
+        sent, failed, deferred = sent + report.sent, failed + report.failed, deferred + report.deferred
+        if report.outage or orphaned.is_set():
+            return FlushSummary(sent, failed, deferred, report.outage)
+        if report.sent + report.failed + report.deferred < dispatcher.batch_size:
+            return FlushSummary(sent, failed, deferred, None)
+
+
+# ----- the daemon's side ------------------------------------------------------------------------
+
+
+class DispatchWorker:
+    """The daemon's handle on the worker process: start, kick, restart if it died, stop."""
+
+    def __init__(self, settings: Any, log_level: int | None = None):
+        self.settings = settings
+        self.log_level = logging.getLogger().getEffectiveLevel() if log_level is None else log_level
+        self._context = multiprocessing.get_context("spawn")  # a clean interpreter: no inherited threads or sockets
+        self._process: Any = None
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+        self.last_summary: FlushSummary | None = None
+
+    @property
+    def connection(self) -> Connection | None:
+        return self._conn
+
+    def start(self) -> None:
+        """Start the worker process (nothing if it runs already)."""
+        if self.alive():
+            return
+        parent_end, child_end = self._context.Pipe()
+        process = self._context.Process(
+            target=serve, args=(self.settings, child_end, self.log_level), name="conduct-inbox-dispatch", daemon=True
+        )
+        process.start()
+        child_end.close()
+        self._process, self._conn = process, parent_end
+
+    def wait_ready(self, timeout: float = 60) -> bool:
+        """Wait until the worker has built its dispatcher (start-up imports take a moment)."""
+        conn = self._conn
+        deadline = time.monotonic() + timeout
+        while conn is not None and self.alive() and time.monotonic() < deadline:
+            if conn.poll(0.05):
+                item = conn.recv()
+                if item == "ready":
+                    return True
+                if isinstance(item, FlushSummary):
+                    self.last_summary = item
+        return False
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    def kick(self) -> None:
+        """Ask for a flush now; restart the worker first if it died."""
+        with self._lock:
+            if not self.alive():
+                if self._process is not None:
+                    log.warning("the dispatch worker ended (exit %s); starting it again", self._process.exitcode)
+                self.start()
+            assert self._conn is not None
+            try:
+                self._conn.send("flush")
+            except (BrokenPipeError, OSError):
+                pass  # it is ending; the next kick restarts it
+
+    def summaries(self) -> list[FlushSummary]:
+        """The reports the worker sent since the last call (never blocks)."""
+        found: list[FlushSummary] = []
+        conn = self._conn
+        try:
+            while conn is not None and conn.poll():
+                item = conn.recv()
+                if isinstance(item, FlushSummary):
+                    found.append(item)
+        except (EOFError, OSError):
+            pass
+        if found:
+            self.last_summary = found[-1]
+        return found
+
+    def stop(self, timeout: float = 30) -> None:
+        """Let the worker finish its batch and exit; kill it if it does not."""
+        with self._lock:
+            process, conn = self._process, self._conn
+            self._process = self._conn = None
+        if process is None:
+            return
+        if conn is not None:
+            try:
+                conn.send("stop")
+            except (BrokenPipeError, OSError):
+                pass
+        process.join(timeout)
+        if process.is_alive():
+            log.warning("the dispatch worker did not stop in time; ending it")
+            process.kill()
+            process.join(5)
+        if conn is not None:
+            conn.close()
