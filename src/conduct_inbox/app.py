@@ -161,7 +161,6 @@ def build_app(
         engine.url.render_as_string(hide_password=False), getattr(engine.dialect, "conduct_cipher", None),
         crash_safe_only=True,
     )
-    crash_safe_sessions = db.session_factory(crash_safe_engine)
     sessions = db.session_factory(engine)
     workflow = make_workflow(settings)
     stop = threading.Event()
@@ -175,7 +174,7 @@ def build_app(
             else InlineParser(settings.committee.case_tag, max_attachment_bytes=limit)
         )
     intake = Intake(
-        sessions,
+        engine,
         mailbox or make_mailbox(settings),
         workflow,
         workflow.policy,
@@ -184,7 +183,7 @@ def build_app(
         max_attempts=settings.intake.max_attempts,
         stop=stop,
         on_commit=on_commit,
-        attempt_sessions=crash_safe_sessions,
+        attempt_engine=crash_safe_engine,
     )
     dispatcher = make_dispatcher(settings, crash_safe_engine, workflow, transport)
     return App(settings, engine, sessions, workflow, intake, dispatcher, clock, stop, crash_safe_engine)

@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -100,7 +100,11 @@ def _sqlite_crash_safe_only(dbapi_connection: Any, _record: Any) -> None:
 
 def dialect_insert(session: Session) -> Any:
     """`insert` of the session's dialect, for INSERT ... ON CONFLICT (SQLite and PostgreSQL both have it)."""
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    return dialect_insert_for(session.get_bind())
+
+
+def dialect_insert_for(bind: Engine | Connection) -> Any:
+    return postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

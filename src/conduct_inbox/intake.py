@@ -15,12 +15,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Connection, Engine, case, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from .classify import Policy, classify
-from .db import dialect_insert
+from .db import dialect_insert_for, session_factory
 from .errors import MailboxUnavailable, where
 from .mail.parse import InboundMessage as Parsed
 from .models import InboundMessage, MailboxState
@@ -62,7 +62,7 @@ class _Prepared:
 class Intake:
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        engine: Engine,
         mailbox: Mailbox,
         workflow: Workflow,
         policy: Policy,
@@ -71,13 +71,18 @@ class Intake:
         max_attempts: int = 3,
         stop: threading.Event | None = None,
         on_commit: Callable[[], None] | None = None,
-        attempt_sessions: sessionmaker[Session] | None = None,
+        attempt_engine: Engine | None = None,
     ):
-        self.sessions = sessions
+        self.engine = engine
+        self.sessions = session_factory(engine)
         #: Where attempts are counted before parsing. Their commits need not wait for the disk
         #: (db.make_engine(crash_safe_only=True)): the message stays in the intake folder until its
         #: case is committed durably, so a power cut can only cost one extra attempt.
-        self.attempt_sessions = attempt_sessions or sessions
+        self.attempt_engine = attempt_engine or engine
+        #: Connections held for one pass (see `_held`), so that each message does not check one
+        #: out of the pool (and ping the server) twice.
+        self._connection: Connection | None = None
+        self._attempt_connection: Connection | None = None
         self.mailbox = mailbox
         self.workflow = workflow
         self.policy = policy
@@ -98,6 +103,12 @@ class Intake:
 
     def poll_once(self) -> IntakeStats:
         """Process everything in the intake folder once. Raises MailboxUnavailable if it cannot be read."""
+        try:
+            return self._pass()
+        finally:
+            self._release()
+
+    def _pass(self) -> IntakeStats:
         stats = IntakeStats()
         try:
             if self._uidvalidity is None:
@@ -143,6 +154,35 @@ class Intake:
                     self._move(moved, destination)  # type: ignore[arg-type]
         return stats
 
+    # ----- connections held for a pass ----------------------------------------------------------
+
+    def _session(self) -> Session:
+        """A session on the pass's connection (a fresh one if the last was lost, e.g. a server restart)."""
+        if self._connection is None or self._connection.invalidated or self._connection.closed:
+            self._drop("_connection")
+            self._connection = self.engine.connect()
+        return self.sessions(bind=self._connection)
+
+    def _attempts(self) -> Connection:
+        """The pass's connection for counting attempts: each statement commits on its own."""
+        if self._attempt_connection is None or self._attempt_connection.invalidated or self._attempt_connection.closed:
+            self._drop("_attempt_connection")
+            self._attempt_connection = self.attempt_engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return self._attempt_connection
+
+    def _drop(self, name: str) -> None:
+        connection = getattr(self, name)
+        setattr(self, name, None)
+        if connection is not None:
+            try:
+                connection.close()
+            except SQLAlchemyError:
+                pass  # a broken connection: the pool discards it
+
+    def _release(self) -> None:
+        self._drop("_connection")
+        self._drop("_attempt_connection")
+
     def _fetch(self, uids: list[int]) -> dict[int, bytes]:
         try:
             return self.mailbox.fetch(uids)
@@ -161,7 +201,7 @@ class Intake:
         """Status and time done (processed_at) of the UIDs already recorded."""
         found: dict[int, str] = {}
         done_at: dict[int, datetime | None] = {}
-        with self.sessions() as session:
+        with self._session() as session:
             for start in range(0, len(uids), 500):
                 rows = session.execute(
                     select(InboundMessage.uid, InboundMessage.status, InboundMessage.processed_at).where(
@@ -223,39 +263,38 @@ class Intake:
         return "processed"
 
     def _record_attempt(self, uidvalidity: int, uid: int, raw: bytes) -> tuple[int | None, int]:
-        """Store the raw message (first time) and count the attempt, committed before parsing."""
+        """Store the raw message (first time) and count the attempt, committed before parsing.
+
+        Each statement commits on its own (autocommit); each is atomic, and together they are
+        safe against a second daemon doing the same (ON CONFLICT, and counting only while pending)."""
         now = self.clock()
-        with self.attempt_sessions() as session, session.begin():
-            # The first attempt, as one statement; nothing when the message is known already.
-            row_id = session.execute(
-                dialect_insert(session)(_inbound)
-                .values(mailbox=self.mailbox.identity, uidvalidity=uidvalidity, uid=uid, raw=raw, size=len(raw),
-                        received_at=now, attempts=1, status="pending", message_id_reused=False)
-                .on_conflict_do_nothing(index_elements=["mailbox", "uidvalidity", "uid"])
-                .returning(_inbound.c.id)
-            ).scalar_one_or_none()
-            if row_id is not None:
-                return row_id, 1
-            # Counted by the database, and only while still pending: a daemon whose UPDATE waited
-            # for another's row lock must not go on with a message that is done now.
-            counted = session.execute(
-                update(_inbound)
-                .where(_inbound.c.mailbox == self.mailbox.identity, _inbound.c.uidvalidity == uidvalidity,
-                       _inbound.c.uid == uid, _inbound.c.status == "pending")
-                .values(attempts=_inbound.c.attempts + 1)
-                .returning(_inbound.c.id, _inbound.c.attempts)
-            ).first()
-            if counted is not None:
-                return counted.id, counted.attempts
-            attempts = session.scalar(
-                select(_inbound.c.attempts).where(_inbound.c.mailbox == self.mailbox.identity,
-                                                  _inbound.c.uidvalidity == uidvalidity, _inbound.c.uid == uid)
-            )
-            return None, attempts or 0  # another daemon finished it (or holds it)
+        where = (_inbound.c.mailbox == self.mailbox.identity, _inbound.c.uidvalidity == uidvalidity, _inbound.c.uid == uid)
+        connection = self._attempts()
+        # The first attempt, as one statement; nothing when the message is known already.
+        row_id = connection.execute(
+            dialect_insert_for(connection)(_inbound)
+            .values(mailbox=self.mailbox.identity, uidvalidity=uidvalidity, uid=uid, raw=raw, size=len(raw),
+                    received_at=now, attempts=1, status="pending", message_id_reused=False)
+            .on_conflict_do_nothing(index_elements=["mailbox", "uidvalidity", "uid"])
+            .returning(_inbound.c.id)
+        ).scalar_one_or_none()
+        if row_id is not None:
+            return row_id, 1
+        # Counted by the database, and only while still pending: a daemon whose UPDATE waited for
+        # another's row lock must not go on with a message that is done now.
+        counted = connection.execute(
+            update(_inbound).where(*where, _inbound.c.status == "pending")
+            .values(attempts=_inbound.c.attempts + 1)
+            .returning(_inbound.c.id, _inbound.c.attempts)
+        ).first()
+        if counted is not None:
+            return counted.id, counted.attempts
+        attempts = connection.execute(select(_inbound.c.attempts).where(*where)).scalar_one_or_none()
+        return None, attempts or 0  # another daemon finished it (or holds it)
 
     def _apply(self, row_id: int, parsed: Parsed) -> str | None:
         now = self.clock()
-        with self.sessions() as session, session.begin():
+        with self._session() as session, session.begin():
             row = session.scalars(
                 select(InboundMessage).where(InboundMessage.id == row_id).with_for_update(skip_locked=True)
             ).first()
@@ -274,16 +313,18 @@ class Intake:
                     .order_by(case((InboundMessage.dedupe_key == key, 0), else_=1))
                     .limit(1)
                 ).first()
+            if parsed.message_id and earlier is not None and earlier.dedupe_key == key:
+                row.message_id, row.body_hash = message_id, parsed.body_hash
+                row.status, row.kind, row.duplicate_of_id, row.processed_at = "duplicate", "duplicate", earlier.id, now
+                row.case_id = earlier.case_id
+                event(session, earlier.case_id, "system", "duplicate_delivery", now, inbound_id=row.id, original_id=earlier.id)
+                return f"repeated delivery of inbound #{earlier.id}: nothing new"
+            facts = self.workflow.facts(session, parsed)  # queried before the row changes: one UPDATE for all
             row.message_id, row.body_hash = message_id, parsed.body_hash
             if parsed.message_id:
-                if earlier is not None and earlier.dedupe_key == key:
-                    row.status, row.kind, row.duplicate_of_id, row.processed_at = "duplicate", "duplicate", earlier.id, now
-                    row.case_id = earlier.case_id
-                    event(session, earlier.case_id, "system", "duplicate_delivery", now, inbound_id=row.id, original_id=earlier.id)
-                    return f"repeated delivery of inbound #{earlier.id}: nothing new"
                 row.message_id_reused = earlier is not None
                 row.dedupe_key = key  # claimed at the next flush: a racing copy fails there
-            result = classify(parsed, self.workflow.facts(session, parsed), self.policy)
+            result = classify(parsed, facts, self.policy)
             outcome = self.workflow.apply(session, row, parsed, result, now)
             if row.message_id_reused:
                 event(session, row.case_id, "system", "message_id_reused", now, inbound_id=row.id)
@@ -292,7 +333,7 @@ class Intake:
 
     def _failed(self, row_id: int, attempts: int, reason: str, stats: IntakeStats) -> str | None:
         log.warning("inbound #%d: attempt %d failed: %s", row_id, attempts, reason)
-        with self.sessions() as session, session.begin():
+        with self._session() as session, session.begin():
             row = session.get(InboundMessage, row_id)
             if row is not None:
                 row.error = reason[:200]
@@ -307,7 +348,7 @@ class Intake:
     def _quarantine(self, row_id: int, reason: str) -> bool:
         """Quarantine a message still pending (under its row lock); False if another daemon finished it."""
         now = self.clock()
-        with self.sessions() as session, session.begin():
+        with self._session() as session, session.begin():
             row = session.get(InboundMessage, row_id, with_for_update=True, populate_existing=True)
             if row is None or row.status != "pending":
                 return False

@@ -62,6 +62,12 @@ def event(session: Session, case_id: int | None, actor: str, action: str, now: d
     session.execute(_INSERT_EVENT, {"case_id": case_id, "actor": actor, "action": action, "at": now, "detail": detail})
 
 
+def events(session: Session, case_id: int | None, now: datetime, *entries: tuple[str, str, dict[str, Any]]) -> None:
+    """Several audit entries (actor, action, detail) in one INSERT, in this order."""
+    session.execute(_INSERT_EVENT, [{"case_id": case_id, "actor": actor, "action": action, "at": now, "detail": detail}
+                                    for actor, action, detail in entries])
+
+
 def dedupe_key(message_id: str, body_hash: str) -> str:
     return hashlib.sha256(f"{message_id}\0{body_hash}".encode()).hexdigest()
 
@@ -182,16 +188,19 @@ class Workflow:
         row.case, row.status = case, "processed"
         session.add(case)
         session.flush()
-        event(session, case.id, "system", "case_opened", now, flags=sorted(result.flags))
-        event(session, case.id, "reporter", "report_received", now, inbound_id=row.id)
+        events(session, case.id, now, ("system", "case_opened", {"flags": sorted(result.flags)}),
+               ("reporter", "report_received", {"inbound_id": row.id}))
         self.detect_recusals(session, case, report_texts(msg), now)
         if urgent:
             self._note_urgent(session, case, now)
         if no_ack == _RATE_LIMITED:
             self._note_rate_limit(session, case, msg.reporter_address or "", now)
+        # The acknowledgement and the committee's copies in one INSERT.
+        drafts = [] if no_ack else [self._ack_draft(case, msg)]
+        drafts += self._report_copies(case, msg, now, acked=not no_ack, ack_reason=no_ack)
+        enqueue_all(session, drafts, self.sender, now, case_id=case.id, inbound_id=row.id)
         if not no_ack:
-            self._queue_ack(session, case, msg, now)
-        self._send_report_copies(session, case, row, msg, now, acked=not no_ack, ack_reason=no_ack)
+            event(session, case.id, "system", "acknowledgement_queued", now)
         return f"new case {case.ref}" + (f" [{','.join(sorted(result.flags))}]" if result.flags else "")
 
     def _on_followup(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
@@ -312,8 +321,8 @@ class Workflow:
 
     @staticmethod
     def _note_urgent(session: Session, case: Case, now: datetime) -> None:
-        event(session, case.id, "system", "marked_urgent", now, automatic=True)
-        event(session, case.id, "system", "task_opened", now, task="notify law enforcement?")
+        events(session, case.id, now, ("system", "marked_urgent", {"automatic": True}),
+               ("system", "task_opened", {"task": "notify law enforcement?"}))
 
     def announce_urgent(self, session: Session, case: Case, now: datetime) -> None:
         """A member marked the case urgent: alert every non-recused member at once."""
@@ -460,12 +469,16 @@ class Workflow:
         return ""
 
     def _queue_ack(self, session: Session, case: Case, msg: Parsed, now: datetime) -> None:
+        enqueue(session, self._ack_draft(case, msg), self.sender, now, case_id=case.id)
+        event(session, case.id, "system", "acknowledgement_queued", now)
+
+    def _ack_draft(self, case: Case, msg: Parsed) -> Draft:
         reporter = case.party("reporter")
         assert reporter is not None
         body = self.renderer.render(
             "ack", ref=case.ref, committee_name=self.options.committee_name, case_tag=self.options.case_tag
         )
-        draft = Draft(
+        return Draft(
             kind="ack",
             audience="reporter",
             recipient=reporter.address,
@@ -475,8 +488,6 @@ class Workflow:
             in_reply_to=msg.message_id,
             auto_submitted="auto-replied",
         )
-        enqueue(session, draft, self.sender, now, case_id=case.id)
-        event(session, case.id, "system", "acknowledgement_queued", now)
 
     def _ack_limit_reached(self, session: Session, address: str, now: datetime) -> bool:
         since = now - self.options.ack_limit_window
@@ -551,8 +562,12 @@ class Workflow:
     def _send_report_copies(
         self, session: Session, case: Case, row: InboundMessage, msg: Parsed, now: datetime, acked: bool, ack_reason: str
     ) -> None:
+        drafts = self._report_copies(case, msg, now, acked, ack_reason)
+        enqueue_all(session, drafts, self.sender, now, case_id=case.id, inbound_id=row.id)
+
+    def _report_copies(self, case: Case, msg: Parsed, now: datetime, acked: bool, ack_reason: str) -> list[Draft]:
         if case.spam:
-            return  # spam goes out in the daily digest, not one by one
+            return []  # spam goes out in the daily digest, not one by one
         audience = routing.committee(self.roster, self.recused(case))
         listed, attached = self._attachments(msg)
         body = self.renderer.render(
@@ -572,8 +587,7 @@ class Workflow:
             max_mb=self.options.max_forward_attachment_mb,
         )
         subject = self.subject(case, " ".join(m for m, on in (("URGENT", case.urgent), ("[auto]", case.auto)) if on))
-        drafts = self.committee_drafts(case, audience, "report", subject, lambda _p: body, attachments=attached)
-        enqueue_all(session, drafts, self.sender, now, case_id=case.id, inbound_id=row.id)
+        return self.committee_drafts(case, audience, "report", subject, lambda _p: body, attachments=attached)
 
     def _forward_to_committee(self, session: Session, case: Case, row: InboundMessage, msg: Parsed, now: datetime, heading: str) -> None:
         audience = routing.committee(self.roster, self.recused(case))
