@@ -222,6 +222,8 @@ _WORD = re.compile(r"\w+")
 
 def _fold(text: str) -> str:
     """Case- and accent-insensitive form: decompose, drop combining marks, casefold."""
+    if text.isascii():  # nothing to decompose (most reports): skip the per-character pass
+        return text.casefold()
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 

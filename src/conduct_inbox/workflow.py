@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
 _RATE_LIMITED = "acknowledgement rate limit for this address reached"
+_LAW_TASK = "notify law enforcement?"
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,13 @@ def events(session: Session, case_id: int | None, now: datetime, *entries: tuple
     """Several audit entries (actor, action, detail) in one INSERT, in this order."""
     session.execute(_INSERT_EVENT, [{"case_id": case_id, "actor": actor, "action": action, "at": now, "detail": detail}
                                     for actor, action, detail in entries])
+
+
+def _written(session: Session, case: Case, now: datetime, entries: list[tuple[str, str, dict[str, Any]]]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Write the collected audit entries of a case (before others that must follow them); none left."""
+    if entries:
+        events(session, case.id, now, *entries)
+    return []
 
 
 def dedupe_key(message_id: str, body_hash: str) -> str:
@@ -188,19 +196,26 @@ class Workflow:
         row.case, row.status = case, "processed"
         session.add(case)
         session.flush()
-        events(session, case.id, now, ("system", "case_opened", {"flags": sorted(result.flags)}),
-               ("reporter", "report_received", {"inbound_id": row.id}))
-        self.detect_recusals(session, case, report_texts(msg), now)
+        # The audit entries go in as few INSERTs as their order allows (usually one, at the end).
+        entries: list[tuple[str, str, dict[str, Any]]] = [
+            ("system", "case_opened", {"flags": sorted(result.flags)}), ("reporter", "report_received", {"inbound_id": row.id})
+        ]
+        named = self.named_members(report_texts(msg))
+        if named:
+            entries = _written(session, case, now, entries)
+            self.recuse_named(session, case, named, now)
         if urgent:
-            self._note_urgent(session, case, now)
+            entries += [("system", "marked_urgent", {"automatic": True}), ("system", "task_opened", {"task": _LAW_TASK})]
         if no_ack == _RATE_LIMITED:
+            entries = _written(session, case, now, entries)
             self._note_rate_limit(session, case, msg.reporter_address or "", now)
         # The acknowledgement and the committee's copies in one INSERT.
         drafts = [] if no_ack else [self._ack_draft(case, msg)]
         drafts += self._report_copies(case, msg, now, acked=not no_ack, ack_reason=no_ack)
         enqueue_all(session, drafts, self.sender, now, case_id=case.id, inbound_id=row.id)
         if not no_ack:
-            event(session, case.id, "system", "acknowledgement_queued", now)
+            entries.append(("system", "acknowledgement_queued", {}))
+        _written(session, case, now, entries)
         return f"new case {case.ref}" + (f" [{','.join(sorted(result.flags))}]" if result.flags else "")
 
     def _on_followup(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
@@ -288,7 +303,14 @@ class Workflow:
 
     def detect_recusals(self, session: Session, case: Case, texts: Sequence[str], now: datetime) -> list[str]:
         """Recuse every roster member named in the texts (automatic recusal). Returns their emails."""
-        found = [m.email for m in detect(self.roster, list(texts))]
+        return self.recuse_named(session, case, self.named_members(texts), now)
+
+    def named_members(self, texts: Sequence[str]) -> list[str]:
+        """The emails of roster members named in the texts."""
+        return [m.email for m in detect(self.roster, list(texts))]
+
+    def recuse_named(self, session: Session, case: Case, found: Sequence[str], now: datetime) -> list[str]:
+        """Recuse these members (automatic recusal, reason "named"). Returns the ones newly recused."""
         if not found:
             return []
         current = self.recused(case)
@@ -322,11 +344,11 @@ class Workflow:
     @staticmethod
     def _note_urgent(session: Session, case: Case, now: datetime) -> None:
         events(session, case.id, now, ("system", "marked_urgent", {"automatic": True}),
-               ("system", "task_opened", {"task": "notify law enforcement?"}))
+               ("system", "task_opened", {"task": _LAW_TASK}))
 
     def announce_urgent(self, session: Session, case: Case, now: datetime) -> None:
         """A member marked the case urgent: alert every non-recused member at once."""
-        event(session, case.id, "system", "task_opened", now, task="notify law enforcement?")
+        event(session, case.id, "system", "task_opened", now, task=_LAW_TASK)
         self.alert(session, case, f"Case {case.ref} was marked URGENT. Its deadlines are now short. "
                    "Consider whether law enforcement must be notified.", now, kind="urgent", extra="URGENT")
 
