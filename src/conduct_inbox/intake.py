@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, case, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from .classify import Policy, classify
 from .db import dialect_insert_for, session_factory
@@ -47,15 +47,6 @@ class IntakeStats:
     failed: int = 0
     moved_only: int = 0
     outcomes: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _Earlier:
-    """An earlier inbound message with the same Message-ID."""
-
-    id: int
-    case_id: int | None
-    dedupe_key: str | None
 
 
 @dataclass
@@ -304,33 +295,24 @@ class Intake:
     def _apply(self, row_id: int, parsed: Parsed) -> str | None:
         now = self.clock()
         with self._session() as session, session.begin():
-            message_id = parsed.message_id[:998] if parsed.message_id else None
-            key = dedupe_key(parsed.message_id, parsed.body_hash) if parsed.message_id else ""
-            # The row (locked, unless another daemon has it) and, in the same round trip, the
-            # earlier message with this Message-ID if any: the same one again (its key matches;
-            # preferred), or a different one reusing the ID.
-            lookup = select(InboundMessage)
-            if message_id:
-                earlier_ = aliased(InboundMessage)
-                first = (
-                    select(earlier_.id)
-                    .where(earlier_.message_id == message_id, earlier_.id != row_id, earlier_.status != "pending")
-                    .order_by(case((earlier_.dedupe_key == key, 0), else_=1))
-                    .limit(1)
-                    .scalar_subquery()
-                )
-                by_id, by_id_too = aliased(InboundMessage), aliased(InboundMessage)
-                lookup = lookup.add_columns(
-                    first, select(by_id.case_id).where(by_id.id == first).scalar_subquery(),
-                    select(by_id_too.dedupe_key).where(by_id_too.id == first).scalar_subquery(),
-                )
-            found = session.execute(
-                lookup.where(InboundMessage.id == row_id).with_for_update(skip_locked=True, of=InboundMessage)
+            row = session.scalars(
+                select(InboundMessage).where(InboundMessage.id == row_id).with_for_update(skip_locked=True)
             ).first()
-            row = found[0] if found is not None else None
             if row is None or row.status != "pending":
                 return None  # another daemon is on it, or finished it
-            earlier = _Earlier(*found[1:]) if message_id and found[1] is not None else None
+            message_id = parsed.message_id[:998] if parsed.message_id else None
+            earlier = None
+            if parsed.message_id:
+                key = dedupe_key(parsed.message_id, parsed.body_hash)
+                # One look at earlier messages with this Message-ID: the same one again (its key
+                # matches; listed first), or a different one reusing the ID.
+                earlier = session.execute(
+                    select(InboundMessage.id, InboundMessage.case_id, InboundMessage.dedupe_key)
+                    .where(InboundMessage.message_id == message_id, InboundMessage.id != row.id,
+                           InboundMessage.status != "pending")
+                    .order_by(case((InboundMessage.dedupe_key == key, 0), else_=1))
+                    .limit(1)
+                ).first()
             if parsed.message_id and earlier is not None and earlier.dedupe_key == key:
                 row.message_id, row.body_hash = message_id, parsed.body_hash
                 row.status, row.kind, row.duplicate_of_id, row.processed_at = "duplicate", "duplicate", earlier.id, now
