@@ -108,14 +108,14 @@ def ours(dovecot: C.DovecotServer, receiver: C.Receiver, url: str, reports: list
     folder = C.work_dir()
     config = C.config_file(folder, dovecot, user, receiver.port, url, poll_seconds=3600, idle=False)
     settings = load_settings(config, environ={})
-    holder: dict[str, Daemon] = {}
-    app = build_app(settings, on_commit=lambda: holder["daemon"].kick_flush() if "daemon" in holder else None)
-    # As `conduct-inbox run` wires it: the outbox is sent from a worker process, which is up (as
-    # in a daemon that is running when the reports arrive) before the clock starts.
-    worker = DispatchWorker(settings)
+    # As `conduct-inbox run` wires it: the outbox is sent from a worker process, forked before
+    # anything is opened, and up (as in a daemon running when the reports arrive) before the clock starts.
+    worker = DispatchWorker(settings, fork_first=True)
     worker.start()
     if not worker.wait_ready(60):
         raise RuntimeError("the dispatch worker did not start")
+    holder: dict[str, Daemon] = {}
+    app = build_app(settings, on_commit=lambda: holder["daemon"].kick_flush() if "daemon" in holder else None)
     daemon = holder["daemon"] = Daemon(app, poll_seconds=3600, idle=False, dispatch_worker=worker)
     marks: dict[str, float] = {}
     profiles: list[cProfile.Profile] = []

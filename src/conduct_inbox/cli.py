@@ -56,19 +56,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .dispatch_worker import DispatchWorker
 
     settings = _settings(args)
-    engine = _engine(settings)
-    lock = db.InstanceLock(settings.database.url)
-    lock.acquire()
+    # Forked now, before anything is opened, the dispatch worker shares this process's loaded code.
+    worker = None if args.once else DispatchWorker(settings, fork_first=True)
+    if worker is not None:
+        worker.start()
+    try:
+        engine = _engine(settings)
+        lock = db.InstanceLock(settings.database.url)
+        lock.acquire()
+    except BaseException:
+        if worker is not None:
+            worker.stop()
+        raise
     holder: dict[str, Daemon] = {}
     app = build_app(settings, engine=engine, on_commit=lambda: holder["daemon"].kick_flush() if "daemon" in holder else None)
     try:
         if args.once:
             return run_once(app)
-        daemon = Daemon(app, settings.mailbox.poll_seconds, watchdog_interval(), dispatch_worker=DispatchWorker(settings))
+        daemon = Daemon(app, settings.mailbox.poll_seconds, watchdog_interval(), dispatch_worker=worker)
         holder["daemon"] = daemon
         asyncio.run(daemon.run())
         return OK
     finally:
+        if worker is not None:
+            worker.stop()
         app.close()
         lock.release()
 
