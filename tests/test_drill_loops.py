@@ -74,6 +74,20 @@ def test_own_acknowledgement_sent_back_to_us_sends_nothing(harness, smtp_receive
     assert count(app, InboundMessage, InboundMessage.status == "dropped") == 2
 
 
+def test_own_mail_back_without_its_loop_header_is_known_by_its_message_id(harness, smtp_receiver):
+    """A forwarder that strips unknown headers: our Message-ID (in our domain) still gives it away."""
+    app, ack, _ = reported(harness)
+    before = len(smtp_receiver.messages)
+    [mail] = smtp_receiver.to(REPORTER)
+    stripped = b"\r\n".join(line for line in mail.content.split(b"\r\n")
+                             if not line.lower().startswith(b"x-conduct-inbox-loop:"))
+    assert b"X-Conduct-Inbox-Loop" not in stripped
+    harness.deliver(stripped)
+    run_once(app)
+    nothing_more_sent(app, harness, before)
+    assert count(app, InboundMessage, InboundMessage.status == "dropped") == 1
+
+
 def vacation_reply(ack: OutboxMessage, case: Case, headers: dict[str, str], to: str = "conduct@example.org") -> bytes:
     lines = [
         f"From: Robin Reporter <{REPORTER}>",

@@ -15,6 +15,7 @@ current batch (the unsent rows are released at once, not after the claim runs ou
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -170,6 +171,11 @@ class DispatchWorker:
         process = context.Process(
             target=serve, args=(self.settings, child_end, self.log_level), name="conduct-inbox-dispatch", daemon=True
         )
+        if method == "fork":
+            # What is loaded by now (modules, classes, settings) lives as long as the process:
+            # frozen, the collector never visits it, so its pages stay shared by the two
+            # processes (a collection writes to every object it looks at, copying its page).
+            gc.freeze()
         process.start()
         child_end.close()
         self._process, self._conn = process, parent_end

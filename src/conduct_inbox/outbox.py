@@ -76,7 +76,7 @@ def enqueue_all(
         })
     if rows:
         # A plain INSERT, visible to the rest of the transaction at once; the ids are not needed here.
-        session.execute(insert(_outbox), rows)
+        session.connection().execute(insert(_outbox), rows)
 
 
 @dataclass(frozen=True)

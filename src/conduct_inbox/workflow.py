@@ -60,13 +60,13 @@ _INSERT_EVENT = insert(Event.__table__)
 
 def event(session: Session, case_id: int | None, actor: str, action: str, now: datetime, **detail: Any) -> None:
     """Append to the audit trail at once (a plain INSERT: events are never read back as objects)."""
-    session.execute(_INSERT_EVENT, {"case_id": case_id, "actor": actor, "action": action, "at": now, "detail": detail})
+    session.connection().execute(_INSERT_EVENT, {"case_id": case_id, "actor": actor, "action": action, "at": now, "detail": detail})
 
 
 def events(session: Session, case_id: int | None, now: datetime, *entries: tuple[str, str, dict[str, Any]]) -> None:
     """Several audit entries (actor, action, detail) in one INSERT, in this order."""
-    session.execute(_INSERT_EVENT, [{"case_id": case_id, "actor": actor, "action": action, "at": now, "detail": detail}
-                                    for actor, action, detail in entries])
+    session.connection().execute(_INSERT_EVENT, [{"case_id": case_id, "actor": actor, "action": action, "at": now,
+                                                   "detail": detail} for actor, action, detail in entries])
 
 
 def _written(session: Session, case: Case, now: datetime, entries: list[tuple[str, str, dict[str, Any]]]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -102,7 +102,12 @@ class Workflow:
     # ----- facts for classification ---------------------------------------------------------
 
     def facts(self, session: Session, msg: Parsed) -> Facts:
-        own = msg.message_id is not None and self._outbox_row_by_message_id(session, msg.message_id) is not None
+        # Our Message-IDs are all <hex>@<our domain> (outbox.new_message_id): others need no look.
+        own = (
+            msg.message_id is not None
+            and msg.message_id.lower().endswith("@" + self.sender.domain.lower())
+            and self._outbox_row_by_message_id(session, msg.message_id) is not None
+        )
         bounce_row = None
         if msg.is_dsn:
             row_id = verp_row(msg, self.policy)
