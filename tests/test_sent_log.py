@@ -68,16 +68,16 @@ def test_records_left_by_a_crash_are_folded_in_before_anything_is_claimed_again(
     with app.sessions() as session, session.begin():
         for row in session.scalars(select(OutboxMessage)):
             row.claimed_until = harness.clock() + CLAIM
-    accepted = {rows[0].id: harness.clock(), rows[1].id: harness.clock()}
+    accepted = {rows[0].id: (rows[0].message_id, harness.clock()), rows[1].id: (rows[1].message_id, harness.clock())}
     if database.backend == "sqlite":
         log = SideFileLog(Path(app.engine.url.database + "-sent"))
-        for row_id, at in accepted.items():
-            log.record(row_id, at)
+        for row_id, (mid, at) in accepted.items():
+            log.record(row_id, mid, at)
         log.close()
     else:
         log = DirectLog(app.crash_safe_engine)
-        for row_id, at in accepted.items():
-            log.record(row_id, at)
+        for row_id, (mid, at) in accepted.items():
+            log.record(row_id, mid, at)
         log.close()
 
     restarted = harness.app()  # a new daemon, once the claim has run out
@@ -102,9 +102,24 @@ def test_a_record_folded_twice_counts_once(harness, database):
     app.intake.poll_once()
     first = _outbox(app)[0]
     log = app.dispatcher._sent_log
-    log.record(first.id, harness.clock())
+    log.record(first.id, first.message_id, harness.clock())
     app.dispatcher._fold()
-    log.record(first.id, harness.clock() + timedelta(minutes=1))  # a crash between fold and forget
+    log.record(first.id, first.message_id, harness.clock() + timedelta(minutes=1))  # a crash between fold and forget
     app.dispatcher._fold()
     row = next(r for r in _outbox(app) if r.id == first.id)
     assert (row.status, row.attempts) == ("sent", 1)
+
+
+def test_a_stale_record_does_not_mark_another_mail_sent(harness, database, smtp_receiver):
+    """A side file left beside a restored database names rows by id and Message-ID: a row with that
+    id but another Message-ID is not marked sent (its mail still goes out)."""
+    if database.backend != "sqlite":
+        pytest.skip("the side file exists on SQLite only")
+    harness.deliver(report(sender="stale@example.net"))
+    app = harness.app()
+    app.intake.poll_once()
+    first = _outbox(app)[0]
+    app.dispatcher._sent_log.record(first.id, "someone-else@example.org", harness.clock())
+    sent = asyncio.run(app.dispatcher.flush_all(harness.clock())).sent
+    assert sent == 1 + len(MEMBERS)
+    assert smtp_receiver.to("stale@example.net")

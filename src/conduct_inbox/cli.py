@@ -69,8 +69,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             worker.stop()
         raise
     holder: dict[str, Daemon] = {}
-    app = build_app(settings, engine=engine, on_commit=lambda: holder["daemon"].kick_flush() if "daemon" in holder else None)
+    app = None
     try:
+        app = build_app(settings, engine=engine, on_commit=lambda: holder["daemon"].kick_flush() if "daemon" in holder else None)
         if args.once:
             return run_once(app)
         daemon = Daemon(app, settings.mailbox.poll_seconds, watchdog_interval(), dispatch_worker=worker)
@@ -80,7 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if worker is not None:
             worker.stop()
-        app.close()
+        if app is not None:
+            app.close()
         lock.release()
 
 

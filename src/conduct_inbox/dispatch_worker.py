@@ -29,9 +29,10 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 10
-#: How often the worker checks that the daemon is still there, and how long it may then take.
+#: How often the worker checks that the daemon is still there; once it is gone, the batch under
+#: way may take this long beyond the SMTP timeout before the worker ends regardless.
 PARENT_CHECK_SECONDS = 0.5
-ORPHAN_GRACE_SECONDS = 2.0
+ORPHAN_GRACE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,13 @@ class FlushSummary:
 # ----- the worker process -----------------------------------------------------------------------
 
 
-def _watch_parent(parent: int, orphaned: threading.Event) -> None:
-    """Tell the loop when the daemon is gone; end the process if it does not stop in time."""
+def _watch_parent(parent: int, orphaned: threading.Event, grace: float) -> None:
+    """Tell the loop when the daemon is gone (it ends after the batch under way); end the
+    process if that takes longer than `grace`."""
     while os.getppid() == parent:
         time.sleep(PARENT_CHECK_SECONDS)
     orphaned.set()
-    time.sleep(ORPHAN_GRACE_SECONDS)
+    time.sleep(grace)
     os._exit(0)
 
 
@@ -64,7 +66,8 @@ def serve(settings: Any, conn: Connection, log_level: int) -> None:
     for noisy in ("aiosmtplib", "mail.log"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     orphaned = threading.Event()
-    threading.Thread(target=_watch_parent, args=(os.getppid(), orphaned), name="parent-watch", daemon=True).start()
+    grace = settings.smtp.timeout_seconds + ORPHAN_GRACE_SECONDS
+    threading.Thread(target=_watch_parent, args=(os.getppid(), orphaned, grace), name="parent-watch", daemon=True).start()
 
     from . import db
     from .app import make_dispatcher, make_workflow
@@ -100,6 +103,12 @@ async def _serve(dispatcher: Any, conn: Connection, orphaned: threading.Event) -
             stopping = True
             kicked.set()
 
+    async def notice_orphaned() -> None:
+        while not orphaned.is_set():
+            await asyncio.sleep(PARENT_CHECK_SECONDS)
+        kicked.set()  # wake the loop: it ends (after the batch under way, if any)
+
+    watch = asyncio.create_task(notice_orphaned())
     loop.add_reader(conn.fileno(), on_message)
     while not stopping and not orphaned.is_set():
         try:
@@ -107,10 +116,10 @@ async def _serve(dispatcher: Any, conn: Connection, orphaned: threading.Event) -
         except TimeoutError:
             pass
         kicked.clear()
-        if stopping:
+        if stopping or orphaned.is_set():
             break
         try:
-            summary = await _flush(dispatcher, lambda: datetime.now(timezone.utc), orphaned)
+            summary = await _flush(dispatcher, lambda: datetime.now(timezone.utc), lambda: stopping or orphaned.is_set())
         except Exception as exc:  # a database outage, say: try again at the next kick or tick
             from .errors import where
 
@@ -121,15 +130,17 @@ async def _serve(dispatcher: Any, conn: Connection, orphaned: threading.Event) -
         except (BrokenPipeError, OSError):
             break
     loop.remove_reader(conn.fileno())
+    watch.cancel()
 
 
-async def _flush(dispatcher: Any, clock: Any, orphaned: threading.Event) -> FlushSummary:
-    """Send batches until nothing is due (a full batch means there may be more)."""
+async def _flush(dispatcher: Any, clock: Any, ending: Any) -> FlushSummary:
+    """Send batches until nothing is due (a full batch means there may be more), or, when the
+    worker is to end, until the batch under way is done."""
     sent = failed = deferred = 0
     while True:
         report = await dispatcher.flush_once(clock())
         sent, failed, deferred = sent + report.sent, failed + report.failed, deferred + report.deferred
-        if report.outage or orphaned.is_set():
+        if report.outage or ending():
             return FlushSummary(sent, failed, deferred, report.outage)
         if report.sent + report.failed + report.deferred < dispatcher.batch_size:
             return FlushSummary(sent, failed, deferred, None)
@@ -166,6 +177,9 @@ class DispatchWorker:
         if self.alive():
             return
         method, self._first_start = self._first_start, "spawn"
+        if self._conn is not None:  # the pipe to a worker that died
+            self._conn.close()
+            self._conn = None
         context = multiprocessing.get_context(method)
         parent_end, child_end = context.Pipe()
         process = context.Process(
@@ -224,7 +238,7 @@ class DispatchWorker:
             self.last_summary = found[-1]
         return found
 
-    def stop(self, timeout: float = 30) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """Let the worker finish its batch and exit; kill it if it does not."""
         with self._lock:
             process, conn = self._process, self._conn
@@ -236,7 +250,8 @@ class DispatchWorker:
                 conn.send("stop")
             except (BrokenPipeError, OSError):
                 pass
-        process.join(timeout)
+        # Its batch under way ends first: as long as an SMTP timeout, and a little more.
+        process.join(timeout if timeout is not None else self.settings.smtp.timeout_seconds + ORPHAN_GRACE_SECONDS)
         if process.is_alive():
             log.warning("the dispatch worker did not stop in time; ending it")
             process.kill()

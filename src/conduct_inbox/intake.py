@@ -218,7 +218,12 @@ class Intake:
 
     def _prepare(self, uidvalidity: int, uid: int, raw: bytes, stats: IntakeStats) -> _Prepared:
         """Record the attempt (committed before parsing), then start parsing in the background."""
-        row_id, attempts = self._record_attempt(uidvalidity, uid, raw)
+        try:
+            row_id, attempts = self._record_attempt(uidvalidity, uid, raw)
+        except OperationalError as exc:
+            if not exc.connection_invalidated:
+                raise
+            row_id, attempts = self._record_attempt(uidvalidity, uid, raw)  # on a new connection
         if row_id is None or attempts > self.max_attempts:
             return _Prepared(uid, row_id, attempts, None)
         return _Prepared(uid, row_id, attempts, self._parsing.submit(self.parser, raw))
@@ -239,6 +244,7 @@ class Intake:
             return self._failed(row_id, attempts, "parser time limit exceeded", stats)
         except ParseFailed as exc:
             return self._failed(row_id, attempts, f"parser failed ({exc.kind})", stats)
+        reconnected = False
         for _ in range(3):
             try:
                 outcome = self._apply(row_id, parsed)
@@ -247,6 +253,12 @@ class Intake:
                 # A racing daemon committed the same report first: try again, it is now a duplicate.
                 log.info("inbound #%d: concurrent insert, retrying", row_id)
             except OperationalError as exc:
+                if exc.connection_invalidated and not reconnected:
+                    # The pass's connection broke (a server restart, say): once more on a new one,
+                    # without counting it against the message.
+                    reconnected = True
+                    log.info("inbound #%d: database connection lost, retrying on a new one", row_id)
+                    continue
                 log.warning("inbound #%d: database error %s", row_id, type(exc.orig).__name__)
                 return self._failed(row_id, attempts, "database error", stats)
             except Exception as exc:  # a bug must not stop the loop or lose the message

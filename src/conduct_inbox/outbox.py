@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -124,7 +125,7 @@ class Dispatcher:
         self.batch_size = batch_size
         #: Rows the server accepted whose "sent" could not be written (database down): written
         #: first thing at the next flush. They stay claimed meanwhile, so nobody sends them again.
-        self._unrecorded: dict[int, datetime] = {}
+        self._unrecorded: dict[int, tuple[str, datetime]] = {}
         #: Where each accepted mail is recorded at once (sent_log); used by this one thread only.
         self._sent_log = sent_log_for(engine)
         self._recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conduct-inbox-sent")
@@ -145,11 +146,12 @@ class Dispatcher:
                 self._update_sent(session, held)
             self._sent_log.forget(held)
 
-    def _claim(self, now: datetime) -> list[OutgoingMail]:
+    def _claim(self, now: datetime) -> tuple[list[OutgoingMail], dict[int, str]]:
+        """Due rows, claimed for this batch; and their Message-IDs by row id."""
         with self.sessions() as session, session.begin():
             state = session.get(ServiceState, "smtp")
             if state is not None and state.retry_at is not None and state.retry_at > now:
-                return []  # in an outage: wait for the backoff to run out
+                return [], {}  # in an outage: wait for the backoff to run out
             query = (
                 select(OutboxMessage)
                 .where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now)
@@ -161,7 +163,8 @@ class Dispatcher:
             rows = session.scalars(query).all()
             for row in rows:
                 row.claimed_until = now + CLAIM
-            return [OutgoingMail(r.id, verp_address(self.sender, r.id), r.recipient, r.data) for r in rows]
+            mails = [OutgoingMail(r.id, verp_address(self.sender, r.id), r.recipient, r.data) for r in rows]
+            return mails, {r.id: r.message_id for r in rows}
 
     async def flush_once(self, now: datetime) -> FlushReport:
         """One batch: claim due rows, send them, record each outcome. Returns what happened.
@@ -175,7 +178,7 @@ class Dispatcher:
             for row_id in held:
                 self._unrecorded.pop(row_id, None)
         await asyncio.to_thread(self._fold)
-        mails = await asyncio.to_thread(self._claim, now)
+        mails, message_ids = await asyncio.to_thread(self._claim, now)
         if not mails:
             return FlushReport()
         recorded: set[int] = set()
@@ -186,11 +189,11 @@ class Dispatcher:
                 return  # refusals and deferrals are recorded with the batch
             try:
                 if self._sent_log.local:
-                    self._sent_log.record(row_id, now)  # a local file, no fsync: microseconds
+                    self._sent_log.record(row_id, message_ids[row_id], now)  # a local file, no fsync: microseconds
                 else:
-                    await loop.run_in_executor(self._recorder, self._sent_log.record, row_id, now)
-            except SQLAlchemyError:
-                self._unrecorded[row_id] = now
+                    await loop.run_in_executor(self._recorder, self._sent_log.record, row_id, message_ids[row_id], now)
+            except (SQLAlchemyError, sqlite3.Error):  # the database, or the SQLite side file
+                self._unrecorded[row_id] = (message_ids[row_id], now)
                 raise  # end the batch: the rest stays claimed and unsent
             recorded.add(row_id)
 
@@ -203,14 +206,14 @@ class Dispatcher:
         await asyncio.to_thread(self._fold)
         return FlushReport(report.sent + len(recorded), report.failed, report.deferred, report.outage)
 
-    def _mark_sent(self, rows: dict[int, datetime]) -> None:
+    def _mark_sent(self, rows: dict[int, tuple[str, datetime]]) -> None:
         """Record accepted mail whose record failed earlier (the database was down)."""
         with self.sessions() as session, session.begin():
             self._update_sent(session, rows)
 
     @staticmethod
-    def _update_sent(session: Session, rows: dict[int, datetime]) -> None:
-        session.execute(MARK_SENT, [{"row_id": row_id, "sent": at} for row_id, at in rows.items()])
+    def _update_sent(session: Session, rows: dict[int, tuple[str, datetime]]) -> None:
+        session.execute(MARK_SENT, [{"row_id": row_id, "mid": mid, "sent": at} for row_id, (mid, at) in rows.items()])
 
     async def flush_all(self, now: datetime, max_batches: int = 1000) -> FlushReport:
         """Batches until nothing is due or the outgoing side is down (used by `run --once`)."""

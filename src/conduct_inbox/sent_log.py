@@ -20,14 +20,17 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, bindparam, update
+from sqlalchemy.exc import OperationalError
 
 from .models import OutboxMessage
 
 _outbox = OutboxMessage.__table__
-#: One accepted mail recorded as sent (once: a row folded in twice is counted once).
+#: One accepted mail recorded as sent (once: a row folded in twice is counted once). The row is
+#: named by id and Message-ID, so a stale side file (beside a restored database, say) cannot mark
+#: another mail as sent.
 MARK_SENT = (
     update(_outbox)
-    .where(_outbox.c.id == bindparam("row_id"), _outbox.c.status == "pending")
+    .where(_outbox.c.id == bindparam("row_id"), _outbox.c.message_id == bindparam("mid"), _outbox.c.status == "pending")
     .values(status="sent", sent_at=bindparam("sent"), claimed_until=None, attempts=_outbox.c.attempts + 1,
             last_code=250, last_error=None)
 )
@@ -43,14 +46,21 @@ class DirectLog:
         self.engine = engine
         self._connection: Connection | None = None
 
-    def record(self, row_id: int, at: datetime) -> None:
-        if self._connection is None:
-            self._connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            self._connection.execute(MARK_SENT, {"row_id": row_id, "sent": at})
-        except Exception:
-            self.release()
-            raise
+    def record(self, row_id: int, message_id: str, at: datetime) -> None:
+        for attempt in (1, 2):
+            if self._connection is None:
+                self._connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                self._connection.execute(MARK_SENT, {"row_id": row_id, "mid": message_id, "sent": at})
+                return
+            except OperationalError as exc:
+                self.release()
+                if not exc.connection_invalidated or attempt == 2:
+                    raise
+                # The held connection broke (a server restart): once more on a new one.
+            except Exception:
+                self.release()
+                raise
 
     def release(self) -> None:
         """End of a batch: give the connection back."""
@@ -61,7 +71,7 @@ class DirectLog:
             except Exception:  # noqa: BLE001 - a broken connection: the pool discards it
                 pass
 
-    def unfolded(self) -> dict[int, datetime]:
+    def unfolded(self) -> dict[int, tuple[str, datetime]]:
         return {}  # every record is in the outbox already
 
     def forget(self, row_ids: Iterable[int]) -> None:
@@ -85,26 +95,30 @@ class SideFileLog:
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            # Only this process writes here: a wait means trouble, and it would hold up the event loop.
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # survives a crash of the daemon; see module doc
-            db.execute("CREATE TABLE IF NOT EXISTS sent (row_id INTEGER PRIMARY KEY, sent_at TEXT NOT NULL)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS sent (row_id INTEGER PRIMARY KEY, message_id TEXT NOT NULL, sent_at TEXT NOT NULL)"
+            )
             self._db = db
         return self._db
 
-    def record(self, row_id: int, at: datetime) -> None:
+    def record(self, row_id: int, message_id: str, at: datetime) -> None:
         with self._lock:
-            self._connect().execute("INSERT OR REPLACE INTO sent VALUES (?, ?)", (row_id, at.isoformat()))
+            self._connect().execute("INSERT OR REPLACE INTO sent VALUES (?, ?, ?)", (row_id, message_id, at.isoformat()))
 
     def release(self) -> None:
         pass  # the side file stays open: nothing else writes to it
 
-    def unfolded(self) -> dict[int, datetime]:
+    def unfolded(self) -> dict[int, tuple[str, datetime]]:
+        """Recorded mails not yet in the outbox: row id -> (Message-ID, time sent)."""
         if self._db is None and not self.path.exists():
             return {}
         with self._lock:
-            rows = self._connect().execute("SELECT row_id, sent_at FROM sent").fetchall()
-        return {row_id: datetime.fromisoformat(at) for row_id, at in rows}
+            rows = self._connect().execute("SELECT row_id, message_id, sent_at FROM sent").fetchall()
+        return {row_id: (message_id, datetime.fromisoformat(at)) for row_id, message_id, at in rows}
 
     def forget(self, row_ids: Iterable[int]) -> None:
         ids = list(row_ids)

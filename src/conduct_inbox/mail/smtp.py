@@ -150,8 +150,19 @@ class SmtpSender:
             return BatchResult({})
         batch = _Batch(mails, on_result)
         count = max(1, min(self.connections, len(mails) // MAILS_PER_CONNECTION))
-        ended = await asyncio.gather(*(self._connection(batch, first=i == 0) for i in range(count)),
-                                     return_exceptions=True)
+        # The first connection is opened before any other: if it cannot be, that is an outage;
+        # if an extra one cannot (a server may limit connections per client), the first goes on alone.
+        first = self._client()
+        try:
+            await self._open(first)
+        except _Outage as outage:
+            await self._quit(first)
+            log.warning("SMTP outage after 0 of %d rows: %s", len(mails), outage.reason)
+            return BatchResult({}, outage=outage.reason)
+        ended = await asyncio.gather(
+            self._connection(batch, first), *(self._connection(batch, None) for _ in range(count - 1)),
+            return_exceptions=True,
+        )
         await batch.settled()
         for outcome in ended:
             if isinstance(outcome, BaseException) and not isinstance(outcome, _Stopped):
@@ -163,18 +174,18 @@ class SmtpSender:
             return BatchResult(batch.results, outage=batch.outage.reason)
         return BatchResult(batch.results)
 
-    async def _connection(self, batch: _Batch, first: bool) -> None:
-        """One connection taking mails from the batch until none are left or the batch stops."""
-        client = self._client()
-        try:
+    async def _connection(self, batch: _Batch, client: aiosmtplib.SMTP | None) -> None:
+        """One connection (`client`, already open; None: open an extra one) taking mails from the
+        batch until none are left or the batch stops."""
+        if client is None:
+            client = self._client()
             try:
                 await self._open(client)
             except _Outage as outage:
-                if first:
-                    batch.outage = batch.outage or outage
-                else:  # the first connection goes on alone (a server may limit connections)
-                    log.info("extra SMTP connection not opened: %s", outage.reason)
+                log.info("extra SMTP connection not opened: %s", outage.reason)
+                await self._quit(client)
                 return
+        try:
             while (mail := batch.next()) is not None:
                 try:
                     result = await self._send_one(client, mail, batch)
