@@ -106,6 +106,26 @@ def test_failed_record_ends_the_batch_and_no_further_mail_is_handed_over(smtp_re
     assert len(smtp_receiver.messages) == 5  # the other connection's envelope was reset, not sent
 
 
+def test_extra_connection_refused_the_first_goes_on_alone(smtp_receiver):
+    """A server that takes one connection per client: no outage, every mail over the first."""
+    opened = smtp_receiver._connection_opened
+    seen = []
+
+    def one_only() -> None:
+        seen.append(1)
+        if len(seen) > 1:
+            raise ConnectionRefusedError("one connection per client")
+        opened()
+
+    smtp_receiver._connection_opened = one_only
+    mails = [_mail(i, f"person{i}@example.net") for i in range(1, 41)]
+    batch = _send(_sender(smtp_receiver), mails)
+    assert batch.outage is None
+    assert {r.outcome for r in batch.results.values()} == {Outcome.SENT} and len(batch.results) == 40
+    assert len(seen) == 2 and smtp_receiver.connections == 1
+    assert len(smtp_receiver.wait_for(40)) == 40
+
+
 def test_one_connection_when_configured_so(smtp_receiver):
     mails = [_mail(i, f"person{i}@example.net") for i in range(1, 41)]
     batch = _send(_sender(smtp_receiver, connections=1), mails)
