@@ -8,6 +8,7 @@ import re
 import pytest
 from sqlalchemy import func, select
 
+from conduct_inbox.app import build_app
 from conduct_inbox.daemon import run_once
 from conduct_inbox.mail.imap import ImapMailbox
 from conduct_inbox.models import Case, InboundMessage, OutboxMessage, Quarantine
@@ -335,3 +336,33 @@ def test_dmarc_fail_seen_by_our_server_marks_the_case_spam(harness, smtp_receive
     spam = {c.title: c.spam for c in cases(app)}
     assert spam == {"Verify your account": True, "A real report": False}
     assert smtp_receiver.to("alerts@bank.example") == [] and len(smtp_receiver.to("real@example.net")) == 1
+
+
+def test_connections_cut_mid_pass_cost_no_attempt_and_no_report(harness, database):
+    """PostgreSQL drops the intake's connections between two messages (as a restart does): the
+    pass goes on over new ones, and no message is charged an attempt for it."""
+    if database.backend != "postgresql":
+        pytest.skip("a server-side disconnect")
+    from sqlalchemy import create_engine, text
+
+    for i in range(3):
+        harness.deliver(report(sender=f"cut{i}@example.net"))
+    admin = create_engine(database.url, isolation_level="AUTOCOMMIT")
+    commits = []
+
+    def cut_connections() -> None:  # in the intake thread, right after a report's commit
+        commits.append(1)
+        if len(commits) == 1:
+            with admin.connect() as conn:
+                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+
+    app = build_app(harness.settings(), clock=harness.clock, on_commit=cut_connections)
+    harness.apps.append(app)
+    stats = app.intake.poll_once()
+    admin.dispose()
+
+    assert stats.processed == 3 and stats.failed == 0 and stats.quarantined == 0
+    with app.sessions() as session:
+        rows = session.scalars(select(InboundMessage)).all()
+        assert sorted((r.status, r.attempts) for r in rows) == [("processed", 1)] * 3

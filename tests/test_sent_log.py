@@ -123,3 +123,4 @@ def test_a_stale_record_does_not_mark_another_mail_sent(harness, database, smtp_
     sent = asyncio.run(app.dispatcher.flush_all(harness.clock())).sent
     assert sent == 1 + len(MEMBERS)
     assert smtp_receiver.to("stale@example.net")
+
