@@ -186,20 +186,15 @@ class Daemon:
         """Send batches until the outbox has nothing due (a full batch means there may be more)."""
         worker = self.dispatch_worker
         if worker is not None:
-            for summary in worker.summaries():
-                if summary.outage:
-                    sd_notify(f"STATUS=outgoing mail outage: {summary.outage}")
+            for report in worker.reports():
+                if report.outage:
+                    sd_notify(f"STATUS=outgoing mail outage: {report.outage}")
             if not self._stopping.is_set():
                 worker.kick()
             return
-        dispatcher = self.app.dispatcher
-        while True:
-            report = await dispatcher.flush_once(self.app.clock())
-            if report.outage:
-                sd_notify(f"STATUS=outgoing mail outage: {report.outage}")
-                return
-            if report.sent + report.failed + report.deferred < dispatcher.batch_size or self._stopping.is_set():
-                return
+        report = await self.app.dispatcher.flush_due(self.app.clock, self._stopping.is_set)
+        if report.outage:
+            sd_notify(f"STATUS=outgoing mail outage: {report.outage}")
 
     async def escalate(self) -> None:
         if self._stopping.is_set():

@@ -7,9 +7,10 @@ intake applies. What it sends, how it records each mail, and its outage handling
 `outbox.Dispatcher`'s; only where it runs differs.
 
 The daemon (`DispatchWorker`) sends "flush" when it has committed new mail and "stop" when it
-stops; the worker also flushes every `FLUSH_SECONDS` on its own, and answers each flush with a
-short report (counts and the outage reason, no addresses). If the daemon dies the worker ends its
-current batch (the unsent rows are released at once, not after the claim runs out) and exits.
+stops; the worker also flushes every `FLUSH_SECONDS` on its own, and answers each flush with its
+`outbox.FlushReport` (counts and the outage reason, no addresses). If the daemon dies the worker
+ends its current batch (the unsent rows are released at once, not after the claim runs out) and
+exits.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
+
+from .outbox import FlushReport
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +35,6 @@ FLUSH_SECONDS = 10
 #: way may take this long beyond the SMTP timeout before the worker ends regardless.
 PARENT_CHECK_SECONDS = 0.5
 ORPHAN_GRACE_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class FlushSummary:
-    sent: int
-    failed: int
-    deferred: int
-    outage: str | None
 
 
 # ----- the worker process -----------------------------------------------------------------------
@@ -119,31 +113,18 @@ async def _serve(dispatcher: Any, conn: Connection, orphaned: threading.Event) -
         if stopping or orphaned.is_set():
             break
         try:
-            summary = await _flush(dispatcher, lambda: datetime.now(timezone.utc), lambda: stopping or orphaned.is_set())
+            report = await dispatcher.flush_due(lambda: datetime.now(timezone.utc), lambda: stopping or orphaned.is_set())
         except Exception as exc:  # a database outage, say: try again at the next kick or tick
             from .errors import where
 
             log.error("outbox flush failed (%s); it runs again at its next time", where(exc))
             continue
         try:
-            conn.send(summary)
+            conn.send(report)
         except (BrokenPipeError, OSError):
             break
     loop.remove_reader(conn.fileno())
     watch.cancel()
-
-
-async def _flush(dispatcher: Any, clock: Any, ending: Any) -> FlushSummary:
-    """Send batches until nothing is due (a full batch means there may be more), or, when the
-    worker is to end, until the batch under way is done."""
-    sent = failed = deferred = 0
-    while True:
-        report = await dispatcher.flush_once(clock())
-        sent, failed, deferred = sent + report.sent, failed + report.failed, deferred + report.deferred
-        if report.outage or ending():
-            return FlushSummary(sent, failed, deferred, report.outage)
-        if report.sent + report.failed + report.deferred < dispatcher.batch_size:
-            return FlushSummary(sent, failed, deferred, None)
 
 
 # ----- the daemon's side ------------------------------------------------------------------------
@@ -166,7 +147,6 @@ class DispatchWorker:
         self._process: Any = None
         self._conn: Connection | None = None
         self._lock = threading.Lock()
-        self.last_summary: FlushSummary | None = None
 
     @property
     def connection(self) -> Connection | None:
@@ -200,11 +180,8 @@ class DispatchWorker:
         deadline = time.monotonic() + timeout
         while conn is not None and self.alive() and time.monotonic() < deadline:
             if conn.poll(0.05):
-                item = conn.recv()
-                if item == "ready":
+                if conn.recv() == "ready":  # the first thing the worker sends
                     return True
-                if isinstance(item, FlushSummary):
-                    self.last_summary = item
         return False
 
     def alive(self) -> bool:
@@ -223,19 +200,17 @@ class DispatchWorker:
             except (BrokenPipeError, OSError):
                 pass  # it is ending; the next kick restarts it
 
-    def summaries(self) -> list[FlushSummary]:
-        """The reports the worker sent since the last call (never blocks)."""
-        found: list[FlushSummary] = []
+    def reports(self) -> list[FlushReport]:
+        """The flush reports the worker sent since the last call (never blocks)."""
+        found: list[FlushReport] = []
         conn = self._conn
         try:
             while conn is not None and conn.poll():
                 item = conn.recv()
-                if isinstance(item, FlushSummary):
+                if isinstance(item, FlushReport):
                     found.append(item)
         except (EOFError, OSError):
             pass
-        if found:
-            self.last_summary = found[-1]
         return found
 
     def stop(self, timeout: float | None = None) -> None:

@@ -101,9 +101,8 @@ class FlushReport:
 FailureHook = Callable[[Session, OutboxMessage, datetime], None]
 
 
-
 class Dispatcher:
-    """Sends due outbox rows in batches over one connection each, and records what happened."""
+    """Sends due outbox rows in batches (each over the transport's connections) and records what happened."""
 
     def __init__(
         self,
@@ -214,6 +213,18 @@ class Dispatcher:
     @staticmethod
     def _update_sent(session: Session, rows: dict[int, tuple[str, datetime]]) -> None:
         session.execute(MARK_SENT, [{"row_id": row_id, "mid": mid, "sent": at} for row_id, (mid, at) in rows.items()])
+
+    async def flush_due(self, clock: Callable[[], datetime], ending: Callable[[], bool] = lambda: False) -> FlushReport:
+        """Batches until nothing is due (a full batch means there may be more), the outgoing side
+        is down, or `ending()` says to stop after the batch under way. Returns the totals."""
+        total = FlushReport()
+        while True:
+            report = await self.flush_once(clock())
+            total = FlushReport(
+                total.sent + report.sent, total.failed + report.failed, total.deferred + report.deferred, report.outage
+            )
+            if report.outage or ending() or report.sent + report.failed + report.deferred < self.batch_size:
+                return total
 
     async def flush_all(self, now: datetime, max_batches: int = 1000) -> FlushReport:
         """Batches until nothing is due or the outgoing side is down (used by `run --once`)."""
