@@ -107,6 +107,35 @@ def dialect_insert_for(bind: Engine | Connection) -> Any:
     return postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert
 
 
+class HeldConnection:
+    """One connection kept across many short transactions (no pool checkout and ping for each),
+    replaced by a new one once it is found broken (a server restart, say)."""
+
+    def __init__(self, engine: Engine, autocommit: bool = False):
+        self.engine = engine
+        self.autocommit = autocommit
+        self._connection: Connection | None = None
+
+    def get(self) -> Connection:
+        connection = self._connection
+        if connection is None or connection.invalidated or connection.closed:
+            self.release()
+            connection = self.engine.connect()
+            if self.autocommit:
+                connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            self._connection = connection
+        return connection
+
+    def release(self) -> None:
+        """Give the connection back to the pool (a broken one is discarded)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception:  # noqa: BLE001 - a broken connection: the pool discards it
+                pass
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 

@@ -15,12 +15,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, case, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy import Engine, case, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from .classify import Policy, classify
-from .db import dialect_insert_for, session_factory
+from .db import HeldConnection, dialect_insert_for, session_factory
 from .errors import MailboxUnavailable, where
 from .mail.parse import InboundMessage as Parsed
 from .models import InboundMessage, MailboxState
@@ -79,10 +79,11 @@ class Intake:
         #: (db.make_engine(crash_safe_only=True)): the message stays in the intake folder until its
         #: case is committed durably, so a power cut can only cost one extra attempt.
         self.attempt_engine = attempt_engine or engine
-        #: Connections held for one pass (see `_held`), so that each message does not check one
+        #: Connections held for one pass (released at its end), so that each message does not check one
         #: out of the pool (and ping the server) twice.
-        self._connection: Connection | None = None
-        self._attempt_connection: Connection | None = None
+        self._connection = HeldConnection(engine)
+        #: Counting attempts: each statement commits on its own.
+        self._attempt_connection = HeldConnection(self.attempt_engine, autocommit=True)
         self.mailbox = mailbox
         self.workflow = workflow
         self.policy = policy
@@ -158,30 +159,11 @@ class Intake:
 
     def _session(self) -> Session:
         """A session on the pass's connection (a fresh one if the last was lost, e.g. a server restart)."""
-        if self._connection is None or self._connection.invalidated or self._connection.closed:
-            self._drop("_connection")
-            self._connection = self.engine.connect()
-        return self.sessions(bind=self._connection)
-
-    def _attempts(self) -> Connection:
-        """The pass's connection for counting attempts: each statement commits on its own."""
-        if self._attempt_connection is None or self._attempt_connection.invalidated or self._attempt_connection.closed:
-            self._drop("_attempt_connection")
-            self._attempt_connection = self.attempt_engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        return self._attempt_connection
-
-    def _drop(self, name: str) -> None:
-        connection = getattr(self, name)
-        setattr(self, name, None)
-        if connection is not None:
-            try:
-                connection.close()
-            except SQLAlchemyError:
-                pass  # a broken connection: the pool discards it
+        return self.sessions(bind=self._connection.get())
 
     def _release(self) -> None:
-        self._drop("_connection")
-        self._drop("_attempt_connection")
+        self._connection.release()
+        self._attempt_connection.release()
 
     def _fetch(self, uids: list[int]) -> dict[int, bytes]:
         try:
@@ -281,7 +263,7 @@ class Intake:
         safe against a second daemon doing the same (ON CONFLICT, and counting only while pending)."""
         now = self.clock()
         where = (_inbound.c.mailbox == self.mailbox.identity, _inbound.c.uidvalidity == uidvalidity, _inbound.c.uid == uid)
-        connection = self._attempts()
+        connection = self._attempt_connection.get()
         # The first attempt, as one statement; nothing when the message is known already.
         row_id = connection.execute(
             dialect_insert_for(connection)(_inbound)

@@ -19,9 +19,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, bindparam, update
+from sqlalchemy import Engine, bindparam, update
 from sqlalchemy.exc import OperationalError
 
+from .db import HeldConnection
 from .models import OutboxMessage
 
 _outbox = OutboxMessage.__table__
@@ -43,15 +44,12 @@ class DirectLog:
     local = False
 
     def __init__(self, engine: Engine):
-        self.engine = engine
-        self._connection: Connection | None = None
+        self._connection = HeldConnection(engine, autocommit=True)  # for a batch
 
     def record(self, row_id: int, message_id: str, at: datetime) -> None:
         for attempt in (1, 2):
-            if self._connection is None:
-                self._connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             try:
-                self._connection.execute(MARK_SENT, {"row_id": row_id, "mid": message_id, "sent": at})
+                self._connection.get().execute(MARK_SENT, {"row_id": row_id, "mid": message_id, "sent": at})
                 return
             except OperationalError as exc:
                 self.release()
@@ -64,12 +62,7 @@ class DirectLog:
 
     def release(self) -> None:
         """End of a batch: give the connection back."""
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            try:
-                connection.close()
-            except Exception:  # noqa: BLE001 - a broken connection: the pool discards it
-                pass
+        self._connection.release()
 
     def unfolded(self) -> dict[int, tuple[str, datetime]]:
         return {}  # every record is in the outbox already
