@@ -22,7 +22,7 @@ from pathlib import Path
 from sqlalchemy import Engine, bindparam, update
 from sqlalchemy.exc import OperationalError
 
-from .db import HeldConnection
+from .db import HeldConnection, sqlite_path
 from .models import OutboxMessage
 
 _outbox = OutboxMessage.__table__
@@ -129,8 +129,7 @@ class SideFileLog:
 
 
 def sent_log_for(engine: Engine) -> DirectLog | SideFileLog:
-    """The side file for an SQLite database file; direct records otherwise."""
-    database = engine.url.database
-    if engine.dialect.name == "sqlite" and database and database != ":memory:" and not database.startswith("file:"):
-        return SideFileLog(Path(database + "-sent"))
-    return DirectLog(engine)
+    """The side file for an SQLite database file (beside it, as the instance lock is); direct
+    records otherwise."""
+    path = sqlite_path(engine.url.render_as_string(hide_password=False))
+    return DirectLog(engine) if path is None else SideFileLog(path.with_name(path.name + "-sent"))

@@ -60,7 +60,7 @@ _INSERT_EVENT = insert(Event.__table__)
 
 def event(session: Session, case_id: int | None, actor: str, action: str, now: datetime, **detail: Any) -> None:
     """Append to the audit trail at once (a plain INSERT: events are never read back as objects)."""
-    session.connection().execute(_INSERT_EVENT, {"case_id": case_id, "actor": actor, "action": action, "at": now, "detail": detail})
+    events(session, case_id, now, (actor, action, detail))
 
 
 def events(session: Session, case_id: int | None, now: datetime, *entries: tuple[str, str, dict[str, Any]]) -> None:
