@@ -94,13 +94,18 @@ def test_records_left_by_a_crash_are_folded_in_before_anything_is_claimed_again(
     assert restarted.dispatcher._sent_log.unfolded() == {}
 
 
-def test_a_record_folded_twice_counts_once(harness, database):
+def _one_report_queued_on_sqlite(harness, database, sender: str):
+    """SQLite only (the side file): one report taken in, its mail queued. The app and its first outbox row."""
     if database.backend != "sqlite":
         pytest.skip("the side file exists on SQLite only")
-    harness.deliver(report(sender="twice@example.net"))
+    harness.deliver(report(sender=sender))
     app = harness.app()
     app.intake.poll_once()
-    first = _outbox(app)[0]
+    return app, _outbox(app)[0]
+
+
+def test_a_record_folded_twice_counts_once(harness, database):
+    app, first = _one_report_queued_on_sqlite(harness, database, "twice@example.net")
     log = app.dispatcher._sent_log
     log.record(first.id, first.message_id, harness.clock())
     app.dispatcher._fold()
@@ -113,12 +118,7 @@ def test_a_record_folded_twice_counts_once(harness, database):
 def test_a_stale_record_does_not_mark_another_mail_sent(harness, database, smtp_receiver):
     """A side file left beside a restored database names rows by id and Message-ID: a row with that
     id but another Message-ID is not marked sent (its mail still goes out)."""
-    if database.backend != "sqlite":
-        pytest.skip("the side file exists on SQLite only")
-    harness.deliver(report(sender="stale@example.net"))
-    app = harness.app()
-    app.intake.poll_once()
-    first = _outbox(app)[0]
+    app, first = _one_report_queued_on_sqlite(harness, database, "stale@example.net")
     app.dispatcher._sent_log.record(first.id, "someone-else@example.org", harness.clock())
     sent = asyncio.run(app.dispatcher.flush_all(harness.clock())).sent
     assert sent == 1 + len(MEMBERS)
