@@ -40,10 +40,24 @@ _FROM_KEYS = frozenset({"from", "von", "de", "fr\u00e5n", "fra", "van", "da", "o
 _SUBJECT_KEYS = frozenset({"subject", "betreff", "objet", "asunto", "\u00e4mne", "emne", "onderwerp", "oggetto", "temat", "p\u0159edm\u011bt"})
 
 
+#: Where a match of the library's reply-header pattern can begin: each of its alternatives
+#: starts at a line start (`^`), at a newline (`\n`), or at Danish "-----Oprindelig
+#: meddelelse-----" (its line start is optional). Asserting that first rejects every other
+#: position at once instead of trying the ~20 alternatives there: the same matches, about six
+#: times faster on a typical report (tests/test_quotes.py compares the two).
+_HEADER_STARTS = r"(?:(?<![^\n])|(?=\n)|(?=-----))"
+
+
 @functools.cache
-def _regexes() -> tuple[re.Pattern[str], re.Pattern[str]]:
+def _library_regexes() -> tuple[re.Pattern[str], re.Pattern[str]]:
     proto = EmailMessage(text="", languages=list(LANGUAGES), keep_hyphen_lists=True)
     return proto.HEADER_REGEX, proto.SIGNATURE_REGEX
+
+
+@functools.cache
+def _regexes() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    header, signature = _library_regexes()
+    return re.compile(f"{_HEADER_STARTS}(?:{header.pattern})", header.flags), signature
 
 
 def cut_at_marker(text: str) -> str:
