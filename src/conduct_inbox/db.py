@@ -98,13 +98,13 @@ def _sqlite_crash_safe_only(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+#: `insert` of each dialect we run on, by dialect name (both have INSERT ... ON CONFLICT).
+DIALECT_INSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
 def dialect_insert(session: Session) -> Any:
-    """`insert` of the session's dialect, for INSERT ... ON CONFLICT (SQLite and PostgreSQL both have it)."""
-    return dialect_insert_for(session.get_bind())
-
-
-def dialect_insert_for(bind: Engine | Connection) -> Any:
-    return postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert
+    """`insert` of the session's dialect, for INSERT ... ON CONFLICT."""
+    return DIALECT_INSERTS[session.get_bind().dialect.name]
 
 
 class HeldConnection:

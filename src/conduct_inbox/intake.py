@@ -15,12 +15,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, case, select, update
+from sqlalchemy import Engine, bindparam, case, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from .classify import Policy, classify
-from .db import HeldConnection, dialect_insert_for, session_factory
+from .db import DIALECT_INSERTS, HeldConnection, session_factory
 from .errors import MailboxUnavailable, where
 from .mail.parse import InboundMessage as Parsed
 from .models import InboundMessage, MailboxState
@@ -31,6 +31,34 @@ from .workflow import Workflow, dedupe_key, event
 log = logging.getLogger(__name__)
 
 _inbound = InboundMessage.__table__
+
+# The statements run for every message, built once: building one (and its cache key) costs
+# more CPU than sending it.
+_THIS_UID = (_inbound.c.mailbox == bindparam("this_mailbox"), _inbound.c.uidvalidity == bindparam("this_uidvalidity"),
+             _inbound.c.uid == bindparam("this_uid"))
+#: The first attempt, as one statement; nothing when the message is known already.
+_FIRST_ATTEMPT = {
+    name: insert_of(_inbound).on_conflict_do_nothing(index_elements=["mailbox", "uidvalidity", "uid"]).returning(_inbound.c.id)
+    for name, insert_of in DIALECT_INSERTS.items()
+}
+#: Counted by the database, and only while still pending: a daemon whose UPDATE waited for
+#: another's row lock must not go on with a message that is done now.
+_NEXT_ATTEMPT = (
+    update(_inbound).where(*_THIS_UID, _inbound.c.status == "pending")
+    .values(attempts=_inbound.c.attempts + 1).returning(_inbound.c.id, _inbound.c.attempts)
+)
+_ATTEMPTS = select(_inbound.c.attempts).where(*_THIS_UID)
+#: The row of a message about to be applied, locked (another daemon on it: no row).
+_LOCK_PENDING = select(InboundMessage).where(InboundMessage.id == bindparam("row_id")).with_for_update(skip_locked=True)
+#: One look at earlier messages with this Message-ID: the same one again (its key matches;
+#: listed first), or a different one reusing the ID.
+_EARLIER_COPY = (
+    select(InboundMessage.id, InboundMessage.case_id, InboundMessage.dedupe_key)
+    .where(InboundMessage.message_id == bindparam("message_id"), InboundMessage.id != bindparam("row_id"),
+           InboundMessage.status != "pending")
+    .order_by(case((InboundMessage.dedupe_key == bindparam("key"), 0), else_=1))
+    .limit(1)
+)
 
 FETCH_CHUNK = 50
 #: A message done in the database but still in the intake folder is moved by whoever polls only
@@ -262,51 +290,32 @@ class Intake:
         Each statement commits on its own (autocommit); each is atomic, and together they are
         safe against a second daemon doing the same (ON CONFLICT, and counting only while pending)."""
         now = self.clock()
-        where = (_inbound.c.mailbox == self.mailbox.identity, _inbound.c.uidvalidity == uidvalidity, _inbound.c.uid == uid)
         connection = self._attempt_connection.get()
-        # The first attempt, as one statement; nothing when the message is known already.
         row_id = connection.execute(
-            dialect_insert_for(connection)(_inbound)
-            .values(mailbox=self.mailbox.identity, uidvalidity=uidvalidity, uid=uid, raw=raw, size=len(raw),
-                    received_at=now, attempts=1, status="pending", message_id_reused=False)
-            .on_conflict_do_nothing(index_elements=["mailbox", "uidvalidity", "uid"])
-            .returning(_inbound.c.id)
+            _FIRST_ATTEMPT[connection.dialect.name],
+            {"mailbox": self.mailbox.identity, "uidvalidity": uidvalidity, "uid": uid, "raw": raw, "size": len(raw),
+             "received_at": now, "attempts": 1, "status": "pending", "message_id_reused": False},
         ).scalar_one_or_none()
         if row_id is not None:
             return row_id, 1
-        # Counted by the database, and only while still pending: a daemon whose UPDATE waited for
-        # another's row lock must not go on with a message that is done now.
-        counted = connection.execute(
-            update(_inbound).where(*where, _inbound.c.status == "pending")
-            .values(attempts=_inbound.c.attempts + 1)
-            .returning(_inbound.c.id, _inbound.c.attempts)
-        ).first()
+        this_uid = {"this_mailbox": self.mailbox.identity, "this_uidvalidity": uidvalidity, "this_uid": uid}
+        counted = connection.execute(_NEXT_ATTEMPT, this_uid).first()
         if counted is not None:
             return counted.id, counted.attempts
-        attempts = connection.execute(select(_inbound.c.attempts).where(*where)).scalar_one_or_none()
+        attempts = connection.execute(_ATTEMPTS, this_uid).scalar_one_or_none()
         return None, attempts or 0  # another daemon finished it (or holds it)
 
     def _apply(self, row_id: int, parsed: Parsed) -> str | None:
         now = self.clock()
         with self._session() as session, session.begin():
-            row = session.scalars(
-                select(InboundMessage).where(InboundMessage.id == row_id).with_for_update(skip_locked=True)
-            ).first()
+            row = session.scalars(_LOCK_PENDING, {"row_id": row_id}).first()
             if row is None or row.status != "pending":
                 return None  # another daemon is on it, or finished it
             message_id = parsed.message_id[:998] if parsed.message_id else None
             earlier = None
             if parsed.message_id:
                 key = dedupe_key(parsed.message_id, parsed.body_hash)
-                # One look at earlier messages with this Message-ID: the same one again (its key
-                # matches; listed first), or a different one reusing the ID.
-                earlier = session.execute(
-                    select(InboundMessage.id, InboundMessage.case_id, InboundMessage.dedupe_key)
-                    .where(InboundMessage.message_id == message_id, InboundMessage.id != row.id,
-                           InboundMessage.status != "pending")
-                    .order_by(case((InboundMessage.dedupe_key == key, 0), else_=1))
-                    .limit(1)
-                ).first()
+                earlier = session.execute(_EARLIER_COPY, {"message_id": message_id, "row_id": row.id, "key": key}).first()
             if parsed.message_id and earlier is not None and earlier.dedupe_key == key:
                 row.message_id, row.body_hash = message_id, parsed.body_hash
                 row.status, row.kind, row.duplicate_of_id, row.processed_at = "duplicate", "duplicate", earlier.id, now

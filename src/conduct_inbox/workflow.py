@@ -13,13 +13,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from . import routing, tokens
 from .classify import CaseFacts, Classification, Facts, Policy, is_automatic, verp_row
 from .committee import Desk
-from .db import dialect_insert
+from .db import DIALECT_INSERTS
 from .commands import strip_commands
 from .mail.compose import Draft, OutgoingAttachment, Sender
 from .mail.parse import InboundMessage as Parsed
@@ -56,6 +56,18 @@ class Options:
 
 
 _INSERT_EVENT = insert(Event.__table__)
+_counters = CaseCounter.__table__
+#: The year's next case number, counted by the database (safe with two daemons). A plain
+#: statement on the table: no autoflush first.
+_NEXT_NUMBER = {
+    name: insert_of(_counters).values(year=bindparam("year"), last=1)
+    .on_conflict_do_update(index_elements=["year"], set_={"last": _counters.c.last + 1}).returning(_counters.c.last)
+    for name, insert_of in DIALECT_INSERTS.items()
+}
+#: Acknowledgements to one address since a moment (the rate limit).
+_ACKS_SINCE = select(func.count(OutboxMessage.id)).where(
+    OutboxMessage.kind == "ack", OutboxMessage.recipient == bindparam("address"), OutboxMessage.created_at >= bindparam("since")
+)
 
 
 def event(session: Session, case_id: int | None, actor: str, action: str, now: datetime, **detail: Any) -> None:
@@ -264,13 +276,7 @@ class Workflow:
 
     def next_ref(self, session: Session, now: datetime) -> str:
         """Allocate the next per-year reference atomically (safe with two daemons)."""
-        statement = (
-            dialect_insert(session)(CaseCounter.__table__)  # a plain statement: no autoflush first
-            .values(year=now.year, last=1)
-            .on_conflict_do_update(index_elements=["year"], set_={"last": CaseCounter.__table__.c.last + 1})
-            .returning(CaseCounter.last)
-        )
-        number = session.execute(statement).scalar_one()
+        number = session.execute(_NEXT_NUMBER[session.get_bind().dialect.name], {"year": now.year}).scalar_one()
         return f"{now.year}-{number:04d}"
 
     def open_case(self, session: Session, msg: Parsed, now: datetime, flags: Iterable[str] = ()) -> Case:
@@ -517,12 +523,7 @@ class Workflow:
         )
 
     def _ack_limit_reached(self, session: Session, address: str, now: datetime) -> bool:
-        since = now - self.options.ack_limit_window
-        count = session.scalar(
-            select(func.count(OutboxMessage.id)).where(
-                OutboxMessage.kind == "ack", OutboxMessage.recipient == address.lower(), OutboxMessage.created_at >= since
-            )
-        )
+        count = session.scalar(_ACKS_SINCE, {"address": address.lower(), "since": now - self.options.ack_limit_window})
         return (count or 0) >= self.options.ack_limit_per_address
 
     def _note_rate_limit(self, session: Session, case: Case, address: str, now: datetime) -> None:
