@@ -124,3 +124,13 @@ def test_a_stale_record_does_not_mark_another_mail_sent(harness, database, smtp_
     assert sent == 1 + len(MEMBERS)
     assert smtp_receiver.to("stale@example.net")
 
+
+
+def test_a_record_stuck_on_postgresql_ends_in_an_error_not_a_held_event_loop(harness, database):
+    """The record runs on the dispatcher's event loop: its connection bounds every statement."""
+    if database.backend != "postgresql":
+        pytest.skip("SQLite records go to a local side file")
+    app = harness.app()
+    with app.crash_safe_engine.connect() as connection:
+        assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "30s"
+        assert connection.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"

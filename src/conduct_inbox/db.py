@@ -38,7 +38,9 @@ def make_engine(url: str, cipher: Cipher | None = None, *, crash_safe_only: bool
         if crash_safe_only:
             event.listen(engine, "connect", _sqlite_crash_safe_only)
     else:
-        options = {"options": "-c synchronous_commit=off"} if crash_safe_only else {}
+        # The dispatcher records each accepted mail on its event loop (sent_log): a statement
+        # stuck on a lock must end with an error, not hold the loop.
+        options = {"options": "-c synchronous_commit=off -c statement_timeout=30s"} if crash_safe_only else {}
         engine = create_engine(url, hide_parameters=True, pool_pre_ping=True, connect_args=options)
     engine.dialect.conduct_cipher = cipher  # type: ignore[attr-defined]
     return engine

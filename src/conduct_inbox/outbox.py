@@ -12,7 +12,6 @@ import logging
 import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -125,17 +124,11 @@ class Dispatcher:
         #: Rows the server accepted whose "sent" could not be written (database down): written
         #: first thing at the next flush. They stay claimed meanwhile, so nobody sends them again.
         self._unrecorded: dict[int, tuple[str, datetime]] = {}
-        #: Where each accepted mail is recorded at once (sent_log); used by this one thread only.
+        #: Where each accepted mail is recorded at once (sent_log), on the event loop.
         self._sent_log = sent_log_for(engine)
-        self._recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conduct-inbox-sent")
 
     def close(self) -> None:
-        """End the recording thread (after closing the sent log)."""
-        try:
-            self._recorder.submit(self._sent_log.close).result()
-        except RuntimeError:
-            return  # closed already
-        self._recorder.shutdown(wait=True)
+        self._sent_log.close()
 
     def _fold(self) -> None:
         """Move records from the sent log's side file (SQLite) into the outbox, before claiming."""
@@ -169,8 +162,9 @@ class Dispatcher:
         """One batch: claim due rows, send them, record each outcome. Returns what happened.
 
         Each accepted mail is recorded as sent before the next is handed over, so a crash or a
-        database outage repeats at most the one mail in flight. The database work runs in a
-        worker thread: a commit waiting on the disk must not stall the event loop."""
+        database outage repeats at most the one mail in flight. Claiming and recording the batch
+        run in a worker thread (a commit waiting on the disk must not stall the event loop); the
+        record of each accepted mail is one short statement, made on the loop (sent_log)."""
         if self._unrecorded:
             held = dict(self._unrecorded)
             await asyncio.to_thread(self._mark_sent, held)  # raises while the database is still down
@@ -181,16 +175,13 @@ class Dispatcher:
         if not mails:
             return FlushReport()
         recorded: set[int] = set()
-        loop = asyncio.get_running_loop()
 
         async def on_result(row_id: int, result: DeliveryResult) -> None:
             if result.outcome is not Outcome.SENT:
                 return  # refusals and deferrals are recorded with the batch
             try:
-                if self._sent_log.local:
-                    self._sent_log.record(row_id, message_ids[row_id], now)  # a local file, no fsync: microseconds
-                else:
-                    await loop.run_in_executor(self._recorder, self._sent_log.record, row_id, message_ids[row_id], now)
+                # On the loop (see sent_log): the next mail waits for this record in any case.
+                self._sent_log.record(row_id, message_ids[row_id], now)
             except (SQLAlchemyError, sqlite3.Error):  # the database, or the SQLite side file
                 self._unrecorded[row_id] = (message_ids[row_id], now)
                 raise  # end the batch: the rest stays claimed and unsent
@@ -199,7 +190,7 @@ class Dispatcher:
         try:
             result = await self.transport.send_batch(mails, on_result=on_result)
         finally:
-            await loop.run_in_executor(self._recorder, self._sent_log.release)
+            self._sent_log.release()
         rest = [m for m in mails if m.row_id not in recorded]
         report = await asyncio.to_thread(self._record, rest, result, now)
         await asyncio.to_thread(self._fold)

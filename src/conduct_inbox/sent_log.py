@@ -1,5 +1,8 @@
 """Where the dispatcher records each mail the server accepted, before the next can be accepted.
 
+The record is made on the event loop, with no thread hop per mail: the next mail waits for it in
+any case, and the dispatch worker's loop serves nothing else that could not wait one round trip.
+
 PostgreSQL: one autocommitted UPDATE of the outbox row, on a connection held for the batch (row
 locks: the intake's transactions do not get in its way).
 
@@ -40,9 +43,6 @@ MARK_SENT = (
 class DirectLog:
     """Records straight into the outbox (PostgreSQL, or an SQLite database with no file)."""
 
-    #: A record is a network round trip: the dispatcher makes it on its recording thread.
-    local = False
-
     def __init__(self, engine: Engine):
         self._connection = HeldConnection(engine, autocommit=True)  # for a batch
 
@@ -77,10 +77,8 @@ class DirectLog:
 class SideFileLog:
     """Records into `<database>-sent` (SQLite); `unfolded`/`forget` let the dispatcher fold them in."""
 
-    #: A record is a few microseconds (a local file, synchronous=NORMAL: no fsync but at the rare
-    #: checkpoint), so the dispatcher makes it on the event loop, with no thread hop per mail.
-    local = True
-
+    #: A record is a few microseconds: a local file, synchronous=NORMAL (no fsync but at the rare
+    #: checkpoint).
     def __init__(self, path: Path):
         self.path = path
         self._db: sqlite3.Connection | None = None
