@@ -106,6 +106,8 @@ DRAFTS = {
         ),
         recipient_name="Zoë Müller",
     ),
+    # Larger than one base64 piece (compose._BASE64_PIECE): the pieces must join into the same lines.
+    "large attachment": draft(attachments=(OutgoingAttachment("video.mp4", "video/mp4", bytes(range(256)) * 700 + b"end"),)),
     "empty body": draft(body=""),
     "empty body with attachment": draft(body="", attachments=(PDF,)),
     "awkward body": draft(
@@ -301,3 +303,14 @@ def test_date_keeps_the_offset() -> None:
     when = datetime(2026, 7, 1, 23, 30, tzinfo=timezone(timedelta(hours=2)))
     msg = email.message_from_bytes(build(draft(), SENDER, "abc123@example.org", when), policy=default)
     assert msg["Date"].datetime == when
+
+
+def test_copies_sharing_attachments_encode_them_once_and_equal_separate_builds() -> None:
+    """enqueue_all builds each member's copy with one `encoded` cache: same bytes as alone."""
+    d = DRAFTS["large attachment"]
+    encoded: dict[int, bytes] = {}
+    first = build(d, SENDER, "one@example.org", DATE, encoded)
+    second = build(d, SENDER, "two@example.org", DATE, encoded)
+    assert list(encoded) == [id(d.attachments[0])]
+    assert first == build(d, SENDER, "one@example.org", DATE)
+    assert second == build(d, SENDER, "two@example.org", DATE)

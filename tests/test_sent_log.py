@@ -17,7 +17,7 @@ from sqlalchemy import select
 from conduct_inbox.models import OutboxMessage
 from conduct_inbox.outbox import CLAIM
 from conduct_inbox.sent_log import DirectLog, SideFileLog, sent_log_for
-from tests.harness import MEMBERS, Harness, report
+from tests.harness import MEMBERS, Harness, parsed, report
 
 
 @pytest.fixture
@@ -134,3 +134,25 @@ def test_a_record_stuck_on_postgresql_ends_in_an_error_not_a_held_event_loop(har
     with app.crash_safe_engine.connect() as connection:
         assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "30s"
         assert connection.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
+
+
+def test_large_copies_are_read_one_at_a_time_and_reach_every_member_intact(harness, database, smtp_receiver):
+    """Copies over outbox.READ_WITH_CLAIM are read from the outbox when their turn comes, not with
+    the claim; what arrives is the attachment as the reporter sent it."""
+    video = bytes(range(256)) * 1600  # 400 KB: its copies are over READ_WITH_CLAIM
+    harness.deliver(report(sender="large@example.net", attachments=[("clip.mp4", "video/mp4", video)]))
+    app = harness.app()
+    app.intake.poll_once()
+    claimed, _ = app.dispatcher._claim(harness.clock())
+    large = [m for m in claimed if m.data is None]
+    assert len(large) == len(MEMBERS) and all(m.fetch is not None for m in large)  # the ack is small
+    harness.clock.advance(seconds=CLAIM.total_seconds() + 60)  # the claim above runs out
+
+    sent = asyncio.run(app.dispatcher.flush_all(harness.clock())).sent
+
+    assert sent == 1 + len(MEMBERS)
+    for member in (m[1] for m in MEMBERS):
+        (got,) = smtp_receiver.to(member)
+        (attachment,) = parsed(got).iter_attachments()
+        assert attachment.get_filename() == "clip.mp4" and attachment.get_payload(decode=True) == video
+    assert Counter(r.status for r in _outbox(app)) == {"sent": 1 + len(MEMBERS)}

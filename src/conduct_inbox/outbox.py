@@ -11,11 +11,11 @@ import asyncio
 import logging
 import sqlite3
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, insert, or_, select, update
+from sqlalchemy import Engine, case, func, insert, null, or_, select, type_coerce, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, defer
 
@@ -31,8 +31,21 @@ log = logging.getLogger(__name__)
 _outbox = OutboxMessage.__table__
 
 CLAIM = timedelta(minutes=10)
+#: A claimed mail larger than this (a report copy with its attachments, say) is read from the
+#: outbox only when its turn in the batch comes, not with the claim: a batch then holds one large
+#: mail in memory at a time.
+READ_WITH_CLAIM = 256 * 1024
+#: Drafts whose attachments add up to more than this are built and written one at a time, each
+#: attachment base64-encoded once for all of them: the daemon holds one large copy at a time.
+WRITE_ONE_BY_ONE = 256 * 1024
 #: A recipient that keeps answering 4xx is given up on after this long, and the committee alerted.
 DEFER_LIMIT = timedelta(days=3)
+
+
+#: A claimed row's bytes, or NULL for a large one (read when its turn comes, `Dispatcher._fetcher`).
+_DATA_IF_SMALL = type_coerce(
+    case((func.length(OutboxMessage.data) <= READ_WITH_CLAIM, OutboxMessage.data), else_=null()), OutboxMessage.data.type
+)
 
 
 def new_message_id(domain: str) -> str:
@@ -64,19 +77,27 @@ def enqueue_all(
     case_id: int | None = None,
     inbound_id: int | None = None,
 ) -> None:
-    """Write outgoing mails in the caller's transaction, in one INSERT (rows in the drafts' order)."""
-    rows = []
-    for draft in drafts:
+    """Write outgoing mails in the caller's transaction, in one INSERT (rows in the drafts' order);
+    one by one when they carry large attachments (WRITE_ONE_BY_ONE)."""
+    encoded: dict[int, bytes] = {}  # each attachment's base64 part, shared by the drafts carrying it
+
+    def row(draft: Draft) -> dict[str, object]:
         message_id = new_message_id(sender.domain)
-        rows.append({
+        return {
             "case_id": case_id, "inbound_id": inbound_id, "kind": draft.kind, "audience": draft.audience,
             "recipient": draft.recipient.lower(), "message_id": message_id, "subject": draft.subject,
-            "data": build(draft, sender, message_id, now), "status": "pending", "attempts": 0,
+            "data": build(draft, sender, message_id, now, encoded), "status": "pending", "attempts": 0,
             "next_attempt_at": now, "created_at": now,
-        })
-    if rows:
-        # A plain INSERT, visible to the rest of the transaction at once; the ids are not needed here.
-        session.connection().execute(insert(_outbox), rows)
+        }
+
+    # Plain INSERTs, visible to the rest of the transaction at once; the ids are not needed here.
+    connection = session.connection()
+    attached = {id(a): len(a.content) for d in drafts for a in d.attachments}
+    if sum(attached.values()) > WRITE_ONE_BY_ONE:
+        for draft in drafts:
+            connection.execute(insert(_outbox), [row(draft)])
+    elif drafts:
+        connection.execute(insert(_outbox), [row(draft) for draft in drafts])
 
 
 @dataclass(frozen=True)
@@ -145,18 +166,38 @@ class Dispatcher:
             if state is not None and state.retry_at is not None and state.retry_at > now:
                 return [], {}  # in an outage: wait for the backoff to run out
             query = (
-                select(OutboxMessage)
+                select(OutboxMessage, _DATA_IF_SMALL)
+                .options(defer(OutboxMessage.data))
                 .where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now)
                 .where(or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now))
                 .order_by(OutboxMessage.id)
                 .limit(self.batch_size)
                 .with_for_update(skip_locked=True)
             )
-            rows = session.scalars(query).all()
-            for row in rows:
+            rows = session.execute(query).all()
+            for row, _ in rows:
                 row.claimed_until = now + CLAIM
-            mails = [OutgoingMail(r.id, verp_address(self.sender, r.id), r.recipient, r.data) for r in rows]
-            return mails, {r.id: r.message_id for r in rows}
+            mails = [
+                OutgoingMail(r.id, verp_address(self.sender, r.id), r.recipient, data,
+                             None if data is not None else self._fetcher(r.id))
+                for r, data in rows
+            ]
+            return mails, {r.id: r.message_id for r, _ in rows}
+
+    def _fetcher(self, row_id: int) -> Callable[[], Awaitable[bytes]]:
+        """Reads a large mail's bytes when the transport comes to it (in a thread: no stalled loop)."""
+
+        async def fetch() -> bytes:
+            return await asyncio.to_thread(self._content, row_id)
+
+        return fetch
+
+    def _content(self, row_id: int) -> bytes:
+        with self.sessions() as session:
+            data = session.scalar(select(OutboxMessage.data).where(OutboxMessage.id == row_id))
+        if data is None:
+            raise LookupError(f"outbox row {row_id} is gone")
+        return data
 
     async def flush_once(self, now: datetime) -> FlushReport:
         """One batch: claim due rows, send them, record each outcome. Returns what happened.

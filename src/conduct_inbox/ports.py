@@ -65,12 +65,22 @@ class Mailbox(Protocol):
 
 @dataclass(frozen=True)
 class OutgoingMail:
-    """One outbox row ready to hand to SMTP: one envelope recipient, the exact bytes to send."""
+    """One outbox row ready to hand to SMTP: one envelope recipient, the exact bytes to send.
+
+    A large mail comes with `data` None and a `fetch` that reads its bytes when its turn comes,
+    so that a batch holds one large mail in memory at a time, not all of them."""
 
     row_id: int
     envelope_from: str
     recipient: str
-    data: bytes
+    data: bytes | None
+    fetch: Callable[[], Awaitable[bytes]] | None = None
+
+    async def content(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        assert self.fetch is not None, "an outgoing mail without data has a fetch"
+        return await self.fetch()
 
 
 class Outcome(enum.Enum):

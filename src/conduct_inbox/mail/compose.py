@@ -14,6 +14,7 @@ Drafts with a non-ASCII mail address (rare, and needing SMTPUTF8 anyway) take th
 
 from __future__ import annotations
 
+import base64
 import binascii
 import hashlib
 import re
@@ -278,12 +279,18 @@ def _content_type(content_type: str) -> str:
     return "Content-Type: " + ctype
 
 
+#: Base64 is encoded this many input bytes at a time: 57 make one 76-character line, so the
+#: pieces join into the same lines, and no whole-attachment intermediate (nor a list of every
+#: line) is ever held beside the result.
+_BASE64_PIECE = 57 * 1024
+
+
 def _base64(data: bytes) -> bytes:
     """Base64 in 76-character lines, each ending in CRLF (what EmailMessage wrote)."""
-    if not data:
-        return b""
-    text = binascii.b2a_base64(data, newline=False)
-    return b"\r\n".join(text[i : i + 76] for i in range(0, len(text), 76)) + b"\r\n"
+    view = memoryview(data)
+    return b"".join(
+        base64.encodebytes(view[i : i + _BASE64_PIECE]).replace(b"\n", b"\r\n") for i in range(0, len(view), _BASE64_PIECE)
+    )
 
 
 _TEXT_HEADERS = 'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n'
@@ -329,7 +336,9 @@ def _needs_email_message(draft: Draft, sender: Sender) -> bool:
     return any(a and _NON_ASCII.search(_check(a)) for a in (sender.address, draft.recipient, draft.reply_to))
 
 
-def build(draft: Draft, sender: Sender, message_id: str, date: datetime) -> bytes:
+def build(draft: Draft, sender: Sender, message_id: str, date: datetime, encoded: dict[int, bytes] | None = None) -> bytes:
+    """The message's bytes. `encoded`: base64 parts by id() of their OutgoingAttachment, kept
+    across calls for drafts that carry the same attachments (each is encoded once)."""
     if _needs_email_message(draft, sender):
         return _build_email_message(draft, sender, message_id, date)
     head = CRLF.join(_headers(draft, sender, message_id, date)) + CRLF
@@ -348,7 +357,11 @@ def build(draft: Draft, sender: Sender, message_id: str, date: datetime) -> byte
         part_head = (
             f"{_content_type(att.content_type)}\r\nContent-Transfer-Encoding: base64\r\n{_disposition(att.filename)}\r\n\r\n"
         )
-        chunks += [b"\r\n", delim, part_head.encode("ascii"), _base64(att.content)]
+        if encoded is None:
+            part = _base64(att.content)
+        elif (part := encoded.get(id(att))) is None:
+            part = encoded[id(att)] = _base64(att.content)
+        chunks += [b"\r\n", delim, part_head.encode("ascii"), part]
     chunks.append(f"\r\n--{boundary}--\r\n".encode("ascii"))
     return b"".join(chunks)
 

@@ -52,7 +52,7 @@ class MaildirSender:
                         Outcome.REJECTED, None, "invalid envelope address"
                     )
                     continue
-                self._write(mail)
+                self._write(mail, await mail.content())
                 results[mail.row_id] = DeliveryResult(Outcome.SENT)
                 if on_result is not None:
                     await on_result(mail.row_id, results[mail.row_id])
@@ -62,9 +62,9 @@ class MaildirSender:
             return BatchResult(results, outage=reason)
         return BatchResult(results)
 
-    def _write(self, mail: OutgoingMail) -> None:
+    def _write(self, mail: OutgoingMail, data: bytes) -> None:
         """Write to tmp/, fsync, then rename into new/ so readers never see half a file."""
-        eol = _line_ending(mail.data)
+        eol = _line_ending(data)
         header = (
             b"X-Conduct-Envelope-From: <" + mail.envelope_from.encode() + b">" + eol
             + b"X-Conduct-Envelope-To: <" + mail.recipient.encode() + b">" + eol
@@ -72,7 +72,7 @@ class MaildirSender:
         name = _unique_name()
         tmp = self.path / "tmp" / name
         with open(tmp, "xb") as f:
-            f.write(header + mail.data)
+            f.write(header + data)
             f.flush()
             os.fsync(f.fileno())
         os.rename(tmp, self.path / "new" / name)

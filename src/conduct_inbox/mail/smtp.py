@@ -267,7 +267,12 @@ class SmtpSender:
         if needs_utf8 and not client.supports_extension("smtputf8"):
             log.info("outbox row %d: address needs SMTPUTF8, server lacks it", mail.row_id)
             return DeliveryResult(Outcome.REJECTED, None, "address needs SMTPUTF8")
-        options = self._mail_options(client, mail.data, needs_utf8)
+        try:
+            data = await mail.content()  # a large mail is read only now (ports.OutgoingMail)
+        except Exception as exc:  # the database, not the server: end the batch, nothing more sent
+            batch.error = batch.error or exc
+            raise _Stopped() from None
+        options = self._mail_options(client, data, needs_utf8)
         encoding = "utf-8" if needs_utf8 else "ascii"
         stage = "MAIL FROM"
         try:
@@ -293,7 +298,7 @@ class SmtpSender:
                 raise _Stopped()
             stage = "DATA"
             try:
-                await client.data(mail.data)
+                await client.data(data)
             except aiosmtplib.SMTPDataError as exc:
                 batch.accepting.release()
                 if not 500 <= exc.code < 600:
