@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from conduct_inbox.models import OutboxMessage
 from conduct_inbox.outbox import CLAIM
@@ -156,3 +157,41 @@ def test_large_copies_are_read_one_at_a_time_and_reach_every_member_intact(harne
         (attachment,) = parsed(got).iter_attachments()
         assert attachment.get_filename() == "clip.mp4" and attachment.get_payload(decode=True) == video
     assert Counter(r.status for r in _outbox(app)) == {"sent": 1 + len(MEMBERS)}
+
+
+def test_a_failed_record_keeps_its_mail_claimed_and_hands_the_unsent_rest_back_at_once(harness, database, smtp_receiver):
+    """The database gone for a moment while a mail is recorded (a fault stood in for: it must hit
+    that one statement). The batch stops; the accepted mail stays claimed until it is recorded, so
+    it is not sent again; the mails not yet sent are handed back at once, so the acknowledgements
+    among them do not wait ten minutes for their claim to run out."""
+    for i in range(3):
+        harness.deliver(report(sender=f"blip{i}@example.net"))
+    app = harness.app()
+    app.intake.poll_once()
+    total = len(_outbox(app))
+    log = app.dispatcher._sent_log
+    real, calls = log.record, []
+
+    def flaky(row_id, message_id, at):
+        calls.append(row_id)
+        if len(calls) == 3:
+            raise OperationalError("UPDATE outbox", {}, ConnectionError("server closed the connection"))
+        real(row_id, message_id, at)
+
+    log.record = flaky
+    with pytest.raises(OperationalError):
+        asyncio.run(app.dispatcher.flush_all(harness.clock()))
+    log.record = real
+
+    after = {r.id: r for r in _outbox(app)}
+    for accepted in calls:  # recorded (on SQLite perhaps still in the side file), or not: kept from a resend
+        assert after[accepted].status == "sent" or after[accepted].claimed_until is not None
+    unsent = [r for r in after.values() if r.id not in calls]
+    assert len(unsent) == total - 3 and all(r.status == "pending" and r.claimed_until is None for r in unsent)
+
+    sent = asyncio.run(app.dispatcher.flush_all(harness.clock())).sent  # the same moment: no claim waited out
+
+    assert sent == total - 3
+    smtp_receiver.wait_for(total)
+    assert len(smtp_receiver.messages) == total  # every mail once: none lost, none twice
+    assert Counter(r.status for r in _outbox(app)) == {"sent": total}

@@ -8,6 +8,7 @@ A row's Message-ID is fixed when it is written; its envelope sender is the VERP 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import uuid
@@ -230,12 +231,30 @@ class Dispatcher:
 
         try:
             result = await self.transport.send_batch(mails, on_result=on_result)
+        except Exception:
+            # The batch ended early (a record or a read failed: the database). The rows the server
+            # did not accept go back at once, if the database lets us, rather than when their
+            # claim runs out; one accepted but not recorded stays claimed until it is recorded.
+            waiting = [m.row_id for m in mails if m.row_id not in recorded and m.row_id not in self._unrecorded]
+            with contextlib.suppress(SQLAlchemyError, sqlite3.Error):
+                await asyncio.to_thread(self._unclaim, waiting)
+            raise
         finally:
             self._sent_log.release()
         rest = [m for m in mails if m.row_id not in recorded]
         report = await asyncio.to_thread(self._record, rest, result, now)
         await asyncio.to_thread(self._fold)
         return FlushReport(report.sent + len(recorded), report.failed, report.deferred, report.outage)
+
+    def _unclaim(self, row_ids: list[int]) -> None:
+        with self.sessions() as session, session.begin():
+            for start in range(0, len(row_ids), 500):
+                session.execute(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.id.in_(row_ids[start : start + 500]), OutboxMessage.status == "pending")
+                    .values(claimed_until=None)
+                    .execution_options(synchronize_session=False)
+                )
 
     def _mark_sent(self, rows: dict[int, tuple[str, datetime]]) -> None:
         """Record accepted mail whose record failed earlier (the database was down)."""
