@@ -12,7 +12,7 @@ import pytest
 from conduct_inbox.errors import MailboxUnavailable
 from conduct_inbox.mail import imap
 from conduct_inbox.mail.imap import ImapMailbox
-from tests.fixtures.dovecot import DovecotServer, _free_port
+from tests.fixtures.dovecot import DovecotServer, _free_ports
 
 
 def message(n: int) -> bytes:
@@ -157,7 +157,7 @@ def test_wrong_password_is_unavailable_and_names_nobody(dovecot: DovecotServer, 
 
 
 def test_server_down_is_unavailable(user: str) -> None:
-    mb = ImapMailbox("127.0.0.1", _free_port(), "none", user, "x", timeout=5)
+    mb = ImapMailbox("127.0.0.1", _free_ports(1)[0], "none", user, "x", timeout=5)
     with pytest.raises(MailboxUnavailable, match="connection failed: ConnectionRefusedError"):
         mb.connect()
 
