@@ -132,9 +132,14 @@ def test_a_record_stuck_on_postgresql_ends_in_an_error_not_a_held_event_loop(har
     if database.backend != "postgresql":
         pytest.skip("SQLite records go to a local side file")
     app = harness.app()
-    with app.crash_safe_engine.connect() as connection:
+    log = DirectLog(app.crash_safe_engine)
+    try:
+        log.record(0, "nothing@example.org", harness.clock())  # names no row: changes nothing
+        connection = log._get()
         assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "30s"
         assert connection.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
+    finally:
+        log.close()
 
 
 def test_large_copies_are_read_one_at_a_time_and_reach_every_member_intact(harness, database, smtp_receiver):

@@ -38,9 +38,12 @@ def make_engine(url: str, cipher: Cipher | None = None, *, crash_safe_only: bool
         if crash_safe_only:
             event.listen(engine, "connect", _sqlite_crash_safe_only)
     else:
-        # The dispatcher records each accepted mail on its event loop (sent_log): a statement
-        # stuck on a lock must end with an error, not hold the loop.
-        options = {"options": "-c synchronous_commit=off -c statement_timeout=30s"} if crash_safe_only else {}
+        # A server that vanishes without a word (no reset) ends in an error within about half a
+        # minute instead of a read that waits for ever.
+        options: dict[str, Any] = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30,
+                                   "keepalives_interval": 10, "keepalives_count": 3, "tcp_user_timeout": 30_000}
+        if crash_safe_only:
+            options["options"] = "-c synchronous_commit=off"
         engine = create_engine(url, hide_parameters=True, pool_pre_ping=True, connect_args=options)
     engine.dialect.conduct_cipher = cipher  # type: ignore[attr-defined]
     return engine

@@ -34,7 +34,7 @@ _outbox = OutboxMessage.__table__
 CLAIM = timedelta(minutes=10)
 #: A claimed mail larger than this (a report copy with its attachments, say) is read from the
 #: outbox only when its turn in the batch comes, not with the claim: a batch then holds one large
-#: mail in memory at a time.
+#: mail per SMTP connection in memory, not all of them.
 READ_WITH_CLAIM = 256 * 1024
 #: Drafts whose attachments add up to more than this are built and written one at a time, each
 #: attachment base64-encoded once for all of them: the daemon holds one large copy at a time.
@@ -237,7 +237,7 @@ class Dispatcher:
             # claim runs out; one accepted but not recorded stays claimed until it is recorded.
             waiting = [m.row_id for m in mails if m.row_id not in recorded and m.row_id not in self._unrecorded]
             with contextlib.suppress(SQLAlchemyError, sqlite3.Error):
-                await asyncio.to_thread(self._unclaim, waiting)
+                await asyncio.to_thread(self._unclaim, waiting, now + CLAIM)
             raise
         finally:
             self._sent_log.release()
@@ -246,12 +246,14 @@ class Dispatcher:
         await asyncio.to_thread(self._fold)
         return FlushReport(report.sent + len(recorded), report.failed, report.deferred, report.outage)
 
-    def _unclaim(self, row_ids: list[int]) -> None:
+    def _unclaim(self, row_ids: list[int], claimed_until: datetime) -> None:
+        """Hand back rows this batch claimed (`claimed_until` tells our claim from a later one's)."""
         with self.sessions() as session, session.begin():
             for start in range(0, len(row_ids), 500):
                 session.execute(
                     update(OutboxMessage)
-                    .where(OutboxMessage.id.in_(row_ids[start : start + 500]), OutboxMessage.status == "pending")
+                    .where(OutboxMessage.id.in_(row_ids[start : start + 500]), OutboxMessage.status == "pending",
+                           OutboxMessage.claimed_until == claimed_until)
                     .values(claimed_until=None)
                     .execution_options(synchronize_session=False)
                 )

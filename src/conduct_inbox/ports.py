@@ -68,7 +68,7 @@ class OutgoingMail:
     """One outbox row ready to hand to SMTP: one envelope recipient, the exact bytes to send.
 
     A large mail comes with `data` None and a `fetch` that reads its bytes when its turn comes,
-    so that a batch holds one large mail in memory at a time, not all of them."""
+    so that a batch holds one large mail per connection in memory, not all of them."""
 
     row_id: int
     envelope_from: str

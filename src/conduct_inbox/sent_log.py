@@ -22,13 +22,15 @@ from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, bindparam, update
+from sqlalchemy import Connection, Engine, bindparam, update
 from sqlalchemy.exc import OperationalError
 
 from .db import HeldConnection, sqlite_path
 from .models import OutboxMessage
 
 _outbox = OutboxMessage.__table__
+#: The longest a record may take on PostgreSQL before it is given up as a database error.
+RECORD_TIMEOUT = "30s"
 #: One accepted mail recorded as sent (once: a row folded in twice is counted once). The row is
 #: named by id and Message-ID, so a stale side file (beside a restored database, say) cannot mark
 #: another mail as sent.
@@ -46,10 +48,20 @@ class DirectLog:
     def __init__(self, engine: Engine):
         self._connection = HeldConnection(engine, autocommit=True)  # for a batch
 
+    def _get(self) -> Connection:
+        connection = self._connection.get()
+        if connection.dialect.name == "postgresql" and not connection.info.get("record_timeout"):
+            # The record runs on the event loop: one stuck on a lock must end in an error, not hold
+            # the loop. Set once per server connection (`info` lives as long as it does); in the
+            # dispatch worker only the dispatcher uses this engine.
+            connection.exec_driver_sql(f"SET statement_timeout = '{RECORD_TIMEOUT}'")
+            connection.info["record_timeout"] = True
+        return connection
+
     def record(self, row_id: int, message_id: str, at: datetime) -> None:
         for attempt in (1, 2):
             try:
-                self._connection.get().execute(MARK_SENT, {"row_id": row_id, "mid": message_id, "sent": at})
+                self._get().execute(MARK_SENT, {"row_id": row_id, "mid": message_id, "sent": at})
                 return
             except OperationalError as exc:
                 self.release()
