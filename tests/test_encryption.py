@@ -159,3 +159,45 @@ def test_engine_for_uses_the_configured_key(harness):
     engine = db.engine_for(harness.settings())
     assert engine.dialect.conduct_cipher is not None  # type: ignore[attr-defined]
     engine.dispose()
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_one_corrupt_outgoing_mail_fails_alone_with_an_alert_and_the_rest_go_out(harness, smtp_receiver, size):
+    """A stored mail that no longer decrypts (altered, or bit rot) must not hold up all outgoing
+    mail behind it: that row fails for good, the committee is alerted (row id only), the others
+    are sent. A small mail is read with the claim, a large one when its turn comes."""
+    from sqlalchemy import text
+
+    from conduct_inbox.models import OutboxMessage
+    from tests.harness import MEMBERS, report
+
+    with_encryption_key(harness, crypto.generate_key())
+    video = [("clip.mp4", "video/mp4", bytes(range(256)) * 1600)] if size == "large" else []  # over READ_WITH_CLAIM
+    harness.deliver(report(sender="corrupt@example.net", attachments=video))
+    app = harness.app()
+    app.intake.poll_once()
+    plain = db.make_engine(harness.database_url)  # plain SQL: the stored bytes as they are
+    with plain.begin() as connection:
+        rows = connection.execute(text("SELECT id, data FROM outbox ORDER BY id")).all()
+        assert len(rows) == 1 + len(MEMBERS)
+        bad_id, sealed = rows[1][0], bytes(rows[1][1])  # a member's copy, after the acknowledgement
+        assert crypto.is_sealed(sealed)
+        altered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+        connection.execute(text("UPDATE outbox SET data = :data WHERE id = :id"), {"data": altered, "id": bad_id})
+    plain.dispose()
+
+    import asyncio
+
+    report_ = asyncio.run(app.dispatcher.flush_all(harness.clock()))
+
+    with app.sessions() as session:
+        statuses = dict(session.execute(select(OutboxMessage.id, OutboxMessage.status).where(OutboxMessage.kind != "alert")).all())
+        alert_rows = session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "alert")).all()
+        reason = session.scalar(select(OutboxMessage.last_error).where(OutboxMessage.id == bad_id))
+    assert reason == "stored mail cannot be decrypted"
+    assert statuses == {row_id: ("failed" if row_id == bad_id else "sent") for row_id, _ in rows}
+    assert smtp_receiver.to("corrupt@example.net"), "the acknowledgement went out"
+    assert alert_rows and {a.status for a in alert_rows} == {"sent"}
+    assert report_.sent == len(rows) - 1 + len(alert_rows)
+    texts = [mail_text(m) for m in alerts(app, smtp_receiver)]
+    assert texts and all(f"outbox row {bad_id}" in t and "corrupt@example.net" not in t for t in texts)

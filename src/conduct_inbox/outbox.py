@@ -15,16 +15,18 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, case, func, insert, null, or_, select, type_coerce, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, defer
 
 from .db import dialect_insert, session_factory
+from .errors import EncryptionError
 from .sent_log import MARK_SENT, sent_log_for
 from .mail.compose import Draft, Sender, build
 from .models import OutboxMessage, ServiceState
-from .ports import BatchResult, DeliveryResult, OutgoingMail, Outcome
+from .ports import BatchResult, DeliveryResult, MailUnavailable, OutgoingMail, Outcome
 from .ports import Sender as Transport
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,12 @@ DEFER_LIMIT = timedelta(days=3)
 _DATA_IF_SMALL = type_coerce(
     case((func.length(OutboxMessage.data) <= READ_WITH_CLAIM, OutboxMessage.data), else_=null()), OutboxMessage.data.type
 )
+
+
+UNREADABLE = "stored mail cannot be decrypted"
+#: Columns the claim does not need: the subject (sealed: decrypting it would be work for nothing),
+#: and the bytes, which come through _DATA_IF_SMALL.
+_UNNEEDED = (defer(OutboxMessage.data), defer(OutboxMessage.subject))
 
 
 def new_message_id(domain: str) -> str:
@@ -166,16 +174,18 @@ class Dispatcher:
             state = session.get(ServiceState, "smtp")
             if state is not None and state.retry_at is not None and state.retry_at > now:
                 return [], {}  # in an outage: wait for the backoff to run out
-            query = (
-                select(OutboxMessage, _DATA_IF_SMALL)
-                .options(defer(OutboxMessage.data))
-                .where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now)
-                .where(or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now))
-                .order_by(OutboxMessage.id)
-                .limit(self.batch_size)
-                .with_for_update(skip_locked=True)
+            due = (
+                OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now,
+                or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
             )
-            rows = session.execute(query).all()
+            query = (
+                select(OutboxMessage, _DATA_IF_SMALL).options(*_UNNEEDED).where(*due)
+                .order_by(OutboxMessage.id).limit(self.batch_size).with_for_update(skip_locked=True)
+            )
+            try:
+                rows = list(session.execute(query).all())
+            except EncryptionError:
+                rows = self._claim_readable(session, due, now)
             for row, _ in rows:
                 row.claimed_until = now + CLAIM
             mails = [
@@ -184,6 +194,32 @@ class Dispatcher:
                 for r, data in rows
             ]
             return mails, {r.id: r.message_id for r, _ in rows}
+
+    def _claim_readable(self, session: Session, due: tuple[Any, ...], now: datetime) -> list[Any]:
+        """The claim, row by row, after a stored mail could not be decrypted (altered or corrupt):
+        such a row fails for good, with an alert (ids only); the others go out as usual, so one
+        bad row does not hold up all outgoing mail."""
+        ids = session.scalars(
+            select(OutboxMessage.id).where(*due).order_by(OutboxMessage.id).limit(self.batch_size)
+            .with_for_update(skip_locked=True)
+        ).all()
+        rows = []
+        for row_id in ids:
+            try:
+                rows += session.execute(
+                    select(OutboxMessage, _DATA_IF_SMALL).options(*_UNNEEDED).where(OutboxMessage.id == row_id)
+                    .execution_options(populate_existing=True)
+                ).all()
+            except EncryptionError:
+                row = session.get(
+                    OutboxMessage, row_id, populate_existing=True,
+                    options=[defer(OutboxMessage.recipient), defer(OutboxMessage.subject), defer(OutboxMessage.data)],
+                )
+                assert row is not None
+                row.status, row.last_error, row.claimed_until = "failed", UNREADABLE, None
+                log.error("outbox row %d failed for good: its stored mail cannot be decrypted", row_id)
+                self.on_failure(session, row, now)
+        return rows
 
     def _fetcher(self, row_id: int) -> Callable[[], Awaitable[bytes]]:
         """Reads a large mail's bytes when the transport comes to it (in a thread: no stalled loop)."""
@@ -194,8 +230,11 @@ class Dispatcher:
         return fetch
 
     def _content(self, row_id: int) -> bytes:
-        with self.sessions() as session:
-            data = session.scalar(select(OutboxMessage.data).where(OutboxMessage.id == row_id))
+        try:
+            with self.sessions() as session:
+                data = session.scalar(select(OutboxMessage.data).where(OutboxMessage.id == row_id))
+        except EncryptionError:
+            raise MailUnavailable(UNREADABLE) from None  # the row fails, with an alert; the batch goes on
         if data is None:
             raise LookupError(f"outbox row {row_id} is gone")
         return data

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from conduct_inbox.ports import BatchResult, DeliveryResult, OutgoingMail, Outcome, ResultHook
+from conduct_inbox.ports import BatchResult, DeliveryResult, MailUnavailable, OutgoingMail, Outcome, ResultHook
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,12 @@ class MaildirSender:
                         Outcome.REJECTED, None, "invalid envelope address"
                     )
                     continue
-                self._write(mail, await mail.content())
+                try:
+                    data = await mail.content()
+                except MailUnavailable as exc:
+                    results[mail.row_id] = DeliveryResult(Outcome.REJECTED, None, str(exc))
+                    continue
+                self._write(mail, data)
                 results[mail.row_id] = DeliveryResult(Outcome.SENT)
                 if on_result is not None:
                     await on_result(mail.row_id, results[mail.row_id])

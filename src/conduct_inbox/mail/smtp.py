@@ -19,7 +19,7 @@ from typing import Literal
 
 import aiosmtplib
 
-from conduct_inbox.ports import BatchResult, DeliveryResult, OutgoingMail, Outcome, ResultHook
+from conduct_inbox.ports import BatchResult, DeliveryResult, MailUnavailable, OutgoingMail, Outcome, ResultHook
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +269,9 @@ class SmtpSender:
             return DeliveryResult(Outcome.REJECTED, None, "address needs SMTPUTF8")
         try:
             data = await mail.content()  # a large mail is read only now (ports.OutgoingMail)
+        except MailUnavailable as exc:
+            log.error("outbox row %d: its stored mail cannot be read", mail.row_id)
+            return DeliveryResult(Outcome.REJECTED, None, str(exc))
         except Exception as exc:  # the database, not the server: end the batch, nothing more sent
             batch.error = batch.error or exc
             raise _Stopped() from None
