@@ -332,3 +332,29 @@ def test_maildir_sender_unwritable_folder_is_an_outage(tmp_path):
 
     assert batch.results == {}
     assert batch.outage and "@" not in batch.outage
+
+
+@pytest.mark.parametrize("message", [
+    b"Subject: x\r\n\r\nbody\r\n",
+    b"Subject: x\r\n\r\nno final line ending",
+    b"Subject: x\n\nbare LF\nlines\n",
+    b"Subject: x\r\rlone CR\r\n.dot\r\n",
+    b"mixed\r\nlf\ncr\rend",
+    b"",
+    b"\r\n",
+    b"\n",
+])
+def test_line_endings_are_normalised_exactly_as_aiosmtplib_does(message):
+    from aiosmtplib import protocol
+
+    from conduct_inbox.mail import smtp
+
+    assert protocol.normalize_message_line_endings is smtp._normalize_line_endings  # the one DATA uses
+    assert smtp._normalize_line_endings(message) == smtp._library_normalize(message)
+
+
+def test_a_mail_with_crlf_line_endings_is_handed_on_without_a_copy():
+    from conduct_inbox.mail import smtp
+
+    mail = b"Subject: x\r\n\r\n" + b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=\r\n" * 100_000
+    assert smtp._normalize_line_endings(mail) is mail
