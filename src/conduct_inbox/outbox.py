@@ -51,10 +51,11 @@ _DATA_IF_SMALL = type_coerce(
 )
 
 
+#: What a claimed row is loaded as: the row without its subject (sealed: decrypting it would be
+#: work for nothing), and its bytes through _DATA_IF_SMALL.
+_CLAIMED = select(OutboxMessage, _DATA_IF_SMALL).options(defer(OutboxMessage.data), defer(OutboxMessage.subject))
+#: Why a row whose stored mail fails to decrypt (altered, or corrupt on disk) fails for good.
 UNREADABLE = "stored mail cannot be decrypted"
-#: Columns the claim does not need: the subject (sealed: decrypting it would be work for nothing),
-#: and the bytes, which come through _DATA_IF_SMALL.
-_UNNEEDED = (defer(OutboxMessage.data), defer(OutboxMessage.subject))
 
 
 def new_message_id(domain: str) -> str:
@@ -178,10 +179,7 @@ class Dispatcher:
                 OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now,
                 or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
             )
-            query = (
-                select(OutboxMessage, _DATA_IF_SMALL).options(*_UNNEEDED).where(*due)
-                .order_by(OutboxMessage.id).limit(self.batch_size).with_for_update(skip_locked=True)
-            )
+            query = _CLAIMED.where(*due).order_by(OutboxMessage.id).limit(self.batch_size).with_for_update(skip_locked=True)
             try:
                 rows = list(session.execute(query).all())
             except EncryptionError:
@@ -207,8 +205,7 @@ class Dispatcher:
         for row_id in ids:
             try:
                 rows += session.execute(
-                    select(OutboxMessage, _DATA_IF_SMALL).options(*_UNNEEDED).where(OutboxMessage.id == row_id)
-                    .execution_options(populate_existing=True)
+                    _CLAIMED.where(OutboxMessage.id == row_id).execution_options(populate_existing=True)
                 ).all()
             except EncryptionError:
                 row = session.get(

@@ -87,10 +87,11 @@ class DirectLog:
 
 
 class SideFileLog:
-    """Records into `<database>-sent` (SQLite); `unfolded`/`forget` let the dispatcher fold them in."""
+    """Records into `<database>-sent` (SQLite); `unfolded`/`forget` let the dispatcher fold them in.
 
-    #: A record is a few microseconds: a local file, synchronous=NORMAL (no fsync but at the rare
-    #: checkpoint).
+    A record is a few microseconds: a local file, synchronous=NORMAL (no fsync but at the rare
+    checkpoint)."""
+
     def __init__(self, path: Path):
         self.path = path
         self._db: sqlite3.Connection | None = None
