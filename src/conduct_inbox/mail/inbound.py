@@ -20,6 +20,22 @@ class Attachment:
     #: True when the content was left out (b"") because it is larger than the parser's
     #: attachment limit (`max_attachment_bytes`); size and sha256 still describe it.
     content_omitted: bool = False
+    #: True when the attachment's words were read for the member scan (its text is in
+    #: `InboundMessage.readable`); False for what cannot be read (an image, an unknown format).
+    scanned: bool = False
+
+
+@dataclass(frozen=True)
+class Readable:
+    """One piece of text a person could read in a message, for the member-name scan.
+
+    `source` says where it came from and is what `!new` uses to leave out the forwarding
+    member's own words: "subject", "body" (the top-level text parts, every alternative),
+    "attachment", "filename", "forwarded" (a forwarded message's headers and text).
+    """
+
+    source: str
+    text: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -68,6 +84,8 @@ class InboundMessage:
     body_hash: str
     size: int
     defects: tuple[str, ...]
+    #: Everything a person could read in the message (DESIGN "Routing and recusal"), for the scan.
+    readable: tuple[Readable, ...] = ()
 
     def header(self, name: str) -> str | None:
         """First value of header `name` (case-insensitive), decoded; None when absent."""

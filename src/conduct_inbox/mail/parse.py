@@ -32,13 +32,13 @@ from . import dsn, quotes
 from .blobs import _BlobFilter, _Blobs
 from .charsets import Defects, fold_spaces
 from .headers import _addresses, _case_ref, _date, _first, _header_items, _message_ids, _raw_values, _reporter
-from .inbound import Attachment, ForwardedMessage, InboundMessage
+from .inbound import Attachment, ForwardedMessage, InboundMessage, Readable
 from .limits import _BLOB_MIN, _FEED_CHUNK, _HEAD_BYTES, TEXT_SCAN_BYTES
 from .mime import _Collected, _best_text, _inline_forwards, _mime_defects, _walk
 from .quotes import REPLY_MARKER
 
 __all__ = [
-    "LOOP_HEADER", "REPLY_MARKER", "TEXT_SCAN_BYTES", "Attachment", "ForwardedMessage", "InboundMessage",
+    "LOOP_HEADER", "REPLY_MARKER", "TEXT_SCAN_BYTES", "Attachment", "ForwardedMessage", "InboundMessage", "Readable",
     "parse", "parse_file",
 ]
 
@@ -266,4 +266,19 @@ def _parse(stream: BinaryIO, case_tag: str, max_attachment_bytes: int | None) ->
         body_hash=scan.body_hash(),
         size=scan.size,
         defects=defects.as_tuple(),
+        readable=_readable(subject, text, own, forwarded, found.attachments),
     )
+
+
+def _readable(subject: str, text: str, own: str, forwarded: list[ForwardedMessage],
+              attachments: list[Attachment]) -> tuple[Readable, ...]:
+    """Every text a person could read in the message, for the member scan."""
+    found = [Readable("subject", subject), Readable("body", text), Readable("body", own)]
+    for fwd in forwarded:
+        found += [Readable("forwarded", t) for t in (fwd.subject, fwd.text, fwd.from_name or "", fwd.from_address or "")]
+    for att in attachments:
+        if att.filename:
+            found.append(Readable("filename", att.filename))
+        if att.content_type.startswith("text/") and att.content:
+            found.append(Readable("attachment", att.content.decode("utf-8", errors="replace")))
+    return tuple(r for r in found if r.text)
