@@ -229,10 +229,11 @@ def test_spoofing_has_no_effect(harness, smtp_receiver):
     with app.sessions() as session:
         for case in session.scalars(select(Case)):
             assert case.status == "new" and case.human_ack_at is None
-    # nothing went to the reporters; the tokenless mail and the reporter follow-up went to the
-    # committee only, the first flagged as coming from someone who is not a party
+    # nothing went to the reporters; the tokenless mail, the mail on a token not valid for the
+    # case it names (ordinary mail: never silence) and the reporter follow-up went to the
+    # committee only, the first two flagged as coming from someone who is not a party
     assert len(rx.to("reporter@example.net")) == 1
-    assert len(rx.messages) == sent_before + 6
+    assert len(rx.messages) == sent_before + 9
     assert any("not a party" in text_of(m) for m in rx.to("carol@example.org"))
 
 
@@ -260,13 +261,12 @@ def test_dmarc_pass_allows_status_but_never_reply(harness, smtp_receiver):
     copy = rx.to("alice@example.org")[0]
     auth = "Authentication-Results: mx.example.org; dmarc=pass (p=reject) header.from=example.org\r\n"
     raw = reply(copy, "alice@example.org", "!ack", to="conduct@example.org")
-    step(harness, app, auth.encode() + raw)
-    # addressed to conduct@ without a token: it is not committee mail at all; nothing changes
-    assert the_case(app).human_ack_at is None
-    raw = reply(copy, "alice@example.org", "!ack")
-    forged_token = raw.replace(str(parsed(copy)["Reply-To"]).encode(), b"conduct+aaaaaaaaaaaaaaaaaaaaa@example.org")
-    step(harness, app, auth.encode() + forged_token)
-    assert the_case(app).human_ack_at is not None  # DMARC pass authenticates !ack
+    without_pass = raw.replace(b"From: alice@example.org", b"From: alice@example.org\r\n" + auth.replace("pass", "fail").encode().rstrip())
+    step(harness, app, without_pass)
+    assert the_case(app).human_ack_at is None  # no DMARC pass, no token: not a command
+    # addressed to plain conduct@ with the case tag: DMARC pass authenticates !ack (DESIGN)
+    step(harness, app, auth.encode() + reply(copy, "alice@example.org", "!ack", to="conduct@example.org"))
+    assert the_case(app).human_ack_at is not None
     reporter_before = len(rx.to("reporter@example.net"))
     raw = reply(copy, "alice@example.org", "!reply", "text").replace(
         str(parsed(copy)["Reply-To"]).encode(), b"conduct+aaaaaaaaaaaaaaaaaaaaa@example.org"

@@ -50,7 +50,11 @@ class Facts:
     own_message: bool = False  # the message's own Message-ID is one we sent
     bounce_row: int | None = None  # the outbox row a DSN is about (VERP or our Message-ID)
     case: CaseFacts | None = None  # the case named by the subject tag or threaded by References
-    token_sender: bool = False  # addressed to a plus-token of ours (committee mail; handled by commands)
+    #: Roster addresses for which a plus-address it was sent to is a valid reply token (personal,
+    #: or for `case`). Any other `conduct+anything@` is ordinary mail: a report or a follow-up.
+    token_owners: frozenset[str] = frozenset()
+    #: The sender is a roster member who may see `case`, and our trusted server saw a DMARC pass for them.
+    member_dmarc_pass: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,9 @@ def bounce(msg: InboundMessage, facts: Facts, policy: Policy) -> Classification 
 
 
 def committee_mail(msg: InboundMessage, facts: Facts, policy: Policy) -> Classification | None:
-    if facts.token_sender:
+    """On a valid reply token (the desk checks it is the sender's), or a member's DMARC-passed
+    mail about a case they may see (DESIGN "Authenticating commands")."""
+    if facts.token_owners or (facts.member_dmarc_pass and facts.case is not None):
         return Classification("committee", case=facts.case)
     return None
 

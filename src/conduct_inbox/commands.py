@@ -19,7 +19,7 @@ both from here.
 
 import re
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from .command_types import (
@@ -56,13 +56,14 @@ from .command_types import (
     _Unknown,
     _canonical,
 )
+from .mail.charsets import displayed
 
 __all__ = [
     "DECISIONS", "DECISIONS_WITH_END", "PARTY_ROLES", "SEND_ROLES", "STATES", "MAX_PROBLEMS",
     "HELP_TEXT", "Ack", "Assign", "Close", "Command", "Concerns", "Confirm", "Decide", "Help",
     "Include", "List", "New", "NotUrgent", "Party", "Reconsider", "Recuse", "Reopen", "Reply",
     "Send", "Spam", "Status", "Steering", "Urgent", "CommandError", "new_commands",
-    "parse_commands", "strip_commands",
+    "parse_commands", "repeated_commands", "strip_commands", "title_of",
 ]
 
 MAX_PROBLEMS = 10  # a pathological subject gets a readable answer, not thousands of lines
@@ -108,7 +109,7 @@ class _Segment:
 
 def _scan(subject: str) -> tuple[list[_Segment], list[str]]:
     """Split a subject into command segments and the free text (title) around them."""
-    subject = subject.replace("\uff01", "!")  # fullwidth `！` from CJK input methods
+    subject = displayed(subject)  # read what the member's client showed: `！` is `!`, encoded words decoded
     commands = list(_COMMAND_RE.finditer(subject))
     tags = list(_TAG_RE.finditer(subject))
     segments: list[_Segment] = []
@@ -192,31 +193,53 @@ def _identity(segment: _Segment) -> Hashable:
         return ("?", _canonical(segment.word), segment.args.casefold())
 
 
-def new_commands(subject: str, answered_subject: str | None) -> list[Command] | CommandError:
-    """Commands typed in `subject` that were not already in the subject being answered.
-
-    Replying to a mail whose subject holds `!reply` must not send again: each command
-    in `answered_subject` cancels one identical command in `subject` (a bad command
-    carried over is dropped too, so it cannot block the new ones).
-    """
+def _split(subject: str, earlier: str | Sequence[str] | None) -> tuple[list[_Segment], list[_Segment]]:
+    """The segments of `subject` typed now, and those that stand in an earlier subject."""
     segments = _scan(subject)[0]
-    if answered_subject:
-        already = Counter(_identity(s) for s in _scan(answered_subject)[0])
-        kept = []
-        for segment in segments:
-            key = _identity(segment)
-            if already[key]:
-                already[key] -= 1
-            else:
-                kept.append(segment)
-        segments = kept
-    return _validate(segments)
+    if isinstance(earlier, str):
+        earlier = [earlier]
+    already: Counter[Hashable] = Counter()
+    for other in earlier or ():
+        already |= Counter(_identity(s) for s in _scan(other)[0])  # the most any one subject holds
+    kept, repeated = [], []
+    for segment in segments:
+        key = _identity(segment)
+        if already[key]:
+            already[key] -= 1
+            repeated.append(segment)
+        else:
+            kept.append(segment)
+    return kept, repeated
+
+
+def new_commands(subject: str, earlier: str | Sequence[str] | None) -> list[Command] | CommandError:
+    """Commands typed in `subject` that stand in none of the `earlier` subjects of the thread.
+
+    Replying to a mail whose subject holds `!reply` (ours, or the member's own sent mail, as
+    Gmail threads it) must not send again; a reporter's subject cannot carry a command into a
+    member's reply. Each command in an earlier subject cancels one identical command in
+    `subject` (a bad command carried over is dropped too, so it cannot block the new ones).
+    Subjects compare as a mail client shows them (`displayed`).
+    """
+    return _validate(_split(subject, earlier)[0])
+
+
+def repeated_commands(subject: str, earlier: str | Sequence[str] | None) -> list[str]:
+    """The commands of `subject` that `new_commands` leaves out, as `!word args` for the member."""
+    return [f"!{s.word} {s.args}".strip() for s in _split(subject, earlier)[1]]
 
 
 def strip_commands(subject: str) -> str:
     """The title alone: without commands and their arguments, reply prefixes or `[tag #ref]`."""
     title = " ".join(" ".join(_scan(subject)[1]).split())
     return _LEADING_PREFIXES_RE.sub("", title).strip()
+
+
+def title_of(subject: str) -> str:
+    """A subject someone outside the committee wrote, made safe to show members in ours: as any
+    client displays it, without commands, reply prefixes or case tags, and with no `!` left
+    (`Help!reply` glued together is no command today, and must never become one)."""
+    return " ".join(strip_commands(subject).replace("!", " ").split())
 
 
 HELP_TEXT = """\

@@ -24,6 +24,7 @@ from .mail.compose import Draft
 from .mail.parse import InboundMessage as Parsed
 from .models import Case, Decision, InboundMessage, OutboxMessage, Party, Recusal, Sanction
 from .outbox import enqueue
+from .party_mail import OutwardDraft
 from .roster import Person
 
 if TYPE_CHECKING:
@@ -35,6 +36,19 @@ log = logging.getLogger(__name__)
 DMARC_ALLOWED = (cmd.Ack, cmd.Status, cmd.Urgent, cmd.NotUrgent, cmd.Help, cmd.List)
 SANCTION_KINDS = {"vacation", "temporary-ban", "permanent-ban", "public-reprimand", "private-reprimand", "apology-request"}
 SHINGLE = 8  # words: a shared run this long between a reply and an internal note is a leak
+#: Commands whose text goes to a party; with any other commands the text is an internal note.
+TEXT_COMMANDS = (cmd.Reply, cmd.Send)
+NOTE_WITH_COMMANDS = "commands_note"
+#: Inbound rows whose own text is an internal note (a !reply or !send must not repeat it).
+NOTE_KINDS = ("note", NOTE_WITH_COMMANDS)
+#: Inbound rows written by someone outside the committee: their subjects never carry a command.
+OUTSIDE_KINDS = ("new_report", "followup", "auto_followup", "stray_followup", "forwarded_report")
+MAX_THREAD = 50  # message ids of In-Reply-To/References looked up
+
+
+def _repeated_line(repeated: Sequence[str]) -> str:
+    return ("not applied, because an earlier message of this thread already has it in its subject "
+            "(write it in a new subject to apply it again): " + " ".join(repeated))
 
 
 class Refused(Exception):
@@ -88,6 +102,17 @@ class Desk:
 
     # ----- authentication -------------------------------------------------------------------
 
+    def token_owners(self, found: Sequence[str], case_ref: str | None) -> frozenset[str]:
+        """Roster addresses for which one of `found` is a valid token (personal, or for the case)."""
+        owners = set()
+        for token in found:
+            for person in (*self.wf.roster.members, *self.wf.roster.steering):
+                if tokens.check(token, "personal", None, person.email, self.secrets) or (
+                    case_ref is not None and tokens.check(token, "case", case_ref, person.email, self.secrets)
+                ):
+                    owners.add(person.email)
+        return frozenset(owners)
+
     def authenticate(self, msg: Parsed, case: Case | None) -> Auth:
         member = self.wf.roster.person(msg.from_address)
         if member is None:
@@ -128,7 +153,9 @@ class Desk:
                 return self._refuse_silently(session, row, case, "personal token used on a case", now)
             return self._refuse_silently(session, row, case, "no valid case token", now)
         row.case_id = case.id
-        parsed = cmd.new_commands(msg.subject, self._answered_subject(session, msg))
+        earlier = self._earlier_subjects(session, case, msg)
+        parsed = cmd.new_commands(msg.subject, earlier)
+        repeated = cmd.repeated_commands(msg.subject, earlier)
         if isinstance(parsed, cmd.CommandError):
             row.status, row.kind = "processed", "command_error"
             self._event(session, case, member, "command_rejected", now, inbound_id=row.id)
@@ -143,38 +170,59 @@ class Desk:
             )
             return f"case {case.ref}: command needing a token refused"
         if not parsed:
-            return self._note(session, row, case, member, msg, now)
-        return self._apply(session, row, case, member, msg, parsed, now)
+            outcome = self._note(session, row, case, member, msg, now)
+            if repeated:  # the member may have meant them: say why nothing happened
+                self._reply_to_member(session, case, member, "confirmation", now, done=[_repeated_line(repeated)])
+            return outcome
+        return self._apply(session, row, case, member, msg, parsed, now, repeated)
 
-    def _answered_subject(self, session: Session, msg: Parsed) -> str | None:
-        if not msg.in_reply_to:
-            return None
-        return session.scalars(
-            select(OutboxMessage.subject).where(OutboxMessage.message_id.in_(msg.in_reply_to)).limit(1)
-        ).first()
+    def _earlier_subjects(self, session: Session, case: Case, msg: Parsed) -> list[str]:
+        """Subjects a command must not stand in to count: every message this one answers (ours,
+        or the member's own sent mail, as Gmail threads it), and every message someone outside
+        the committee sent on the case (a reporter's subject cannot carry a command; a member's own
+        mail that did not authenticate does not stop them sending the command again)."""
+        thread = [m for m in (*msg.in_reply_to, *msg.references) if m][:MAX_THREAD]
+        subjects: list[str | None] = []
+        if thread:
+            subjects += session.scalars(select(OutboxMessage.subject).where(OutboxMessage.message_id.in_(thread))).all()
+            subjects += session.scalars(select(InboundMessage.subject).where(InboundMessage.message_id.in_(thread))).all()
+        for subject, sender in session.execute(
+            select(InboundMessage.subject, InboundMessage.sender)
+            .where(InboundMessage.case_id == case.id, InboundMessage.kind.in_(OUTSIDE_KINDS))
+        ):
+            if self.wf.roster.person(sender) is None:
+                subjects.append(subject)
+        return [s for s in subjects if s]
 
     # ----- notes ------------------------------------------------------------------------------
 
     def _note(self, session: Session, row: InboundMessage, case: Case, member: Person, msg: Parsed, now: datetime) -> str:
         text = msg.own_text.strip()
         row.status, row.kind = "processed", "note"
-        self._event(session, case, member, "note_added", now, inbound_id=row.id)
         if not text:
+            self._event(session, case, member, "note_added", now, inbound_id=row.id)
             return f"case {case.ref}: empty note ignored"
+        self._file_note(session, case, member, text, now, inbound_id=row.id)
+        return f"case {case.ref}: note from a member"
+
+    def _file_note(self, session: Session, case: Case, member: Person, text: str, now: datetime, **detail: object) -> str:
+        """An internal note to the other members who may see the case; returns their names."""
+        self._event(session, case, member, "note_added", now, **detail)
         audience = routing.committee(self.wf.roster, self.wf.recused(case))
         others = routing.Audience(
             tuple(p for p in audience.recipients if p.email != member.email), audience.excluded, audience.steering_included
         )
         self._to_committee(session, case, others, "note", now, heading=f"Internal note from {member.name}", text=text)
-        return f"case {case.ref}: note from a member"
+        return ", ".join(p.name for p in others.recipients)
 
     # ----- commands ---------------------------------------------------------------------------
 
     def _apply(
-        self, session: Session, row: InboundMessage, case: Case, member: Person, msg: Parsed, parsed: list[cmd.Command], now: datetime
+        self, session: Session, row: InboundMessage, case: Case, member: Person, msg: Parsed, parsed: list[cmd.Command],
+        now: datetime, repeated: Sequence[str] = (),
     ) -> str:
         row.status, row.kind = "processed", "commands"
-        done: list[str] = []
+        done: list[str] = [_repeated_line(repeated)] if repeated else []
         savepoint = session.begin_nested()
         try:
             for command in parsed:
@@ -184,10 +232,16 @@ class Desk:
             savepoint.rollback()
             session.refresh(case)
             self._event(session, case, member, "command_rejected", now, inbound_id=row.id, why=type(exc).__name__)
-            self._reply_to_member(session, case, member, "refusal", now, problems=[str(exc)])
+            problems = [str(exc)] + (["your text was not filed either; send it again"] if msg.own_text.strip() else [])
+            self._reply_to_member(session, case, member, "refusal", now, problems=problems)
             return f"case {case.ref}: commands refused, nothing changed"
         savepoint.commit()
         case.updated_at = now
+        if not any(isinstance(c, TEXT_COMMANDS) for c in parsed) and msg.own_text.strip():
+            # Text written with commands is never dropped: it is an internal note.
+            row.kind = NOTE_WITH_COMMANDS
+            sent_to = self._file_note(session, case, member, msg.own_text.strip(), now)
+            done.append("your text was recorded as an internal note" + (f" and sent to {sent_to}" if sent_to else ""))
         self.wf.refresh_clock(session, case)
         if routing.may_see(self.wf.roster, self.wf.recused(case), member.email):
             self._reply_to_member(session, case, member, "confirmation", now, done=done)
@@ -386,7 +440,8 @@ class Desk:
     def _caseless(self, session: Session, row: InboundMessage, msg: Parsed, member: Person, now: datetime) -> str:
         row.status, row.kind = "processed", "personal"
         parsed = cmd.parse_commands(msg.subject)
-        if msg.case_ref and not any(isinstance(c, (cmd.Reconsider, cmd.New)) for c in parsed if not isinstance(parsed, cmd.CommandError)):
+        caseless = not isinstance(parsed, cmd.CommandError) and any(isinstance(c, (cmd.Reconsider, cmd.New)) for c in parsed)
+        if msg.case_ref and not caseless:
             self._reply_to_member(session, None, member, "refusal", now, problems=[f"there is no case {msg.case_ref} you can act on"])
             return "personal mail about an unknown case"
         if isinstance(parsed, cmd.CommandError):
@@ -479,7 +534,7 @@ class Desk:
         if not text:
             raise Refused(f"{what}: there is no text above the line to send")
         notes = session.scalars(
-            select(InboundMessage.own_text).where(InboundMessage.case_id == case.id, InboundMessage.kind == "note")
+            select(InboundMessage.own_text).where(InboundMessage.case_id == case.id, InboundMessage.kind.in_(NOTE_KINDS))
         ).all()
         if leaks_note(text, [n or "" for n in notes]):
             raise Refused(f"{what}: the text contains a passage of an internal note of this case; nothing was sent")
@@ -493,8 +548,9 @@ class Desk:
             .limit(1)
         ).first()
         body = self.wf.renderer.render("to_party", text=text, committee_name=self.wf.options.committee_name, ref=case.ref)
-        draft = Draft(kind=kind, audience="reporter" if party.role == "reporter" else "party", recipient=party.address,
-                      recipient_name=party.name, subject=self.wf.subject(case), body=body, in_reply_to=last_in)
+        draft = OutwardDraft(kind=kind, audience="reporter" if party.role == "reporter" else "party", recipient=party.address,
+                             recipient_name=party.name, body=body, in_reply_to=last_in, case_tag=self.wf.options.case_tag,
+                             ref=case.ref, committee_name=self.wf.options.committee_name)
         enqueue(session, draft, self.wf.sender, now, case_id=case.id)
 
     def _copy_to_committee(self, session: Session, case: Case, member: Person, to_whom: str, text: str, now: datetime) -> None:

@@ -25,6 +25,7 @@ from .db import dialect_insert, session_factory
 from .errors import EncryptionError
 from .sent_log import MARK_SENT, sent_log_for
 from .mail.compose import Draft, Sender, build
+from .party_mail import check_outward
 from .models import OutboxMessage, ServiceState
 from .ports import BatchResult, DeliveryResult, MailUnavailable, OutgoingMail, Outcome
 from .ports import Sender as Transport
@@ -89,6 +90,8 @@ def enqueue_all(
 ) -> None:
     """Write outgoing mails in the caller's transaction, in one INSERT (rows in the drafts' order);
     one by one when they carry large attachments (WRITE_ONE_BY_ONE)."""
+    for draft in drafts:
+        check_outward(draft)
     encoded: dict[int, bytes] = {}  # each attachment's base64 part, shared by the drafts carrying it
 
     def row(draft: Draft) -> dict[str, object]:

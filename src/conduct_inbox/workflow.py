@@ -18,15 +18,17 @@ from sqlalchemy.orm import Session
 
 from . import routing, tokens
 from .classify import CaseFacts, Classification, Facts, Policy, is_automatic, verp_row
-from .committee import Desk
+from .committee import Desk, dmarc_pass
 from .db import DIALECT_INSERTS
-from .commands import strip_commands
+from .commands import strip_commands, title_of
 from .mail.compose import Draft, OutgoingAttachment, Sender
 from .mail.parse import InboundMessage as Parsed
 from .models import Attachment, Case, CaseCounter, Decision, Event, InboundMessage, OutboxMessage, Party, Quarantine, Recusal
 from .recusal import detect
 from .sla import is_urgent_text
+from . import party_mail
 from .outbox import enqueue, enqueue_all, mark_failed
+from .party_mail import OutwardDraft
 from .render import Renderer
 from .roster import Person, Roster
 
@@ -127,17 +129,24 @@ class Workflow:
                 bounce_row = row_id
             elif msg.dsn_original_message_id:
                 bounce_row = self._outbox_row_by_message_id(session, msg.dsn_original_message_id)
-        case = self._case_for(session, msg)
-        token_sender = bool(
-            tokens.tokens_in((*msg.to, *msg.cc, *msg.delivered_to[:1]), self.policy.local_part, self.policy.domain)
+        case_row = self._case_for(session, msg)
+        case = None if case_row is None else CaseFacts(
+            case_row.id, case_row.ref, frozenset(p.address for p in case_row.parties), case_row.status
         )
-        return Facts(own_message=own, bounce_row=bounce_row, case=case, token_sender=token_sender)
+        found = tokens.tokens_in((*msg.to, *msg.cc, *msg.delivered_to[:1]), self.policy.local_part, self.policy.domain)
+        member = self.roster.person(msg.from_address)
+        dmarc = (
+            case_row is not None and member is not None and routing.may_see(self.roster, self.recused(case_row), member.email)
+            and dmarc_pass(msg, self.options.trusted_authserv_id, member.email)
+        )
+        return Facts(own_message=own, bounce_row=bounce_row, case=case,
+                     token_owners=self.desk.token_owners(found, case.ref if case else None), member_dmarc_pass=dmarc)
 
     def _outbox_row_by_message_id(self, session: Session, message_id: str) -> int | None:
         """The id of our outgoing mail with this Message-ID (ids only: the mail itself can be large)."""
         return session.scalars(select(OutboxMessage.id).where(OutboxMessage.message_id == message_id).limit(1)).first()
 
-    def _case_for(self, session: Session, msg: Parsed) -> CaseFacts | None:
+    def _case_for(self, session: Session, msg: Parsed) -> Case | None:
         case = None
         if msg.case_ref:
             case = session.scalars(select(Case).where(Case.ref == msg.case_ref)).first()
@@ -150,9 +159,7 @@ class Workflow:
                     .limit(1)
                 ).first()
                 case = session.get(Case, case_id) if case_id is not None else None
-        if case is None:
-            return None
-        return CaseFacts(case.id, case.ref, frozenset(p.address for p in case.parties), case.status)
+        return case
 
     # ----- applying ---------------------------------------------------------------------------
 
@@ -291,7 +298,7 @@ class Workflow:
     def new_case(self, session: Session, msg: Parsed, now: datetime, flags: Iterable[str] = ()) -> Case:
         """A new case with its reference and reporter, not yet added to the session."""
         flags = set(flags)
-        title = strip_commands(msg.subject)[:200] or "(no subject)"
+        title = title_of(msg.subject)[:200] or "(no subject)"
         case = Case(
             ref=self.next_ref(session, now),
             title=title,
@@ -474,7 +481,8 @@ class Workflow:
         return {r.member_email: r.reason for r in case.recusals if r.active}
 
     def subject(self, case: Case, extra: str = "") -> str:
-        title = case.title
+        """Every case subject we send: `[tag #REF] title`, the title as safe to show as `title_of` makes it."""
+        title = title_of(case.title)
         return f"[{self.options.case_tag} #{case.ref}] {extra + ' ' if extra else ''}{title}".strip()
 
     # ----- mail to the reporter ---------------------------------------------------------------
@@ -505,21 +513,16 @@ class Workflow:
         enqueue(session, self._ack_draft(case, msg), self.sender, now, case_id=case.id)
         event(session, case.id, "system", "acknowledgement_queued", now)
 
-    def _ack_draft(self, case: Case, msg: Parsed) -> Draft:
+    def _ack_draft(self, case: Case, msg: Parsed) -> OutwardDraft:
         reporter = case.party("reporter")
         assert reporter is not None
         body = self.renderer.render(
             "ack", ref=case.ref, committee_name=self.options.committee_name, case_tag=self.options.case_tag
         )
-        return Draft(
-            kind="ack",
-            audience="reporter",
-            recipient=reporter.address,
-            # Never repeat the incoming subject: spam backscatter must not be able to use us.
-            subject=f"[{self.options.case_tag} #{case.ref}] Your report has been received",
-            body=body,
-            in_reply_to=msg.message_id,
-            auto_submitted="auto-replied",
+        # Never repeat the incoming subject: spam backscatter must not be able to use us.
+        return OutwardDraft(
+            kind="ack", audience="reporter", recipient=reporter.address, body=body, in_reply_to=msg.message_id,
+            auto_submitted="auto-replied", case_tag=self.options.case_tag, ref=case.ref, purpose=party_mail.ACK,
         )
 
     def _ack_limit_reached(self, session: Session, address: str, now: datetime) -> bool:

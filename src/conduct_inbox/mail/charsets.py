@@ -8,6 +8,7 @@ import base64
 import binascii
 import codecs
 import re
+import unicodedata
 
 
 #: Charsets senders label text with when they mean windows-1252 (as the WHATWG encoding spec does).
@@ -160,3 +161,24 @@ def header_text(raw: str, defects: Defects, limit: int) -> str:
 
 def fold_spaces(value: str) -> str:
     return _SPACES.sub(" ", value).strip()
+
+
+#: Encoded words may hide further encoded words; a client that decodes once more than we do
+#: would show text we never saw. Past this many rounds the rest is left for compose to encode.
+_DECODE_ROUNDS = 8
+#: Characters that change how text is shown without being seen: bidi controls, zero-width ones.
+_INVISIBLE = re.compile("[\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+
+
+def displayed(value: str) -> str:
+    """A header text as a person reads it in any mail client: RFC 2047 words decoded to a fixed
+    point (words glued inside words included), NFKC-normalised (a fullwidth `！` is `!`),
+    invisible and control characters dropped, whitespace folded."""
+    defects = Defects()
+    for _ in range(_DECODE_ROUNDS):
+        decoded = decode_words(value, defects)
+        if decoded == value:
+            break
+        value = decoded
+    value = unicodedata.normalize("NFKC", clean_text(value))
+    return fold_spaces(CONTROL_CHARS.sub(" ", _INVISIBLE.sub("", value)))

@@ -168,14 +168,17 @@ def _unstructured(name: str, value: str, allow_long: bool = False) -> str:
     """
     _check(value)
     first = f"{name}: "
-    if _PLAIN.match(value) and len(first) + len(value) <= MAX_LINE:
+    # Text that a client could read as an encoded word is encoded itself, so it shows as written.
+    looks_encoded = not allow_long and "=?" in value
+    if _PLAIN.match(value) and len(first) + len(value) <= MAX_LINE and not looks_encoded:
         return first + value if value else first.rstrip()
     # (encoded, leading whitespace, text); consecutive encoded words share one element
     elems: list[list] = []
     for token in _TOKEN.findall(value):
         word = token.lstrip(" \t")
         ws = token[: len(token) - len(word)]
-        plain = not word or (_PLAIN.match(word) is not None and (allow_long or len(token) < MAX_LINE))
+        plain = not word or (_PLAIN.match(word) is not None and (allow_long or len(token) < MAX_LINE)
+                             and not (looks_encoded and "=?" in word))
         if not plain and elems and elems[-1][0]:
             elems[-1][2] += ws + word
         else:
