@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
-from . import routing, tokens
+from . import routing, scanning, tokens
 from .classify import CaseFacts, Classification, Facts, Policy, is_automatic, verp_row
 from .committee import Desk, dmarc_pass
 from .db import DIALECT_INSERTS
@@ -24,7 +24,6 @@ from .commands import strip_commands, title_of
 from .mail.compose import Draft, OutgoingAttachment, Sender
 from .mail.parse import InboundMessage as Parsed
 from .models import Attachment, Case, CaseCounter, Decision, Event, InboundMessage, OutboxMessage, Party, Quarantine, Recusal
-from .recusal import detect
 from .sla import is_urgent_text
 from . import party_mail
 from .outbox import enqueue, enqueue_all, mark_failed
@@ -224,7 +223,8 @@ class Workflow:
         entries: list[tuple[str, str, dict[str, Any]]] = [
             ("system", "case_opened", {"flags": sorted(result.flags)}), ("reporter", "report_received", {"inbound_id": row.id})
         ]
-        named = self.named_members(report_texts(msg))
+        scanned = scanning.scan(msg, self.roster, self._report_body(msg))
+        named = scanning.recusing(scanned, ("reporter",))
         if named:
             entries = _written(session, case, now, entries)
             self.recuse_named(session, case, named, now)
@@ -235,7 +235,7 @@ class Workflow:
             self._note_rate_limit(session, case, msg.reporter_address or "", now)
         # The acknowledgement and the committee's copies in one INSERT.
         drafts = [] if no_ack else [self._ack_draft(case, msg)]
-        drafts += self._report_copies(case, msg, now, acked=not no_ack, ack_reason=no_ack)
+        drafts += self._report_copies(case, msg, scanned, now, acked=not no_ack, ack_reason=no_ack)
         enqueue_all(session, drafts, self.sender, now, case_id=case.id, inbound_id=row.id)
         if not no_ack:
             entries.append(("system", "acknowledgement_queued", {}))
@@ -248,8 +248,8 @@ class Workflow:
         closed = case.status == "closed"
         event(session, case.id, "party", "feedback_received" if closed else "followup_received", now, inbound_id=row.id)
         heading = "Feedback after closure" if closed else "Follow-up from a party"
-        self.detect_recusals(session, case, report_texts(msg), now)
-        self._forward_to_committee(session, case, row, msg, now, heading)
+        roles = {p.role for p in case.parties if p.address in {msg.reporter_address, msg.from_address}}
+        self._forward_to_committee(session, case, row, msg, now, heading, roles or {"unknown"})
         return f"follow-up joined case {case.ref}"
 
     def _on_auto_followup(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
@@ -262,7 +262,7 @@ class Workflow:
         case = self._case(session, result)
         row.case_id, row.status = case.id, "processed"
         event(session, case.id, "unknown", "message_from_non_party", now, inbound_id=row.id)
-        self._forward_to_committee(session, case, row, msg, now, "Message from someone who is not a party to the case")
+        self._forward_to_committee(session, case, row, msg, now, "Message from someone who is not a party to the case", {"unknown"})
         return f"message from a non-party kept on case {case.ref} and flagged"
 
     def _on_committee(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
@@ -318,14 +318,6 @@ class Workflow:
         if msg.reporter_address:
             case.parties.append(Party(role="reporter", address=msg.reporter_address, name=msg.reporter_name, created_at=now))
         return case
-
-    def detect_recusals(self, session: Session, case: Case, texts: Sequence[str], now: datetime) -> list[str]:
-        """Recuse every roster member named in the texts (automatic recusal). Returns their emails."""
-        return self.recuse_named(session, case, self.named_members(texts), now)
-
-    def named_members(self, texts: Sequence[str]) -> list[str]:
-        """The emails of roster members named in the texts."""
-        return [m.email for m in detect(self.roster, list(texts))]
 
     def recuse_named(self, session: Session, case: Case, found: Sequence[str], now: datetime) -> list[str]:
         """Recuse these members (automatic recusal, reason "named"). Returns the ones newly recused."""
@@ -452,6 +444,10 @@ class Workflow:
             msg, subject=subject or "(forwarded report)", text=text, own_text=text,
             reporter_address=new.address.lower(), reporter_name=None, forwarded=msg.forwarded[1:],
         )
+        # Only the forwarded content counts for recusal, not the forwarding member's own words;
+        # the forward's attachments and file names do.
+        sources = scanning.FORWARDED_SOURCES if forwarded else scanning.FORWARDED_SOURCES | {"body"}
+        scanned = scanning.scan(report, self.roster, self._report_body(report), sources=sources, subject=subject or "")
         case = self.open_case(session, report, now)
         case.forwarded_by = member.email
         row.case_id, row.status, row.kind = case.id, "processed", "forwarded_report"
@@ -464,14 +460,14 @@ class Workflow:
                 event(session, case.id, member.email, "member_recused", now, reason="concerns")
         session.flush()
         session.refresh(case)
-        # Only the forwarded content counts for recusal, not the forwarding member's own words.
-        self.detect_recusals(session, case, [subject or "", text or "", *(f.text for f in msg.forwarded[1:])], now)
+        self.recuse_named(session, case, scanning.recusing(scanned, ("forwarded",)), now)
         self._check_urgency(session, case, report, now)
         if new.noack:
             acked, ack_reason = False, "the forwarding member asked for none"
         else:
             acked, ack_reason = self._acknowledge(session, case, report, now)
-        self._send_report_copies(session, case, row, report, now, acked=acked, ack_reason=ack_reason)
+        drafts = self._report_copies(case, report, scanned, now, acked, ack_reason)
+        enqueue_all(session, drafts, self.sender, now, case_id=case.id, inbound_id=row.id)
         self.refresh_clock(session, case)
         return f"forwarded report opened case {case.ref}"
 
@@ -554,14 +550,13 @@ class Workflow:
         token = tokens.mint(self.options.token_secret, "case", case.ref, person.email)
         return tokens.reply_address(self.policy.local_part, self.policy.domain, token)
 
-    def _attachments(self, msg: Parsed) -> tuple[list[dict[str, Any]], tuple[OutgoingAttachment, ...]]:
+    def _attachments(self, content: scanning.Scanned) -> tuple[list[dict[str, Any]], tuple[OutgoingAttachment, ...]]:
         limit = self.options.max_forward_attachment_mb * MB
         listed, attached = [], []
-        for att in msg.attachments:
+        for att in content.attachments:
             forwarded = att.size <= limit
-            listed.append(
-                {"filename": att.filename, "content_type": att.content_type, "size_text": _size_text(att.size), "forwarded": forwarded}
-            )
+            listed.append({"filename": att.filename, "content_type": att.content_type, "size_text": _size_text(att.size),
+                           "forwarded": forwarded, "scanned": att.scanned})
             if forwarded:
                 attached.append(OutgoingAttachment(att.filename or "attachment", att.content_type, att.content))
         return listed, tuple(attached)
@@ -573,9 +568,12 @@ class Workflow:
         return "\n\n".join(parts)
 
     def committee_drafts(
-        self, case: Case | None, audience: routing.Audience, kind: str, subject: str, body_for: Any, **extra: Any
+        self, case: Case | None, audience: routing.Audience, kind: str, subject: str, body_for: Any,
+        content: scanning.Scanned | None = None,
     ) -> list[Draft]:
-        """One draft per recipient, only them in To:, with their own reply token."""
+        """One draft per recipient, only them in To:, with their own reply token. A sender's
+        attachments come only with `content`, the member scan's result: nothing unscanned."""
+        attached = self._attachments(content)[1] if content is not None else ()
         return [
             Draft(
                 kind=kind,
@@ -585,22 +583,17 @@ class Workflow:
                 subject=subject,
                 body=body_for(person),
                 reply_to=self.member_reply_to(case, person),
-                **extra,
+                attachments=attached,
             )
             for person in audience.recipients
         ]
 
-    def _send_report_copies(
-        self, session: Session, case: Case, row: InboundMessage, msg: Parsed, now: datetime, acked: bool, ack_reason: str
-    ) -> None:
-        drafts = self._report_copies(case, msg, now, acked, ack_reason)
-        enqueue_all(session, drafts, self.sender, now, case_id=case.id, inbound_id=row.id)
-
-    def _report_copies(self, case: Case, msg: Parsed, now: datetime, acked: bool, ack_reason: str) -> list[Draft]:
+    def _report_copies(self, case: Case, msg: Parsed, content: scanning.Scanned, now: datetime, acked: bool,
+                       ack_reason: str) -> list[Draft]:
         if case.spam:
             return []  # spam goes out in the daily digest, not one by one
         audience = routing.committee(self.roster, self.recused(case))
-        listed, attached = self._attachments(msg)
+        listed = self._attachments(content)[0]
         body = self.renderer.render(
             "report",
             marker=audience.marker_line(),
@@ -610,19 +603,27 @@ class Workflow:
             unverified=case.unverified,
             received=now.strftime("%Y-%m-%d %H:%M UTC"),
             reporter=_person_text(msg.reporter_name, msg.reporter_address),
-            subject=msg.subject or "(no subject)",
+            subject=content.subject or "(no subject)",
             acknowledged=acked,
             ack_reason=ack_reason,
-            body=self._report_body(msg),
+            body=content.body,
             attachments=listed,
             max_mb=self.options.max_forward_attachment_mb,
         )
         subject = self.subject(case, " ".join(m for m, on in (("URGENT", case.urgent), ("[auto]", case.auto)) if on))
-        return self.committee_drafts(case, audience, "report", subject, lambda _p: body, attachments=attached)
+        return self.committee_drafts(case, audience, "report", subject, lambda _p: body, content)
 
-    def _forward_to_committee(self, session: Session, case: Case, row: InboundMessage, msg: Parsed, now: datetime, heading: str) -> None:
+    def _forward_to_committee(self, session: Session, case: Case, row: InboundMessage, msg: Parsed, now: datetime,
+                              heading: str, sender_roles: Collection[str]) -> None:
+        """A follow-up to the members who may see the case, after the member scan: a member it
+        names is recused first, unless the sender is the reported person (then the copy says whom
+        it names, and the committee decides with !concerns)."""
+        content = scanning.scan(msg, self.roster, scanning.followup_body(msg), sources=scanning.FOLLOWUP_SOURCES)
+        recuse = scanning.recusing(content, sender_roles)
+        self.recuse_named(session, case, recuse, now)
+        named_only = [self.roster.person(e) for e in content.named if e not in recuse]
         audience = routing.committee(self.roster, self.recused(case))
-        listed, attached = self._attachments(msg)
+        listed = self._attachments(content)[0]
         body = self.renderer.render(
             "followup",
             marker=audience.marker_line(),
@@ -630,13 +631,14 @@ class Workflow:
             ref=case.ref,
             received=now.strftime("%Y-%m-%d %H:%M UTC"),
             sender=_person_text(msg.reporter_name, msg.reporter_address),
-            subject=msg.subject or "(no subject)",
-            body=(msg.own_text or msg.text).strip() or "(the message has no new text)",
+            subject=content.subject or "(no subject)",
+            body=content.body,
+            named=[p.name for p in named_only if p is not None] if "reported" in sender_roles else [],
             attachments=listed,
             max_mb=self.options.max_forward_attachment_mb,
         )
         subject = self.subject(case)
-        drafts = self.committee_drafts(case, audience, "followup", subject, lambda _p: body, attachments=attached)
+        drafts = self.committee_drafts(case, audience, "followup", subject, lambda _p: body, content)
         enqueue_all(session, drafts, self.sender, now, case_id=case.id, inbound_id=row.id)
 
     def alert(self, session: Session, case: Case | None, text: str, now: datetime, kind: str = "alert", extra: str = "Alert:") -> None:
@@ -680,17 +682,6 @@ class Workflow:
             "It is kept unchanged and was moved to the quarantine folder. Please look at it by hand.",
             now,
         )
-
-
-def report_texts(msg: Parsed) -> list[str]:
-    """Everything in a report that may name a member: subject, text, HTML-converted text, text attachments, forwards."""
-    texts = [msg.subject, msg.text, msg.own_text]
-    for fwd in msg.forwarded:
-        texts += [fwd.subject, fwd.text, fwd.from_name or "", fwd.from_address or ""]
-    for att in msg.attachments:
-        if att.content_type.startswith("text/") and att.size <= 5 * MB:
-            texts.append(att.content.decode("utf-8", errors="replace"))
-    return texts
 
 
 def _person_text(name: str | None, address: str | None) -> str:
