@@ -30,6 +30,10 @@ from .workflow import Workflow, dedupe_key, event
 
 log = logging.getLogger(__name__)
 
+#: The quarantine reason when our own code raised, as opposed to the parser failing on bad input:
+#: a bug in conduct-inbox, which the committee's alert and the hostile-input drill must tell apart.
+INTERNAL_ERROR = "internal error in conduct-inbox, not a fault of the message"
+
 _inbound = InboundMessage.__table__
 
 # The statements run for every message, built once: building one (and its cache key) costs
@@ -273,7 +277,7 @@ class Intake:
                 return self._failed(row_id, attempts, "database error", stats)
             except Exception as exc:  # a bug must not stop the loop or lose the message
                 log.error("inbound #%d: processing failed: %s", row_id, where(exc))
-                return self._failed(row_id, attempts, f"processing failed ({type(exc).__name__})", stats)
+                return self._failed(row_id, attempts, f"{INTERNAL_ERROR} ({type(exc).__name__})", stats)
         else:
             return self._failed(row_id, attempts, "repeated conflicts", stats)
         if outcome is None:
