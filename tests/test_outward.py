@@ -3,6 +3,7 @@ contact details in the closing lines refused (DESIGN.md, "Committee commands")."
 
 from __future__ import annotations
 
+import time
 from email.message import EmailMessage
 
 import pytest
@@ -280,3 +281,17 @@ def test_long_text_after_dashes_is_not_a_signature() -> None:
     rest = "\n".join(f"Point {i} we want you to know." for i in range(20))
     text = f"{BODY}\n--\n{rest}"
     assert _sent(text) == text
+
+
+@pytest.mark.parametrize("line", ["1 " * 100_000, "1." * 100_000, "2026-" * 40_000, "$1 " * 60_000, "a." * 100_000])
+def test_long_lines_cost_linear_time(line: str) -> None:
+    started = time.perf_counter()
+    outward_text(f"{BODY}\n{line}", ANNA)
+    assert time.perf_counter() - started < 3
+
+
+def test_many_signature_elements_cost_little() -> None:
+    markup = f"<p>{BODY}</p>" + '<div id="Signature">x</div>' * 20_000
+    started = time.perf_counter()
+    assert BODY in to_text(markup, without_quotes=True)
+    assert time.perf_counter() - started < 10

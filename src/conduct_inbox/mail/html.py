@@ -42,6 +42,8 @@ _SIGNATURE_START_XPATH = "//br[@id='lineBreakAtBeginningOfSignature'] | //a[@nam
 
 #: Most visible characters a trailing signature element may hold before it is read as typed text.
 _SIGNATURE_MAX_CHARS = 600
+#: Each of these elements reads the text after it: only so many are looked at (hostile markup).
+_SIGNATURE_MAX_ELEMENTS = 20
 
 _CONFIG = ParserConfig(display_images=False, display_links=False)
 
@@ -113,12 +115,12 @@ def _strip_signatures(root: lxml_html.HtmlElement) -> None:
         _drop(element)
     for ident in _TRAILING_SIGNATURE_IDS:
         # Last first: iOS Mail repeats the id on each line of the signature.
-        for element in reversed(root.xpath("//*[@id=$ident]", ident=ident)):
+        for element in reversed(root.xpath("//*[@id=$ident]", ident=ident)[-_SIGNATURE_MAX_ELEMENTS:]):
             if element.getparent() is None or _visible(_after(element)) > 0:
                 continue
             if _visible(element.xpath(".//text()")) <= _SIGNATURE_MAX_CHARS:
                 _drop(element)
-    for element in root.xpath(_SIGNATURE_START_XPATH):
+    for element in root.xpath(_SIGNATURE_START_XPATH)[:_SIGNATURE_MAX_ELEMENTS]:
         inside = element.xpath(".//text()")
         if _visible(inside) + _visible(_after(element)) <= _SIGNATURE_MAX_CHARS:
             _cut_from(element)
