@@ -1,4 +1,5 @@
-"""HTML mail bodies to readable text with inscriptis; for replies, the quoted history goes first."""
+"""HTML mail bodies to readable text with inscriptis; for replies, the quoted history and the
+client's signature go first."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from lxml import html as lxml_html
 from inscriptis import Inscriptis
 from inscriptis.model.config import ParserConfig
 
+from .quotes import REPLY_MARKER
+
 #: Elements never shown to a reader.
 _INVISIBLE = ("script", "style", "head", "title", "noscript", "template")
 
@@ -17,6 +20,30 @@ _QUOTE_CLASSES = ("gmail_quote", "yahoo_quoted", "moz-cite-prefix", "protonmail_
 
 #: Outlook's reply header markers: the history follows them as siblings, so they go with everything after.
 _CUT_IDS = ("divRplyFwdMsg", "appendonsend", "mail-editor-reference-message-container")
+
+#: Signature elements clients fill with the signature only: removed with everything inside.
+#: Gmail (the signature and its "-- " prefix), Thunderbird, Proton Mail, Roundcube.
+_SIGNATURE_CLASSES = ("gmail_signature", "gmail_signature_prefix", "moz-signature", "protonmail_signature_block")
+_SIGNATURE_IDS = ("protonmail_signature_block", "protonmail_mobile_signature_block", "_rc_sig")
+_SIGNATURE_XPATH = "//*[@data-smartmail='gmail_signature']"
+
+#: Signature elements where what the sender types sometimes lands too (Outlook on the web and
+#: new Outlook put typed paragraphs inside `#Signature`; iOS Mail copies `#AppleMailSignature`
+#: onto new lines): removed only at the very end of the new text and when signature-sized.
+_TRAILING_SIGNATURE_IDS = ("Signature", "signature", "AppleMailSignature")
+#: Where a signature starts and runs to the end of the new text (iOS Mail's line break, classic
+#: Outlook's Word bookmark): cut from there under the same conditions.
+_SIGNATURE_START_XPATH = "//br[@id='lineBreakAtBeginningOfSignature'] | //a[@name='_MailAutoSig']"
+#: Not signature markers, though they look like it: `#ms-outlook-mobile-signature` and
+#: `#ymail_android_signature` (Outlook and Yahoo mobile) often hold the whole typed reply,
+#: `.elementToProof` marks every paragraph new Outlook edits, `#divtagdefaultwrapper` wraps
+#: the whole body of older Outlook on the web. Their stock footers ("Get Outlook for iOS") are
+#: plain-text lines that `conduct_inbox.outward` removes.
+
+#: Most visible characters a trailing signature element may hold before it is read as typed text.
+_SIGNATURE_MAX_CHARS = 600
+#: Each of these elements reads the text after it: only so many are looked at (hostile markup).
+_SIGNATURE_MAX_ELEMENTS = 20
 
 _CONFIG = ParserConfig(display_images=False, display_links=False)
 
@@ -65,8 +92,43 @@ def _strip_quotes(root: lxml_html.HtmlElement) -> None:
             _cut_from(element)
 
 
+def _visible(texts: list[str]) -> int:
+    return sum(len("".join(t.split())) for t in texts)
+
+
+def _after(element: lxml_html.HtmlElement) -> list[str]:
+    """Text after `element` up to our reply marker (below it is history, cut later)."""
+    texts = element.xpath("following::text()")
+    joined = "".join(texts)
+    at = joined.lower().find(REPLY_MARKER)
+    return texts if at < 0 else [joined[:at]]
+
+
+def _strip_signatures(root: lxml_html.HtmlElement) -> None:
+    for name in _SIGNATURE_CLASSES:
+        for element in root.find_class(name):
+            _drop(element)
+    for ident in _SIGNATURE_IDS:
+        for element in root.xpath("//*[@id=$ident]", ident=ident):
+            _drop(element)
+    for element in root.xpath(_SIGNATURE_XPATH):
+        _drop(element)
+    for ident in _TRAILING_SIGNATURE_IDS:
+        # Last first: iOS Mail repeats the id on each line of the signature.
+        for element in reversed(root.xpath("//*[@id=$ident]", ident=ident)[-_SIGNATURE_MAX_ELEMENTS:]):
+            if element.getparent() is None or _visible(_after(element)) > 0:
+                continue
+            if _visible(element.xpath(".//text()")) <= _SIGNATURE_MAX_CHARS:
+                _drop(element)
+    for element in root.xpath(_SIGNATURE_START_XPATH)[:_SIGNATURE_MAX_ELEMENTS]:
+        inside = element.xpath(".//text()")
+        if _visible(inside) + _visible(_after(element)) <= _SIGNATURE_MAX_CHARS:
+            _cut_from(element)
+
+
 def to_text(markup: str, *, without_quotes: bool = False) -> str:
-    """Readable text of an HTML body; `without_quotes` also removes quoted reply history."""
+    """Readable text of an HTML body; `without_quotes` also removes quoted reply history and the
+    signature elements of common clients (the sender's own new text, for `own_text`)."""
     root = _tree(markup)
     if root is None:
         return ""
@@ -75,6 +137,7 @@ def to_text(markup: str, *, without_quotes: bool = False) -> str:
             _drop(element)
         if without_quotes:
             _strip_quotes(root)
+            _strip_signatures(root)
         text = Inscriptis(root, _CONFIG).get_text()
     except Exception:  # lxml/inscriptis on markup they did not foresee (absurd nesting, odd text)
         text = root.text_content()
