@@ -24,6 +24,7 @@ from .mail.compose import Draft
 from .mail.parse import InboundMessage as Parsed
 from .models import Case, Decision, InboundMessage, OutboxMessage, Party, Recusal, Sanction
 from .outbox import enqueue
+from .outward import outward_text
 from .party_mail import OutwardDraft
 from .roster import Person
 
@@ -288,7 +289,7 @@ class Desk:
         reporter = case.party("reporter")
         if reporter is None:
             raise Refused("!reply: this case has no reporter address")
-        text = self._outgoing_text(session, case, msg, "!reply")
+        text = self._outgoing_text(session, case, msg, "!reply", member)
         self._send_to_party(session, case, reporter, text, now, kind="reply")
         self._copy_to_committee(session, case, member, "the reporter", text, now)
         case.last_response_at = now
@@ -298,7 +299,7 @@ class Desk:
         parties = [p for p in case.parties if p.role == c.role]
         if not parties:
             raise Refused(f"!send {c.role}: the case has no party with that role (add one with !party)")
-        text = self._outgoing_text(session, case, msg, f"!send {c.role}")
+        text = self._outgoing_text(session, case, msg, f"!send {c.role}", member)
         for party in parties:
             self._send_to_party(session, case, party, text, now, kind="send")
         self._copy_to_committee(session, case, member, f"the {c.role} part{'y' if len(parties) == 1 else 'ies'}", text, now)
@@ -529,10 +530,14 @@ class Desk:
 
         event(session, case.id, "system", "decision_effective", now, decision_id=decision.id, kinds=decision.kind_list)
 
-    def _outgoing_text(self, session: Session, case: Case, msg: Parsed, what: str) -> str:
-        text = msg.own_text.strip()
-        if not text:
-            raise Refused(f"{what}: there is no text above the line to send")
+    def _outgoing_text(self, session: Session, case: Case, msg: Parsed, what: str, member: Person) -> str:
+        """The member's text as a party may receive it: signature blocks removed, refused while it
+        still identifies the member (parties hear from conduct@, never from a person) or repeats
+        an internal note."""
+        result = outward_text(msg.own_text, member)
+        if result.refusal is not None:
+            raise Refused(f"{what}: {result.refusal}")
+        text = result.text
         notes = session.scalars(
             select(InboundMessage.own_text).where(InboundMessage.case_id == case.id, InboundMessage.kind.in_(NOTE_KINDS))
         ).all()
