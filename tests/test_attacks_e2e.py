@@ -61,7 +61,8 @@ def shown_subject(record) -> str:
     return displayed(str(parsed(record)["Subject"]))
 
 
-_BANG_WORD = re.compile(r"!\s*[^\W\d_]")
+#: A word starting with `!` as the command grammar reads one: at the start, or after whitespace, `]` or `:`.
+_BANG_WORD = re.compile(r"(?:^|(?<=[\s\]:]))![^\W\d_]")
 
 
 def raw_report(subject: bytes, body: str = "Someone kept making comments after I asked them to stop.",
@@ -108,6 +109,11 @@ SMUGGLED = [
     pytest.param(b"Incident=?utf-8?q?=21close?= silent x", id="encoded-word-inside-a-word"),
     pytest.param(b"Incident =?utf-8?q?=21spam?=", id="spam"),
     pytest.param(b"Incident =?utf-8?q?=21close?= silent x", id="close-silent"),
+    # Stronger forms of the ones above: U+FE57 SMALL EXCLAMATION MARK is `!` after NFKC too, and a
+    # nested encoded word may be base64 inside quoted-printable.
+    pytest.param("Incident \ufe57reply".encode(), id="small-form-utf8"),
+    pytest.param(b"Incident =?utf-8?q?=EF=B9=97spam?=", id="small-form-encoded-spam"),
+    pytest.param(b"Incident =?utf-8?q?=3D=3Futf-8=3Fb=3FIWNsb3Nl=3F=3D?= silent x", id="nested-base64-close-silent"),
 ]
 
 
@@ -115,23 +121,29 @@ SMUGGLED = [
 def test_commands_in_the_reporters_subject_never_act(harness, smtp_receiver, subject):
     rx = smtp_receiver
     app, case, alice_copy = opened(harness, raw_report(subject))
+    problems = []  # every effect the attack has, not only the first
     for member in MEMBERS:
         for mail in rx.to(member):
             shown = shown_subject(mail)
-            assert not _BANG_WORD.search(shown), f"{member} sees a command in the subject: {shown!r}"
+            if _BANG_WORD.search(shown):
+                problems.append(f"{member} sees a command in the subject: {shown!r}")
     reporter_before = len(rx.to(REPORTER))
     # A member answers with a plain note, the subject exactly as their client shows it.
     shown = shown_subject(alice_copy)
     step(harness, app, reply(alice_copy, ALICE, body="Noted, I will call them tomorrow.", subject=f"Re: {shown}"))
-    assert len(rx.to(REPORTER)) == reporter_before, "a note on the reporter's subject sent mail to the reporter"
+    if len(rx.to(REPORTER)) != reporter_before:
+        problems.append("a plain note on the reporter's subject sent mail to the reporter")
     case = the_case(app)
-    assert (case.status, case.spam) == ("new", False)
+    if (case.status, case.spam) != ("new", False):
+        problems.append(f"a plain note changed the case: status {case.status}, spam {case.spam}")
     # ... and with !ack added: acknowledged, and nothing else.
     step(harness, app, reply(alice_copy, ALICE, body="Taking this one.", subject=f"Re: {shown} !ack"))
     case = the_case(app)
-    assert (case.status, case.spam, case.closed_at) == ("acknowledged", False, None)
-    assert case.human_ack_at is not None
-    assert len(rx.to(REPORTER)) == reporter_before
+    if (case.status, case.spam, case.closed_at is None, case.human_ack_at is not None) != ("acknowledged", False, True, True):
+        problems.append(f"after !ack: status {case.status}, spam {case.spam}, closed_at {case.closed_at}")
+    if len(rx.to(REPORTER)) != reporter_before:
+        problems.append(f"{len(rx.to(REPORTER)) - reporter_before} mail(s) reached the reporter")
+    assert not problems, "\n".join(problems)
 
 
 # ----- 2. answering one's own !reply mail --------------------------------------------------------
@@ -488,10 +500,10 @@ def test_forged_bounce_naming_another_recipient_changes_nothing(harness, smtp_re
     assert extra == [], f"forged bounces caused mail: {extra}"
 
 
-# ----- 11. signatures in !reply and !send --------------------------------------------------------
+# ----- 11. signatures and phone numbers in !reply and !send --------------------------------------------------------
 
 
-def test_outlook_web_signature_is_not_sent_and_phone_number_refused(harness, smtp_receiver):
+def test_outlook_web_signature_is_not_sent(harness, smtp_receiver):
     rx = smtp_receiver
     app, case, alice_copy = opened(harness)
     original = parsed(alice_copy)
@@ -515,6 +527,10 @@ def test_outlook_web_signature_is_not_sent_and_phone_number_refused(harness, smt
     for secret in ("+44 20 7946 0958", "7946", "alice@example.org", "Alice Example"):
         assert secret not in sent, f"the reporter's mail contains the member's signature ({secret!r})"
 
+
+def test_send_ending_with_a_phone_number_is_refused(harness, smtp_receiver):
+    rx = smtp_receiver
+    app, case, alice_copy = opened(harness)
     with_pat(harness, app, alice_copy)
     step(harness, app, reply(alice_copy, ALICE, "!send reported",
                              "Please get in touch with the committee about the sprint.\n\nAlice Example\n+44 20 7946 0958"))
