@@ -80,6 +80,11 @@ def raw_report(subject: bytes, body: str = "Someone kept making comments after I
     return b"Subject: " + subject + b"\r\n" + head + b"\r\n" + body.encode() + b"\r\n"
 
 
+def got(receiver, address: str, word: str) -> bool:
+    """Whether any mail that reached `address` says `word` (other mail, e.g. an announcement, may come later)."""
+    return any(word in text_of(m) for m in receiver.to(address))
+
+
 def count(app, model, *where) -> int:
     with app.sessions() as session:
         return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
@@ -169,7 +174,7 @@ def test_answering_ones_own_reply_mail_does_not_send_again(harness, smtp_receive
     step(harness, app, remark.as_bytes())
     assert len(rx.to(REPORTER)) == 2, "answering her own !reply mail sent the reporter another mail"
     for other in (BOB, CAROL):
-        assert "REMARK-TO-MYSELF" in text_of(latest(rx, other)), f"{other} did not get the remark as a note"
+        assert got(rx, other, "REMARK-TO-MYSELF"), f"{other} did not get the remark as a note"
 
 
 # ----- 3. the reporter's subject must not reach parties ------------------------------------------
@@ -226,10 +231,10 @@ def test_follow_up_from_a_non_party_naming_a_member_recuses_them(harness, smtp_r
     msg["Message-ID"] = make_msgid(domain="example.net")
     msg.set_content("I saw it too. It was Bob Builder who kept making the comments. WITNESS-TEXT")
     step(harness, app, msg.as_bytes())
-    assert "WITNESS-TEXT" in text_of(latest(rx, ALICE)) and "WITNESS-TEXT" in text_of(latest(rx, CAROL))
+    assert got(rx, ALICE, "WITNESS-TEXT") and got(rx, CAROL, "WITNESS-TEXT")
     assert len(rx.to(BOB)) == bob_before, "Bob received the follow-up that names him"
     step(harness, app, reply(alice_copy, ALICE, body="LATER-NOTE: let us meet on Thursday."))
-    assert "LATER-NOTE" in text_of(latest(rx, CAROL))
+    assert got(rx, CAROL, "LATER-NOTE")
     assert len(rx.to(BOB)) == bob_before, "Bob still receives mail about the case"
 
 
@@ -424,18 +429,17 @@ def test_reported_person_cannot_recuse_the_committee(harness, smtp_receiver):
     answer = reply(to_pat, PAT, body=pats_text, to="conduct@example.org")
     step(harness, app, answer)
     for member in MEMBERS:
-        copy = latest(rx, member)
-        assert "PAT-ANSWER" in text_of(copy), f"{member} did not get the reported person's answer"
-    lines = [line for line in text_of(latest(rx, ALICE)).splitlines()
+        assert got(rx, member, "PAT-ANSWER"), f"{member} did not get the reported person's answer"
+    lines = [line for line in text_of(latest(rx, ALICE, "PAT-ANSWER")).splitlines()
              if "Bob Builder" in line and "PAT-ANSWER" not in line]
     assert any(re.search(r"\bname[sd]\b|mention", line, re.IGNORECASE) for line in lines), \
         "the copy does not tell the committee whom the answer names"
     step(harness, app, reply(alice_copy, ALICE, body="NEXT-NOTE: Pat's answer changes nothing."))
     for member in (BOB, CAROL):
-        assert "NEXT-NOTE" in text_of(latest(rx, member)), f"{member} was recused by the reported person"
+        assert got(rx, member, "NEXT-NOTE"), f"{member} was recused by the reported person"
     bob_copy = rx.to(BOB)[0]
     step(harness, app, reply(bob_copy, BOB, body="BOB-NOTE: agreed."))
-    assert "BOB-NOTE" in text_of(latest(rx, ALICE)), "Alice was recused by the reported person"
+    assert got(rx, ALICE, "BOB-NOTE"), "Alice was recused by the reported person"
 
 
 # ----- 10. forged delivery reports --------------------------------------------------------------
@@ -548,7 +552,7 @@ def test_text_written_with_ack_is_an_internal_note(harness, smtp_receiver):
     step(harness, app, reply(alice_copy, ALICE, "!ack", "ACK-NOTE-TEXT: I know the venue staff, I will ask them."))
     assert the_case(app).status == "acknowledged"
     for other in (BOB, CAROL):
-        assert any("ACK-NOTE-TEXT" in text_of(m) for m in rx.to(other)), f"{other} never saw the text sent with !ack"
+        assert got(rx, other, "ACK-NOTE-TEXT"), f"{other} never saw the text sent with !ack"
     confirmation = text_of(latest(rx, ALICE))
     assert "note" in confirmation.lower(), "the confirmation does not say the text was recorded as a note"
 

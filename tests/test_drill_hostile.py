@@ -39,6 +39,10 @@ PARSE_TIMEOUT = 2  # seconds; three attempts at most before quarantine
 MESSAGE_LIMIT = 30.0  # seconds one message may take through the whole pipeline, retries included
 DONE = {"processed", "duplicate", "machine", "dropped", "quarantined"}
 COMMITTEE_KINDS = {"refused", "command_error", "note", "commands"}
+#: Quarantine reasons (intake.py) that mean the parser could not read the input: its worker raised,
+#: died or timed out. Everything else ("processing failed (...)", "database error", "repeated
+#: conflicts", and "too many attempts", which only a crash between attempts leaves) is our fault.
+PARSER_REASONS = re.compile(r"parser time limit exceeded|parser failed \(.{1,150}\)")
 
 
 # ----- the pipeline ----------------------------------------------------------------------------
@@ -89,6 +93,12 @@ class Pipeline:
         assert row.status in DONE, f"inbound #{row.id} left {row.status} (attempts {row.attempts}, {row.error})"
         if row.status == "quarantined":
             assert self.count(Quarantine, Quarantine.inbound_id == row.id) == 1
+            with self.app.sessions() as session:
+                reason = session.scalars(select(Quarantine.reason).where(Quarantine.inbound_id == row.id)).one()
+            # Quarantine is a normal end only for input the parser could not read (it crashed on it
+            # or ran past its time limit). Our own code raising while applying a parsed message
+            # ("processing failed (TypeError)", a database error, ...) is a bug: the drill fails.
+            assert PARSER_REASONS.fullmatch(reason or ""), f"inbound #{row.id} quarantined because our own code failed: {reason}"
             alerts = self.count(OutboxMessage, OutboxMessage.kind == "alert")
             assert alerts >= alerts_before + len(MEMBERS), "quarantined without an alert to the committee"
         elif row.status == "processed":
