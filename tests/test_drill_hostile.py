@@ -25,20 +25,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from conduct_inbox import db
+from conduct_inbox import db, tokens
 from conduct_inbox.app import App, build_app
 from conduct_inbox.config import load_settings
 from conduct_inbox.mail.maildir import deliver_to_maildir
 from conduct_inbox.models import Event, InboundMessage, OutboxMessage, Quarantine
 from tests.fixtures.database import BACKENDS, fresh_postgres_database
 from tests.fixtures.smtp_receiver import SmtpReceiver
-from tests.harness import MEMBERS, Clock, write_config
+from tests.harness import MEMBERS, SECRET, Clock, write_config
 
 CORPUS = sorted((Path(__file__).parent / "data" / "eml").rglob("*.eml"))
 PARSE_TIMEOUT = 2  # seconds; three attempts at most before quarantine
 MESSAGE_LIMIT = 30.0  # seconds one message may take through the whole pipeline, retries included
 DONE = {"processed", "duplicate", "machine", "dropped", "quarantined"}
-COMMITTEE_KINDS = {"refused", "command_error", "note", "commands"}
+COMMITTEE_KINDS = {"refused", "command_error", "note", "commands", "personal"}
+#: Quarantine reasons (intake.py) that mean the parser could not read the input: its worker raised,
+#: died or timed out. Everything else ("processing failed (...)", "database error", "repeated
+#: conflicts", and "too many attempts", which only a crash between attempts leaves) is our fault.
+PARSER_REASONS = re.compile(r"parser time limit exceeded|parser failed \(.{1,150}\)")
 
 
 # ----- the pipeline ----------------------------------------------------------------------------
@@ -89,6 +93,12 @@ class Pipeline:
         assert row.status in DONE, f"inbound #{row.id} left {row.status} (attempts {row.attempts}, {row.error})"
         if row.status == "quarantined":
             assert self.count(Quarantine, Quarantine.inbound_id == row.id) == 1
+            with self.app.sessions() as session:
+                reason = session.scalars(select(Quarantine.reason).where(Quarantine.inbound_id == row.id)).one()
+            # Quarantine is a normal end only for input the parser could not read (it crashed on it
+            # or ran past its time limit). Our own code raising while applying a parsed message
+            # ("processing failed (TypeError)", a database error, ...) is a bug: the drill fails.
+            assert PARSER_REASONS.fullmatch(reason or ""), f"inbound #{row.id} quarantined because our own code failed: {reason}"
             alerts = self.count(OutboxMessage, OutboxMessage.kind == "alert")
             assert alerts >= alerts_before + len(MEMBERS), "quarantined without an alert to the committee"
         elif row.status == "processed":
@@ -322,6 +332,12 @@ PATHOLOGICAL = {
                           b'Content-Type: multipart/report; report-type=delivery-status; boundary="R"\n\n'
                           b"--R\nContent-Type: message/delivery-status\n\n" + b"Status: 5.\n" * 50_000 + b"--R--\n",
     "subject-commands": _mail(b"Subject: " + b"!close !ban !assign " * 3_000 + b"\n"),
+    # A member's malformed command about an unknown case on their personal token: must be refused
+    # with an answer, not crash the workflow into quarantine.
+    "personal-token-bad-command": (b"From: alice@example.org\nTo: "
+                                   + tokens.reply_address("conduct", "example.org",
+                                                          tokens.mint(SECRET.encode(), "personal", None, "alice@example.org")).encode()
+                                   + b"\nSubject: [conduct #2026-9999] !decide bogus\nMessage-ID: <bad-command@example.org>\n\nplease\n"),
 }
 
 
