@@ -443,10 +443,10 @@ class Desk:
         parsed = cmd.parse_commands(msg.subject)
         caseless = not isinstance(parsed, cmd.CommandError) and any(isinstance(c, (cmd.Reconsider, cmd.New)) for c in parsed)
         if msg.case_ref and not caseless:
-            self._reply_to_member(session, None, member, "refusal", now, problems=[f"there is no case {msg.case_ref} you can act on"])
+            self._personal_refusal(session, row, member, now, [f"there is no case {msg.case_ref} you can act on"])
             return "personal mail about an unknown case"
         if isinstance(parsed, cmd.CommandError):
-            self._reply_to_member(session, None, member, "refusal", now, problems=list(parsed.problems))
+            self._personal_refusal(session, row, member, now, list(parsed.problems))
             return "personal commands refused"
         news = [c for c in parsed if isinstance(c, cmd.New)]
         if news:
@@ -460,11 +460,16 @@ class Desk:
             elif isinstance(c, cmd.Reconsider):
                 done.append(self._reconsider(session, row, member, c, now))
             else:
-                self._reply_to_member(session, None, member, "refusal", now,
-                                      problems=[f"!{type(c).__name__.lower()} needs a case: reply to that case's mail"])
+                self._personal_refusal(session, row, member, now, [f"!{type(c).__name__.lower()} needs a case: reply to that case's mail"])
                 return "case command without a case refused"
+        self._event(session, None, member, "personal_commands", now, inbound_id=row.id)
         self._reply_to_member(session, None, member, "confirmation", now, done=done or ["nothing to do"])
         return "personal commands applied"
+
+    def _personal_refusal(self, session: Session, row: InboundMessage, member: Person, now: datetime, problems: list[str]) -> None:
+        """Refused case-less commands: audited (ids only) and explained to the member alone."""
+        self._event(session, None, member, "command_rejected", now, inbound_id=row.id)
+        self._reply_to_member(session, None, member, "refusal", now, problems=problems)
 
     def _reconsider(self, session: Session, row: InboundMessage, member: Person, c: cmd.Reconsider, now: datetime) -> str:
         case = session.scalars(select(Case).where(Case.ref == c.ref)).first()
