@@ -274,3 +274,54 @@ def test_find_never_raises(roster: list[Person], texts: list[str]) -> None:
 def test_a_full_name_is_found_wherever_it_is_embedded(before: str, after: str) -> None:
     text = f"{before} José Núñez {after}"
     assert JOSE.email in emails(text)
+
+
+ALICE = Person("Alice Example", "alice@example.org")
+BUILDER = Person("Bob Builder", "builder@example.org", ("Bobby",))
+LOOKALIKES = Detector([ALICE, BUILDER])
+
+
+@pytest.mark.parametrize(
+    ("text", "email"),
+    [
+        ("\u0410lice Example was there", ALICE.email),  # Cyrillic capital A
+        ("\u0430lice example", ALICE.email),  # Cyrillic small a
+        ("\u0410LI\u0421E EX\u0410MPLE", ALICE.email),  # capitals, Cyrillic A and Es
+        ("\u0410L\u0406CE EXAMPLE", ALICE.email),  # Cyrillic Byelorussian-Ukrainian I for I
+        ("Alic\u0435 Ex\u0430mpl\u0435", ALICE.email),  # Cyrillic e, a
+        ("\u0392ob Builder", BUILDER.email),  # Greek capital Beta
+        ("B\u03bfb Builder", BUILDER.email),  # Greek small omicron
+        ("\uff22ob \uff22uilder", BUILDER.email),  # fullwidth
+        ("\U0001d401ob Builder", BUILDER.email),  # mathematical bold B
+        ("B\u043ebby said", BUILDER.email),  # single-word alias, Cyrillic o
+        ("B0b Builder", BUILDER.email),  # digit zero for o (UTS #39 skeleton)
+        ("AIice Example", ALICE.email),  # capital I for small l
+        ("Alice Exarnple", ALICE.email),  # rn for m
+    ],
+)
+def test_names_match_by_confusable_skeleton(text: str, email: str) -> None:
+    assert [m.email for m in LOOKALIKES.find(text)] == [email]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Bob Buil\u00adder",  # soft hyphen (PDF, DOCX)
+        "Bo\u200bb Builder",  # zero-width space
+        "Bob\u00a0Builder",  # no-break space (HTML &nbsp;)
+        "Bob\u202fBuilder",  # narrow no-break space
+        "\u202aBob\u202c Builder",  # bidi embedding
+        "Bob\nBuilder",  # split over lines
+        "Bob Buil-\nder",  # hyphenated at a line break (PDF)
+        "Bob Buil-\r\n  der",
+        "Bob\u2028Builder",  # line separator
+    ],
+)
+def test_names_match_across_what_extracted_text_puts_in_them(text: str) -> None:
+    assert [m.email for m in LOOKALIKES.find(text)] == [BUILDER.email]
+
+
+@pytest.mark.parametrize("text", ["Bob Builders", "Bobby's", "Alice Examples", "Rob Builder", "alice exampl"])
+def test_lookalike_matching_still_needs_the_whole_name(text: str) -> None:
+    found = [m.email for m in LOOKALIKES.find(text)]
+    assert found == ([BUILDER.email] if text == "Bobby's" else [])

@@ -8,7 +8,13 @@ Matching rules:
   (`>`) or hyphens stand between the words, so a name wrapped over two lines still matches;
 - single-word aliases (and one-word names) case-sensitively, accent-insensitively, on word
   boundaries: "Ali" matches "Ali's" but not "ali", "Alice" nor "Khalid". A first name alone
-  never matches unless it is listed as an alias.
+  never matches unless it is listed as an alias;
+- by Unicode confusable skeleton (UTS #39, data from confusable-homoglyphs): letters of other
+  scripts that look like Latin ones are read as those ("Аlice" with a Cyrillic А, "Βob" with a
+  Greek Β), and multi-word names and addresses also match by the skeleton of the whole text, so
+  ASCII look-alikes count too ("B0b", "AIice", "Srnith");
+- invisible characters (soft hyphens, zero-width and other format characters) are ignored, and
+  a word hyphenated at a line break (PDF text) is read whole.
 
 Each text is folded once and scanned with one precompiled alternation per kind of folding, so
 the work is linear in the text size (attachments can be megabytes). Nothing here logs or raises
@@ -17,9 +23,11 @@ with the matched text: a `Mention` carries the member's address and the kind of 
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Sequence
+from importlib import resources
 from typing import Any
 from dataclasses import dataclass
 from functools import lru_cache
@@ -43,23 +51,92 @@ _SPLIT = re.compile(_SEP)
 _SUBADDRESS = r"(?:\+[\w.%+\-]{0,64})?"
 
 
+# A word hyphenated at a line break, as PDF text has it: "Buil-\nder".
+_HYPHENATED = re.compile(r"(?<=\w)[-\u2010][ \t]*\r?\n[\s>]*(?=\w)")
+
+
+@lru_cache(maxsize=1)
+def _prototypes() -> dict[str, str]:
+    """UTS #39 confusables: each character to its prototype (what its skeleton is made of).
+
+    confusable-homoglyphs ships confusables.txt as a symmetric table (each pair listed both ways),
+    so the direction is recovered: a source has exactly one prototype, a prototype lists all its
+    sources, and a multi-character string is always a prototype. A pair alone (β and ß) gets the
+    ASCII one, else the lower code point, as prototype (as in confusables.txt).
+    """
+    data = json.loads(resources.files("confusable_homoglyphs").joinpath("confusables.json").read_text("utf-8"))
+    table = {k.replace("\u200e", ""): [e["c"].replace("\u200e", "") for e in v] for k, v in data.items()}
+    mapping: dict[str, str] = {}
+    for char, partners in table.items():
+        if len(char) != 1 or len(partners) != 1 or partners[0] == char:
+            continue
+        other = partners[0]
+        if len(other) > 1 or len(table.get(other, ())) > 1:
+            mapping[char] = other
+        elif (other.isascii(), -ord(other)) > (char.isascii(), -ord(char)):
+            mapping[char] = other
+    return mapping
+
+
+def _skeleton(text: str) -> str:
+    prototypes = _prototypes()
+    mapped = "".join(prototypes.get(ch, ch) for ch in unicodedata.normalize("NFD", text))
+    return unicodedata.normalize("NFD", mapped)
+
+
+@lru_cache(maxsize=1)
+def _latin() -> dict[str, str]:
+    """Non-ASCII characters that look like ASCII ones, to the ASCII character with the same
+    skeleton, of the same case where there is a choice (Cyrillic І to I, not to l)."""
+    by_skeleton: dict[str, list[str]] = {}
+    for cp in range(0x21, 0x7F):
+        by_skeleton.setdefault(_skeleton(chr(cp)), []).append(chr(cp))
+    latin: dict[str, str] = {}
+    for char in _prototypes():
+        if char.isascii():
+            continue
+        candidates = by_skeleton.get(_skeleton(char))
+        if not candidates:
+            continue
+        category = unicodedata.category(char)
+
+        def fit(a: str, category: str = category) -> tuple[bool, bool]:
+            same = {"Lu": a.isupper(), "Ll": a.islower(), "Nd": a.isdigit()}.get(category, a.isalpha())
+            return same, a.isalnum()
+
+        latin[char] = max(sorted(candidates), key=fit)
+    return latin
+
+
 class _FoldTable(dict[int, str | None]):
-    """`str.translate` table dropping combining marks; filled per character on first sight."""
+    """`str.translate` table dropping combining marks and invisible characters and reading
+    look-alikes of ASCII characters as those; filled per character on first sight."""
 
     def __missing__(self, cp: int) -> str | None:
         ch = chr(cp)
         value: str | None
         if ch in _LETTERS:
             value = _LETTERS[ch]
-        elif ch in _INVISIBLE or unicodedata.category(ch) in ("Mn", "Me"):
+        elif ch in _INVISIBLE or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
             value = None
         else:
-            value = ch
+            value = _latin().get(ch, ch)
+        self[cp] = value
+        return value
+
+
+class _SkeletonTable(dict[int, str]):
+    """`str.translate` table to the case-folded skeleton of accentless text: skeleton, casefold,
+    skeleton again (so "BOB" and "Bob" agree although the skeleton of "m" is "rn")."""
+
+    def __missing__(self, cp: int) -> str:
+        value = _skeleton(_skeleton(chr(cp)).casefold())
         self[cp] = value
         return value
 
 
 _TABLE = _FoldTable()
+_SKELETON = _SkeletonTable()
 
 
 def _unmark(text: str) -> str:
@@ -74,6 +151,31 @@ def _fold(unmarked: str) -> str:
     if unmarked.isascii():
         return unmarked.lower()
     return unicodedata.normalize("NFKD", unmarked.casefold()).translate(_TABLE)
+
+
+def _skeleton_fold(unmarked: str) -> str:
+    """Accentless text to its case-folded confusable skeleton."""
+    return unmarked.translate(_SKELETON)
+
+
+def _address_pattern(address: str) -> str | None:
+    local, at, domain = address.rpartition("@")
+    if not (local and at and domain):
+        return None
+    return (
+        _bounded(re.escape(local), r"[\w.%+\-]")
+        + _SUBADDRESS
+        + "@"
+        + re.escape(domain)
+        + r"(?![\w\-]|\.[\w\-])"
+    )
+
+
+def _phrase_pattern(text: str) -> str | None:
+    tokens = [t for t in _SPLIT.split(text) if t]
+    if not tokens:
+        return None
+    return _bounded(_SEP.join(re.escape(t) for t in tokens), r"\w") + r"(?!\w)"
 
 
 def _bounded(pattern: str, before: str) -> str:
@@ -130,28 +232,25 @@ class Detector:
                 self.people.append(person)
         folded: dict[str, list[tuple[int, str]]] = {}
         exact: dict[str, list[tuple[int, str]]] = {}
+        skeletons: dict[str, list[tuple[int, str]]] = {}
         for index, person in enumerate(self.people):
-            address = _fold(_unmark(person.email.strip()))
-            local, at, domain = address.rpartition("@")
-            if local and at and domain:
-                pattern = (
-                    _bounded(re.escape(local), r"[\w.%+\-]")
-                    + _SUBADDRESS
-                    + "@"
-                    + re.escape(domain)
-                    + r"(?![\w\-]|\.[\w\-])"
-                )
-                folded.setdefault(pattern, []).append((index, "address"))
+            for fold, kind in ((_fold, folded), (_skeleton_fold, skeletons)):
+                pattern = _address_pattern(fold(_unmark(person.email.strip())))
+                if pattern:
+                    kind.setdefault(pattern, []).append((index, "address"))
             for phrase, how in ((person.name, "name"), *((a, "alias") for a in person.aliases)):
                 single = len(phrase.split()) == 1
                 text = _unmark(phrase) if single else _fold(_unmark(phrase))
-                tokens = [t for t in _SPLIT.split(text) if t]
-                if not tokens:
+                pattern = _phrase_pattern(text)
+                if not pattern:
                     continue
-                pattern = _bounded(_SEP.join(re.escape(t) for t in tokens), r"\w") + r"(?!\w)"
                 (exact if single else folded).setdefault(pattern, []).append((index, how))
+                if not single:
+                    pattern = _phrase_pattern(_skeleton_fold(_unmark(phrase)))
+                    skeletons.setdefault(pattern, []).append((index, how))
         self._folded = _Scanner(folded)
         self._exact = _Scanner(exact)
+        self._skeletons = _Scanner(skeletons)
 
     def find(self, *texts: str) -> list[Mention]:
         """People named in any of `texts`, each once, in roster order."""
@@ -162,9 +261,12 @@ class Detector:
                 break
             if not text:
                 continue
+            if "\n" in text and _HYPHENATED.search(text):
+                text = f"{text}\n{_HYPHENATED.sub('', text)}"
             unmarked = _unmark(text)
             self._folded.scan(_fold(unmarked), found, wanted)
             self._exact.scan(unmarked, found, wanted)
+            self._skeletons.scan(_skeleton_fold(unmarked), found, wanted)
         return [Mention(self.people[i].email, found[i]) for i in sorted(found)]
 
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 import binascii
 import email
 import hashlib
+import quopri
 import re
 from email.message import Message
 from email.policy import compat32
 
-from . import html, quotes
+from . import extract, html, quotes
 from .blobs import _Blobs, _blob_of
 from .charsets import Defects, clean_text, decode_bytes, decode_words, fold_spaces, header_text, raw_to_text, unfold
 from .headers import _addresses, _first, _raw_values
-from .inbound import Attachment, ForwardedMessage
+from .inbound import Attachment, ForwardedMessage, Readable
 from .limits import _HEADER_LIMIT, _MAX_DEPTH, _MAX_FORWARD_DEPTH, _MAX_HTML, _MAX_PARTS, TEXT_SCAN_BYTES
 
 _FORWARD_SUBJECT = re.compile(r"^\s*(?:(?:re|aw|sv|vs|antw)\s*:\s*)*(?:fwd?|fw|wg|tr|rv|vs|i)\s*:", re.IGNORECASE)
@@ -28,14 +29,22 @@ _FILENAME_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]+")
 class _Collected:
     """What a walk over the MIME tree found."""
 
-    def __init__(self, blobs: _Blobs | None = None, limit: int | None = None) -> None:
+    def __init__(self, blobs: _Blobs | None = None, limit: int | None = None, source: str = "body",
+                 budget: extract.Budget | None = None) -> None:
         self.plain: list[str] = []
         self.html: list[str] = []
+        # Text parts not chosen as the body (the other alternatives): read by the scan all the same.
+        self.other_plain: list[str] = []
+        self.other_html: list[str] = []
         self.attachments: list[Attachment] = []
         self.forwarded: list[ForwardedMessage] = []
+        #: Texts of attachments and forwarded messages, and file names, for the member scan.
+        self.readable: list[Readable] = []
         self.parts = 0
         self.blobs = blobs
         self.limit = limit  # attachment content larger than this is omitted (None: keep all)
+        self.source = source  # "body" at the top, "forwarded" inside a forwarded message
+        self.budget = budget if budget is not None else extract.Budget()
 
 
 def _ctype(part: Message) -> str:
@@ -115,7 +124,17 @@ def _keeps_content(ctype: str, size: int, limit: int | None) -> bool:
     return limit is None or size <= limit or (ctype.startswith("text/") and size <= TEXT_SCAN_BYTES)
 
 
-def _add_attachment(part: Message, ctype: str, out: _Collected, defects: Defects) -> None:
+def _charset(part: Message) -> str | None:
+    try:
+        charset = part.get_param("charset")
+    except (ValueError, IndexError, TypeError):
+        return None
+    if isinstance(charset, tuple):
+        charset = str(charset[2])
+    return str(charset) if charset else None
+
+
+def _add_attachment(part: Message, ctype: str, out: _Collected, defects: Defects, fwd_depth: int) -> None:
     raw = part.get_payload()
     cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
     found = _blob_of(part, raw, out.blobs, defects) if cte == "base64" and isinstance(raw, str) else None
@@ -123,22 +142,56 @@ def _add_attachment(part: Message, ctype: str, out: _Collected, defects: Defects
     if found is not None:  # decoded while the message streamed in
         blob, tail, as_text = found
         size, sha256 = blob.described(tail, as_text)
-        data = blob.take(tail, as_text) if blob.kept and _keeps_content(ctype, size, out.limit) else None
+        # Taken also when it will be omitted, to be read for the scan first (at most the
+        # blobs' keep limit); content that outgrew that limit is gone and cannot be read.
+        data = blob.take(tail, as_text) if blob.kept else None
         blob.chunks = []
     else:
         data = _payload(part, defects)
         size, sha256 = len(data), hashlib.sha256(data).hexdigest()
-        if not _keeps_content(ctype, size, out.limit):
-            data = None
+    filename = _filename(part, defects)
+    if filename:
+        out.readable.append(Readable("filename", filename))
+    scanned = data is not None and _read_attachment(data, ctype, filename, _charset(part), out, defects, fwd_depth)
+    if data is not None and not _keeps_content(ctype, size, out.limit):
+        data = None
     out.attachments.append(Attachment(
-        filename=_filename(part, defects),
+        filename=filename,
         content_type=ctype,
         size=size,
         sha256=sha256,
         inline=_disposition(part) != "attachment",
         content=b"" if data is None else data,
         content_omitted=data is None,
+        scanned=scanned,
     ))
+
+
+def _read_attachment(data: bytes, ctype: str, filename: str | None, charset: str | None, out: _Collected,
+                     defects: Defects, fwd_depth: int) -> bool:
+    """Put an attachment's text into `out.readable`; True when it was read completely. A mail
+    message sent as a file (.eml as octet-stream or text) is read as a forwarded message."""
+    if extract.looks_like_message(data, filename):
+        message = _message_of(data, defects)
+        if message is not None:
+            return _forwarded_message(message, out, defects, fwd_depth)
+    found = extract.attachment_text(data, ctype, filename, charset, defects, out.budget)
+    if found is None:
+        return False
+    out.readable.append(Readable("attachment", found.text))
+    return found.complete
+
+
+def _message_of(data: bytes, defects: Defects) -> Message | None:
+    if not data.strip():
+        return None
+    try:
+        return email.message_from_bytes(data, policy=compat32)
+    except RecursionError:
+        defects.add("forwarded message structure too deep")
+    except Exception:  # the email package on input it did not foresee
+        defects.add("unparseable forwarded message")
+    return None
 
 
 def _walk(part: Message, depth: int, collect_text: bool, out: _Collected, defects: Defects, fwd_depth: int) -> None:
@@ -166,10 +219,11 @@ def _walk(part: Message, depth: int, collect_text: bool, out: _Collected, defect
                 _walk(child, depth + 1, collect_text, out, defects, fwd_depth)
         return
     if not _is_text_body(part, ctype, defects):
-        _add_attachment(part, ctype, out, defects)
+        _add_attachment(part, ctype, out, defects, fwd_depth)
     elif collect_text:
         (out.plain if ctype == "text/plain" else out.html).append(_part_text(part, defects, out.blobs))
-    # else: the alternative not chosen (the HTML twin of a plain body) is neither text nor attachment
+    else:  # an alternative not chosen (the HTML twin of a plain body): still read
+        (out.other_plain if ctype == "text/plain" else out.other_html).append(_part_text(part, defects, out.blobs))
 
 
 _BOUNDARY_LINE = re.compile(r"^--([^\s]{1,70})[ \t]*\r?$", re.MULTILINE)
@@ -207,34 +261,85 @@ def _preferred_alternative(children: list[Message]) -> Message | None:
 
 def _forwarded(part: Message, out: _Collected, defects: Defects, fwd_depth: int) -> None:
     inner = part.get_payload()
-    if not (isinstance(inner, list) and inner and isinstance(inner[0], Message)):
-        return
+    cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    message: Message | None = None
+    if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+        message = inner[0]
+        if cte in ("base64", "quoted-printable"):
+            # compat32 parsed the still-encoded text as a message (a header-less one for base64)
+            message = _message_of(_decoded(message, cte, defects), defects)
+    elif isinstance(inner, str):
+        message = _message_of(_payload(part, defects, out.blobs), defects)
+    if message is not None:
+        _forwarded_message(message, out, defects, fwd_depth)
+
+
+def _decoded(encoded: Message, cte: str, defects: Defects) -> bytes:
+    """The bytes of a message/rfc822 part sent base64 or quoted-printable, from what compat32 made of it."""
+    try:
+        data = encoded.as_bytes()
+        return binascii.a2b_base64(data) if cte == "base64" else quopri.decodestring(data)
+    except Exception:  # damaged encoding, or a structure the generator cannot write back
+        defects.add("undecodable forwarded message")
+        return b""
+
+
+def _forwarded_message(message: Message, out: _Collected, defects: Defects, fwd_depth: int) -> bool:
+    """Read a forwarded message into `out`: its headers and text as a ForwardedMessage and
+    readable texts, its attachments as attachments. False when it is nested too deep to read."""
     if fwd_depth >= _MAX_FORWARD_DEPTH:
         defects.add("forwarded messages nested too deep")
-        return
-    message = inner[0]
-    sub = _Collected(out.blobs, out.limit)
+        return False
+    sub = _Collected(out.blobs, out.limit, "forwarded", out.budget)
     sub.parts = out.parts
     _walk(message, 0, True, sub, defects, fwd_depth + 1)
     out.parts = sub.parts
-    text, _ = _best_text(sub, defects)
+    body = _body(sub, defects)
     name, addr = _first(_addresses(_raw_values(message, "From", defects), defects))
     subject = fold_spaces(header_text(str(message.get("Subject", "")), defects, _HEADER_LIMIT))
-    out.forwarded.append(ForwardedMessage(subject=subject, from_address=addr, from_name=name, text=text))
+    out.forwarded.append(ForwardedMessage(subject=subject, from_address=addr, from_name=name, text=body.text))
     out.forwarded.extend(sub.forwarded)  # flattened: nested forwards follow their container
     out.attachments.extend(sub.attachments)
+    out.readable += [Readable("forwarded", t) for t in (subject, name or "", addr or "", *body.readable) if t]
+    out.readable.extend(sub.readable)
+    return True
 
 
-def _best_text(found: _Collected, defects: Defects, *, without_quotes: bool = False) -> tuple[str, bool]:
-    """(text, converted from HTML)."""
-    plain = "\n\n".join(t for t in found.plain if t.strip())
-    if plain or not found.html:
-        return plain.strip("\n"), False
-    markup = "\n".join(found.html)
+class _Body:
+    """The body of a message or forward: `text` for readers, `own` its new part (without quoted
+    history), `converted` when it is HTML rendered, `readable` every alternative for the scan."""
+
+    def __init__(self, text: str, converted: bool, readable: list[str], own_source: str | None = None,
+                 html_own: str | None = None) -> None:
+        self.text, self.converted, self.readable = text, converted, readable
+        self.own_source, self.html_own = own_source, html_own
+
+
+def _markup(parts: list[str], defects: Defects) -> str:
+    markup = "\n".join(parts)
     if len(markup) > _MAX_HTML:
         defects.add("oversized HTML body truncated")
         markup = markup[:_MAX_HTML]
-    return clean_text(html.to_text(markup, without_quotes=without_quotes)), True
+    return markup
+
+
+def _body(found: _Collected, defects: Defects, *, own: bool = False) -> _Body:
+    """Plain text preferred; HTML rendered when there is no plain text, and appended after
+    HTML_VERSION_LINE when it says more than the plain text (extract.html_says_more). With
+    `own`, also the text without quoted history that quotes.own_text is taken from."""
+    plain = "\n\n".join(t for t in found.plain if t.strip()).strip("\n")
+    html_parts = found.html + found.other_html
+    markup = _markup(html_parts, defects) if html_parts else ""
+    html_text = clean_text(html.to_text(markup)) if markup else ""
+    others = [t for t in found.other_plain if t.strip()]
+    if not plain:
+        own_source = clean_text(html.to_text(markup, without_quotes=True)) if own and markup else html_text
+        return _Body(html_text, bool(markup), [html_text, *others], own_source)
+    if html_text and extract.html_says_more(plain, html_text):
+        text = f"{plain}\n\n{extract.HTML_VERSION_LINE}\n{html_text}"
+        html_own = clean_text(html.to_text(markup, without_quotes=True)) if own else None
+        return _Body(text, False, [text, *others], plain, html_own)
+    return _Body(plain, False, [plain, html_text, *others], plain)
 
 
 def _inline_forwards(text: str, subject: str, defects: Defects) -> list[ForwardedMessage]:

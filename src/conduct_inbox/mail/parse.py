@@ -34,7 +34,8 @@ from .charsets import Defects, fold_spaces
 from .headers import _addresses, _case_ref, _date, _first, _header_items, _message_ids, _raw_values, _reporter
 from .inbound import Attachment, ForwardedMessage, InboundMessage, Readable
 from .limits import _BLOB_MIN, _FEED_CHUNK, _HEAD_BYTES, TEXT_SCAN_BYTES
-from .mime import _Collected, _best_text, _inline_forwards, _mime_defects, _walk
+from .extract import HTML_VERSION_LINE
+from .mime import _Body, _body, _Collected, _inline_forwards, _mime_defects, _walk
 from .quotes import REPLY_MARKER
 
 __all__ = [
@@ -221,12 +222,9 @@ def _parse(stream: BinaryIO, case_tag: str, max_attachment_bytes: int | None) ->
     found = _Collected(blobs, limit)
     _walk(msg, 0, True, found, defects, 0)
     blobs.items.clear()
-    text, converted = _best_text(found, defects)
-    if converted:
-        own_source, _ = _best_text(found, defects, without_quotes=True)
-    else:
-        own_source = text
-    own = quotes.own_text(own_source)
+    body = _body(found, defects, own=True)
+    text, converted = body.text, body.converted
+    own = _own_text(body)
     forwarded = found.forwarded + _inline_forwards(text, subject, defects)
 
     bounce = dsn.analyse(msg, subject=subject, return_path=return_path, from_address=from_[1])
@@ -266,19 +264,25 @@ def _parse(stream: BinaryIO, case_tag: str, max_attachment_bytes: int | None) ->
         body_hash=scan.body_hash(),
         size=scan.size,
         defects=defects.as_tuple(),
-        readable=_readable(subject, text, own, forwarded, found.attachments),
+        readable=_readable(subject, own, body, found, forwarded[len(found.forwarded):]),
     )
 
 
-def _readable(subject: str, text: str, own: str, forwarded: list[ForwardedMessage],
-              attachments: list[Attachment]) -> tuple[Readable, ...]:
-    """Every text a person could read in the message, for the member scan."""
-    found = [Readable("subject", subject), Readable("body", text), Readable("body", own)]
-    for fwd in forwarded:
-        found += [Readable("forwarded", t) for t in (fwd.subject, fwd.text, fwd.from_name or "", fwd.from_address or "")]
-    for att in attachments:
-        if att.filename:
-            found.append(Readable("filename", att.filename))
-        if att.content_type.startswith("text/") and att.content:
-            found.append(Readable("attachment", att.content.decode("utf-8", errors="replace")))
-    return tuple(r for r in found if r.text)
+def _own_text(body: _Body) -> str:
+    """The sender's new words; with an HTML version appended to the text, its new words too."""
+    own = quotes.own_text(body.own_source or "")
+    html_own = quotes.own_text(body.html_own) if body.html_own else ""
+    if html_own.strip():
+        own = f"{own}\n\n{HTML_VERSION_LINE}\n{html_own}"
+    return own
+
+
+def _readable(subject: str, own: str, body: _Body, found: _Collected,
+              inline_forwards: list[ForwardedMessage]) -> tuple[Readable, ...]:
+    """Every text a person could read in the message, for the member scan: the subject, every
+    alternative of the body, then what the MIME walk read (attachments, file names, attached
+    forwards), then forwards quoted inline in the body."""
+    texts = [Readable("subject", subject), *(Readable("body", t) for t in (*body.readable, own)), *found.readable]
+    for fwd in inline_forwards:
+        texts += [Readable("forwarded", t) for t in (fwd.subject, fwd.text, fwd.from_name or "", fwd.from_address or "")]
+    return tuple(r for r in texts if r.text)
