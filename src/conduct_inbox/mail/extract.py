@@ -179,17 +179,25 @@ def decode_text(data: bytes, charset: str | None = None) -> str | None:
 
 
 def _legacy(data: bytes) -> str | None:
-    """Undeclared legacy charsets: charset-normalizer guesses from a sample, we decode it all."""
+    """Undeclared legacy charsets: charset-normalizer guesses from a sample, we decode it all.
+
+    A guess from a few non-ASCII bytes can be wrong (one no-break space between two names read
+    as `Ā`), so the windows-1252 reading (what browsers assume for undeclared text) is scanned
+    as well when it differs: a name must match in either reading."""
     from charset_normalizer import from_bytes
 
+    readings = []
     try:
         best = from_bytes(data[:_SNIFF_BYTES]).best()
     except Exception:  # the detector on input it did not foresee
-        return None
-    if best is None or best.chaos > 0.3:
-        return None
-    text = _strict(data, best.encoding) or data.decode(best.encoding, errors="replace")
-    return text if _plausible(text) else None
+        best = None
+    if best is not None and best.chaos <= 0.3:
+        readings.append(_strict(data, best.encoding) or data.decode(best.encoding, errors="replace"))
+    western = data.decode("cp1252", errors="replace")
+    if western not in readings:
+        readings.append(western)
+    plausible = [text for text in readings if _plausible(text)]
+    return "\n".join(plausible) if plausible else None
 
 
 # --- documents -----------------------------------------------------------------------------------
