@@ -64,6 +64,8 @@ _NEXT_NUMBER = {
     .on_conflict_do_update(index_elements=["year"], set_={"last": _counters.c.last + 1}).returning(_counters.c.last)
     for name, insert_of in DIALECT_INSERTS.items()
 }
+#: What a delivery report's signed VERP address is checked against.
+_BOUNCE_ROW = select(OutboxMessage.sent_at, OutboxMessage.recipient).where(OutboxMessage.id == bindparam("row_id"))
 #: Acknowledgements to one address since a moment (the rate limit).
 _ACKS_SINCE = select(func.count(OutboxMessage.id)).where(
     OutboxMessage.kind == "ack", OutboxMessage.recipient == bindparam("address"), OutboxMessage.created_at >= bindparam("since")
@@ -109,6 +111,8 @@ class Workflow:
             options.trusted_authserv_id,
             options.severe_decisions,
         )
+        #: The secrets a VERP address may be signed with (current, then previous; empty ones skipped).
+        self._bounce_secrets = [k for k in (options.token_secret, options.previous_token_secret) if k]
         self.sla_policy: Any = None  # set by app wiring (escalation.sla_policy); None: plain ack deadline
 
     # ----- facts for classification ---------------------------------------------------------
@@ -120,18 +124,24 @@ class Workflow:
             and msg.message_id.lower().endswith("@" + self.sender.domain.lower())
             and self._outbox_row_by_message_id(session, msg.message_id) is not None
         )
-        bounce_row = None
-        if msg.is_dsn:
-            row_id = verp_row(msg, self.policy)
-            if row_id is not None and session.scalar(select(OutboxMessage.id).where(OutboxMessage.id == row_id)):
-                bounce_row = row_id
-            elif msg.dsn_original_message_id:
-                bounce_row = self._outbox_row_by_message_id(session, msg.dsn_original_message_id)
+        bounce = self._bounce_facts(session, msg) if msg.is_dsn else {}
         case = self._case_for(session, msg)
         token_sender = bool(
             tokens.tokens_in((*msg.to, *msg.cc, *msg.delivered_to[:1]), self.policy.local_part, self.policy.domain)
         )
-        return Facts(own_message=own, bounce_row=bounce_row, case=case, token_sender=token_sender)
+        return Facts(own_message=own, case=case, token_sender=token_sender, **bounce)
+
+    def _bounce_facts(self, session: Session, msg: Parsed) -> dict[str, Any]:
+        """What a DSN's signed VERP address says: its row, whether that row was sent, whether the
+        DSN names its recipient. A DSN's Message-ID of ours alone names no row (it may be quoted in
+        a thread others read); without a token secret no address is signed and no row is named."""
+        row_id = verp_row(msg, self.policy, self._bounce_secrets)
+        found = session.execute(_BOUNCE_ROW, {"row_id": row_id}).first() if row_id is not None else None
+        if found is None:
+            return {}
+        failed = {a.strip().strip("<>").lower() for a in msg.dsn_failed_recipients}
+        return {"bounce_row": row_id, "bounce_row_sent": found.sent_at is not None,
+                "bounce_names_recipient": found.recipient.lower() in failed}
 
     def _outbox_row_by_message_id(self, session: Session, message_id: str) -> int | None:
         """The id of our outgoing mail with this Message-ID (ids only: the mail itself can be large)."""
@@ -194,6 +204,10 @@ class Workflow:
 
     def _on_machine(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
         row.status = "machine"
+        if result.bounce_row is not None:
+            # Signed for a row, but the row was not sent yet or the report does not name its
+            # recipient: a forgery or a confused mail system. It changes nothing.
+            return f"delivery report for outbox row {result.bounce_row} not applied (row not sent, or its recipient not named): stored"
         return "delivery report matching none of our mail: stored"
 
     def _on_new_report(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
