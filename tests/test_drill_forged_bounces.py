@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from conduct_inbox import tokens
 from conduct_inbox.daemon import run_once
 from conduct_inbox.models import Case, InboundMessage, OutboxMessage
+from conduct_inbox.outbox import canonical_address
 from tests.harness import MEMBERS, SECRET, Harness, parsed, report
 
 MEMBER_EMAILS = [m[1] for m in MEMBERS]
@@ -184,3 +185,15 @@ def test_plus_tags_and_case_do_not_multiply_acknowledgements(harness, smtp_recei
     limit_alerts = [m for m in alerts_sent(smtp_receiver) if m.rcpt_tos == (MEMBER_EMAILS[0],)]
     assert len(limit_alerts) == 1
     assert count(app, Case) == 40
+
+
+@pytest.mark.parametrize("address, canonical", [
+    ("victim@example.net", "victim@example.net"),
+    ("Victim+7@EXAMPLE.net", "victim@example.net"),
+    ("victim+a+b@example.net", "victim@example.net"),
+    (" VICTIM+@example.net ", "victim@example.net"),
+    ("+only@example.net", "+only@example.net"),  # no local part left without the tag: kept whole
+    ("not-an-address", "not-an-address"),
+])
+def test_canonical_correspondent(address, canonical):
+    assert canonical_address(address) == canonical

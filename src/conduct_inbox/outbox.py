@@ -61,6 +61,20 @@ _CLAIMED = select(OutboxMessage, _DATA_IF_SMALL).options(defer(OutboxMessage.dat
 UNREADABLE = "stored mail cannot be decrypted"
 
 
+#: Kinds of automatic answer rate-limited per correspondent: their rows record it (`correspondent`).
+RATE_LIMITED_KINDS = frozenset({"ack"})
+
+
+def canonical_address(address: str) -> str:
+    """The correspondent an address belongs to: lower case, the `+tag` removed from the local part
+    (`Victim+7@Example.NET` is `victim@example.net`). The rate limits count by it."""
+    local, at, domain = address.strip().lower().rpartition("@")
+    if not at:
+        return domain
+    base = local.split("+", 1)[0]
+    return f"{base or local}@{domain}"
+
+
 def new_message_id(domain: str) -> str:
     return f"{uuid.uuid4().hex}@{domain}"
 
@@ -92,16 +106,21 @@ def enqueue_all(
     now: datetime,
     case_id: int | None = None,
     inbound_id: int | None = None,
+    correspondent: str | None = None,
 ) -> None:
     """Write outgoing mails in the caller's transaction, in one INSERT (rows in the drafts' order);
-    one by one when they carry large attachments (WRITE_ONE_BY_ONE)."""
+    one by one when they carry large attachments (WRITE_ONE_BY_ONE). Rows of RATE_LIMITED_KINDS
+    record their recipient's canonical address; `correspondent` (canonical) is recorded on the
+    others, for the mail about a correspondent's tripped rate limit."""
     encoded: dict[int, bytes] = {}  # each attachment's base64 part, shared by the drafts carrying it
 
     def row(draft: Draft) -> dict[str, object]:
         message_id = new_message_id(sender.domain)
         return {
             "case_id": case_id, "inbound_id": inbound_id, "kind": draft.kind, "audience": draft.audience,
-            "recipient": draft.recipient.lower(), "message_id": message_id, "subject": draft.subject,
+            "recipient": draft.recipient.lower(),
+            "correspondent": canonical_address(draft.recipient) if draft.kind in RATE_LIMITED_KINDS else correspondent,
+            "message_id": message_id, "subject": draft.subject,
             "data": build(draft, sender, message_id, now, encoded), "status": "pending", "attempts": 0,
             "next_attempt_at": now, "created_at": now,
         }

@@ -26,7 +26,7 @@ from .mail.parse import InboundMessage as Parsed
 from .models import Attachment, Case, CaseCounter, Decision, Event, InboundMessage, OutboxMessage, Party, Quarantine, Recusal
 from .recusal import detect
 from .sla import is_urgent_text
-from .outbox import enqueue, enqueue_all, mark_failed
+from .outbox import canonical_address, enqueue, enqueue_all, mark_failed
 from .render import Renderer
 from .roster import Person, Roster
 
@@ -66,9 +66,16 @@ _NEXT_NUMBER = {
 }
 #: What a delivery report's signed VERP address is checked against.
 _BOUNCE_ROW = select(OutboxMessage.sent_at, OutboxMessage.recipient).where(OutboxMessage.id == bindparam("row_id"))
-#: Acknowledgements to one address since a moment (the rate limit).
+#: Acknowledgements to one correspondent (canonical address, outbox.canonical_address) since a
+#: moment (the rate limit): victim+1@ ... victim+40@ are one inbox.
 _ACKS_SINCE = select(func.count(OutboxMessage.id)).where(
-    OutboxMessage.kind == "ack", OutboxMessage.recipient == bindparam("address"), OutboxMessage.created_at >= bindparam("since")
+    OutboxMessage.correspondent == bindparam("correspondent"), OutboxMessage.kind == "ack",
+    OutboxMessage.created_at >= bindparam("since"),
+)
+#: Alerts that a correspondent's acknowledgement limit tripped, since a moment (it alerts once).
+_LIMIT_ALERTS_SINCE = select(func.count(OutboxMessage.id)).where(
+    OutboxMessage.correspondent == bindparam("correspondent"), OutboxMessage.kind == "alert",
+    OutboxMessage.created_at >= bindparam("since"),
 )
 
 
@@ -537,25 +544,19 @@ class Workflow:
         )
 
     def _ack_limit_reached(self, session: Session, address: str, now: datetime) -> bool:
-        count = session.scalar(_ACKS_SINCE, {"address": address.lower(), "since": now - self.options.ack_limit_window})
+        since = now - self.options.ack_limit_window
+        count = session.scalar(_ACKS_SINCE, {"correspondent": canonical_address(address), "since": since})
         return (count or 0) >= self.options.ack_limit_per_address
 
     def _note_rate_limit(self, session: Session, case: Case, address: str, now: datetime) -> None:
+        correspondent = canonical_address(address)
         since = now - self.options.ack_limit_window
-        already = session.scalar(
-            select(func.count(Event.id))
-            .join(Party, Party.case_id == Event.case_id)
-            .where(
-                Event.action == "ack_rate_limited",
-                Event.at >= since,
-                Party.role == "reporter",
-                Party.address == address.lower(),
-            )
-        )
+        already = session.scalar(_LIMIT_ALERTS_SINCE, {"correspondent": correspondent, "since": since})
         event(session, case.id, "system", "ack_rate_limited", now)
-        if not already:  # a tripped limit alerts once per window
+        if not already:  # a tripped limit alerts once per window (its alert rows record the correspondent)
             self.alert(session, case, f"The acknowledgement limit for the reporter of case {case.ref} was reached; "
-                       "further automatic acknowledgements to that address are held back.", now)
+                       "further automatic acknowledgements to that address are held back.", now,
+                       correspondent=correspondent)
 
     # ----- mail to the committee --------------------------------------------------------------
 
@@ -650,8 +651,10 @@ class Workflow:
         drafts = self.committee_drafts(case, audience, "followup", subject, lambda _p: body, attachments=attached)
         enqueue_all(session, drafts, self.sender, now, case_id=case.id, inbound_id=row.id)
 
-    def alert(self, session: Session, case: Case | None, text: str, now: datetime, kind: str = "alert", extra: str = "Alert:") -> None:
-        """An operational alert (ids only) to everyone who may see the case, or the whole committee."""
+    def alert(self, session: Session, case: Case | None, text: str, now: datetime, kind: str = "alert", extra: str = "Alert:",
+              correspondent: str | None = None) -> None:
+        """An operational alert (ids only) to everyone who may see the case, or the whole committee;
+        `correspondent`: the canonical address whose rate limit it reports (recorded, never shown)."""
         audience = routing.committee(self.roster, self.recused(case))
         if case is not None:
             # Not self.subject(): alerts carry ids only, never the report's subject.
@@ -660,7 +663,7 @@ class Workflow:
             subject = f"[{self.options.case_tag}] Alert"
         body = self.renderer.render("alert", marker=audience.marker_line(), text=text)
         drafts = self.committee_drafts(case, audience, kind, subject, lambda _p: body)
-        enqueue_all(session, drafts, self.sender, now, case_id=case.id if case else None)
+        enqueue_all(session, drafts, self.sender, now, case_id=case.id if case else None, correspondent=correspondent)
 
     def on_delivery_failure(self, session: Session, row: OutboxMessage, now: datetime) -> None:
         """A mail failed for good: audit it and alert (never about an alert, to avoid storms)."""
