@@ -197,3 +197,14 @@ def test_plus_tags_and_case_do_not_multiply_acknowledgements(harness, smtp_recei
 ])
 def test_canonical_correspondent(address, canonical):
     assert canonical_address(address) == canonical
+
+
+def test_envelope_sender_is_signed_or_plain():
+    from conduct_inbox.mail.compose import Sender
+    from conduct_inbox.outbox import verp_address
+
+    key = SECRET.encode()
+    assert verp_address(Sender("conduct@example.org", "C"), 7, key) == signed(7)
+    assert verp_address(Sender("conduct@example.org", "C"), 7) == "conduct@example.org"  # no secret: no VERP
+    long_local = "x" * 40 + "@example.org"  # the signed local part would pass 64 characters
+    assert verp_address(Sender(long_local, "C"), 7, key) == long_local

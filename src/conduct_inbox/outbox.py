@@ -80,11 +80,16 @@ def new_message_id(domain: str) -> str:
 
 
 def verp_address(sender: Sender, row_id: int, secret: bytes = b"") -> str:
-    """The envelope sender of outbox row `row_id`: signed VERP, or the plain address without a secret."""
+    """The envelope sender of outbox row `row_id`: signed VERP, or the plain address without a secret
+    (or where the signed local part would pass the 64 characters of RFC 5321: a very long committee
+    local part; such mail still goes out, and only an SMTP-time refusal can fail it)."""
     if not secret:
         return sender.address
     local, domain = sender.address.split("@", 1)
-    return tokens.bounce_address(local, domain, secret, row_id)
+    try:
+        return tokens.bounce_address(local, domain, secret, row_id)
+    except ValueError:
+        return sender.address
 
 
 def enqueue(
