@@ -15,9 +15,10 @@ from email.utils import make_msgid
 import pytest
 from sqlalchemy import func, select
 
+from conduct_inbox import tokens
 from conduct_inbox.daemon import run_once
 from conduct_inbox.models import Case, InboundMessage, OutboxMessage
-from tests.harness import MEMBERS, Harness, parsed, report
+from tests.harness import MEMBERS, SECRET, Harness, parsed, report
 
 MEMBER_EMAILS = [m[1] for m in MEMBERS]
 REPORTER = "reporter@example.net"
@@ -134,7 +135,8 @@ def test_vacation_reply_to_our_verp_envelope_sender_is_not_a_bounce(harness, smt
     """RFC 3834 responders answer the envelope sender: our VERP address, with an empty Return-Path."""
     app, ack, case = reported(harness)
     before = len(smtp_receiver.messages)
-    verp = f"conduct+bounce-{ack.id}@example.org"
+    verp = smtp_receiver.to(REPORTER)[0].mail_from
+    assert verp == tokens.bounce_address("conduct", "example.org", SECRET.encode(), ack.id)
     raw = vacation_reply(ack, case, {"Auto-Submitted": "auto-replied"}, to=verp)
     harness.deliver(b"Return-Path: <>\r\nDelivered-To: " + verp.encode() + b"\r\n" + raw)
     run_once(app)
@@ -144,11 +146,13 @@ def test_vacation_reply_to_our_verp_envelope_sender_is_not_a_bounce(harness, smt
 
 
 def dsn(row_id: int, message_id: str, n: int, recipient: str) -> bytes:
+    """A DSN to the row's signed VERP address (its envelope sender), naming `recipient`."""
+    verp = tokens.bounce_address("conduct", "example.org", SECRET.encode(), row_id)
     return (
         "Return-Path: <>\r\n"
-        f"Delivered-To: conduct+bounce-{row_id}@example.org\r\n"
+        f"Delivered-To: {verp}\r\n"
         "From: MAILER-DAEMON@mx.example.net (Mail Delivery System)\r\n"
-        f"To: conduct+bounce-{row_id}@example.org\r\n"
+        f"To: {verp}\r\n"
         "Subject: Undelivered Mail Returned to Sender\r\n"
         f"Message-ID: <storm-{row_id}-{n}@mx.example.net>\r\n"
         "Date: Tue, 24 Nov 2026 09:10:00 +0000\r\n"

@@ -58,7 +58,7 @@ def test_report_becomes_case_ack_and_member_copies(harness, smtp_receiver):
         assert secret not in ack.content.decode(errors="replace")
     assert ack_msg["Auto-Submitted"] == "auto-replied"
     assert ack_msg["From"].addresses[0].addr_spec == "conduct@example.org"
-    assert re.fullmatch(r"conduct\+bounce-\d+@example\.org", ack.mail_from)
+    assert re.fullmatch(r"conduct\+bounce-\d+-[a-z2-7]{20}@example\.org", ack.mail_from)  # signed VERP
 
     for member in MEMBER_EMAILS:
         [copy] = smtp_receiver.to(member)
@@ -241,7 +241,7 @@ def test_delivery_report_for_our_row_marks_it_failed(harness, smtp_receiver):
         ack = session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "ack")).one()
     dsn = (
         "From: MAILER-DAEMON@mx.example.net\r\n"
-        f"To: conduct+bounce-{ack.id}@example.org\r\n"
+        f"To: {smtp_receiver.to('reporter@example.net')[0].mail_from}\r\n"
         "Subject: Undelivered Mail Returned to Sender\r\n"
         "Message-ID: <dsn-1@mx.example.net>\r\n"
         "Auto-Submitted: auto-replied\r\n"

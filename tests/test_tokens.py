@@ -202,3 +202,82 @@ def test_tokens_in_keeps_several_distinct_tokens_in_order() -> None:
     p = mint(CURRENT, "personal", None, ALICE)
     found = tokens_in(["conduct+%s@example.org" % a, "conduct+%s@example.org" % p], "conduct", "example.org")
     assert found == [a, p]
+
+
+# ----- signed VERP (bounce) addresses -----------------------------------------------------------
+
+from conduct_inbox.tokens import BOUNCE_MAC_CHARS, bounce_address, bounce_row, bounce_row_in  # noqa: E402
+
+
+def _suffix(address: str) -> str:
+    return address.split("@")[0].split("+", 1)[1]
+
+
+def test_a_bounce_address_names_its_row_and_checks() -> None:
+    address = bounce_address("conduct", "example.org", CURRENT, 42)
+    assert re.fullmatch(r"conduct\+bounce-42-[a-z2-7]{%d}@example\.org" % BOUNCE_MAC_CHARS, address)
+    assert BOUNCE_MAC_CHARS * 5 >= 80
+    assert len(address.split("@")[0]) <= 64
+    assert bounce_row(_suffix(address), [CURRENT]) == 42
+    assert bounce_row(_suffix(address).upper(), [CURRENT]) == 42  # mail systems may fold case
+
+
+def test_bounce_macs_differ_per_row_and_secret_and_from_reply_tokens() -> None:
+    macs = {_suffix(bounce_address("conduct", "example.org", s, r)).rsplit("-", 1)[1]
+            for s in (CURRENT, PREVIOUS) for r in (1, 2, 10, 11)}
+    assert len(macs) == 8
+    # Another row's MAC does not carry over: row 1's MAC on row 11 (or 10 on 1) is refused.
+    one = _suffix(bounce_address("conduct", "example.org", CURRENT, 1)).rsplit("-", 1)[1]
+    assert bounce_row(f"bounce-11-{one}", [CURRENT]) is None
+    assert bounce_row(f"bounce-01-{one}", [CURRENT]) is None
+
+
+def test_a_bounce_address_with_any_character_changed_is_refused() -> None:
+    suffix = _suffix(bounce_address("conduct", "example.org", CURRENT, 1234))
+    for i in range(len(suffix)):
+        for c in {"a", "b", "2", "9", "-", "x"} - {suffix[i]}:
+            assert bounce_row(suffix[:i] + c + suffix[i + 1 :], [CURRENT, PREVIOUS]) is None
+    assert bounce_row(suffix[:-1], [CURRENT]) is None
+    assert bounce_row(suffix + "a", [CURRENT]) is None
+    assert bounce_row(suffix, [STRANGER]) is None
+
+
+def test_the_previous_secret_is_accepted_during_rotation() -> None:
+    old = _suffix(bounce_address("conduct", "example.org", PREVIOUS, 7))
+    assert bounce_row(old, [CURRENT, PREVIOUS]) == 7
+    assert bounce_row(old, [CURRENT, b""]) is None  # rotation over: the old secret is gone
+    assert bounce_row(old, [CURRENT]) is None
+
+
+@pytest.mark.parametrize("garbage", ["", "bounce-", "bounce-12", "bounce-12-", "bounce--" + "a" * 20,
+                                     "bounce-x-" + "a" * 20, "bounce-1-" + "a" * 20, "bounce-" + "9" * 30 + "-" + "a" * 20,
+                                     "bounce-1-" + "é" * 20])
+def test_malformed_bounce_suffixes_are_refused(garbage: str) -> None:
+    assert bounce_row(garbage, [CURRENT, PREVIOUS]) is None
+
+
+def test_without_a_secret_no_bounce_address_checks() -> None:
+    suffix = _suffix(bounce_address("conduct", "example.org", CURRENT, 3))
+    assert bounce_row(suffix, []) is None
+    assert bounce_row(suffix, [b""]) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60))
+def test_checking_arbitrary_bounce_text_never_raises_and_never_passes(text: str) -> None:
+    assert bounce_row(text, [CURRENT, PREVIOUS]) is None
+    assert bounce_row("bounce-" + text, [CURRENT, PREVIOUS]) is None
+
+
+def test_bounce_row_in_finds_our_signed_address_only() -> None:
+    good = bounce_address("conduct", "example.org", CURRENT, 5)
+    assert bounce_row_in(["Mailer <x@y.z>", "conduct+bounce-9@example.org", good.upper()], "conduct", "example.org", [CURRENT]) == 5
+    assert bounce_row_in([good.replace("example.org", "example.net")], "conduct", "example.org", [CURRENT]) is None
+    assert bounce_row_in([good.replace("conduct+", "other+")], "conduct", "example.org", [CURRENT]) is None
+    assert bounce_row_in(["conduct+bounce-5@example.org"], "conduct", "example.org", [CURRENT]) is None
+
+
+def test_bounce_addresses_old_and_new_are_not_reply_tokens() -> None:
+    signed = bounce_address("conduct", "example.org", CURRENT, 42)
+    forged = "conduct+bounce-42-" + "a" * 20 + "@example.org"
+    assert tokens_in([signed, signed.upper(), forged, "conduct+bounce-42@example.org"], "conduct", "example.org") == []

@@ -75,6 +75,7 @@ def make_dispatcher(settings: Settings, engine: Engine, workflow: Workflow, tran
         workflow.on_delivery_failure,
         Backoff(settings.smtp.retry_initial_seconds, settings.smtp.retry_max_seconds),
         settings.smtp.batch_size,
+        verp_secret=workflow.options.token_secret,
     )
 
 

@@ -7,12 +7,11 @@ the tag name, who are its parties) and passes them in as `Facts`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from . import tokens
 from .mail.parse import InboundMessage
-
-_VERP = re.compile(r"\+bounce-(\d{1,18})@", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,9 @@ class Facts:
     """What the store knows about a message, looked up before classification."""
 
     own_message: bool = False  # the message's own Message-ID is one we sent
-    bounce_row: int | None = None  # the outbox row a DSN is about (VERP or our Message-ID)
+    bounce_row: int | None = None  # the outbox row a DSN's correctly signed VERP address names
+    bounce_row_sent: bool = False  # that row was already handed to the SMTP server
+    bounce_names_recipient: bool = False  # the DSN names that row's own recipient among its failures
     case: CaseFacts | None = None  # the case named by the subject tag or threaded by References
     #: Roster addresses for which a plus-address it was sent to is a valid reply token (personal,
     #: or for `case`). Any other `conduct+anything@` is ordinary mail: a report or a follow-up.
@@ -65,13 +66,10 @@ class Classification:
     flags: frozenset[str] = field(default_factory=frozenset)  # spam | auto
 
 
-def verp_row(msg: InboundMessage, policy: Policy) -> int | None:
-    """The outbox row id from a VERP address (conduct+bounce-<row>@domain) the DSN was sent to."""
-    for addr in (*msg.delivered_to, *msg.to, *msg.cc):
-        m = _VERP.search(addr)
-        if m and addr.lower().startswith(policy.local_part + "+") and addr.lower().endswith("@" + policy.domain):
-            return int(m.group(1))
-    return None
+def verp_row(msg: InboundMessage, policy: Policy, secrets: Sequence[bytes]) -> int | None:
+    """The outbox row id from a correctly signed VERP address (conduct+bounce-<row>-<mac>@domain)
+    the DSN was sent to; None for unsigned, wrongly signed or other addresses, or without a secret."""
+    return tokens.bounce_row_in((*msg.delivered_to, *msg.to, *msg.cc), policy.local_part, policy.domain, secrets)
 
 
 def is_automatic(msg: InboundMessage, policy: Policy) -> bool:
@@ -128,9 +126,11 @@ def own_loop(msg: InboundMessage, facts: Facts, policy: Policy) -> Classificatio
 def bounce(msg: InboundMessage, facts: Facts, policy: Policy) -> Classification | None:
     if not msg.is_dsn:
         return None
-    if facts.bounce_row is not None:
+    # Only a DSN on a correctly signed VERP address, for a row already sent, naming that row's own
+    # recipient, fails a row (DESIGN, data flow rule 3). Any other is machine mail: stored, no alert.
+    if facts.bounce_row is not None and facts.bounce_row_sent and facts.bounce_names_recipient:
         return Classification("bounce", bounce_row=facts.bounce_row)
-    return Classification("machine")
+    return Classification("machine", bounce_row=facts.bounce_row)
 
 
 def committee_mail(msg: InboundMessage, facts: Facts, policy: Policy) -> Classification | None:

@@ -253,6 +253,9 @@ class OutboxMessage(Base):
     kind: Mapped[str] = mapped_column(String(40))  # ack | report | alert | note | reply | ...
     audience: Mapped[str] = mapped_column(String(20))  # reporter | member | steering | party
     recipient: Mapped[str] = mapped_column(SealedLookup, index=True)
+    #: The canonical correspondent (lower case, +tag removed) an automatic answer counts against for
+    #: the rate limit: an acknowledgement's recipient; for the alert that a limit tripped, whose.
+    correspondent: Mapped[str | None] = mapped_column(SealedLookup, index=True)
     message_id: Mapped[str] = mapped_column(String(255), unique=True)
     subject: Mapped[str] = mapped_column(SealedText)
     #: The complete message as it will be sent (headers and body).

@@ -1,7 +1,9 @@
 """Transactional outbox: mail is written as rows in the transaction that causes it, then dispatched.
 
-A row's Message-ID is fixed when it is written; its envelope sender is the VERP address
-`<local>+bounce-<row id>@<domain>`, so a bounce finds its row. Rows are claimed for a batch
+A row's Message-ID is fixed when it is written; its envelope sender is the signed VERP address
+`<local>+bounce-<row id>-<mac>@<domain>` (tokens.bounce_address), so a bounce finds its row and
+nobody can forge one for it. Without a token secret (nothing to sign with) the envelope sender is
+the plain committee address and no delivery report fails a row. Rows are claimed for a batch
 (`claimed_until`), so two dispatchers never send the same row.
 """
 
@@ -21,6 +23,7 @@ from sqlalchemy import Engine, case, func, insert, null, or_, select, type_coerc
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, defer
 
+from . import tokens
 from .db import dialect_insert, session_factory
 from .errors import EncryptionError
 from .sent_log import MARK_SENT, sent_log_for
@@ -59,13 +62,35 @@ _CLAIMED = select(OutboxMessage, _DATA_IF_SMALL).options(defer(OutboxMessage.dat
 UNREADABLE = "stored mail cannot be decrypted"
 
 
+#: Kinds of automatic answer rate-limited per correspondent: their rows record it (`correspondent`).
+RATE_LIMITED_KINDS = frozenset({"ack"})
+
+
+def canonical_address(address: str) -> str:
+    """The correspondent an address belongs to: lower case, the `+tag` removed from the local part
+    (`Victim+7@Example.NET` is `victim@example.net`). The rate limits count by it."""
+    local, at, domain = address.strip().lower().rpartition("@")
+    if not at:
+        return domain
+    base = local.split("+", 1)[0]
+    return f"{base or local}@{domain}"
+
+
 def new_message_id(domain: str) -> str:
     return f"{uuid.uuid4().hex}@{domain}"
 
 
-def verp_address(sender: Sender, row_id: int) -> str:
+def verp_address(sender: Sender, row_id: int, secret: bytes = b"") -> str:
+    """The envelope sender of outbox row `row_id`: signed VERP, or the plain address without a secret
+    (or where the signed local part would pass the 64 characters of RFC 5321: a very long committee
+    local part; such mail still goes out, and only an SMTP-time refusal can fail it)."""
+    if not secret:
+        return sender.address
     local, domain = sender.address.split("@", 1)
-    return f"{local}+bounce-{row_id}@{domain}"
+    try:
+        return tokens.bounce_address(local, domain, secret, row_id)
+    except ValueError:
+        return sender.address
 
 
 def enqueue(
@@ -87,9 +112,12 @@ def enqueue_all(
     now: datetime,
     case_id: int | None = None,
     inbound_id: int | None = None,
+    correspondent: str | None = None,
 ) -> None:
     """Write outgoing mails in the caller's transaction, in one INSERT (rows in the drafts' order);
-    one by one when they carry large attachments (WRITE_ONE_BY_ONE)."""
+    one by one when they carry large attachments (WRITE_ONE_BY_ONE). Rows of RATE_LIMITED_KINDS
+    record their recipient's canonical address; `correspondent` (canonical) is recorded on the
+    others, for the mail about a correspondent's tripped rate limit."""
     for draft in drafts:
         check_outward(draft)
     encoded: dict[int, bytes] = {}  # each attachment's base64 part, shared by the drafts carrying it
@@ -98,7 +126,9 @@ def enqueue_all(
         message_id = new_message_id(sender.domain)
         return {
             "case_id": case_id, "inbound_id": inbound_id, "kind": draft.kind, "audience": draft.audience,
-            "recipient": draft.recipient.lower(), "message_id": message_id, "subject": draft.subject,
+            "recipient": draft.recipient.lower(),
+            "correspondent": canonical_address(draft.recipient) if draft.kind in RATE_LIMITED_KINDS else correspondent,
+            "message_id": message_id, "subject": draft.subject,
             "data": build(draft, sender, message_id, now, encoded), "status": "pending", "attempts": 0,
             "next_attempt_at": now, "created_at": now,
         }
@@ -145,6 +175,7 @@ class Dispatcher:
         on_failure: FailureHook,
         backoff: Backoff = Backoff(),
         batch_size: int = 200,
+        verp_secret: bytes = b"",
     ):
         #: Ideally an engine made with db.make_engine(crash_safe_only=True): losing one of these
         #: commits to a power cut only repeats a send attempt, and there is one per mail.
@@ -155,6 +186,8 @@ class Dispatcher:
         self.on_failure = on_failure
         self.backoff = backoff
         self.batch_size = batch_size
+        #: Signs each row's VERP envelope sender (the current token secret); empty: no VERP.
+        self.verp_secret = verp_secret
         #: Rows the server accepted whose "sent" could not be written (database down): written
         #: first thing at the next flush. They stay claimed meanwhile, so nobody sends them again.
         self._unrecorded: dict[int, tuple[str, datetime]] = {}
@@ -190,7 +223,7 @@ class Dispatcher:
             for row, _ in rows:
                 row.claimed_until = now + CLAIM
             mails = [
-                OutgoingMail(r.id, verp_address(self.sender, r.id), r.recipient, data,
+                OutgoingMail(r.id, verp_address(self.sender, r.id, self.verp_secret), r.recipient, data,
                              None if data is not None else self._fetcher(r.id))
                 for r, data in rows
             ]
@@ -385,14 +418,20 @@ class Dispatcher:
 
 
 def mark_failed(session: Session, row_id: int, reason: str, now: datetime, on_failure: FailureHook) -> bool:
-    """A DSN reported this row undeliverable: mark it failed (once) and alert. True if it was ours."""
-    row = session.get(OutboxMessage, row_id)
-    if row is None:
-        return False
-    if row.status != "failed":
-        session.execute(
-            update(OutboxMessage).where(OutboxMessage.id == row_id).values(status="failed", last_error=reason[:200])
-        )
-        session.refresh(row)
-        on_failure(session, row, now)
+    """A DSN reported this row undeliverable: mark it failed (once) and alert. True if it was ours.
+
+    Only a row already handed to the server (`sent_at` set) can fail this way: nothing inbound
+    cancels mail not yet sent. The caller has checked the DSN (signed VERP, the row's recipient).
+    """
+    failed = session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == row_id, OutboxMessage.sent_at.is_not(None), OutboxMessage.status != "failed")
+        .values(status="failed", last_error=reason[:200])
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not failed:
+        return session.scalar(select(OutboxMessage.id).where(OutboxMessage.id == row_id, OutboxMessage.sent_at.is_not(None))) is not None
+    row = session.get(OutboxMessage, row_id, populate_existing=True, options=[defer(OutboxMessage.data)])
+    assert row is not None
+    on_failure(session, row, now)
     return True

@@ -11,6 +11,12 @@ Purposes: "case" (commands on one case) and "personal" (case-less commands such 
 passes as a case token. A valid token proves only that we minted it for that member
 and case: whether the member is still on the roster and not recused is the caller's
 check, as is whether `From:` is that member.
+
+Bounce (VERP) addresses: every outgoing mail's envelope sender is
+`<local>+bounce-<row id>-<mac>@domain`, the MAC 20 lowercase base32 characters (100 bits) of
+HMAC-SHA-256 over a tagged, length-prefixed encoding of the outbox row id, so a delivery report
+finds its row and nobody can forge one for a row: `bounce_row` checks it against the current and
+the previous secret (rotation). Bounce addresses are never reply tokens (`tokens_in`).
 """
 
 import base64
@@ -27,8 +33,13 @@ MIN_SECRET_BYTES = 16
 MAX_LOCAL_PART = 64  # RFC 5321 limit on the local part
 
 _TOKEN_RE = re.compile(r"[a-z2-7]{%d}" % TOKEN_LENGTH)
-_VERP_RE = re.compile(r"bounce-\d+", re.IGNORECASE)
+#: Bounce local parts, signed (ours) or not (old, or forged): never taken for reply tokens.
+_VERP_RE = re.compile(r"bounce-\d+(?:-[a-z0-9]*)?", re.IGNORECASE)
 _DOMAIN_TAG = b"conduct-inbox/reply-token/v1"
+BOUNCE_MAC_CHARS = 20  # 100 bits
+MAX_ROW_DIGITS = 18
+_BOUNCE_RE = re.compile(r"bounce-([1-9][0-9]{0,%d})-([a-z2-7]{%d})" % (MAX_ROW_DIGITS - 1, BOUNCE_MAC_CHARS))
+_BOUNCE_TAG = b"conduct-inbox/verp/v1"
 
 
 def _b32(data: bytes) -> str:
@@ -140,3 +151,51 @@ def tokens_in(addresses: Iterable[str], local_part: str, domain: str) -> list[st
         if suffix and not _VERP_RE.fullmatch(suffix) and suffix not in found:
             found.append(suffix)
     return found
+
+
+def _bounce_mac(secret: bytes, row_id: int) -> str:
+    digest = hmac.new(secret, _BOUNCE_TAG + _field("outbox-row") + _field(str(row_id)), hashlib.sha256).digest()
+    return _b32(digest[:15])[:BOUNCE_MAC_CHARS]
+
+
+def bounce_address(local_part: str, domain: str, secret: bytes, row_id: int) -> str:
+    """The signed VERP envelope sender of outbox row `row_id`: `local+bounce-<row>-<mac>@domain`."""
+    _check_secret(secret)
+    if not 0 < row_id < 10**MAX_ROW_DIGITS:
+        raise ValueError("outbox row id out of range")
+    return reply_address(local_part, domain, "bounce-%d-%s" % (row_id, _bounce_mac(secret, row_id)))
+
+
+def bounce_row(suffix: str, secrets: Sequence[bytes]) -> int | None:
+    """The outbox row a `bounce-<row>-<mac>` suffix names, if one of `secrets` signed it; else None.
+
+    Case-insensitive (mail systems may fold case); empty secrets (none configured) are skipped,
+    so without a secret no bounce address checks.
+    """
+    match = _BOUNCE_RE.fullmatch(suffix.strip().lower())
+    if match is None:
+        return None
+    row_id = int(match.group(1))
+    ok = False
+    for secret in secrets:
+        if not secret:
+            continue
+        _check_secret(secret)
+        # No early return: the time taken should not depend on which secret matched.
+        ok |= hmac.compare_digest(_bounce_mac(secret, row_id), match.group(2))
+    return row_id if ok else None
+
+
+def bounce_row_in(addresses: Iterable[str], local_part: str, domain: str, secrets: Sequence[bytes]) -> int | None:
+    """The outbox row of the first correctly signed bounce address to `local_part@domain`, if any."""
+    prefix = local_part.lower() + "+"
+    want_domain = domain.lower().rstrip(".")
+    for item in addresses:
+        address = parseaddr(item)[1] if "<" in item else item.strip()
+        local, at, dom = address.rpartition("@")
+        if not at or dom.lower().rstrip(".") != want_domain or not local.lower().startswith(prefix):
+            continue
+        row_id = bounce_row(local[len(prefix):], secrets)
+        if row_id is not None:
+            return row_id
+    return None

@@ -26,7 +26,7 @@ from .mail.parse import InboundMessage as Parsed
 from .models import Attachment, Case, CaseCounter, Decision, Event, InboundMessage, OutboxMessage, Party, Quarantine, Recusal
 from .sla import is_urgent_text
 from . import party_mail
-from .outbox import enqueue, enqueue_all, mark_failed
+from .outbox import canonical_address, enqueue, enqueue_all, mark_failed
 from .party_mail import OutwardDraft
 from .render import Renderer
 from .roster import Person, Roster
@@ -65,9 +65,18 @@ _NEXT_NUMBER = {
     .on_conflict_do_update(index_elements=["year"], set_={"last": _counters.c.last + 1}).returning(_counters.c.last)
     for name, insert_of in DIALECT_INSERTS.items()
 }
-#: Acknowledgements to one address since a moment (the rate limit).
+#: What a delivery report's signed VERP address is checked against.
+_BOUNCE_ROW = select(OutboxMessage.sent_at, OutboxMessage.recipient).where(OutboxMessage.id == bindparam("row_id"))
+#: Acknowledgements to one correspondent (canonical address, outbox.canonical_address) since a
+#: moment (the rate limit): victim+1@ ... victim+40@ are one inbox.
 _ACKS_SINCE = select(func.count(OutboxMessage.id)).where(
-    OutboxMessage.kind == "ack", OutboxMessage.recipient == bindparam("address"), OutboxMessage.created_at >= bindparam("since")
+    OutboxMessage.correspondent == bindparam("correspondent"), OutboxMessage.kind == "ack",
+    OutboxMessage.created_at >= bindparam("since"),
+)
+#: Alerts that a correspondent's acknowledgement limit tripped, since a moment (it alerts once).
+_LIMIT_ALERTS_SINCE = select(func.count(OutboxMessage.id)).where(
+    OutboxMessage.correspondent == bindparam("correspondent"), OutboxMessage.kind == "alert",
+    OutboxMessage.created_at >= bindparam("since"),
 )
 
 
@@ -110,6 +119,8 @@ class Workflow:
             options.trusted_authserv_id,
             options.severe_decisions,
         )
+        #: The secrets a VERP address may be signed with (current, then previous; empty ones skipped).
+        self._bounce_secrets = [k for k in (options.token_secret, options.previous_token_secret) if k]
         self.sla_policy: Any = None  # set by app wiring (escalation.sla_policy); None: plain ack deadline
 
     # ----- facts for classification ---------------------------------------------------------
@@ -121,13 +132,7 @@ class Workflow:
             and msg.message_id.lower().endswith("@" + self.sender.domain.lower())
             and self._outbox_row_by_message_id(session, msg.message_id) is not None
         )
-        bounce_row = None
-        if msg.is_dsn:
-            row_id = verp_row(msg, self.policy)
-            if row_id is not None and session.scalar(select(OutboxMessage.id).where(OutboxMessage.id == row_id)):
-                bounce_row = row_id
-            elif msg.dsn_original_message_id:
-                bounce_row = self._outbox_row_by_message_id(session, msg.dsn_original_message_id)
+        bounce = self._bounce_facts(session, msg) if msg.is_dsn else {}
         case_row = self._case_for(session, msg)
         case = None if case_row is None else CaseFacts(
             case_row.id, case_row.ref, frozenset(p.address for p in case_row.parties), case_row.status
@@ -138,8 +143,20 @@ class Workflow:
             case_row is not None and member is not None and routing.may_see(self.roster, self.recused(case_row), member.email)
             and dmarc_pass(msg, self.options.trusted_authserv_id, member.email)
         )
-        return Facts(own_message=own, bounce_row=bounce_row, case=case,
-                     token_owners=self.desk.token_owners(found, case.ref if case else None), member_dmarc_pass=dmarc)
+        return Facts(own_message=own, case=case, token_owners=self.desk.token_owners(found, case.ref if case else None),
+                     member_dmarc_pass=dmarc, **bounce)
+
+    def _bounce_facts(self, session: Session, msg: Parsed) -> dict[str, Any]:
+        """What a DSN's signed VERP address says: its row, whether that row was sent, whether the
+        DSN names its recipient. A DSN's Message-ID of ours alone names no row (it may be quoted in
+        a thread others read); without a token secret no address is signed and no row is named."""
+        row_id = verp_row(msg, self.policy, self._bounce_secrets)
+        found = session.execute(_BOUNCE_ROW, {"row_id": row_id}).first() if row_id is not None else None
+        if found is None:
+            return {}
+        failed = {a.strip().strip("<>").lower() for a in msg.dsn_failed_recipients}
+        return {"bounce_row": row_id, "bounce_row_sent": found.sent_at is not None,
+                "bounce_names_recipient": found.recipient.lower() in failed}
 
     def _outbox_row_by_message_id(self, session: Session, message_id: str) -> int | None:
         """The id of our outgoing mail with this Message-ID (ids only: the mail itself can be large)."""
@@ -200,6 +217,10 @@ class Workflow:
 
     def _on_machine(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
         row.status = "machine"
+        if result.bounce_row is not None:
+            # Signed for a row, but the row was not sent yet or the report does not name its
+            # recipient: a forgery or a confused mail system. It changes nothing.
+            return f"delivery report for outbox row {result.bounce_row} not applied (row not sent, or its recipient not named): stored"
         return "delivery report matching none of our mail: stored"
 
     def _on_new_report(self, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
@@ -522,25 +543,19 @@ class Workflow:
         )
 
     def _ack_limit_reached(self, session: Session, address: str, now: datetime) -> bool:
-        count = session.scalar(_ACKS_SINCE, {"address": address.lower(), "since": now - self.options.ack_limit_window})
+        since = now - self.options.ack_limit_window
+        count = session.scalar(_ACKS_SINCE, {"correspondent": canonical_address(address), "since": since})
         return (count or 0) >= self.options.ack_limit_per_address
 
     def _note_rate_limit(self, session: Session, case: Case, address: str, now: datetime) -> None:
+        correspondent = canonical_address(address)
         since = now - self.options.ack_limit_window
-        already = session.scalar(
-            select(func.count(Event.id))
-            .join(Party, Party.case_id == Event.case_id)
-            .where(
-                Event.action == "ack_rate_limited",
-                Event.at >= since,
-                Party.role == "reporter",
-                Party.address == address.lower(),
-            )
-        )
+        already = session.scalar(_LIMIT_ALERTS_SINCE, {"correspondent": correspondent, "since": since})
         event(session, case.id, "system", "ack_rate_limited", now)
-        if not already:  # a tripped limit alerts once per window
+        if not already:  # a tripped limit alerts once per window (its alert rows record the correspondent)
             self.alert(session, case, f"The acknowledgement limit for the reporter of case {case.ref} was reached; "
-                       "further automatic acknowledgements to that address are held back.", now)
+                       "further automatic acknowledgements to that address are held back.", now,
+                       correspondent=correspondent)
 
     # ----- mail to the committee --------------------------------------------------------------
 
@@ -641,8 +656,10 @@ class Workflow:
         drafts = self.committee_drafts(case, audience, "followup", subject, lambda _p: body, content)
         enqueue_all(session, drafts, self.sender, now, case_id=case.id, inbound_id=row.id)
 
-    def alert(self, session: Session, case: Case | None, text: str, now: datetime, kind: str = "alert", extra: str = "Alert:") -> None:
-        """An operational alert (ids only) to everyone who may see the case, or the whole committee."""
+    def alert(self, session: Session, case: Case | None, text: str, now: datetime, kind: str = "alert", extra: str = "Alert:",
+              correspondent: str | None = None) -> None:
+        """An operational alert (ids only) to everyone who may see the case, or the whole committee;
+        `correspondent`: the canonical address whose rate limit it reports (recorded, never shown)."""
         audience = routing.committee(self.roster, self.recused(case))
         if case is not None:
             # Not self.subject(): alerts carry ids only, never the report's subject.
@@ -651,7 +668,7 @@ class Workflow:
             subject = f"[{self.options.case_tag}] Alert"
         body = self.renderer.render("alert", marker=audience.marker_line(), text=text)
         drafts = self.committee_drafts(case, audience, kind, subject, lambda _p: body)
-        enqueue_all(session, drafts, self.sender, now, case_id=case.id if case else None)
+        enqueue_all(session, drafts, self.sender, now, case_id=case.id if case else None, correspondent=correspondent)
 
     def on_delivery_failure(self, session: Session, row: OutboxMessage, now: datetime) -> None:
         """A mail failed for good: audit it and alert (never about an alert, to avoid storms)."""
