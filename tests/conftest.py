@@ -6,3 +6,16 @@ pytest_plugins = [
     "tests.fixtures.database",
     "tests.fixtures.pg_cluster",
 ]
+
+
+import pytest  # noqa: E402
+
+from tests.harness import Harness  # noqa: E402
+
+
+@pytest.fixture
+def harness(dovecot, smtp_receiver, database):
+    """A daemon wired to a fresh Dovecot user, the aiosmtpd receiver and the test database."""
+    h = Harness(dovecot, smtp_receiver, database.url, dovecot.new_user())
+    yield h
+    h.close()

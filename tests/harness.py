@@ -12,6 +12,8 @@ from email.utils import make_msgid
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func, select
+
 from conduct_inbox.app import App, build_app
 from conduct_inbox.config import Settings, load_settings
 
@@ -168,3 +170,16 @@ def parsed(record: Any) -> email.message.EmailMessage:
 def text_of(record: Any) -> str:
     body = parsed(record).get_body(("plain",))
     return body.get_content() if body is not None else ""
+
+
+def count(app: App, model: Any, *where: Any) -> int:
+    """Rows of `model` matching `where` in the app's database."""
+    with app.sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+def deliver_all(harness: Harness, raws: list[bytes]) -> None:
+    """Put many messages into the harness mailbox at once (MULTIAPPEND, 50 at a time)."""
+    with harness.dovecot.client(harness.user) as client:
+        for start in range(0, len(raws), 50):
+            client.multiappend("INBOX", raws[start : start + 50])

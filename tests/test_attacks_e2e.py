@@ -24,20 +24,13 @@ from sqlalchemy import func, select
 from conduct_inbox import tokens
 from conduct_inbox.daemon import run_once
 from conduct_inbox.models import Case, InboundMessage, OutboxMessage, Quarantine
-from tests.harness import SECRET, Harness, parsed, report, text_of
+from tests.harness import SECRET, count, parsed, report, text_of
 from tests.test_committee_e2e import latest, reply, step, the_case
 
 REPORTER = "reporter@example.net"
 ALICE, BOB, CAROL, SAM = "alice@example.org", "bob@example.org", "carol@example.org", "sam@example.org"
 MEMBERS = (ALICE, BOB, CAROL)
 PAT = "pat@example.net"
-
-
-@pytest.fixture
-def harness(dovecot, smtp_receiver, database):
-    h = Harness(dovecot, smtp_receiver, database.url, dovecot.new_user())
-    yield h
-    h.close()
 
 
 # ----- helpers ---------------------------------------------------------------------------------
@@ -83,11 +76,6 @@ def raw_report(subject: bytes, body: str = "Someone kept making comments after I
 def got(receiver, address: str, word: str) -> bool:
     """Whether any mail that reached `address` says `word` (other mail, e.g. an announcement, may come later)."""
     return any(word in text_of(m) for m in receiver.to(address))
-
-
-def count(app, model, *where) -> int:
-    with app.sessions() as session:
-        return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
 
 
 def personal_address(member: str) -> str:

@@ -8,21 +8,13 @@ from email.message import EmailMessage
 from datetime import timedelta
 from email.utils import make_msgid
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from conduct_inbox import tokens
 from conduct_inbox.daemon import run_once
 from conduct_inbox.models import Case, Decision, Event, Sanction
-from tests.harness import SECRET, Harness, parsed, report, text_of
-
-
-@pytest.fixture
-def harness(dovecot, smtp_receiver, database):
-    h = Harness(dovecot, smtp_receiver, database.url, dovecot.new_user())
-    yield h
-    h.close()
+from tests.harness import SECRET, parsed, report, text_of
 
 
 def reply(to_record, sender: str, subject_suffix: str = "", body: str = "", *, to: str | None = None, subject: str | None = None) -> bytes:

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import logging
 
-import pytest
 
 from conduct_inbox.daemon import run_once
 from tests.faults import faulty_parse
-from tests.harness import Harness, report
+from tests.harness import report
 
 from conduct_inbox.parsing import WorkerParser
 
 SENTINELS = ("Zyxwv Sentinelname", "sentinel-addr-93@example.net", "SENTINEL-SUBJECT-5521", "SENTINEL-BODY-8812")
-
-
-@pytest.fixture
-def harness(dovecot, smtp_receiver, database):
-    h = Harness(dovecot, smtp_receiver, database.url, dovecot.new_user())
-    yield h
-    h.close()
 
 
 def test_no_log_line_carries_report_contents(harness, smtp_receiver, caplog):

@@ -30,13 +30,6 @@ from tests.harness import Harness, report
 REPORTS = 20
 
 
-@pytest.fixture
-def harness(dovecot, smtp_receiver, database):
-    h = Harness(dovecot, smtp_receiver, database.url, dovecot.new_user())
-    yield h
-    h.close()
-
-
 def set_mailbox(harness: Harness, **values: object) -> None:
     """Change [mailbox] keys in the harness config file."""
     path = harness.config_path

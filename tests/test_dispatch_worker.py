@@ -20,13 +20,6 @@ from tests.harness import MEMBERS, Harness, report
 from tests.procs import wait_until
 
 
-@pytest.fixture
-def harness(dovecot, smtp_receiver, database):
-    h = Harness(dovecot, smtp_receiver, database.url, dovecot.new_user())
-    yield h
-    h.close()
-
-
 def _daemon(harness: Harness) -> tuple[Daemon, DispatchWorker]:
     holder: dict[str, Daemon] = {}
     settings = harness.settings()

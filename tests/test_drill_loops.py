@@ -13,33 +13,15 @@ from collections import Counter
 from email.utils import make_msgid
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from conduct_inbox import tokens
 from conduct_inbox.daemon import run_once
 from conduct_inbox.models import Case, InboundMessage, OutboxMessage
-from tests.harness import MEMBERS, SECRET, Harness, parsed, report
+from tests.harness import MEMBERS, SECRET, Harness, count, deliver_all, parsed, report
 
 MEMBER_EMAILS = [m[1] for m in MEMBERS]
 REPORTER = "reporter@example.net"
-
-
-@pytest.fixture
-def harness(dovecot, smtp_receiver, database):
-    h = Harness(dovecot, smtp_receiver, database.url, dovecot.new_user())
-    yield h
-    h.close()
-
-
-def count(app, model, *where) -> int:
-    with app.sessions() as session:
-        return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
-
-
-def deliver_all(harness: Harness, raws: list[bytes]) -> None:
-    with harness.dovecot.client(harness.user) as client:
-        for start in range(0, len(raws), 50):
-            client.multiappend("INBOX", raws[start : start + 50])
 
 
 def reported(harness: Harness):

@@ -13,7 +13,6 @@ from conduct_inbox.cli import main
 from conduct_inbox.config import load_settings
 from conduct_inbox.errors import ConfigError, EncryptionError
 from conduct_inbox.models import Case, InboundMessage, Party
-from tests.harness import Harness
 from tests.sentinels import (
     ADDRESS,
     BODY,
@@ -28,13 +27,6 @@ from tests.sentinels import (
     with_encryption_key,
 )
 from conduct_inbox.daemon import run_once
-
-
-@pytest.fixture
-def harness(dovecot, smtp_receiver, database):
-    h = Harness(dovecot, smtp_receiver, database.url, dovecot.new_user())
-    yield h
-    h.close()
 
 
 # ----- the cipher ---------------------------------------------------------------------------------

@@ -17,18 +17,11 @@ from conduct_inbox.cli import main
 from conduct_inbox.daemon import run_once
 from conduct_inbox.escalation import escalate_once, refresh_next_due, sla_policy
 from conduct_inbox.models import Case, EscalationFired, Event, OutboxMessage, Recusal
-from tests.harness import MEMBERS, Harness, parsed, report, text_of
+from tests.harness import MEMBERS, parsed, report, text_of
 
 MEMBER_EMAILS = [m[1] for m in MEMBERS]  # alice (chair), bob, carol
 STEERING = "sam@example.org"
 BODY = "He followed me to the hotel after the sprint. SECRET-BODY-5521"
-
-
-@pytest.fixture
-def harness(dovecot, smtp_receiver, database):
-    h = Harness(dovecot, smtp_receiver, database.url, dovecot.new_user())
-    yield h
-    h.close()
 
 
 def open_case(harness):

@@ -14,16 +14,9 @@ from conduct_inbox.mail.imap import ImapMailbox
 from conduct_inbox.models import Case, InboundMessage, OutboxMessage, Quarantine
 from conduct_inbox.parsing import WorkerParser
 from tests.faults import faulty_parse
-from tests.harness import MEMBERS, Harness, parsed, report, text_of
+from tests.harness import MEMBERS, count, parsed, report, text_of
 
 MEMBER_EMAILS = [m[1] for m in MEMBERS]
-
-
-@pytest.fixture
-def harness(dovecot, smtp_receiver, database):
-    h = Harness(dovecot, smtp_receiver, database.url, dovecot.new_user())
-    yield h
-    h.close()
 
 
 def count(app, model, *where):

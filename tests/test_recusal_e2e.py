@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 
 from conduct_inbox.daemon import run_once
-from tests.harness import Harness, report, text_of
-
-
-@pytest.fixture
-def harness(dovecot, smtp_receiver, database):
-    h = Harness(dovecot, smtp_receiver, database.url, dovecot.new_user())
-    yield h
-    h.close()
+from tests.harness import report, text_of
 
 
 def test_report_naming_a_member_by_alias_excludes_them(harness, smtp_receiver):

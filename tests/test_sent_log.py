@@ -18,14 +18,7 @@ from sqlalchemy.exc import OperationalError
 from conduct_inbox.models import OutboxMessage
 from conduct_inbox.outbox import CLAIM
 from conduct_inbox.sent_log import DirectLog, SideFileLog, sent_log_for
-from tests.harness import MEMBERS, Harness, parsed, report
-
-
-@pytest.fixture
-def harness(dovecot, smtp_receiver, database):
-    h = Harness(dovecot, smtp_receiver, database.url, dovecot.new_user())
-    yield h
-    h.close()
+from tests.harness import MEMBERS, parsed, report
 
 
 def _outbox(app) -> list[OutboxMessage]:
