@@ -174,3 +174,23 @@ def test_member_named_last_name_first_gets_nothing(harness, smtp_receiver):
         body="The comments came from Builder, Bob (the volunteer lead), in front of everyone."))
     assert rx.to(ALICE)
     assert rx.to(BOB) == [], "Bob received the report that names him as 'Builder, Bob'"
+
+
+# ----- the reported person recuses the committee from their own mailbox's sub-address -------------
+
+
+def test_reported_person_writing_from_a_sub_address_cannot_recuse(harness, smtp_receiver):
+    """Pat answers from pat+conduct@ (the same mailbox; Pat's own `+tag`): taken for a stranger, whose
+    naming every member recuses them all. The rate limits already treat `+tag` as the same person."""
+    rx = smtp_receiver
+    app, case, alice_copy = opened(harness)
+    step(harness, app, reply(alice_copy, ALICE, "!party reported pat@example.net Pat Person"))
+    step(harness, app, reply(alice_copy, ALICE, "!send reported", "Please tell us your side of what happened."))
+    [to_pat] = rx.to("pat@example.net")
+    answer = reply(to_pat, "Pat Person <pat+conduct@example.net>",
+                   body="Alice Example, Bob Builder and Carol Chen are all biased against me. PAT-ANSWER",
+                   to="conduct@example.org")
+    step(harness, app, answer)
+    with app.sessions() as session:
+        recused = [r.member_email for r in the_case(app).recusals if r.active]
+    assert recused == [], f"the reported person's mail recused {recused}"
