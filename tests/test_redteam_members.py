@@ -26,19 +26,12 @@ import pytest
 
 from conduct_inbox.daemon import run_once
 from tests import redteam_files as files
-from tests.harness import Harness, parsed, report, text_of
+from tests.harness import parsed, report, text_of
 from tests.test_committee_e2e import latest, reply, step, the_case
 
 REPORTER = "reporter@example.net"
 ALICE, BOB, CAROL = "alice@example.org", "bob@example.org", "carol@example.org"
 MEMBERS = (ALICE, BOB, CAROL)
-
-
-@pytest.fixture
-def harness(dovecot, smtp_receiver, database):
-    h = Harness(dovecot, smtp_receiver, database.url, dovecot.new_user())
-    yield h
-    h.close()
 
 
 def opened(harness, raw: bytes | None = None):

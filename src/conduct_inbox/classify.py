@@ -73,10 +73,13 @@ def verp_row(msg: InboundMessage, policy: Policy, secrets: Sequence[bytes]) -> i
 
 
 def is_automatic(msg: InboundMessage, policy: Policy) -> bool:
-    """Auto-Submitted other than no, Precedence bulk/junk/list, or List-* headers not of our own group."""
+    """Auto-Submitted other than no, our loop header, Precedence bulk/junk/list, or List-* headers
+    not of our own group."""
     own_list = msg.list_id is not None and any(own.lower() in msg.list_id.lower() for own in policy.own_list_ids)
     if msg.auto_submitted and msg.auto_submitted.strip().lower().split(";")[0] != "no":
         return True
+    if msg.loop_header:
+        return True  # our mail, changed on its way back (or a forgery): never answer it
     if any(msg.header(name) is not None for name in ("X-Autoreply", "X-Autorespond")):
         return True  # vacation programs that predate Auto-Submitted
     if own_list:
@@ -118,7 +121,9 @@ Rule = Callable[[InboundMessage, Facts, Policy], Classification | None]
 
 
 def own_loop(msg: InboundMessage, facts: Facts, policy: Policy) -> Classification | None:
-    if facts.own_message or msg.loop_header:
+    """Only a Message-ID we sent proves it is ours: anyone can add our loop header to a report,
+    which then must not vanish (it is automatic mail instead: recorded, never answered)."""
+    if facts.own_message:
         return Classification("own_loop")
     return None
 

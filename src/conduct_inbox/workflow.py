@@ -132,6 +132,10 @@ class Workflow:
             and msg.message_id.lower().endswith("@" + self.sender.domain.lower())
             and self._outbox_row_by_message_id(session, msg.message_id) is not None
         )
+        # check-config's probe: from our own address to a probe plus-address (no report looks so).
+        probe_prefix = self.policy.local_part + "+probe-"
+        own = own or (msg.from_address == self.policy.address.lower()
+                      and any(a.startswith(probe_prefix) and a.endswith("@" + self.policy.domain) for a in msg.to))
         bounce = self._bounce_facts(session, msg) if msg.is_dsn else {}
         case_row = self._case_for(session, msg)
         case = None if case_row is None else CaseFacts(
