@@ -20,7 +20,7 @@ from sqlalchemy import select
 from conduct_inbox import tokens
 from conduct_inbox.daemon import run_once
 from conduct_inbox.models import Case, InboundMessage, OutboxMessage
-from conduct_inbox.outbox import canonical_address
+from conduct_inbox.mail.addresses import canonical_address
 from tests.harness import MEMBERS, SECRET, Harness, count, deliver_all, parsed, report
 
 MEMBER_EMAILS = [m[1] for m in MEMBERS]

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import tokens
+from .mail.addresses import canonical_address
 from .mail.parse import InboundMessage
 
 
@@ -38,7 +39,7 @@ class Policy:
 class CaseFacts:
     id: int
     ref: str
-    party_addresses: frozenset[str]
+    party_addresses: frozenset[str]  # canonical (mail.addresses): `pat+conduct@` is still pat
     status: str
 
 
@@ -114,7 +115,7 @@ def is_spam(msg: InboundMessage, policy: Policy) -> bool:
 
 
 def _sender_is_party(msg: InboundMessage, case: CaseFacts) -> bool:
-    return any(a and a.lower() in case.party_addresses for a in (msg.reporter_address, msg.from_address))
+    return any(a and canonical_address(a) in case.party_addresses for a in (msg.reporter_address, msg.from_address))
 
 
 Rule = Callable[[InboundMessage, Facts, Policy], Classification | None]

@@ -29,6 +29,7 @@ from .errors import EncryptionError
 from .sent_log import MARK_SENT, sent_log_for
 from .mail.compose import Draft, Sender, build
 from .party_mail import check_outward
+from .mail.addresses import canonical_address
 from .models import OutboxMessage, ServiceState
 from .ports import BatchResult, DeliveryResult, MailUnavailable, OutgoingMail, Outcome
 from .ports import Sender as Transport
@@ -64,16 +65,6 @@ UNREADABLE = "stored mail cannot be decrypted"
 
 #: Kinds of automatic answer rate-limited per correspondent: their rows record it (`correspondent`).
 RATE_LIMITED_KINDS = frozenset({"ack"})
-
-
-def canonical_address(address: str) -> str:
-    """The correspondent an address belongs to: lower case, the `+tag` removed from the local part
-    (`Victim+7@Example.NET` is `victim@example.net`). The rate limits count by it."""
-    local, at, domain = address.strip().lower().rpartition("@")
-    if not at:
-        return domain
-    base = local.split("+", 1)[0]
-    return f"{base or local}@{domain}"
 
 
 def new_message_id(domain: str) -> str:

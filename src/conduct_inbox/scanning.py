@@ -12,10 +12,15 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
+import re
+
 from .mail.charsets import displayed
+from .mail.quotes import cut_at_marker
 from .mail.inbound import Attachment, InboundMessage
 from .recusal import detect
 from .roster import Roster
+
+_BLANK_RUNS = re.compile(r"\n{3,}")
 
 #: Every kind of readable text (mail.inbound.Readable.source).
 ALL_SOURCES = frozenset({"subject", "body", "attachment", "filename", "forwarded"})
@@ -55,9 +60,14 @@ def scan(msg: InboundMessage, roster: Roster, body: str, *, sources: Collection[
 
 
 def followup_body(msg: InboundMessage) -> str:
-    """What members are shown of a follow-up: the sender's new text (else their unquoted lines),
-    then any message they forwarded. Quoted history is left out: it repeats mail the case has."""
-    text = msg.own_text.strip() or "\n".join(ln for ln in msg.text.splitlines() if not ln.lstrip().startswith(">")).strip()
+    """What members are shown of a follow-up: everything the sender wrote that is not quoted —
+    also text below a quote (bottom-posting) or after a signature (a P.S.) — then any message they
+    forwarded. Quoted lines and our own committee mail below its marker are left out."""
+    if msg.html_converted:  # HTML quotes are not marked with `>`: its own text is the safe reading
+        text = msg.own_text.strip()
+    else:
+        text = "\n".join(ln for ln in cut_at_marker(msg.text).splitlines() if not ln.lstrip().startswith(">"))
+        text = _BLANK_RUNS.sub("\n\n", text).strip()
     parts = [text or "(the message has no new text)"]
     parts += [f"----- forwarded message -----\nSubject: {f.subject}\n\n{f.text.strip()}" for f in msg.forwarded]
     return "\n\n".join(parts)

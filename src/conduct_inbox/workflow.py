@@ -26,7 +26,8 @@ from .mail.parse import InboundMessage as Parsed
 from .models import Attachment, Case, CaseCounter, Decision, Event, InboundMessage, OutboxMessage, Party, Quarantine, Recusal
 from .sla import is_urgent_text
 from . import party_mail
-from .outbox import canonical_address, enqueue, enqueue_all, mark_failed
+from .mail.addresses import canonical_address
+from .outbox import enqueue, enqueue_all, mark_failed
 from .party_mail import OutwardDraft
 from .render import Renderer
 from .roster import Person, Roster
@@ -139,7 +140,7 @@ class Workflow:
         bounce = self._bounce_facts(session, msg) if msg.is_dsn else {}
         case_row = self._case_for(session, msg)
         case = None if case_row is None else CaseFacts(
-            case_row.id, case_row.ref, frozenset(p.address for p in case_row.parties), case_row.status
+            case_row.id, case_row.ref, frozenset(canonical_address(p.address) for p in case_row.parties), case_row.status
         )
         found = tokens.tokens_in((*msg.to, *msg.cc, *msg.delivered_to[:1]), self.policy.local_part, self.policy.domain)
         member = self.roster.person(msg.from_address)
@@ -273,7 +274,8 @@ class Workflow:
         closed = case.status == "closed"
         event(session, case.id, "party", "feedback_received" if closed else "followup_received", now, inbound_id=row.id)
         heading = "Feedback after closure" if closed else "Follow-up from a party"
-        roles = {p.role for p in case.parties if p.address in {msg.reporter_address, msg.from_address}}
+        sender = {canonical_address(a) for a in (msg.reporter_address, msg.from_address) if a}
+        roles = {p.role for p in case.parties if canonical_address(p.address) in sender}
         self._forward_to_committee(session, case, row, msg, now, heading, roles or {"unknown"})
         return f"follow-up joined case {case.ref}"
 

@@ -61,11 +61,19 @@ def _regexes() -> tuple[re.Pattern[str], re.Pattern[str]]:
 
 
 def cut_at_marker(text: str) -> str:
-    """Text above the line that holds REPLY_MARKER (all of it when there is none)."""
+    """Text above the line that holds REPLY_MARKER (all of it when there is none), without the
+    committee's marker line ("To: Alice, Bob · Excluded: ...") that stands right above it: quoted
+    without `>` (Outlook), it would name every member."""
     at = text.lower().find(REPLY_MARKER)
     if at < 0:
         return text
-    return text[: text.rfind("\n", 0, at) + 1]
+    head = text[: text.rfind("\n", 0, at) + 1]
+    lines = head.split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if lines and lines[-1].lstrip(" \t>").startswith("To: "):
+        lines.pop()
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def _protect(text: str) -> tuple[str, list[str]]:
