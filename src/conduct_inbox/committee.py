@@ -178,12 +178,13 @@ class Desk:
         return self._apply(session, row, case, member, msg, parsed, now, repeated)
 
     def _earlier_subjects(self, session: Session, case: Case, msg: Parsed) -> list[str]:
-        """Subjects a command must not stand in to count: every message this one answers (ours,
-        or the member's own sent mail, as Gmail threads it), and every message someone outside
+        """Subjects a command must not stand in to count: every message this one answers or forwards
+        (ours, or the member's own sent mail, as Gmail threads it), and every message someone outside
         the committee sent on the case (a reporter's subject cannot carry a command; a member's own
         mail that did not authenticate does not stop them sending the command again)."""
         thread = [m for m in (*msg.in_reply_to, *msg.references) if m][:MAX_THREAD]
-        subjects: list[str | None] = []
+        # A member forwarding their own sent mail (no threading headers) carries its subject along.
+        subjects: list[str | None] = [f.subject for f in msg.forwarded]
         if thread:
             subjects += session.scalars(select(OutboxMessage.subject).where(OutboxMessage.message_id.in_(thread))).all()
             subjects += session.scalars(select(InboundMessage.subject).where(InboundMessage.message_id.in_(thread))).all()
