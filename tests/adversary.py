@@ -156,7 +156,10 @@ def mail(
         msg.set_content(body)
     if carrier == "latin1_attachment":
         text = f"Témoignage: {naming} était là, à côté.\n"
-        data = text.encode("latin-1", errors="replace")
+        try:
+            data = text.encode("latin-1")
+        except UnicodeEncodeError:  # a Cyrillic look-alike has no latin-1 byte: the sender's client wrote UTF-8
+            data = text.encode("utf-8")
         msg.add_attachment(data, maintype="text", subtype="plain", filename="temoignage.txt", cte="8bit" if variant % 2 else "base64")
         # no charset parameter: set_content for bytes adds none, but the email package may; drop it
         del msg.get_payload()[-1]["Content-Type"]

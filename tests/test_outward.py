@@ -253,9 +253,27 @@ def test_own_address_in_the_last_line_is_refused(address: str) -> None:
     assert "example" not in result.refusal.lower() and "anna" not in result.refusal.lower()
 
 
-def test_other_addresses_are_not_refused() -> None:
-    for text in (f"{BODY}\n\nWrite to conduct@example.org.", f"{BODY}\n\nxanna.schmidt@example.org.uk"):
-        assert _sent(text) == text
+def test_the_committee_address_may_be_named_other_addresses_in_closing_lines_are_refused() -> None:
+    text = f"{BODY}\n\nWrite to conduct@example.org."
+    assert outward_text(text, ANNA, committee_address="conduct@example.org").text == text
+    # A personal address under a first-name sign-off is a signature (red team: "Alice / alice.example@gmail.com").
+    result = outward_text(f"{BODY}\n\nxanna.schmidt@example.org.uk", ANNA, committee_address="conduct@example.org")
+    assert result.refusal is not None and "email address" in result.refusal
+
+
+def test_a_reply_token_never_reaches_a_party() -> None:
+    quoted_header = "Em ter., 24 de nov. de 2026 \u00e0s 09:00, Committee <conduct+abcdefghijklmnopqrstu@example.org> escreveu:"
+    result = outward_text(f"{BODY}\n\n{quoted_header}", ANNA, committee_address="conduct@example.org")
+    assert result.text == BODY  # the header of the quoted mail, in any language, is cut
+    inside = outward_text(f"Write to conduct+abcdefghijklmnopqrstu@example.org today.\n\n{BODY}", ANNA,
+                          committee_address="conduct@example.org")
+    assert inside.refusal is not None and "reply address" in inside.refusal
+
+
+def test_another_members_name_anywhere_is_refused() -> None:
+    bob = Person(name="Bob Builder", email="bob@example.org")
+    result = outward_text(f"Bob Builder will call you.\n\n{BODY}", ANNA, people=(ANNA, bob))
+    assert result.refusal is not None and "committee member" in result.refusal
 
 
 def test_name_with_title_in_the_closing_lines_is_refused() -> None:

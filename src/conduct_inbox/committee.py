@@ -540,7 +540,9 @@ class Desk:
         """The member's text as a party may receive it: signature blocks removed, refused while it
         still identifies the member (parties hear from conduct@, never from a person) or repeats
         an internal note."""
-        result = outward_text(msg.own_text, member)
+        roster = self.wf.roster
+        result = outward_text(msg.own_text, member, committee_address=self.wf.policy.address,
+                              people=(*roster.members, *roster.steering))
         if result.refusal is not None:
             raise Refused(f"{what}: {result.refusal}")
         text = result.text

@@ -40,7 +40,7 @@ from conduct_inbox.roster import Person
 __all__ = ["CLOSING_LINES", "MAX_SIGNATURE_LINES", "OutwardText", "outward_text"]
 
 #: How many non-empty lines at the end of the text are its closing lines.
-CLOSING_LINES = 5
+CLOSING_LINES = 10  # a signature with a disclaimer below it is longer than five lines
 #: At most this many non-empty lines after a delimiter or footer make a signature.
 MAX_SIGNATURE_LINES = 15
 
@@ -49,6 +49,10 @@ REFUSE_EMPTY = "there is no text above the line to send (signatures and sign-off
 REFUSE_ADDRESS = f"the closing lines contain your own address: {_WHY}"
 REFUSE_PHONE = f"the closing lines contain a phone number: {_WHY}"
 REFUSE_NAME = f"the closing lines contain your name (a signature?): {_WHY}"
+REFUSE_OTHER_ADDRESS = f"the closing lines contain an email address (a signature?): {_WHY}"
+REFUSE_OURS = ("the text contains a reply address of the committee (from the header of a quoted mail?); "
+               "it is a key to the case and must never reach a party: remove it and send again (nothing was sent)")
+REFUSE_MEMBER = f"the text names a committee member or their address: {_WHY}"
 
 
 @dataclass(frozen=True)
@@ -196,7 +200,7 @@ def _name_pattern(member: Person) -> re.Pattern[str] | None:
     return re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)")
 
 
-def _refusal(lines: list[str], member: Person) -> str | None:
+def _refusal(lines: list[str], member: Person, committee_address: str = "") -> str | None:
     closing = [line for line in lines if line.strip()][-CLOSING_LINES:]
     addresses = _address_pattern(member)
     names = _name_pattern(member)
@@ -207,18 +211,78 @@ def _refusal(lines: list[str], member: Person) -> str | None:
         return REFUSE_PHONE
     if names is not None and names.search(_fold(joined.replace("\n", " \n "))):
         return REFUSE_NAME
+    own_names = _names(member)
+    if any(_fold(line.strip(_PUNCT)) in own_names for line in closing):
+        return REFUSE_NAME  # "Alice" on a line of its own, above a role or a link
+    if any(_EMAIL.search(_masked_links(line).replace(committee_address, "\u00a7")) for line in closing):
+        return REFUSE_OTHER_ADDRESS  # a personal address in a signature; conduct@ itself may be named
     return None
 
 
-def outward_text(own_text: str, member: Person) -> OutwardText:
-    """The member's `own_text` cleaned for a party, or the reason it may not be sent."""
+def _masked_links(line: str) -> str:
+    return _MASKS[0].sub("\u00a7", line)
+
+
+_HEADER_LIKE = re.compile(r"^[ \t>]*(?:[^\W\d_][\w .\-]{0,30}:(?:[ \t].*)?|.*:[ \t]*)$")
+_EMAIL = re.compile(r"[\w.%+\-]{1,64}@[\w\-]{1,63}(?:\.[\w\-]{1,63}){1,10}")
+
+
+def _ours(committee_address: str, plus: str = "?") -> re.Pattern[str] | None:
+    """The committee's address and its plus-addresses (reply tokens, bounce addresses); with
+    `plus=""` the plus-addresses only."""
+    local, at, domain = committee_address.strip().lower().rpartition("@")
+    if not (local and at and domain):
+        return None
+    return re.compile(rf"(?<![\w.%+\-]){re.escape(local)}(?:\+[\w.%+\-]{{1,80}}){plus}@{re.escape(domain)}(?![\w\-])",
+                      re.IGNORECASE)
+
+
+def _without_quote_header(lines: list[str], ours: re.Pattern[str] | None) -> list[str]:
+    """Cut the header a client writes above the mail it quotes, in any language ("Em ter., ...
+    <conduct+...@> escreveu:", Outlook's "De: / Enviada em: / Assunto:" block): the last lines
+    naming our address that are, with everything after them, header-like lines."""
+    if ours is None:
+        return lines
+    last = max((i for i, line in enumerate(lines) if ours.search(line)), default=None)
+    if last is None or not all(not ln.strip() or _HEADER_LIKE.match(ln) for ln in lines[last:]):
+        return lines
+    start = last
+    while start > 0 and lines[start - 1].strip() and _HEADER_LIKE.match(lines[start - 1]) and last - start < 8:
+        start -= 1
+    return lines[:start]
+
+
+def _identity_anywhere(text: str, ours: re.Pattern[str] | None, people: tuple[Person, ...]) -> str | None:
+    """What may not stand anywhere in outward text: a committee address of ours (a reply token
+    handed to a party is a key to the case) or a committee member's address or full name."""
+    if ours is not None and ours.search(text):
+        return REFUSE_OURS
+    folded = _fold(text.replace("\n", " \n "))
+    for person in people:
+        addresses, names = _address_pattern(person), _name_pattern(person)
+        if (addresses is not None and addresses.search(text)) or (names is not None and names.search(folded)):
+            return REFUSE_MEMBER
+    return None
+
+
+def outward_text(own_text: str, member: Person, *, committee_address: str = "",
+                 people: tuple[Person, ...] = ()) -> OutwardText:
+    """The member's `own_text` cleaned for a party, or the reason it may not be sent.
+    `committee_address`: conduct@, whose plus-addresses must never reach a party; `people`: the
+    roster, none of whose addresses or full names may (the sender's own sign-off is cleaned first)."""
+    ours = _ours(committee_address) if committee_address else None
     lines = [line.rstrip() for line in own_text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    lines = _without_quote_header(lines, ours)
     lines = _without_sign_off_name(_cut_signature(lines), _names(member))
     while lines and not lines[0].strip():
         lines.pop(0)
     if all(not line.strip() or _fold(line.strip(_PUNCT)) in _SIGN_OFF_SET for line in lines):
         return OutwardText("", REFUSE_EMPTY)
-    refusal = _refusal(lines, member)
+    tokens = _ours(committee_address, plus="") if committee_address else None
+    joined = unicodedata.normalize("NFKC", "\n".join(lines))
+    refusal = (_identity_anywhere(joined, tokens, ())  # a reply token first: the gravest
+               or _refusal(lines, member, committee_address.lower() or "\0")  # the closing lines: the likeliest
+               or _identity_anywhere(joined, None, people))
     if refusal is not None:
         return OutwardText("", refusal)
     return OutwardText("\n".join(lines))
