@@ -17,9 +17,8 @@ from sqlalchemy import select
 from conduct_inbox.daemon import run_once
 from conduct_inbox.models import Case, InboundMessage
 from tests.harness import report, text_of, parsed
-from tests.test_attacks_e2e import (  # noqa: F401  (fixture)
-    ALICE, BOB, CAROL, MEMBERS, REPORTER, count, got, harness, opened,
-)
+from tests.harness import count
+from tests.test_attacks_e2e import ALICE, BOB, CAROL, MEMBERS, REPORTER, got, opened
 from tests.test_committee_e2e import reply, step, the_case
 
 
