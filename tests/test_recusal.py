@@ -363,7 +363,7 @@ def test_blanks_and_reversals_do_not_hide_a_name(text: str) -> None:
         "statement_Bob_Builder.txt",
         "Builder, Bob",  # last name first
         "Builder,Bob",
-        "BUILDER Bob",
+        "BUILDER,\tBob",
         "N:Builder;Bob;;;",  # vCard N property
         '"Builder","Bob"',
     ],
@@ -382,6 +382,8 @@ def test_last_name_first_keeps_a_hyphenated_and_apostrophised_name_together() ->
     "text",
     [
         "Bob is nice, Smith is a common surname",
+        "Agent Smith bob",  # last name first needs a comma (or another cell separator)
+        "Smith -- Bob",
         "Smith said Bob",
         "Bob Smithson, Bob",
         "Smith, Bobby",
@@ -410,4 +412,12 @@ def test_encoded_and_quoted_addresses_match(text: str) -> None:
 def test_single_word_aliases_are_not_reordered_or_split_by_cells() -> None:
     assert emails("Ali,said") == [ALI.email]
     assert emails("ali,hassan") == [ALI.email]
-    assert emails("hassan ali") == [ALI.email]  # last name first, case-insensitive like the name
+    assert emails("hassan, ali") == [ALI.email]  # last name first, case-insensitive like the name
+    assert emails("hassan ali") == []
+
+
+def test_last_name_first_with_a_long_separator_run_stays_linear() -> None:
+    text = ("Smith" + "_" * 200_000 + " ") * 10 + "Carol Jones"
+    started = time.perf_counter()
+    assert emails(text) == [CAROL.email]
+    assert time.perf_counter() - started < 3

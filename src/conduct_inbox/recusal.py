@@ -18,7 +18,8 @@ Matching rules:
   a word hyphenated at a line break (PDF text, also with a soft hyphen) is read whole;
 - the words of a multi-word name may also be separated by what splits them into cells or file
   name parts (commas, semicolons, pipes, quotes, underscores), and may come last name first
-  ("Builder, Bob", "Builder;Bob" in a vCard, "BUILDER Bob");
+  with such a separator after it ("Builder, Bob", "Builder;Bob" in a vCard; not "Smith will"
+  for "Will Smith");
 - text shown reversed (after a right-to-left override, U+202E), percent-encoded text
   (`mailto:bob%40example.org`) and quoted local parts (`"bob"@example.org`) are read as shown.
 
@@ -60,6 +61,10 @@ _BLANKS = "\u115f\u1160\u3164\uffa0\u2800\u17b4\u17b5\u180e"
 # underscores ("Bob,Builder", '"Bob";"Builder"', "Bob_Builder_timeline.txt"). Not dots:
 # "bob.smith" is as likely someone else's address.
 _SEP = r"[\s>\-\u2010,;|\"'_]+"
+# Between the last name put first and the rest: a separator run with a comma, semicolon, pipe,
+# tab or underscore in it ("Builder, Bob", "Builder;Bob"), not a space alone ("Smith will" is
+# not "Will Smith"). The lazy lookahead stays within the run, so the scan stays linear.
+_CELL_SEP = r"(?=[\s>\-\u2010,;|\"'_]*?[,;|\t_])" + _SEP
 _SPLIT = re.compile(_SEP)
 # Bounded so a long run of address characters cannot make the scan quadratic.
 _SUBADDRESS = r"(?:\+[\w.%+\-]{0,64})?"
@@ -200,10 +205,16 @@ def _phrase_pattern(text: str) -> str | None:
     return _bounded(_SEP.join(re.escape(t) for t in tokens), _WORD) + rf"(?!{_WORD})"
 
 
-def _last_first(phrase: str) -> str:
-    """A multi-word name with its last word first, as directories list people ("Builder, Bob")."""
+def _last_first_pattern(phrase: str, fold) -> str | None:  # type: ignore[no-untyped-def]
+    """A multi-word name with its last word first, as directories and spreadsheets list people
+    ("Builder, Bob", "Builder;Bob"): a cell separator between the last word and the others."""
     words = phrase.split()
-    return " ".join((words[-1], *words[:-1]))
+    last = [t for t in _SPLIT.split(fold(_unmark(words[-1]))) if t]
+    rest = [t for t in _SPLIT.split(fold(_unmark(" ".join(words[:-1])))) if t]
+    if not last or not rest:
+        return None
+    body = _SEP.join(re.escape(t) for t in last) + _CELL_SEP + _SEP.join(re.escape(t) for t in rest)
+    return _bounded(body, _WORD) + rf"(?!{_WORD})"
 
 
 def _bounded(pattern: str, before: str) -> str:
@@ -276,9 +287,8 @@ class Detector:
                 if single:
                     continue
                 skeletons.setdefault(_phrase_pattern(_skeleton_fold(_unmark(phrase))), []).append((index, how))
-                reordered = _last_first(phrase)
                 for fold, kind in ((_fold, folded), (_skeleton_fold, skeletons)):
-                    pattern = _phrase_pattern(fold(_unmark(reordered)))
+                    pattern = _last_first_pattern(phrase, fold)
                     if pattern:
                         kind.setdefault(pattern, []).append((index, how))
         self._folded = _Scanner(folded)
