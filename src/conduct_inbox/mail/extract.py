@@ -37,8 +37,9 @@ MAX_PDF_PAGES = 500
 #: Annotations read per PDF page, and form fields (and their kids) per PDF.
 MAX_PDF_ANNOTATIONS = 2_000
 MAX_PDF_FIELDS = 20_000
-#: Characters of RTF source converted (its text is a fraction of it).
-MAX_RTF_CHARS = 32_000_000
+#: Characters of RTF source converted (its text is a fraction of it): a few seconds of the
+#: converter's work at worst (dense control words), within the parser worker's time limit.
+MAX_RTF_CHARS = 16_000_000
 #: Characters of text taken from one attachment, and from all attachments of one message.
 MAX_TEXT_CHARS = 6_000_000
 MAX_TOTAL_CHARS = 24_000_000
@@ -664,9 +665,12 @@ def directory_text(text: str) -> str:
             continue
         name, value = m.groups()
         if _QP_ENCODING.search(name):
-            while value.endswith("=") and i < len(lines):  # a soft line break continues the value
-                value = value[:-1] + lines[i]
+            pieces = [value]
+            while pieces[-1].endswith("=") and i < len(lines):  # a soft line break continues the value
+                pieces[-1] = pieces[-1][:-1]
+                pieces.append(lines[i])
                 i += 1
+            value = "".join(pieces)
             charset = _CHARSET_PARAM.search(name)
             raw = quopri.decodestring(value.encode("utf-8", "replace"))
             value = decode_text(raw, charset.group(1) if charset else "utf-8") or ""
