@@ -338,3 +338,201 @@ def test_extraction_never_raises_on_junk_in_any_label() -> None:
                         ("application/vnd.oasis.opendocument.text", "a.odt"), ("message/rfc822", "a.eml")]:
         for data in (b"", b"PK\x03\x04" + os.urandom(200), os.urandom(1000), b"%PDF-" + b"\x00" * 100):
             parse(with_attachment(data, ctype, name))
+    for ctype, name in [("application/rtf", "a.rtf"), ("text/calendar", "a.ics"), ("text/vcard", "a.vcf"),
+                        ("image/svg+xml", "a.svg"), ("multipart/related", "a.mht"), ("application/json", "a.json")]:
+        for data in (b"", os.urandom(1000), b"{\\rtf1" + os.urandom(500), b"{\\rtf1" + b"{" * 5000 + b"\\bin99999",
+                     b"{\\rtf1\\u-1\\u99999999\\'zz\\uc999 x\\", b"BEGIN:VCARD\r\nFN;ENCODING=QUOTED-PRINTABLE:=\r\n",
+                     b"BEGIN:VCARD\nPHOTO;ENCODING=b:!!!\n", b"<svg><text>&undefined;<tspan>", b"<svg" + b"<g>" * 20000,
+                     b"Content-Type: multipart/related; boundary=x\r\n\r\n--x\r\n\r\n", b'{"a": "\\ud800\\u00"}'):
+            parse(with_attachment(data, ctype, name))
+
+
+# --- red team round 2: what viewers show that the text layer hides ------------------------------
+
+from tests import redteam_files as files  # noqa: E402
+
+
+def scanned_and_named(data: bytes, ctype: str, filename: str | None) -> list[str]:
+    msg = parse(with_attachment(data, ctype, filename))
+    assert only_attachment(msg).scanned
+    return named(msg)
+
+
+def test_pdf_filled_form_field_values_are_read() -> None:
+    assert scanned_and_named(files.pdf_form(), "application/pdf", "form.pdf") == [BOB.email]
+
+
+@pytest.mark.parametrize("subtype", ["FreeText", "Text", "Highlight", "Square"])
+def test_pdf_annotation_contents_are_read(subtype: str) -> None:
+    objs = files.pdf("", "BT /F1 12 Tf 72 720 Td (See the note) Tj ET", "/Annots [6 0 R] ")
+    objs.append(b"<< /Type /Annot /Subtype /%s /Rect [72 600 300 620] /Contents (It was Bob Builder) >>"
+                % subtype.encode())
+    assert scanned_and_named(files.build_pdf(objs), "application/pdf", "note.pdf") == [BOB.email]
+
+
+def test_pdf_form_fields_that_loop_are_read_once() -> None:
+    objs = files.pdf("/AcroForm << /Fields [6 0 R] >> ", "BT /F1 12 Tf 72 720 Td (Form) Tj ET")
+    objs.append(b"<< /FT /Tx /T (a) /Kids [6 0 R 7 0 R] >>")
+    objs.append(b"<< /FT /Tx /T (b) /Parent 6 0 R /V <FEFF0042006F00620020004200750069006C006400650072> >>")
+    assert scanned_and_named(files.build_pdf(objs), "application/pdf", "form.pdf") == [BOB.email]
+
+
+RTF_WORD = files.RTF.encode()
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    (RTF_WORD, "It was Bob Builder, at the registration desk."),
+    (rb"{\rtf1\ansi{\fonttbl{\f0 Bob Builder Sans;}}\f0 Zo\'eb M\'fcller\par}", "Zoë Müller\n"),
+    (rb"{\rtf1\ansi\uc1 Zo\u235?e\u776\'3f M\u252\'fcller}", "Zo\u00ebe\u0308 M\u00fcller"),
+    (rb"{\rtf1\ansi\uc2 Zo\u235\'81\'82 \u-3913??x}", "Zo\u00eb \uf0b7x"),
+    (rb"{\rtf1\ansicpg1251 \'c1\'ee\'e1}", "Боб"),
+    (rb"{\rtf1 Bob {\*\generator Carol Jones;}{\*\annotation seen} Buil\-der\~x\tab y\line z\bin3 abc}", "Bob seen Builder\u00a0x\ty\nz"),
+    (rb"{\rtf1 a{\field{\*\fldinst HYPERLINK carol@example.net}{\fldrslt Bob}} Builder}", "aBob Builder"),
+])
+def test_rtf_is_converted_to_text(data: bytes, expected: str) -> None:
+    sink = extract._Sink(1000)
+    extract.rtf_to_text(data.decode("latin-1"), sink)
+    assert sink.text().strip(" \n") == expected.strip(" \n")
+
+
+@pytest.mark.parametrize("ctype", ["application/rtf", "text/rtf", "application/octet-stream", "application/msword"])
+def test_rtf_attachment_is_converted_and_scanned(ctype: str) -> None:
+    assert scanned_and_named(RTF_WORD, ctype, "statement.rtf") == [BOB.email]
+
+
+def test_rtf_hidden_destinations_do_not_recuse() -> None:
+    data = rb"{\rtf1{\fonttbl{\f0 Bob Builder;}}{\info{\author Bob Builder}}\f0 Nothing to see.\par}"
+    assert scanned_and_named(data, "application/rtf", "a.rtf") == []
+
+
+def test_a_deeply_nested_or_long_rtf_stays_bounded() -> None:
+    data = b"{\\rtf1 " + b"{" * 100_000 + b"Bob Builder" + b"}" * 100_000 + b"}"
+    assert scanned_and_named(data, "application/rtf", "a.rtf") == [BOB.email]
+
+
+@pytest.mark.parametrize(("data", "ctype", "filename"), [
+    (files.ICS.encode(), "text/calendar", "invite.ics"),
+    (b"BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nATTENDEE;CN=Bob Bu\r\n ilder:mailto:b@example.com\r\nEND:VEVENT\r\n"
+     b"END:VCALENDAR\r\n", "application/octet-stream", "invite.dat"),
+    (b"BEGIN:VCALENDAR\nDESCRIPTION:it was Bob Buil\n\tder\\nand others\nEND:VCALENDAR\n", "text/plain", None),
+    (files.VCF.encode(), "text/vcard", "contact.vcf"),
+    (b"BEGIN:VCARD\r\nVERSION:2.1\r\nNOTE;ENCODING=QUOTED-PRINTABLE:It was Bob Bu=\r\nilder\r\nEND:VCARD\r\n",
+     "text/x-vcard", "c.vcf"),
+    (b"BEGIN:VCARD\r\nVERSION:2.1\r\nFN;CHARSET=ISO-8859-1;ENCODING=QUOTED-PRINTABLE:Zo=EB M=FCller\r\nEND:VCARD\r\n",
+     "text/x-vcard", "c.vcf"),
+    (b"BEGIN:VCARD\r\nVERSION:3.0\r\nNOTE;ENCODING=b:SXQgd2FzIEJvYiBCdWlsZGVy\r\nEND:VCARD\r\n", "text/vcard", "c.vcf"),
+])
+def test_calendar_and_vcard_are_unfolded_and_decoded(data: bytes, ctype: str, filename: str | None) -> None:
+    assert scanned_and_named(data, ctype, filename) in ([BOB.email], [ZOE.email])
+
+
+def test_directory_text_unescapes_and_keeps_parameters() -> None:
+    text = extract.directory_text("ATTENDEE;CN=\"Builder, Bob\":mailto:x@example.com\r\nNOTE:a\\, b\\; c\\nd\\\\e\r\n")
+    assert text == 'ATTENDEE;CN="Builder, Bob":mailto:x@example.com\nNOTE:a, b; c\nd\\e\n'
+
+
+@pytest.mark.parametrize("data", [
+    files.csv_cells(), files.csv_semicolon_cp1252(), b'"First","Last"\r\n"Bob","Builder"\r\n',
+    b"First\tLast\nBob\tBuilder\n", b"Last,First\nBuilder,Bob\n", b"name|role\nBob|Builder|volunteer\n",
+])
+def test_names_split_into_csv_cells_are_found(data: bytes) -> None:
+    assert scanned_and_named(data, "text/csv", "people.csv") == [BOB.email]
+
+
+@pytest.mark.parametrize("filename", ["Bob_Builder_timeline.txt", "Bob.Builder.timeline.txt", "bob-builder.txt",
+                                      "timeline_builder_bob.txt"])
+def test_names_in_file_names_with_separators_are_found(filename: str) -> None:
+    msg = parse(with_attachment(b"10:00 arrived\n10:20 the comments started\n", "text/plain", filename))
+    assert named(msg) == [BOB.email]
+
+
+def test_mht_web_archive_is_read_as_its_rendered_html() -> None:
+    msg = parse(with_attachment(files.MHT.encode(), "application/octet-stream", "statement.mht"))
+    assert only_attachment(msg).scanned
+    assert named(msg) == [BOB.email]
+    assert not msg.forwarded
+
+
+@pytest.mark.parametrize(("ctype", "filename"), [("message/rfc822", "statement.mht"),
+                                                 ("application/x-mimearchive", "statement.mhtml"),
+                                                 ("application/octet-stream", "statement")])
+def test_mht_is_recognised_whatever_its_label(ctype: str, filename: str) -> None:
+    assert named(parse(with_attachment(files.MHT.encode(), ctype, filename))) == [BOB.email]
+
+
+@pytest.mark.parametrize(("data", "ctype", "filename"), [
+    (files.SVG.encode(), "image/svg+xml", "note.svg"),
+    (files.SVG.encode(), "application/octet-stream", "note"),
+    (b'<svg xmlns="http://www.w3.org/2000/svg"><style>.a{}</style><text><tspan>Bob</tspan> <tspan>Builder</tspan>'
+     b'</text></svg>', "image/svg+xml", "a.svg"),
+    (b"<svg><title>Bob Builder</title><text>broken <tspan>markup", "image/svg+xml", "a.svg"),
+])
+def test_svg_text_is_read(data: bytes, ctype: str, filename: str) -> None:
+    assert scanned_and_named(data, ctype, filename) == [BOB.email]
+
+
+@pytest.mark.parametrize("partname", ["word/main", "word/document.XML", "doc/main.xml", "WORD/DOCUMENT.XML"])
+def test_docx_parts_are_read_whatever_their_names(partname: str) -> None:
+    data = files.docx_at(partname)
+    assert scanned_and_named(data, "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                             "statement.docx") == [BOB.email]
+
+
+def test_odf_embedded_object_parts_are_read_but_not_metadata() -> None:
+    out = io.BytesIO()
+    body = ('<office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+            'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"><text:p>%s</text:p></office:document-content>')
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("mimetype", "application/vnd.oasis.opendocument.text")
+        z.writestr("content.xml", body % "Minutes")
+        z.writestr("meta.xml", "<meta><creator>Carol Jones</creator></meta>")
+        z.writestr("Object 1/content.xml", body % "Bob Builder")
+    assert scanned_and_named(out.getvalue(), "application/vnd.oasis.opendocument.text", "m.odt") == [BOB.email]
+
+
+def test_a_spreadsheet_is_still_not_scanned() -> None:
+    msg = parse(with_attachment(files.xlsx(), "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                                "people.xlsx"))
+    assert not only_attachment(msg).scanned
+
+
+@pytest.mark.parametrize("markup", [
+    '<p>It was <bdo dir="rtl">redliuB boB</bdo>.</p>',
+    '<p>It was <span style="unicode-bidi:bidi-override; direction: rtl">redliuB boB</span>.</p>',
+    '<style>.n::after{content:"Bob Builder"}</style><p>It was <span class="n"></span>.</p>',
+    "<style>.n::before{content: 'Bob' ' \\42 uilder'}</style><p>x</p>",
+    '<p style="x" data-x="1">It was <img src="cid:1" alt="Bob Builder"></p>',
+    '<p>It was <abbr title="Bob Builder">him</abbr></p>',
+    '<html><head><title>Bob Builder</title></head><body>x</body></html>',
+])
+@pytest.mark.parametrize("where", ["attachment", "body"])
+def test_html_shows_more_than_its_text(markup: str, where: str) -> None:
+    if where == "attachment":
+        assert scanned_and_named(markup.encode(), "text/html", "s.html") == [BOB.email]
+    else:
+        raw = (HEAD + "Content-Type: text/html; charset=utf-8\n\n" + markup + "\n").encode()
+        assert named(parse(raw)) == [BOB.email]
+
+
+def test_bdo_is_shown_to_the_committee_as_a_viewer_shows_it() -> None:
+    raw = (HEAD + 'Content-Type: text/html; charset=utf-8\n\n<p>It was <bdo dir="rtl">redliuB boB</bdo>.</p>\n').encode()
+    assert "It was Bob Builder." in parse(raw).text
+
+
+@pytest.mark.parametrize("data", [
+    b'{"messages": [{"text": "It was \\u0042ob \\u0042uilder"}]}',
+    b'{"text": "It was Bob\\nBuilder"}',
+    b'["Zo\\u00eb M\\u00fcller"]',
+    b'{"t": "\\ud83d\\ude00 Bob \\u0042uilder"}',
+])
+def test_json_escapes_are_decoded(data: bytes) -> None:
+    assert scanned_and_named(data, "application/json", "chat.json") in ([BOB.email], [ZOE.email])
+
+
+@pytest.mark.parametrize("body", [
+    "It was Bob\u3164Builder at the desk.", "It was Bob\u2800Builder.", "It was \u202eredliuB boB\u202c at the desk.",
+    "Builder, Bob said it.",
+])
+def test_invisible_tricks_in_the_body_are_found(body: str) -> None:
+    raw = (HEAD + "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n" + body + "\n").encode()
+    assert named(parse(raw)) == [BOB.email]

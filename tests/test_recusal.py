@@ -325,3 +325,99 @@ def test_names_match_across_what_extracted_text_puts_in_them(text: str) -> None:
 def test_lookalike_matching_still_needs_the_whole_name(text: str) -> None:
     found = [m.email for m in LOOKALIKES.find(text)]
     assert found == ([BUILDER.email] if text == "Bobby's" else [])
+
+
+# --- red team round 2: what viewers show that the characters hide ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "It was Bob\u3164Builder at the desk",  # Hangul filler (shows as a blank)
+        "It was Bob\uffa0Builder",  # halfwidth Hangul filler
+        "It was Bob\u115fBuilder",  # Hangul choseong filler
+        "It was Bob\u1160Builder",  # Hangul jungseong filler
+        "It was Bob\u2800Builder",  # Braille pattern blank
+        "It was Bob\u17b5Builder",  # Khmer inherent vowel (invisible)
+        "It was \u202eredliuB boB\u202c at the desk",  # right-to-left override, terminated
+        "It was \u202eredliuB boB",  # unterminated
+        "It was \u202e.ksed eht ta redliuB boB saw tI\nnext line",
+        "Bob Buil\u00ad\nder",  # soft hyphen at a line end
+        "Bob Buil\u00ad\r\n  der",
+    ],
+)
+def test_blanks_and_reversals_do_not_hide_a_name(text: str) -> None:
+    assert [m.email for m in LOOKALIKES.find(text)] == [BUILDER.email]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Bob,Builder,volunteer",  # CSV cells
+        "Bob;Builder;Helfer",
+        '"Bob","Builder"',
+        "'Bob';'Builder'",
+        "Bob\tBuilder",
+        "Bob | Builder",
+        "Bob_Builder_timeline.txt",
+        "statement_Bob_Builder.txt",
+        "Builder, Bob",  # last name first
+        "Builder,Bob",
+        "BUILDER,\tBob",
+        "N:Builder;Bob;;;",  # vCard N property
+        '"Builder","Bob"',
+    ],
+)
+def test_names_split_into_cells_or_file_name_parts_or_last_name_first(text: str) -> None:
+    assert [m.email for m in LOOKALIKES.find(text)] == [BUILDER.email]
+
+
+def test_last_name_first_keeps_a_hyphenated_and_apostrophised_name_together() -> None:
+    assert emails("O'Brien, Mary-Jane") == [MARY.email]
+    assert emails("Smith, Bob") == [BOB.email]
+    assert emails("Núñez, José said") == [JOSE.email]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Bob is nice, Smith is a common surname",
+        "Agent Smith bob",  # last name first needs a comma (or another cell separator)
+        "Smith -- Bob",
+        "Smith said Bob",
+        "Bob Smithson, Bob",
+        "Smith, Bobby",
+        "BobSmith",
+        "Smith_Bobby",
+        "x_Bob_Smithx",
+    ],
+)
+def test_wider_separators_still_need_the_whole_name(text: str) -> None:
+    assert emails(text) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<a href=\"mailto:bob%40example.org\">write</a>",  # percent-encoded
+        "mailto:%62%6F%62%40example.org",
+        '"bob"@example.org',  # quoted local part
+        '"bob+x"@example.org',
+    ],
+)
+def test_encoded_and_quoted_addresses_match(text: str) -> None:
+    assert emails(text) == [BOB.email]
+
+
+def test_single_word_aliases_are_not_reordered_or_split_by_cells() -> None:
+    assert emails("Ali,said") == [ALI.email]
+    assert emails("ali,hassan") == [ALI.email]
+    assert emails("hassan, ali") == [ALI.email]  # last name first, case-insensitive like the name
+    assert emails("hassan ali") == []
+
+
+def test_last_name_first_with_a_long_separator_run_stays_linear() -> None:
+    text = ("Smith" + "_" * 200_000 + " ") * 10 + "Carol Jones"
+    started = time.perf_counter()
+    assert emails(text) == [CAROL.email]
+    assert time.perf_counter() - started < 3

@@ -13,8 +13,15 @@ Matching rules:
   scripts that look like Latin ones are read as those ("Аlice" with a Cyrillic А, "Βob" with a
   Greek Β), and multi-word names and addresses also match by the skeleton of the whole text, so
   ASCII look-alikes count too ("B0b", "AIice", "Srnith");
-- invisible characters (soft hyphens, zero-width and other format characters) are ignored, and
-  a word hyphenated at a line break (PDF text) is read whole.
+- invisible characters (soft hyphens, zero-width and other format characters) are ignored,
+  blank characters that show as a space (Hangul fillers, the Braille blank) are read as one, and
+  a word hyphenated at a line break (PDF text, also with a soft hyphen) is read whole;
+- the words of a multi-word name may also be separated by what splits them into cells or file
+  name parts (commas, semicolons, pipes, quotes, underscores), and may come last name first
+  with such a separator after it ("Builder, Bob", "Builder;Bob" in a vCard; not "Smith will"
+  for "Will Smith");
+- text shown reversed (after a right-to-left override, U+202E), percent-encoded text
+  (`mailto:bob%40example.org`) and quoted local parts (`"bob"@example.org`) are read as shown.
 
 Each text is folded once and scanned with one precompiled alternation per kind of folding, so
 the work is linear in the text size (attachments can be megabytes). Nothing here logs or raises
@@ -31,6 +38,7 @@ from importlib import resources
 from typing import Any
 from dataclasses import dataclass
 from functools import lru_cache
+from urllib.parse import unquote
 
 from conduct_inbox.roster import Person, Roster
 
@@ -43,16 +51,33 @@ _LETTERS = {
 }
 # Invisible characters that could split a name without showing: soft hyphen, zero-width ones.
 _INVISIBLE = "\u00ad\u200b\u200c\u200d\u2060\ufeff"
+# Characters that are not whitespace to Unicode but show as a blank: Hangul fillers (U+3164 and
+# U+FFA0 decompose to U+1160), the Braille blank, Khmer inherent vowels, the Mongolian vowel
+# separator. Read as a space.
+_BLANKS = "\u115f\u1160\u3164\uffa0\u2800\u17b4\u17b5\u180e"
 
-# What may stand between two words of a name: whitespace (line wraps), quote markers, hyphens.
-_SEP = r"[\s>\-\u2010]+"
+# What may stand between two words of a name: whitespace (line wraps), quote markers, hyphens,
+# and what splits a name into cells or file name parts: commas, semicolons, pipes, quotes and
+# underscores ("Bob,Builder", '"Bob";"Builder"', "Bob_Builder_timeline.txt"). Not dots:
+# "bob.smith" is as likely someone else's address.
+_SEP = r"[\s>\-\u2010,;|\"'_]+"
+# Between the last name put first and the rest: a separator run with a comma, semicolon, pipe,
+# tab or underscore in it ("Builder, Bob", "Builder;Bob"), not a space alone ("Smith will" is
+# not "Will Smith"). The lazy lookahead stays within the run, so the scan stays linear.
+_CELL_SEP = r"(?=[\s>\-\u2010,;|\"'_]*?[,;|\t_])" + _SEP
 _SPLIT = re.compile(_SEP)
 # Bounded so a long run of address characters cannot make the scan quadratic.
 _SUBADDRESS = r"(?:\+[\w.%+\-]{0,64})?"
 
 
-# A word hyphenated at a line break, as PDF text has it: "Buil-\nder".
-_HYPHENATED = re.compile(r"(?<=\w)[-\u2010][ \t]*\r?\n[\s>]*(?=\w)")
+# A word hyphenated at a line break, as PDF text has it: "Buil-\nder" (or with a soft hyphen).
+_HYPHENATED = re.compile(r"(?<=\w)[-\u2010\u00ad][ \t]*\r?\n[\s>]*(?=\w)")
+# A right-to-left override displays what follows reversed, up to a pop (U+202C) or the end of
+# the paragraph.
+_OVERRIDDEN = re.compile(r"\u202e([^\u202c\n\r\u2029]*)")
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+# Word characters other than the underscore, which separates words in file names.
+_WORD = r"[^\W_]"
 
 
 @lru_cache(maxsize=1)
@@ -117,6 +142,8 @@ class _FoldTable(dict[int, str | None]):
         value: str | None
         if ch in _LETTERS:
             value = _LETTERS[ch]
+        elif ch in _BLANKS:
+            value = " "
         elif ch in _INVISIBLE or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
             value = None
         else:
@@ -165,7 +192,7 @@ def _address_pattern(address: str) -> str | None:
     return (
         _bounded(re.escape(local), r"[\w.%+\-]")
         + _SUBADDRESS
-        + "@"
+        + '"?@'
         + re.escape(domain)
         + r"(?![\w\-]|\.[\w\-])"
     )
@@ -175,7 +202,19 @@ def _phrase_pattern(text: str) -> str | None:
     tokens = [t for t in _SPLIT.split(text) if t]
     if not tokens:
         return None
-    return _bounded(_SEP.join(re.escape(t) for t in tokens), r"\w") + r"(?!\w)"
+    return _bounded(_SEP.join(re.escape(t) for t in tokens), _WORD) + rf"(?!{_WORD})"
+
+
+def _last_first_pattern(phrase: str, fold) -> str | None:  # type: ignore[no-untyped-def]
+    """A multi-word name with its last word first, as directories and spreadsheets list people
+    ("Builder, Bob", "Builder;Bob"): a cell separator between the last word and the others."""
+    words = phrase.split()
+    last = [t for t in _SPLIT.split(fold(_unmark(words[-1]))) if t]
+    rest = [t for t in _SPLIT.split(fold(_unmark(" ".join(words[:-1])))) if t]
+    if not last or not rest:
+        return None
+    body = _SEP.join(re.escape(t) for t in last) + _CELL_SEP + _SEP.join(re.escape(t) for t in rest)
+    return _bounded(body, _WORD) + rf"(?!{_WORD})"
 
 
 def _bounded(pattern: str, before: str) -> str:
@@ -245,9 +284,13 @@ class Detector:
                 if not pattern:
                     continue
                 (exact if single else folded).setdefault(pattern, []).append((index, how))
-                if not single:
-                    pattern = _phrase_pattern(_skeleton_fold(_unmark(phrase)))
-                    skeletons.setdefault(pattern, []).append((index, how))
+                if single:
+                    continue
+                skeletons.setdefault(_phrase_pattern(_skeleton_fold(_unmark(phrase))), []).append((index, how))
+                for fold, kind in ((_fold, folded), (_skeleton_fold, skeletons)):
+                    pattern = _last_first_pattern(phrase, fold)
+                    if pattern:
+                        kind.setdefault(pattern, []).append((index, how))
         self._folded = _Scanner(folded)
         self._exact = _Scanner(exact)
         self._skeletons = _Scanner(skeletons)
@@ -261,13 +304,26 @@ class Detector:
                 break
             if not text:
                 continue
-            if "\n" in text and _HYPHENATED.search(text):
-                text = f"{text}\n{_HYPHENATED.sub('', text)}"
-            unmarked = _unmark(text)
-            self._folded.scan(_fold(unmarked), found, wanted)
-            self._exact.scan(unmarked, found, wanted)
-            self._skeletons.scan(_skeleton_fold(unmarked), found, wanted)
+            for reading in _readings(text):
+                unmarked = _unmark(reading)
+                self._folded.scan(_fold(unmarked), found, wanted)
+                self._exact.scan(unmarked, found, wanted)
+                self._skeletons.scan(_skeleton_fold(unmarked), found, wanted)
         return [Mention(self.people[i].email, found[i]) for i in sorted(found)]
+
+
+def _readings(text: str) -> list[str]:
+    """`text`, with what a reader sees in it appended when that differs from its characters:
+    words hyphenated at line breaks joined, right-to-left overrides reversed, percent-encoding
+    decoded. Each costs one linear pass, and only for texts that have such characters."""
+    if "\n" in text and _HYPHENATED.search(text):
+        text = f"{text}\n{_HYPHENATED.sub('', text)}"
+    if "\u202e" in text:
+        text = text + "\n" + "\n".join(m.group(1)[::-1] for m in _OVERRIDDEN.finditer(text))
+    readings = [text]
+    if "%" in text and _PERCENT.search(text):
+        readings.append(unquote(text, errors="replace"))
+    return readings
 
 
 @lru_cache(maxsize=8)

@@ -1,7 +1,10 @@
 """The text a person could read in an attachment, for the member scan (DESIGN "Routing and
-recusal"): text in any charset or UTF (sniffed, since senders mislabel), HTML rendered, PDF
-(pypdf), DOCX (python-docx) and OpenDocument (zipfile + lxml). Formats are recognised by their
-bytes first, then by declared type or file name.
+recusal"): text in any charset or UTF (sniffed, since senders mislabel), HTML rendered (and
+what it shows outside its text: attributes, CSS generated content), PDF (pypdf: text, filled
+form fields, annotations), DOCX and OpenDocument (every XML part, zipfile + lxml), RTF (our
+bounded converter), iCalendar and vCard (unfolded, quoted-printable decoded, unescaped), SVG
+(its text elements), JSON (`\\uXXXX` escapes decoded). Formats are recognised by their bytes
+first, then by declared type or file name.
 
 Pure: no I/O, no clock, no logging. Never raises on bad input: a failure is a short defect
 (never content) and no text. The parser worker runs under a time limit; the limits here bound
@@ -10,8 +13,10 @@ memory and work per attachment (decompressed zip sizes, PDF pages, characters ex
 
 from __future__ import annotations
 
+import binascii
 import codecs
 import io
+import quopri
 import logging
 import re
 import unicodedata
@@ -29,6 +34,12 @@ from .charsets import Defects, clean_text
 MAX_UNZIPPED_BYTES = 64 * 1024 * 1024
 MAX_ZIP_MEMBERS = 5_000
 MAX_PDF_PAGES = 500
+#: Annotations read per PDF page, and form fields (and their kids) per PDF.
+MAX_PDF_ANNOTATIONS = 2_000
+MAX_PDF_FIELDS = 20_000
+#: Characters of RTF source converted (its text is a fraction of it): a few seconds of the
+#: converter's work at worst (dense control words), within the parser worker's time limit.
+MAX_RTF_CHARS = 16_000_000
 #: Characters of text taken from one attachment, and from all attachments of one message.
 MAX_TEXT_CHARS = 6_000_000
 MAX_TOTAL_CHARS = 24_000_000
@@ -71,6 +82,15 @@ _OFFICE_EXTS = (".docx", ".docm", ".dotx", ".odt", ".ods", ".odp", ".odg", ".ott
 _HTML_EXTS = (".html", ".htm", ".xhtml", ".shtml")
 _HTML_START = re.compile(rb"^\s*(?:<\?xml[^>]{0,200}>\s*)?(?:<!--.{0,500}?-->\s*)*<(?:!doctype\s+html|html|head|body)\b",
                          re.IGNORECASE | re.DOTALL)
+_SVG_START = re.compile(rb"^(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]{0,200}>\s*)?(?:<!--.{0,500}?-->\s*)*"
+                        rb"(?:<!doctype\s+svg[^>]{0,500}>\s*)?(?:<!--.{0,500}?-->\s*)*<svg\b", re.IGNORECASE | re.DOTALL)
+_RTF_START = re.compile(rb"^(?:\xef\xbb\xbf)?\s{0,100}\{\\rtf")
+_DIRECTORY_START = re.compile(rb"^(?:\xef\xbb\xbf)?\s{0,100}BEGIN:V(?:CALENDAR|CARD)\b", re.IGNORECASE)
+_SVG_TYPES = ("image/svg+xml", "image/svg")
+_RTF_TYPES = ("application/rtf", "text/rtf", "application/x-rtf", "text/richtext")
+_DIRECTORY_TYPES = ("text/calendar", "application/ics", "text/vcard", "text/x-vcard", "text/directory",
+                    "text/x-vcalendar")
+_DIRECTORY_EXTS = (".ics", ".ical", ".ifb", ".vcs", ".vcf", ".vcard")
 
 
 def _ext(filename: str | None) -> str:
@@ -84,14 +104,26 @@ def is_image(data: bytes) -> bool:
 
 
 def _kind(data: bytes, ctype: str, filename: str | None) -> str:
-    """"pdf", "zip", "image", "html" or "text": content first, since senders mislabel."""
+    """"pdf", "zip", "image", "rtf", "svg", "directory" (iCalendar, vCard), "html" or "text":
+    content first, since senders mislabel."""
     if b"%PDF-" in data[:1024]:
         return "pdf"
     if data.startswith(b"PK\x03\x04"):
         return "zip"
     if is_image(data):
         return "image"
+    head = data[:2048]
+    if _RTF_START.match(head):
+        return "rtf"
+    if _SVG_START.match(head):
+        return "svg"
+    if _DIRECTORY_START.match(head):
+        return "directory"
     ext = _ext(filename)
+    if ctype in _SVG_TYPES or ext == ".svg":
+        return "svg"
+    if ctype in _DIRECTORY_TYPES or ext in _DIRECTORY_EXTS:
+        return "directory"
     if ctype == "application/pdf" or ext == ".pdf":
         return "pdf"
     if ext in _OFFICE_EXTS or any(t in ctype for t in _OFFICE_ZIP_TYPES):
@@ -270,32 +302,48 @@ def _open_zip(data: bytes, defects: Defects) -> zipfile.ZipFile | None:
     return archive
 
 
-def _docx_text(data: bytes, sink: _Sink) -> None:
-    """Body, tables, text boxes, headers, footers, notes and comments: every w:t of every part."""
-    import docx  # python-docx: opens the package and its relationships
+#: OpenDocument parts that hold metadata and settings, not what the document shows.
+_ODF_METADATA = frozenset({"meta.xml", "settings.xml", "meta-inf/manifest.xml", "manifest.rdf"})
+_XML_HEAD = re.compile(rb"^(?:\xef\xbb\xbf)?\s{0,200}<")
 
-    document = docx.Document(io.BytesIO(data))
-    for part in document.part.package.iter_parts():
-        if not str(part.partname).endswith(".xml"):
+
+def _member(archive: zipfile.ZipFile, name: str) -> bytes | None:
+    try:
+        return archive.read(name)
+    except KeyError:
+        return None
+
+
+def _package(archive: zipfile.ZipFile) -> str | None:
+    """"docx" for a WordprocessingML package, "odf" for OpenDocument, None for another zip.
+    Member names are compared without case (Word itself does)."""
+    names = {info.filename.lower(): info.filename for info in archive.infolist()}
+    if "[content_types].xml" in names:
+        types = _member(archive, names["[content_types].xml"]) or b""
+        if b"wordprocessingml" in types or any(n.startswith("word/") for n in names):
+            return "docx"
+    if "content.xml" in names:
+        return "odf"
+    if "mimetype" in names and (_member(archive, names["mimetype"]) or b"").startswith(b"application/vnd.oasis.opendocument"):
+        return "odf"
+    return None
+
+
+def _package_text(archive: zipfile.ZipFile, rules: tuple, skip: frozenset[str], sink: _Sink) -> None:
+    """Every XML part of a package, whatever its name (sniffed, not told by `.xml`): Word and
+    LibreOffice show parts that the relationships or manifest name, whatever they are called."""
+    for info in archive.infolist():
+        if info.is_dir() or info.filename.lower() in skip:
             continue
-        root = getattr(part, "element", None)
-        if root is None:
-            root = _parse_xml(part.blob)
+        with archive.open(info) as member:
+            head = member.read(256)
+            if not _XML_HEAD.match(head):
+                continue
+            data = head + member.read()
+        root = _parse_xml(data)
         if root is not None:
-            _xml_text(root, _DOCX, sink)
-
-
-def _odf_text(archive: zipfile.ZipFile, sink: _Sink) -> bool:
-    """OpenDocument (ODT, ODS, ODP...): content.xml, then styles.xml (headers, footers)."""
-    names = set(archive.namelist())
-    if "content.xml" not in names:
-        return False
-    for name in ("content.xml", "styles.xml"):
-        if name in names:
-            root = _parse_xml(archive.read(name))
-            if root is not None:
-                _xml_text(root, _ODF, sink)
-    return True
+            _xml_text(root, rules, sink)
+            sink.add("\n")
 
 
 def _zip_text(data: bytes, defects: Defects, sink: _Sink) -> bool | None:
@@ -303,26 +351,22 @@ def _zip_text(data: bytes, defects: Defects, sink: _Sink) -> bool | None:
     archive = _open_zip(data, defects)
     if archive is None:
         return False
+    package = None
     with archive:
-        names = set(archive.namelist())
-        if "word/document.xml" in names or "[Content_Types].xml" in names and any(n.startswith("word/") for n in names):
-            try:
-                _docx_text(data, sink)
-            except _Truncated:
-                raise
-            except Exception:  # python-docx on a broken or unexpected package
-                defects.add("unreadable DOCX attachment")
-                return False
-            return True
         try:
-            if _odf_text(archive, sink):
-                return True
+            package = _package(archive)
+            if package is None:
+                return None
+            if package == "docx":
+                _package_text(archive, _DOCX, frozenset(), sink)
+            else:
+                _package_text(archive, _ODF, _ODF_METADATA, sink)
         except _Truncated:
             raise
-        except Exception:  # zipfile/lxml on a broken member
-            defects.add("unreadable OpenDocument attachment")
+        except Exception:  # zipfile/lxml on a broken or encrypted member
+            defects.add("unreadable DOCX attachment" if package == "docx" else "unreadable OpenDocument attachment")
             return False
-    return None
+    return True
 
 
 def _pdf_text(data: bytes, defects: Defects, sink: _Sink) -> bool:
@@ -340,6 +384,8 @@ def _pdf_text(data: bytes, defects: Defects, sink: _Sink) -> bool:
             for number in range(min(count, MAX_PDF_PAGES)):
                 sink.add(pages[number].extract_text() or "")
                 sink.add("\n")
+                _pdf_annotations(pages[number], sink)
+            _pdf_fields(reader, sink)
     except _Truncated:
         raise
     except Exception:  # pypdf on a damaged or hostile file
@@ -352,6 +398,356 @@ def _pdf_text(data: bytes, defects: Defects, sink: _Sink) -> bool:
         defects.add("PDF attachment has no text layer")
         return False
     return True
+
+
+#: Annotation and field entries a viewer shows: comments and typed text (/Contents, rich text
+#: /RC), field values (/V; /DV the default a reset shows), tooltips (/TU), choice options (/Opt).
+_PDF_TEXT_KEYS = ("/Contents", "/RC", "/V", "/DV", "/TU", "/Opt")
+
+
+def _pdf_strings(value: object, sink: _Sink, depth: int = 0) -> None:
+    """The text of a PDF string, name or (nested) array of them; other objects give nothing."""
+    from pypdf.generic import ArrayObject, IndirectObject, NameObject, TextStringObject, ByteStringObject
+
+    if isinstance(value, IndirectObject):
+        value = value.get_object()
+    if isinstance(value, TextStringObject):
+        sink.add(str(value))
+        sink.add("\n")
+    elif isinstance(value, ByteStringObject):
+        text = decode_text(bytes(value))
+        if text:
+            sink.add(text)
+            sink.add("\n")
+    elif isinstance(value, NameObject) and value not in ("/Off", "/Yes"):
+        sink.add(str(value)[1:])
+        sink.add("\n")
+    elif isinstance(value, ArrayObject) and depth < 3:
+        for item in value[:MAX_PDF_FIELDS]:
+            _pdf_strings(item, sink, depth + 1)
+
+
+def _pdf_entries(obj: object, sink: _Sink) -> None:
+    from pypdf.generic import DictionaryObject
+
+    if not isinstance(obj, DictionaryObject):
+        return
+    for key in _PDF_TEXT_KEYS:
+        if key in obj:
+            value = obj.get(key)
+            if key == "/RC" and value is not None:  # rich text: XHTML
+                text = value.get_object() if hasattr(value, "get_object") else value
+                if hasattr(text, "get_data"):
+                    text = decode_text(text.get_data()) or ""
+                sink.add(html.to_text(str(text)[:_MAX_HTML_CHARS]))
+                sink.add("\n")
+            else:
+                _pdf_strings(value, sink)
+
+
+def _pdf_annotations(page: object, sink: _Sink) -> None:
+    """Annotations of a page: typewriter text (/FreeText), notes, highlights' comments, widgets."""
+    try:
+        annotations = page.get("/Annots")  # type: ignore[attr-defined]
+        annotations = annotations.get_object() if annotations is not None else None
+    except Exception:  # a broken reference
+        return
+    if not isinstance(annotations, list):
+        return
+    for annotation in annotations[:MAX_PDF_ANNOTATIONS]:
+        try:
+            _pdf_entries(annotation.get_object() if hasattr(annotation, "get_object") else annotation, sink)
+        except _Truncated:
+            raise
+        except Exception:  # one broken annotation does not hide the others
+            continue
+
+
+def _pdf_fields(reader: object, sink: _Sink) -> None:
+    """Values of the interactive form's fields (AcroForm /Fields and their /Kids), each field
+    once (references can loop), at most MAX_PDF_FIELDS."""
+    from pypdf.generic import DictionaryObject, IndirectObject
+
+    try:
+        form = reader.trailer["/Root"].get_object().get("/AcroForm")  # type: ignore[attr-defined]
+        form = form.get_object() if form is not None else None
+        fields = form.get("/Fields") if isinstance(form, DictionaryObject) else None
+        fields = fields.get_object() if fields is not None else None
+    except Exception:  # a broken catalogue
+        return
+    if not isinstance(fields, list):
+        return
+    stack = list(reversed(fields[:MAX_PDF_FIELDS]))
+    seen: set[tuple[int, int]] = set()
+    visited = 0
+    while stack and visited < MAX_PDF_FIELDS:
+        reference = stack.pop()
+        visited += 1
+        try:
+            if isinstance(reference, IndirectObject):
+                key = (reference.idnum, reference.generation)
+                if key in seen:
+                    continue
+                seen.add(key)
+            field = reference.get_object() if hasattr(reference, "get_object") else reference
+            if not isinstance(field, DictionaryObject):
+                continue
+            _pdf_entries(field, sink)
+            kids = field.get("/Kids")
+            kids = kids.get_object() if kids is not None else None
+            if isinstance(kids, list):
+                stack.extend(reversed(kids[:MAX_PDF_FIELDS]))
+        except _Truncated:
+            raise
+        except Exception:  # one broken field does not hide the others
+            continue
+
+
+# --- RTF -----------------------------------------------------------------------------------------
+
+_RTF_TOKEN = re.compile(
+    r"\\([a-zA-Z]{1,32})(-?\d{1,10})? ?"  # control word, optional parameter, its delimiting space
+    r"|\\'([0-9a-fA-F]{2})"  # a byte in the document's code page
+    r"|\\([^a-zA-Z'])"  # control symbol
+    r"|([{}])"
+    r"|[\r\n]+"  # line breaks in the source are not text
+    r"|([^\\{}\r\n]+)"  # text
+    r"|(\\)",  # a lone backslash at the end
+)
+#: Destinations whose text is not shown in the document.
+_RTF_HIDDEN = frozenset("""
+    fonttbl colortbl stylesheet info pict object objdata themedata colorschememapping latentstyles
+    datastore xmlnstbl rsidtbl generator listtable listoverridetable revtbl filetbl pgdsctbl
+    fldinst bkmkstart bkmkend nonshppict blipuid shppict mmathPr wgrffmtfilter xmlopen xmlclose
+    pnseclvl pntext pntxta pntxtb operator author title subject keywords company comment doccomm
+    falt panose
+""".split())
+#: Destinations marked ignorable ("{\*\name") whose text Word shows all the same: comments.
+_RTF_STARRED_SHOWN = frozenset({"annotation"})
+_RTF_CHARS = {"par": "\n", "line": "\n", "sect": "\n", "page": "\n", "row": "\n", "tab": "\t", "cell": "\t",
+              "emdash": "\u2014", "endash": "\u2013", "bullet": "\u2022", "lquote": "\u2018", "rquote": "\u2019",
+              "ldblquote": "\u201c", "rdblquote": "\u201d", "emspace": " ", "enspace": " ", "qmspace": " "}
+_RTF_SYMBOLS = {"~": "\u00a0", "_": "-", "-": "", "\\": "\\", "{": "{", "}": "}", "\t": "\t"}
+_MAX_RTF_DEPTH = 1_000
+
+
+def _rtf_codec(number: int) -> str:
+    codec = f"cp{number}"
+    try:
+        codecs.lookup(codec)
+    except LookupError:
+        return "cp1252"
+    return codec
+
+
+def rtf_to_text(source: str, sink: _Sink) -> None:
+    """The text of an RTF document (`source`: its bytes as latin-1) into `sink`: groups, hidden
+    destinations, `\\'hh` bytes in the document's code page, `\\uN` characters (and the `\\ucN`
+    fallback characters after them skipped), `\\binN` data skipped. One pass, bounded group depth."""
+    codec = "cp1252"
+    pending = bytearray()  # \'hh bytes and 8-bit text, decoded together (double-byte code pages)
+    # Per group: hidden, fallback characters per \u (\ucN)
+    hidden, uc = False, 1
+    stack: list[tuple[bool, int]] = []
+    overflow = 0  # groups deeper than _MAX_RTF_DEPTH share their parent's state
+    group_start = False
+    starred = False  # after "{\*": the destination is hidden unless it is one Word shows
+    skip = 0  # fallback characters still to skip after a \u
+
+    def flush() -> None:
+        if pending:
+            if not hidden:
+                sink.add(bytes(pending).decode(codec, errors="replace"))
+            pending.clear()
+
+    pos, end = 0, len(source)
+    while pos < end:
+        m = _RTF_TOKEN.match(source, pos)
+        if m is None:  # cannot happen (the last alternatives take any character); be safe
+            pos += 1
+            continue
+        pos = m.end()
+        word, param, byte, symbol, brace, text, lone = m.groups()
+        starting, group_start = group_start, False
+        if starred:
+            starred = False
+            if word not in _RTF_STARRED_SHOWN:
+                hidden = True
+        if byte is not None:
+            if skip:
+                skip -= 1
+            else:
+                pending.append(int(byte, 16))
+            continue
+        if text is not None:
+            if skip:
+                drop = min(skip, len(text))
+                skip -= drop
+                text = text[drop:]
+            if text and not hidden:
+                if text.isascii():
+                    flush()
+                    sink.add(text)
+                else:
+                    pending.extend(text.encode("latin-1", errors="replace"))
+            continue
+        if m.group(0).startswith(("\r", "\n")) or lone is not None:
+            continue
+        flush()
+        if brace == "{":
+            skip = 0
+            if len(stack) < _MAX_RTF_DEPTH:
+                stack.append((hidden, uc))
+            else:
+                overflow += 1
+            group_start = True
+        elif brace == "}":
+            skip = 0
+            if overflow:
+                overflow -= 1
+            elif stack:
+                hidden, uc = stack.pop()
+        elif symbol is not None:
+            if symbol == "*" and starting:
+                starred = True
+            elif skip:
+                skip -= 1
+            elif not hidden and symbol in _RTF_SYMBOLS:
+                sink.add(_RTF_SYMBOLS[symbol])
+        elif word is not None:
+            number = int(param) if param is not None else None
+            if word == "bin" and number:
+                pos += max(0, number)  # binary data: skipped unread
+                continue
+            if skip:
+                skip -= 1
+                continue
+            if word in _RTF_HIDDEN:
+                hidden = True
+            elif word == "ansicpg" and number is not None:
+                codec = _rtf_codec(number)
+            elif word == "uc" and number is not None:
+                uc = max(0, min(number, 10))
+            elif word == "u" and number is not None:
+                if not hidden:
+                    sink.add(chr(number % 65536) if number % 65536 not in range(0xD800, 0xE000) else "\ufffd")
+                skip = uc
+            elif not hidden and word in _RTF_CHARS:
+                sink.add(_RTF_CHARS[word])
+            elif word in ("mac", "pc", "pca"):
+                codec = {"mac": "mac-roman", "pc": "cp437", "pca": "cp850"}[word]
+    flush()
+
+
+# --- iCalendar and vCard -------------------------------------------------------------------------
+
+_UNFOLD = re.compile(r"\r?\n[ \t]")
+_PROPERTY = re.compile(r'^((?:[^:"]|"[^"]*"){0,1000}):(.*)$', re.DOTALL)
+_DIRECTORY_ESCAPE = re.compile(r"\\([nN,;:\\])")
+_QP_ENCODING = re.compile(r";\s*(?:ENCODING\s*=\s*)?(?:QUOTED-PRINTABLE|QP)\b", re.IGNORECASE)
+_B_ENCODING = re.compile(r";\s*(?:ENCODING\s*=\s*)?(?:B|BASE64)\s*(?:;|$)", re.IGNORECASE)
+_CHARSET_PARAM = re.compile(r";\s*CHARSET\s*=\s*\"?([\w.:-]{1,40})", re.IGNORECASE)
+
+
+def directory_text(text: str) -> str:
+    """iCalendar (RFC 5545) and vCard (RFC 6350, 2.1) as read: folded lines unfolded,
+    quoted-printable values (with their soft line breaks) decoded in their charset, `\\,` `\\;`
+    `\\n` unescaped. Each line stays "NAME;PARAMS:value" (parameters such as CN= are shown too)."""
+    lines = _UNFOLD.sub("", text.replace("\r\n", "\n").replace("\r", "\n")).split("\n")
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        m = _PROPERTY.match(line)
+        if m is None:
+            out.append(line)
+            continue
+        name, value = m.groups()
+        if _QP_ENCODING.search(name):
+            pieces = [value]
+            while pieces[-1].endswith("=") and i < len(lines):  # a soft line break continues the value
+                pieces[-1] = pieces[-1][:-1]
+                pieces.append(lines[i])
+                i += 1
+            value = "".join(pieces)
+            charset = _CHARSET_PARAM.search(name)
+            raw = quopri.decodestring(value.encode("utf-8", "replace"))
+            value = decode_text(raw, charset.group(1) if charset else "utf-8") or ""
+        elif _B_ENCODING.search(name):
+            try:
+                value = decode_text(binascii.a2b_base64(value.encode("ascii", "replace"))) or ""
+            except (binascii.Error, ValueError):
+                value = ""
+        out.append(f"{name}:{_DIRECTORY_ESCAPE.sub(_directory_unescape, value)}")
+    return "\n".join(out)
+
+
+def _directory_unescape(m: re.Match[str]) -> str:
+    char = m.group(1)
+    return "\n" if char in "nN" else char
+
+
+# --- SVG -----------------------------------------------------------------------------------------
+
+_SVG_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False,
+                              remove_comments=True, remove_pis=True, recover=True)
+_SVG_SILENT = frozenset({"style", "script", "defs", "metadata"})
+_SVG_LINES = frozenset({"text", "title", "desc", "p", "div", "br", "textPath", "flowPara", "flowRoot"})
+
+
+def svg_text(data: bytes, sink: _Sink) -> bool:
+    """The text an SVG image shows: its <text> elements (with their <tspan>s inline), titles and
+    descriptions, text in <foreignObject>. False when it is not XML at all."""
+    try:
+        root = etree.fromstring(data, _SVG_PARSER)
+    except (etree.XMLSyntaxError, ValueError):
+        return False
+    if root is None:
+        return False
+    silent = 0
+    for event, element in etree.iterwalk(root, events=("start", "end")):
+        tag = element.tag
+        name = etree.QName(tag).localname if isinstance(tag, str) else ""
+        if event == "start":
+            if name in _SVG_SILENT:
+                silent += 1
+            elif name in _SVG_LINES:
+                sink.add("\n")
+            if not silent:
+                sink.add(element.text)
+        else:
+            if name in _SVG_SILENT:
+                silent -= 1
+            if not silent and element is not root:
+                sink.add(element.tail)
+    return True
+
+
+# --- JSON ----------------------------------------------------------------------------------------
+
+_JSON_ESCAPE = re.compile(r"\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|\\u([0-9a-fA-F]{4})"
+                          r"|\\([\"\\/bfnrt])")
+_JSON_ESCAPED = re.compile(r"\\u[0-9a-fA-F]{4}|\\[nrt\"]")
+_JSON_SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def _json_unescape(m: re.Match[str]) -> str:
+    high, low, single, simple = m.groups()
+    if high is not None:
+        return chr(0x10000 + ((int(high, 16) - 0xD800) << 10) + (int(low, 16) - 0xDC00))
+    if single is not None:
+        code = int(single, 16)
+        return "\ufffd" if 0xD800 <= code < 0xE000 else chr(code)
+    return _JSON_SIMPLE[simple]
+
+
+def unescaped(text: str) -> str | None:
+    """`text` with JSON / JavaScript string escapes (`\\u0042ob`, `\\n`) decoded, when it has
+    such escapes; else None."""
+    if "\\" not in text or not _JSON_ESCAPED.search(text):
+        return None
+    return _JSON_ESCAPE.sub(_json_unescape, text)
 
 
 # --- entry points --------------------------------------------------------------------------------
@@ -395,16 +791,39 @@ def _read(data: bytes, ctype: str, filename: str | None, charset: str | None, de
         if found is not None:
             return found
         return False  # another kind of archive: not opened
+    if kind == "rtf" and _RTF_START.match(data[:2048]):
+        try:
+            rtf_to_text(data[:MAX_RTF_CHARS].decode("latin-1"), sink)
+        except _Truncated:
+            raise
+        except Exception:  # defence in depth: the converter on input it did not foresee
+            defects.add("unreadable RTF attachment")
+            return False
+        if len(data) > MAX_RTF_CHARS:
+            raise _Truncated
+        return True
+    if kind == "svg" and svg_text(data, sink):
+        return True
     text = decode_text(data, charset)
     if text is None:
         return False
     if kind == "html":
-        if len(text) > _MAX_HTML_CHARS:
-            text = text[:_MAX_HTML_CHARS]
-            sink.add(html.to_text(text))
+        truncated = len(text) > _MAX_HTML_CHARS
+        text = text[:_MAX_HTML_CHARS]
+        sink.add(html.to_text(text))
+        sink.add("\n")
+        sink.add(html.hidden_text(text))
+        if truncated:
             raise _Truncated
-        text = html.to_text(text)
+        return True
+    if kind == "directory":
+        text = directory_text(text)
     sink.add(text.replace("\r\n", "\n"))
+    decoded = unescaped(text)
+    # The decoded reading is extra: it never makes an attachment read completely count as truncated.
+    if decoded is not None and sink.size + len(decoded) < sink.limit:
+        sink.add("\n")
+        sink.add(decoded)
     return True
 
 
@@ -426,6 +845,26 @@ def looks_like_message(data: bytes, filename: str | None) -> bool:
     ended = head.startswith(b"\n", pos) or head.startswith(b"\r\n", pos) or pos == len(data)
     wanted = 1 if _ext(filename) == ".eml" else 2
     return ended and pos > 0 and len(fields & _MAIL_FIELDS) >= wanted and (b"from" in fields or b"subject" in fields)
+
+
+_WEB_ARCHIVE_TYPES = ("multipart/related", "application/x-mimearchive", "message/rfc822", "application/x-mht")
+_WEB_ARCHIVE_EXTS = (".mht", ".mhtml")
+_MULTIPART_TYPE = re.compile(rb"^content-type:\s*multipart/", re.IGNORECASE | re.MULTILINE)
+
+
+def looks_like_mime_document(data: bytes, ctype: str, filename: str | None) -> bool:
+    """Whether an attachment is a MIME document that is not a mail message: a header block with
+    a multipart Content-Type (an MHT/MHTML web archive as Word and browsers save it), whatever
+    its declared type or file name."""
+    head = data[:64 * 1024]
+    pos = 0
+    while pos < len(head) and (m := _HEADER_LINE.match(head, pos)) is not None:
+        pos = m.end()
+    if pos == 0 or not (head.startswith(b"\n", pos) or head.startswith(b"\r\n", pos)):
+        return False
+    if _MULTIPART_TYPE.search(head[:pos]):
+        return True
+    return ctype in _WEB_ARCHIVE_TYPES or _ext(filename) in _WEB_ARCHIVE_EXTS
 
 
 # --- HTML alternatives ---------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """HTML mail bodies to readable text with inscriptis; for replies, the quoted history and the
-client's signature go first."""
+client's signature go first. For the member scan, `hidden_text` gives what a viewer shows or
+keeps outside the rendered text: attributes (alt, title...), CSS generated content, the title."""
 
 from __future__ import annotations
 
@@ -126,6 +127,77 @@ def _strip_signatures(root: lxml_html.HtmlElement) -> None:
             _cut_from(element)
 
 
+#: Most characters of one attribute value or generated-content string taken for the scan.
+_MAX_HIDDEN_ITEM = 10_000
+#: Attributes a viewer shows (tooltips, image replacements, form values, screen readers).
+_SHOWN_ATTRIBUTES = ("alt", "title", "aria-label", "aria-description", "placeholder", "value", "label", "summary",
+                     "abbr", "data-content", "data-tooltip")
+#: CSS `content:` values (`::before`/`::after`): quoted strings, concatenated ("Bob" " Builder").
+_CSS_CONTENT = re.compile(r"""\bcontent\s*:\s*((?:"(?:[^"\\\n]|\\.){0,2000}"|'(?:[^'\\\n]|\\.){0,2000}'|[ \t]+){1,50})""",
+                          re.IGNORECASE | re.DOTALL)
+_CSS_STRING = re.compile(r""""((?:[^"\\\n]|\\.){0,2000})"|'((?:[^'\\\n]|\\.){0,2000})'""", re.DOTALL)
+_CSS_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\r\n]?|(.))", re.DOTALL)
+_RTL_OVERRIDE = re.compile(r"bidi-override", re.IGNORECASE)
+_RTL_DIRECTION = re.compile(r"direction\s*:\s*rtl", re.IGNORECASE)
+
+
+def _css_unescape(m: re.Match[str]) -> str:
+    if m.group(1) is not None:
+        code = int(m.group(1), 16)
+        return chr(code) if 0 < code < 0x110000 and not 0xD800 <= code < 0xE000 else "\ufffd"
+    return m.group(2)
+
+
+def _css_contents(css: str, out: list[str]) -> None:
+    for m in _CSS_CONTENT.finditer(css):
+        strings = (a + b for a, b in _CSS_STRING.findall(m.group(1)))  # the group not matched is ""
+        out.append(_CSS_ESCAPE.sub(_css_unescape, "".join(strings)))
+
+
+def hidden_text(markup: str) -> str:
+    """What an HTML document shows, or its viewers keep, outside its rendered text: the values of
+    shown attributes (`alt`, `title`, `aria-label`, form values...), CSS generated content
+    (`content: "..."` in style sheets and style attributes), the title, <noscript> text. One
+    line each; for the member scan only."""
+    root = _tree(markup)
+    if root is None:
+        return ""
+    out: list[str] = []
+    try:
+        for element in root.iter("style"):
+            _css_contents(element.text_content(), out)
+        for element in root.iter("title", "noscript", "template"):
+            out.append(element.text_content()[:_MAX_HIDDEN_ITEM])
+        for element in root.iter():
+            if not isinstance(element.tag, str):
+                continue
+            style = element.get("style")
+            if style and "content" in style:
+                _css_contents(style, out)
+            for name in _SHOWN_ATTRIBUTES:
+                value = element.get(name)
+                if value:
+                    out.append(value[:_MAX_HIDDEN_ITEM])
+    except Exception:  # lxml on markup it did not foresee
+        pass
+    return "\n".join(t for t in out if t.strip())
+
+
+def _reverse_overrides(root: lxml_html.HtmlElement) -> None:
+    """Text a viewer shows reversed: <bdo dir="rtl">, and `unicode-bidi: bidi-override` with
+    `direction: rtl`; replaced by its text as shown (letters reversed)."""
+    for element in list(root.iter()):
+        if not isinstance(element.tag, str) or element.getparent() is None and element is not root:
+            continue
+        style = element.get("style") or ""
+        rtl = (element.get("dir") or "").strip().lower() == "rtl"
+        if (element.tag == "bdo" and rtl) or (_RTL_OVERRIDE.search(style) and _RTL_DIRECTION.search(style)):
+            text = element.text_content()
+            for child in list(element):
+                element.remove(child)
+            element.text = text[::-1]
+
+
 def to_text(markup: str, *, without_quotes: bool = False) -> str:
     """Readable text of an HTML body; `without_quotes` also removes quoted reply history and the
     signature elements of common clients (the sender's own new text, for `own_text`)."""
@@ -135,6 +207,7 @@ def to_text(markup: str, *, without_quotes: bool = False) -> str:
     try:
         for element in list(root.iter(*_INVISIBLE)):
             _drop(element)
+        _reverse_overrides(root)
         if without_quotes:
             _strip_quotes(root)
             _strip_signatures(root)

@@ -24,6 +24,7 @@ from .limits import _HEADER_LIMIT, _MAX_DEPTH, _MAX_FORWARD_DEPTH, _MAX_HTML, _M
 
 _FORWARD_SUBJECT = re.compile(r"^\s*(?:(?:re|aw|sv|vs|antw)\s*:\s*)*(?:fwd?|fw|wg|tr|rv|vs|i)\s*:", re.IGNORECASE)
 _FILENAME_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]+")
+_FILENAME_DOTS = re.compile(r"\.+")
 
 
 class _Collected:
@@ -152,6 +153,8 @@ def _add_attachment(part: Message, ctype: str, out: _Collected, defects: Defects
     filename = _filename(part, defects)
     if filename:
         out.readable.append(Readable("filename", filename))
+        if "." in filename.rstrip("."):  # "Bob.Builder.timeline.txt": dots between the words
+            out.readable.append(Readable("filename", _FILENAME_DOTS.sub(" ", filename)))
     scanned = data is not None and _read_attachment(data, ctype, filename, _charset(part), out, defects, fwd_depth)
     if data is not None and not _keeps_content(ctype, size, out.limit):
         data = None
@@ -175,11 +178,32 @@ def _read_attachment(data: bytes, ctype: str, filename: str | None, charset: str
         message = _message_of(data, defects)
         if message is not None:
             return _forwarded_message(message, out, defects, fwd_depth)
+    elif extract.looks_like_mime_document(data, ctype, filename):
+        message = _message_of(data, defects)
+        if message is not None:
+            return _web_archive(message, out, defects, fwd_depth)
     found = extract.attachment_text(data, ctype, filename, charset, defects, out.budget)
     if found is None:
         return False
     out.readable.append(Readable("attachment", found.text))
     return found.complete
+
+
+def _web_archive(message: Message, out: _Collected, defects: Defects, fwd_depth: int) -> bool:
+    """Read a MIME document that is not a mail (an MHT/MHTML "single file web page": its HTML in
+    quoted-printable, with its images) into `out.readable` as the attachment's text: its
+    rendered HTML and every part's text. Its parts are the document, not attachments of their own."""
+    if fwd_depth >= _MAX_FORWARD_DEPTH:
+        defects.add("forwarded messages nested too deep")
+        return False
+    sub = _Collected(out.blobs, out.limit, out.source, out.budget)
+    sub.parts = out.parts
+    _walk(message, 0, True, sub, defects, fwd_depth + 1)
+    out.parts = sub.parts
+    body = _body(sub, defects)
+    out.readable += [Readable("attachment", t) for t in body.readable if t]
+    out.readable.extend(sub.readable)
+    return all(a.scanned for a in sub.attachments if not a.content_type.startswith("image/"))
 
 
 def _message_of(data: bytes, defects: Defects) -> Message | None:
@@ -331,7 +355,11 @@ def _body(found: _Collected, defects: Defects, *, own: bool = False) -> _Body:
     html_parts = found.html + found.other_html
     markup = _markup(html_parts, defects) if html_parts else ""
     html_text = clean_text(html.to_text(markup)) if markup else ""
+    # What the HTML shows outside its rendered text (alt/title attributes, CSS generated content).
     others = [t for t in found.other_plain if t.strip()]
+    hidden = clean_text(html.hidden_text(markup)) if markup else ""
+    if hidden:
+        others.append(hidden)
     if not plain:
         own_source = clean_text(html.to_text(markup, without_quotes=True)) if own and markup else html_text
         return _Body(html_text, bool(markup), [html_text, *others], own_source)
