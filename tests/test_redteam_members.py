@@ -16,18 +16,14 @@ signature of name + phone + a long disclaimer is refused; a plain phone signatur
 
 from __future__ import annotations
 
-import email
-import email.policy
-import re
 from email.message import EmailMessage
 from email.utils import make_msgid
 
 import pytest
 
-from conduct_inbox.daemon import run_once
 from tests import redteam_files as files
 from tests.harness import parsed, report, text_of
-from tests.test_committee_e2e import latest, reply, step, the_case
+from tests.test_committee_e2e import step, the_case
 
 REPORTER = "reporter@example.net"
 ALICE, BOB, CAROL = "alice@example.org", "bob@example.org", "carol@example.org"
@@ -83,29 +79,6 @@ def test_localized_gmail_reply_does_not_hand_the_reporter_a_members_token(harnes
     assert "REPLY-TEXT" in sent, "the !reply was not sent at all"
     assert token_address not in sent and "conduct+" not in sent, (
         f"the reporter received Alice's reply token for the case:\n{sent}")
-
-
-def test_leaked_token_lets_the_reporter_command_the_case(harness, smtp_receiver):
-    """What the leak above is worth: with From: forged (README: only the token protects commands)."""
-    rx = smtp_receiver
-    app, case, alice_copy = opened(harness)
-    token_address = parsed(alice_copy)["Reply-To"].addresses[0].addr_spec
-    text = ("Obrigada pelo relato, estamos analisando.\n\n"
-            f"Em ter., 24 de nov. de 2026 às 09:00, Test Conduct Committee <{token_address}> escreveu:\n\n"
-            + quoted(alice_copy) + "\n")
-    step(harness, app, client_reply(alice_copy, ALICE, "!reply", text))
-    leaked = re.search(r"conduct\+[a-z0-9]+@example\.org", text_of(rx.to(REPORTER)[-1]))
-    if leaked is None:
-        pytest.skip("the token did not leak")
-    forged = EmailMessage()
-    forged["From"] = "Alice Example <alice@example.org>"
-    forged["To"] = leaked.group(0)
-    forged["Subject"] = f"Re: [conduct #{case.ref}] x !close silent duplicate"
-    forged["Message-ID"] = make_msgid(domain="example.net")
-    forged.set_content("closing")
-    step(harness, app, forged.as_bytes())
-    case = the_case(app)
-    assert case.status != "closed", "the reporter closed the case with Alice's leaked token and a forged From:"
 
 
 # A corporate signature: name, phone, then a confidentiality disclaimer (Outlook adds it below the

@@ -7,7 +7,6 @@ from __future__ import annotations
 import email
 import email.policy
 import itertools
-import re
 from email.message import EmailMessage
 from email.utils import make_msgid
 
@@ -191,6 +190,5 @@ def test_reported_person_writing_from_a_sub_address_cannot_recuse(harness, smtp_
                    body="Alice Example, Bob Builder and Carol Chen are all biased against me. PAT-ANSWER",
                    to="conduct@example.org")
     step(harness, app, answer)
-    with app.sessions() as session:
-        recused = [r.member_email for r in the_case(app).recusals if r.active]
+    recused = [r.member_email for r in the_case(app).recusals if r.active]
     assert recused == [], f"the reported person's mail recused {recused}"
