@@ -90,7 +90,24 @@ def is_automatic(msg: InboundMessage, policy: Policy) -> bool:
     return msg.has_list_headers
 
 
-_DMARC = re.compile(r"\bdmarc\s*=\s*(\w+)[^;]{0,500}?header\.from\s*=\s*([\w.-]+)", re.IGNORECASE)
+#: Quoted strings and comments of an Authentication-Results value (RFC 8601): their contents are
+#: data an attacker chooses (an envelope sender may be `"dmarc=pass header.from=x"@evil`).
+_AR_QUOTED = re.compile(r'"(?:[^"\\]|\\.){0,998}"|\((?:[^()\\]|\\.){0,998}\)')
+_AR_PROPERTY = re.compile(r"(?:^|\s)([\w.-]{1,64})\s*=\s*([^\s;]{1,255})")
+
+
+def _ar_resinfos(value: str) -> tuple[str, list[dict[str, str]]]:
+    """(authserv-id, one {method/property: value} per result) of one header value."""
+    for _ in range(4):  # comments may nest
+        value = _AR_QUOTED.sub(" ", value)
+    head, _, rest = value.partition(";")
+    authserv = head.split()[0].lower() if head.split() else ""  # an optional version may follow it
+    results = []
+    for resinfo in rest.split(";"):
+        props = {k.lower(): v.lower() for k, v in _AR_PROPERTY.findall(resinfo)}
+        if props:
+            results.append(props)
+    return authserv, results
 
 
 def dmarc_verdict(msg: InboundMessage, authserv_id: str) -> tuple[str, str] | None:
@@ -98,10 +115,13 @@ def dmarc_verdict(msg: InboundMessage, authserv_id: str) -> tuple[str, str] | No
     if not authserv_id:
         return None
     for value in msg.authentication_results:
-        if value.split(";", 1)[0].strip().lower() != authserv_id.lower():
+        authserv, results = _ar_resinfos(value)
+        if authserv != authserv_id.lower():
             continue
-        match = _DMARC.search(value)
-        return (match.group(1).lower(), match.group(2).lower()) if match else None
+        dmarc = next((r for r in results if "dmarc" in r), None)
+        if dmarc is None or "header.from" not in dmarc:
+            return None
+        return dmarc["dmarc"], dmarc["header.from"].rstrip(".")
     return None
 
 
