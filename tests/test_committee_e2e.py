@@ -223,9 +223,10 @@ def test_spoofing_has_no_effect(harness, smtp_receiver):
             assert case.status == "new" and case.human_ack_at is None
     # nothing went to the reporters; the tokenless mail, the mail on a token not valid for the
     # case it names (ordinary mail: never silence) and the reporter follow-up went to the
-    # committee only, the first two flagged as coming from someone who is not a party
+    # committee only, the first two flagged as coming from someone who is not a party; the mail
+    # on another member's token is refused, and alice (at her roster address) is told why
     assert len(rx.to("reporter@example.net")) == 1
-    assert len(rx.messages) == sent_before + 9
+    assert len(rx.messages) == sent_before + 10
     assert any("not a party" in text_of(m) for m in rx.to("carol@example.org"))
 
 

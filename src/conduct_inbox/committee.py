@@ -45,6 +45,14 @@ NOTE_KINDS = ("note", NOTE_WITH_COMMANDS)
 #: Inbound rows written by someone outside the committee: their subjects never carry a command.
 OUTSIDE_KINDS = ("new_report", "followup", "auto_followup", "stray_followup", "forwarded_report")
 MAX_THREAD = 50  # message ids of In-Reply-To/References looked up
+#: Inbound committee mail whose commands were not applied.
+NOT_APPLIED_KINDS = ("command_error", "refused")
+
+
+def _attachments_left_out(msg: Parsed) -> str:
+    """Parties receive the committee's text only: say so when the member attached files."""
+    attached = sum(1 for a in msg.attachments if not a.inline)
+    return f" (text only: your {attached} attachment(s) were not sent; parties receive text only)" if attached else ""
 
 
 def _repeated_line(repeated: Sequence[str]) -> str:
@@ -152,7 +160,14 @@ class Desk:
             if auth.personal and msg.case_ref:
                 # A personal token never authorises anything on a case.
                 return self._refuse_silently(session, row, case, "personal token used on a case", now)
-            return self._refuse_silently(session, row, case, "no valid case token", now)
+            outcome = self._refuse_silently(session, row, case, "no valid case token", now)
+            if routing.may_see(self.wf.roster, self.wf.recused(case), member.email):
+                # A reply-all onto a colleague's reply address: the member (at their roster address,
+                # so a forged From tells the real member) learns nothing was filed.
+                self._reply_to_member(session, case, member, "refusal", now, problems=[
+                    "your mail did not come to your own reply address for this case (a reply-all to a colleague's mail?), "
+                    "so nothing was filed: answer your own copy of the case mail"])
+            return outcome
         row.case_id = case.id
         earlier = self._earlier_subjects(session, case, msg)
         parsed = cmd.new_commands(msg.subject, earlier)
@@ -177,7 +192,7 @@ class Desk:
             return outcome
         return self._apply(session, row, case, member, msg, parsed, now, repeated)
 
-    def _earlier_subjects(self, session: Session, case: Case, msg: Parsed) -> list[str]:
+    def _earlier_subjects(self, session: Session, case: Case | None, msg: Parsed) -> list[str]:
         """Subjects a command must not stand in to count: every message this one answers or forwards
         (ours, or the member's own sent mail, as Gmail threads it), and every message someone outside
         the committee sent on the case (a reporter's subject cannot carry a command; a member's own
@@ -187,7 +202,12 @@ class Desk:
         subjects: list[str | None] = [f.subject for f in msg.forwarded]
         if thread:
             subjects += session.scalars(select(OutboxMessage.subject).where(OutboxMessage.message_id.in_(thread))).all()
-            subjects += session.scalars(select(InboundMessage.subject).where(InboundMessage.message_id.in_(thread))).all()
+            # The member's own earlier mail counts only if its commands were applied: a refused
+            # `!reply`, corrected and sent again as an answer to itself, must go out.
+            subjects += session.scalars(select(InboundMessage.subject).where(
+                InboundMessage.message_id.in_(thread), InboundMessage.kind.not_in(NOT_APPLIED_KINDS))).all()
+        if case is None:
+            return [s for s in subjects if s]
         for subject, sender in session.execute(
             select(InboundMessage.subject, InboundMessage.sender)
             .where(InboundMessage.case_id == case.id, InboundMessage.kind.in_(OUTSIDE_KINDS))
@@ -233,6 +253,7 @@ class Desk:
         except Refused as exc:
             savepoint.rollback()
             session.refresh(case)
+            row.kind = "command_error"
             self._event(session, case, member, "command_rejected", now, inbound_id=row.id, why=type(exc).__name__)
             problems = [str(exc)] + (["your text was not filed either; send it again"] if msg.own_text.strip() else [])
             self._reply_to_member(session, case, member, "refusal", now, problems=problems)
@@ -294,7 +315,7 @@ class Desk:
         self._send_to_party(session, case, reporter, text, now, kind="reply")
         self._copy_to_committee(session, case, member, "the reporter", text, now)
         case.last_response_at = now
-        return "reply sent to the reporter"
+        return "reply sent to the reporter" + _attachments_left_out(msg)
 
     def _c_send(self, session, row, case, member, msg, c: cmd.Send, now) -> str:
         parties = [p for p in case.parties if p.role == c.role]
@@ -306,11 +327,12 @@ class Desk:
         self._copy_to_committee(session, case, member, f"the {c.role} part{'y' if len(parties) == 1 else 'ies'}", text, now)
         if c.role == "reporter":
             case.last_response_at = now
-        return f"message sent to {len(parties)} {c.role} part{'y' if len(parties) == 1 else 'ies'}"
+        return f"message sent to {len(parties)} {c.role} part{'y' if len(parties) == 1 else 'ies'}" + _attachments_left_out(msg)
 
     def _c_party(self, session, row, case, member, msg, c: cmd.Party, now) -> str:
-        if self.wf.roster.person(c.address) is not None and c.role == "reported":
-            self._recuse(session, case, c.address.lower(), "concerns", now, automatic=False)
+        accused = self.wf.roster.person(c.address)
+        if accused is not None and c.role == "reported":
+            self._recuse(session, case, accused.email, "concerns", now, automatic=False)
         session.add(Party(case_id=case.id, role=c.role, address=c.address.lower(), name=c.name, created_at=now))
         session.flush()
         session.refresh(case)
@@ -388,6 +410,9 @@ class Desk:
         include = next((r for r in case.recusals if r.active and r.include_proposed_by), None)
         if decision is None and include is None:
             raise Refused("!confirm: nothing on this case is waiting for confirmation")
+        if decision is not None and decision.decided_by == member.email and include is not None \
+                and include.include_proposed_by != member.email:
+            decision = None  # their own decision waits for another member; the !include is theirs to confirm
         if decision is not None:
             if decision.decided_by == member.email:
                 raise Refused("!confirm: a second member must confirm your own decision")
@@ -441,7 +466,8 @@ class Desk:
 
     def _caseless(self, session: Session, row: InboundMessage, msg: Parsed, member: Person, now: datetime) -> str:
         row.status, row.kind = "processed", "personal"
-        parsed = cmd.parse_commands(msg.subject)
+        # A forwarded report's own subject cannot carry a command (`Fwd: ... !concerns Carol`).
+        parsed = cmd.new_commands(msg.subject, self._earlier_subjects(session, None, msg))
         caseless = not isinstance(parsed, cmd.CommandError) and any(isinstance(c, (cmd.Reconsider, cmd.New)) for c in parsed)
         if msg.case_ref and not caseless:
             self._personal_refusal(session, row, member, now, [f"there is no case {msg.case_ref} you can act on"])
@@ -450,8 +476,14 @@ class Desk:
             self._personal_refusal(session, row, member, now, list(parsed.problems))
             return "personal commands refused"
         news = [c for c in parsed if isinstance(c, cmd.New)]
+        others = [c for c in parsed if not isinstance(c, (cmd.New, cmd.Concerns, cmd.Urgent))]
+        if news and others:
+            self._personal_refusal(session, row, member, now, [
+                "!new takes only !concerns and !urgent beside it; send the other commands on the new case's mail"])
+            return "personal commands refused"
         if news:
-            return self.wf.open_forwarded_case(session, row, msg, member, news[0], [c for c in parsed if isinstance(c, cmd.Concerns)], now)
+            return self.wf.open_forwarded_case(session, row, msg, member, news[0], [c for c in parsed if isinstance(c, cmd.Concerns)],
+                                               now, urgent=any(isinstance(c, cmd.Urgent) for c in parsed))
         done = []
         for c in parsed:
             if isinstance(c, cmd.Help):

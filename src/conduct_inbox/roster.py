@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .mail.addresses import canonical_address
+
 
 @dataclass(frozen=True)
 class Person:
@@ -21,12 +23,19 @@ class Roster:
     quorum: int = 2
     by_email: dict[str, Person] = field(init=False, repr=False, compare=False)
 
+    by_canonical: dict[str, Person] = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         everyone = {p.email: p for p in (*self.steering, *self.members)}
         object.__setattr__(self, "by_email", everyone)
+        object.__setattr__(self, "by_canonical", {canonical_address(e): p for e, p in everyone.items()})
 
     def person(self, email: str | None) -> Person | None:
-        return None if email is None else self.by_email.get(email.lower())
+        """The roster person an address belongs to, also under another spelling of their mailbox
+        (`Bob+events@example.org` is Bob: a member recorded as reported that way is still recused)."""
+        if email is None:
+            return None
+        return self.by_email.get(email.lower()) or self.by_canonical.get(canonical_address(email))
 
     @property
     def chair(self) -> Person | None:

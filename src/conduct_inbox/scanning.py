@@ -63,8 +63,8 @@ def followup_body(msg: InboundMessage) -> str:
     """What members are shown of a follow-up: everything the sender wrote that is not quoted —
     also text below a quote (bottom-posting) or after a signature (a P.S.) — then any message they
     forwarded. Quoted lines and our own committee mail below its marker are left out."""
-    if msg.html_converted:  # HTML quotes are not marked with `>`: its own text is the safe reading
-        text = msg.own_text.strip()
+    if msg.html_converted:  # HTML quotes are elements, not `>` lines: the parser removed them
+        text = cut_at_marker(msg.unquoted_html_text).strip() or msg.own_text.strip()
     else:
         text = "\n".join(ln for ln in cut_at_marker(msg.text).splitlines() if not ln.lstrip().startswith(">"))
         text = _BLANK_RUNS.sub("\n\n", text).strip()

@@ -461,7 +461,8 @@ class Workflow:
             enqueue(session, draft, self.sender, now, case_id=case.id)
 
     def open_forwarded_case(
-        self, session: Session, row: InboundMessage, msg: Parsed, member: Person, new: Any, concerns: Sequence[Any], now: datetime
+        self, session: Session, row: InboundMessage, msg: Parsed, member: Person, new: Any, concerns: Sequence[Any], now: datetime,
+        urgent: bool = False,
     ) -> str:
         """`!new ADDRESS [noack]`: a report a member received directly and forwards to the committee."""
         forwarded = msg.forwarded[0] if msg.forwarded else None
@@ -488,7 +489,11 @@ class Workflow:
         session.flush()
         session.refresh(case)
         self.recuse_named(session, case, scanning.recusing(scanned, ("forwarded",)), now)
-        self._check_urgency(session, case, report, now)
+        if urgent and not case.spam:  # `!new ... !urgent`: the member says so
+            case.urgent = True
+            self._note_urgent(session, case, now)
+        else:
+            self._check_urgency(session, case, report, now)
         if new.noack:
             acked, ack_reason = False, "the forwarding member asked for none"
         else:
