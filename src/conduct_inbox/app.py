@@ -61,7 +61,7 @@ def make_workflow(settings: Settings, roster: Roster | None = None) -> Workflow:
         roster or roster_from_settings(settings),
         make_policy(settings),
         Sender(settings.committee.address.lower(), settings.committee.name),
-        Renderer(getattr(settings, "templates_dir", None)),
+        Renderer(settings.templates.dir or None),
         options,
     )
     workflow.sla_policy = sla_policy(settings)
