@@ -119,3 +119,22 @@ def test_run_refuses_to_start_with_a_broken_override(harness, capsys):
     assert main(["run", "--once", "--config", str(harness.config_path)]) == 2
     err = capsys.readouterr().err
     assert f"template {folder.resolve() / 'ack.txt.j2'}: line 1: syntax error" in err and "Traceback" not in err
+
+
+def test_samples_list_exactly_the_variables_the_code_gives(harness, smtp_receiver, monkeypatch):
+    """check-config's samples cannot drift from the code: a new variable must be listed (and documented)."""
+    given: dict[str, set[str]] = {}
+    original = Renderer.render
+
+    def recording(self, name, **context):
+        given.setdefault(name, set()).update(context)
+        return original(self, name, **context)
+
+    monkeypatch.setattr(Renderer, "render", recording)
+    harness.deliver(report(sender="one@example.net"))
+    harness.deliver(report(sender="two@example.net", body="I feel unsafe."))
+    harness.deliver(report(sender="three@example.net", headers={"X-Spam-Flag": "YES"}))
+    run_once(harness.app())
+    assert {"ack", "report"} <= set(given)
+    for name, variables in given.items():
+        assert variables == set(SAMPLES[name][0]), name
