@@ -72,6 +72,63 @@ def test_report_becomes_case_ack_and_member_copies(harness, smtp_receiver):
     assert harness.folder_count("Processed") == 1
 
 
+UNUSUAL_SLA = """
+[sla]
+ack_hours = 36
+urgent_ack_hours = 3
+response_days = 10
+"""
+
+
+def _ack_text(smtp_receiver, reporter):
+    [ack] = smtp_receiver.to(reporter)
+    return " ".join(text_of(ack).split())
+
+
+def test_ack_promises_the_configured_sla_times(harness, smtp_receiver):
+    harness.extra_config = UNUSUAL_SLA
+    harness.deliver(report(sender="plain@example.net", body="Someone kept interrupting me at the meetup."))
+    app = harness.app()
+    run_once(app)
+    smtp_receiver.wait_for(1 + len(MEMBERS))
+    text = _ack_text(smtp_receiver, "plain@example.net")
+    assert "within 36 hours" in text
+    assert "Within 10 days we will write to you" in text and "again within 10 days of each update" in text
+    # No number the daemon does not keep: neither the defaults nor the urgent time.
+    for stale in ("24 hours", "one week", "3 hours", "one hour", "urgent"):
+        assert stale not in text
+    # The committee's copy asks for the same deadline the reporter was promised.
+    copy = " ".join(text_of(smtp_receiver.to("alice@example.org")[0]).split())
+    assert "Please acknowledge it personally within 36 hours" in copy
+
+
+def test_urgent_report_ack_promises_the_urgent_time(harness, smtp_receiver):
+    harness.extra_config = UNUSUAL_SLA
+    harness.deliver(report(sender="scared@example.net", body="I feel unsafe: he said he would follow me home."))
+    app = harness.app()
+    run_once(app)
+    [case] = cases(app)
+    assert case.urgent
+    smtp_receiver.wait_for(1 + len(MEMBERS))
+    text = _ack_text(smtp_receiver, "scared@example.net")
+    assert "treating your report as urgent" in text and "within 3 hours" in text
+    assert "Within 10 days we will write to you" in text
+    for stale in ("36 hours", "24 hours", "one hour", "one week"):
+        assert stale not in text
+    copy = " ".join(text_of(smtp_receiver.to("alice@example.org")[0]).split())
+    assert "within 3 hours" in copy
+
+
+def test_default_sla_reads_in_words(harness, smtp_receiver):
+    harness.extra_config = "[sla]\nurgent_ack_hours = 1\nresponse_days = 14\n"
+    harness.deliver(report(sender="urgent@example.net", body="This is a threat to my safety."))
+    app = harness.app()
+    run_once(app)
+    smtp_receiver.wait_for(1 + len(MEMBERS))
+    text = _ack_text(smtp_receiver, "urgent@example.net")
+    assert "within one hour" in text and "Within two weeks we will write" in text
+
+
 def test_attachments_forwarded_and_large_ones_listed(harness, smtp_receiver):
     small = b"%PDF-1.4 small evidence " * 100
     large = b"x" * (2 * 1024 * 1024)

@@ -46,6 +46,8 @@ def make_workflow(settings: Settings, roster: Roster | None = None) -> Workflow:
         ack_limit_per_address=settings.intake.ack_limit_per_address,
         ack_limit_window=timedelta(hours=settings.intake.ack_limit_window_hours),
         ack_hours=settings.sla.ack_hours,
+        urgent_ack_hours=settings.sla.urgent_ack_hours,
+        response_days=settings.sla.response_days,
         token_secret=settings.security.token_secret.get_secret_value().encode(),
         previous_token_secret=settings.security.previous_token_secret.get_secret_value().encode(),
         trusted_authserv_id=settings.security.trusted_authserv_id,
@@ -59,7 +61,7 @@ def make_workflow(settings: Settings, roster: Roster | None = None) -> Workflow:
         roster or roster_from_settings(settings),
         make_policy(settings),
         Sender(settings.committee.address.lower(), settings.committee.name),
-        Renderer(getattr(settings, "templates_dir", None)),
+        Renderer(settings.templates.dir or None),
         options,
     )
     workflow.sla_policy = sla_policy(settings)

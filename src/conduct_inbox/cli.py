@@ -56,6 +56,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .dispatch_worker import DispatchWorker
 
     settings = _settings(args)
+    from .render import check_templates
+
+    broken = check_templates(settings.templates.dir or None)[0]
+    if broken:  # a broken template would fail each mail it writes: refuse to start instead
+        raise ConfigError(broken)
     # Forked now, before anything is opened, the dispatch worker shares this process's loaded code.
     worker = None if args.once else DispatchWorker(settings, fork_first=True)
     if worker is not None:
@@ -116,6 +121,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     problems: list[str] = []
     for alias in common_word_aliases(settings):
         print(f"warning: alias {alias!r} is a common word; reports using that word will recuse its member")
+    from .render import check_templates
+
+    template_problems, template_warnings = check_templates(settings.templates.dir or None)
+    for warning in template_warnings:
+        print(f"warning: {warning}")
+    if not template_problems:
+        print("templates: ok" + (f" (overrides from {settings.templates.dir})" if settings.templates.dir else ""))
     try:
         engine = _engine(settings, check=False)
         db.require_current(engine)
@@ -159,8 +171,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 print("probe: a plus-addressed message came back: reply tokens will arrive")
     finally:
         mailbox.close()
-    for problem in problems:
+    for problem in [*template_problems, *problems]:
         print(problem, file=sys.stderr)
+    if template_problems:
+        return USAGE  # a broken template is bad configuration
     return FAILURE if problems else OK
 
 

@@ -384,6 +384,20 @@ class Retention(_Section):
     closed_case_days: NonNegativeInt = 730
 
 
+class Templates(_Section):
+    """Mail texts: a folder whose files override the shipped templates by file name."""
+
+    #: Relative to the config file's folder (load_settings resolves it); empty: shipped templates only.
+    dir: str = ""
+
+    @field_validator("dir")
+    @classmethod
+    def _dir(cls, value: str) -> str:
+        if value and not Path(value).is_dir():
+            raise ValueError(f"{value} is not a folder")
+        return value
+
+
 class SecurityConfig(_Section):
     """Reply-token secrets, trusted DMARC results, encryption at rest."""
 
@@ -438,6 +452,7 @@ class Settings(BaseSettings):
     intake: Intake = Intake()
     sla: Sla = Sla()
     retention: Retention = Retention()
+    templates: Templates = Templates()
     security: SecurityConfig
 
     _config_path: Path | None = PrivateAttr(default=None)
@@ -490,6 +505,13 @@ _SECTIONS: dict[str, type[BaseModel]] = {
 }
 
 
+def _resolve_templates_dir(data: dict[str, Any], config_dir: Path) -> None:
+    """`templates.dir` is relative to the config file's folder, not the working directory."""
+    table = data.get("templates")
+    if isinstance(table, dict) and isinstance(table.get("dir"), str) and table["dir"].strip():
+        table["dir"] = str((config_dir / Path(table["dir"].strip()).expanduser()).resolve())
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -504,6 +526,7 @@ def load_settings(
     problems += apply_environment(data, environ, _SECTIONS)
     problems += read_secrets(data, config_path.parent, environ.get("CREDENTIALS_DIRECTORY", ""))
     resolve_maildirs(data, config_path.parent)
+    _resolve_templates_dir(data, config_path.parent)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:

@@ -29,6 +29,7 @@ from . import party_mail
 from .mail.addresses import canonical_address
 from .outbox import enqueue, enqueue_all, mark_failed
 from .party_mail import OutwardDraft
+from .promises import Promises, hours_text
 from .render import Renderer
 from .roster import Person, Roster
 
@@ -49,12 +50,19 @@ class Options:
     ack_limit_per_address: int = 5
     ack_limit_window: timedelta = timedelta(hours=24)
     ack_hours: float = 24
+    urgent_ack_hours: float = 1
+    response_days: float = 7
     token_secret: bytes = b""
     previous_token_secret: bytes = b""
     trusted_authserv_id: str = ""
     severe_decisions: tuple[str, ...] = ("public-reprimand", "temporary-ban", "permanent-ban")
     urgent_phrases: tuple[str, ...] = ()
     steering_address: str = ""
+
+    @property
+    def promises(self) -> Promises:
+        """The `[sla]` times as promised to reporters (the acknowledgement states them)."""
+        return Promises(self.ack_hours, self.urgent_ack_hours, self.response_days)
 
 
 _INSERT_EVENT = insert(Event.__table__)
@@ -544,8 +552,10 @@ class Workflow:
     def _ack_draft(self, case: Case, msg: Parsed) -> OutwardDraft:
         reporter = case.party("reporter")
         assert reporter is not None
+        # The times promised are the configured ones (the urgent ones for an urgent case).
         body = self.renderer.render(
-            "ack", ref=case.ref, committee_name=self.options.committee_name, case_tag=self.options.case_tag
+            "ack", ref=case.ref, committee_name=self.options.committee_name, case_tag=self.options.case_tag,
+            **self.options.promises.context(bool(case.urgent)),
         )
         # Never repeat the incoming subject: spam backscatter must not be able to use us.
         return OutwardDraft(
@@ -632,6 +642,7 @@ class Workflow:
             subject=content.subject or "(no subject)",
             acknowledged=acked,
             ack_reason=ack_reason,
+            ack_time=hours_text(self.options.promises.ack_hours_for(bool(case.urgent))),
             body=content.body,
             attachments=listed,
             max_mb=self.options.max_forward_attachment_mb,
