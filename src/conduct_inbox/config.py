@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     PrivateAttr,
     SecretStr,
+    Strict,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -87,6 +88,8 @@ PositiveInt = Annotated[int, _int_range(1, None, "must be a positive integer")]
 NonNegativeInt = Annotated[int, _int_range(0, None, "must be an integer, 0 or more")]
 Address = Annotated[str, BeforeValidator(_address)]
 Security = Literal["tls", "starttls", "none"]
+#: true or false only: pydantic's lax mode would read `chair = "yes"` (or "no"!) as a boolean.
+Bool = Annotated[bool, Strict()]
 
 
 def is_loopback(host: str) -> bool:
@@ -134,7 +137,7 @@ class Mailbox(_Section):
     processed_folder: str = "Processed"
     quarantine_folder: str = "Quarantine"
     poll_seconds: PositiveInt = 30
-    idle: bool = True
+    idle: Bool = True
     own_list_ids: list[str] = []
     timeout_seconds: PositiveInt = 30
     maildir: str = ""
@@ -222,7 +225,7 @@ class Member(_Section):
     name: str
     email: Address
     aliases: list[str] = []
-    chair: bool = False
+    chair: Bool = False
 
     @field_validator("name")
     @classmethod
@@ -490,6 +493,16 @@ _SECTIONS: dict[str, type[BaseModel]] = {
 }
 
 
+def _missing_tables(problems: list[str], absent: list[str]) -> list[str]:
+    """One line for a required table that is not there at all, instead of one per key in it."""
+    for section in absent:
+        inside = [line for line in problems if line.startswith((f"{section}.", f"{section}:"))]
+        if inside:
+            problems = [line for line in problems if line not in inside]
+            problems.append(f"{section}: the [{section}] table is missing")
+    return problems
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -499,6 +512,7 @@ def load_settings(
     config_path = Path(path if path is not None else environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
     data = read_toml(config_path)
     problems: list[str] = []
+    absent = [section for section in _SECTIONS if section not in data]
     for section in _SECTIONS:
         data.setdefault(section, {})
     problems += apply_environment(data, environ, _SECTIONS)
@@ -507,7 +521,7 @@ def load_settings(
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        problems += format_errors(exc)
+        problems += _missing_tables(format_errors(exc), [section for section in absent if not data[section]])
     if problems:
         raise ConfigError(problems)
     settings._config_path = config_path.resolve()
