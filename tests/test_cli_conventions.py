@@ -187,3 +187,29 @@ def test_boolean_from_the_environment_is_a_word(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(config, {"CONDUCT_INBOX_MAILBOX__IDLE": "maybe"})
     assert info.value.problems == ["CONDUCT_INBOX_MAILBOX__IDLE: must be true or false (environment)"]
+
+
+def test_network_failures_are_said_in_words_without_secrets(tmp_path: Path, elsewhere: Path) -> None:
+    """check-config against a port nobody listens on, a name that does not resolve, and a
+    PostgreSQL server that is not there: what happened in words, never a class name or a secret."""
+    import socket
+
+    with socket.socket() as probe:  # a free port: bound, then closed
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    config = tmp_path / "config.toml"
+    config.write_text(
+        config_text(tmp_path / "cases.db")
+        .replace("port = 1143", f"port = {free}")
+        .replace('host = "localhost"\nport = 1025\nsecurity = "none"',
+                 'host = "smtp.example.invalid"\nport = 587\nsecurity = "starttls"\nusername = "u"\npassword = "smtp-pass"')
+        .replace(f'url = "sqlite:///{tmp_path / "cases.db"}"', f'url = "postgresql+psycopg://conduct:db-pass@127.0.0.1:{free}/cases"')
+    )
+    code, out, err = run("check-config", "--config", str(config))
+    assert code == 1
+    assert f"mailbox: IMAP connection failed: connection refused by 127.0.0.1:{free}" in err
+    assert "smtp: SMTP connect failed: cannot resolve smtp.example.invalid" in err
+    assert f"database: connection refused by 127.0.0.1:{free}" in err
+    for secret in ("imap-pass", "smtp-pass", "db-pass", TOKEN):
+        assert secret not in out + err
+    assert "Error" not in err and "Traceback" not in err

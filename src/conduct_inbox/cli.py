@@ -123,7 +123,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except DatabaseNotCurrent as exc:
         problems.append(f"database: {exc}")
     except Exception as exc:
-        problems.append(f"database: cannot connect ({type(exc).__name__})")
+        from .neterrors import database_in_words
+
+        problems.append(f"database: {database_in_words(exc, settings.database.url)}")
     from .app import make_mailbox, make_transport
 
     mailbox = make_mailbox(settings)
