@@ -213,3 +213,27 @@ def test_network_failures_are_said_in_words_without_secrets(tmp_path: Path, else
     for secret in ("imap-pass", "smtp-pass", "db-pass", TOKEN):
         assert secret not in out + err
     assert "Error" not in err and "Traceback" not in err
+
+
+# ----- item 6: read-only commands need no secrets they do not use ---------------------------------
+
+
+def test_read_only_commands_run_without_mail_passwords_or_token_secret(tmp_path: Path, elsewhere: Path) -> None:
+    secrets = tmp_path / "secrets"  # named in the config, never created
+    config = tmp_path / "config.toml"
+    config.write_text(
+        config_text(tmp_path / "cases.db")
+        .replace('password = "imap-pass"', f'password_file = "{secrets / "imap-password"}"')
+        .replace('security = "none"\n\n[database]', f'security = "none"\nusername = "conduct"\npassword_file = "{secrets / "smtp-password"}"\n\n[database]')
+        .replace(f'token_secret = "{TOKEN}"', f'token_secret_file = "{secrets / "token-secret"}"')
+    )
+    assert run("--config", str(config), "db", "upgrade")[0] == 0
+    for argv in (["cases", "list"], ["cases", "list", "--json"], ["report", "--since", "2026-01-01"], ["sanctions"],
+                 ["escalations"], ["purge", "--dry-run"], ["health"]):
+        code, out, err = run("--config", str(config), *argv)
+        assert "config:" not in err and "Traceback" not in err, (argv, err)
+        assert code == (1 if argv == ["health"] else 0), (argv, out, err)  # health: no poll yet
+    # Commands that do use them still say which one is missing.
+    for argv in (["members"], ["purge"], ["check-config"]):
+        code, _, err = run("--config", str(config), *argv)
+        assert code == 2 and "token_secret_file: cannot read" in err, (argv, err)

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 
 from . import __version__, casefile, db
-from .config import Settings, load_settings
+from .config import ALL_SECRETS, Settings, load_settings
 from .recusal import common_word_aliases
 from .errors import ConductInboxError, ConfigError, DatabaseNotCurrent, InstanceLocked, MalformedMessage
 
@@ -36,8 +36,13 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(USAGE)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+#: What read-only commands read of the secrets: the key to open sealed rows, when one is set.
+#: No mail password or token secret: they run where those are not present.
+READ_ONLY = frozenset({"security.encryption_key"})
+
+
+def _settings(args: argparse.Namespace, secrets: frozenset[str] = ALL_SECRETS) -> Settings:
+    return load_settings(args.config, secrets=secrets)
 
 
 def _engine(settings: Settings, check: bool = True) -> Any:
@@ -87,7 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = _settings(args, READ_ONLY)  # the schema needs no mail password or token secret
     path = db.sqlite_path(settings.database.url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -206,7 +211,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_cases(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = _settings(args, READ_ONLY)
     engine = _engine(settings)
     sessions = db.session_factory(engine)
     from .roster import roster_from_settings
@@ -249,7 +254,7 @@ def cmd_members(args: argparse.Namespace) -> int:
 def cmd_health(args: argparse.Namespace) -> int:
     from .health import check
 
-    settings = _settings(args)
+    settings = _settings(args, READ_ONLY)
     engine = _engine(settings)
     problems = check(db.session_factory(engine), settings, datetime.now(timezone.utc))
     if problems:
@@ -264,7 +269,7 @@ def cmd_sanctions(args: argparse.Namespace) -> int:
     """The ledger of active sanctions: target, kind, scope, dates (no case contents)."""
     from .models import Sanction
 
-    settings = _settings(args)
+    settings = _settings(args, READ_ONLY)
     engine = _engine(settings)
     today = datetime.now(timezone.utc).date()
     with db.session_factory(engine)() as session:
@@ -302,7 +307,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"conduct-inbox: --at {args.at!r} is not an ISO time (e.g. 2026-11-25T09:00)", file=sys.stderr)
         return USAGE
-    settings = _settings(args)
+    settings = _settings(args, READ_ONLY if args.dry_run else ALL_SECRETS)
     days = settings.retention.closed_case_days
     if days <= 0:
         print("retention is off (retention.closed_case_days = 0): nothing is purged")
@@ -348,7 +353,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if until is not None and until < since:
         print("conduct-inbox: --until is before --since", file=sys.stderr)
         return USAGE
-    settings = _settings(args)
+    settings = _settings(args, READ_ONLY)
     engine = _engine(settings)
     try:
         with db.session_factory(engine)() as session:
@@ -388,7 +393,7 @@ def cmd_escalations(args: argparse.Namespace) -> int:
             print(f"conduct-inbox: --at {args.at!r} is not an ISO time (e.g. 2026-11-25T09:00)", file=sys.stderr)
             return USAGE
         at = at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at  # naive means UTC
-    settings = _settings(args)
+    settings = _settings(args, READ_ONLY)
     engine = _engine(settings)
     try:
         rows = preview(db.session_factory(engine), make_workflow(settings), sla_policy(settings), at)

@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,6 +33,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from conduct_inbox.commands import DECISIONS
 from conduct_inbox.config_sources import (
     CONFIG_ENV,
+    SECRETS,
     apply_environment,
     format_errors,
     read_secrets,
@@ -109,6 +111,20 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
 
 
+#: Every secret; `load_settings(secrets=...)` reads only some (read-only commands need few).
+ALL_SECRETS = frozenset(f"{section}.{key}" for section, key, _, _ in SECRETS)
+
+
+#: The secrets the current load_settings() reads. A context variable, not pydantic's validation
+#: context: BaseSettings has its own __init__, and pydantic then drops the context on the way.
+_SECRETS_WANTED: ContextVar[frozenset[str]] = ContextVar("secrets_wanted", default=ALL_SECRETS)
+
+
+def _wanted(info: ValidationInfo, secret: str) -> bool:
+    """Whether this load reads `secret` ("section.key"); an unread secret is not required."""
+    return secret in _SECRETS_WANTED.get()
+
+
 def _check_security(value: str, info: ValidationInfo) -> str:
     """Plain-text connections are allowed only to a loopback host."""
     host = info.data.get("host")
@@ -155,7 +171,7 @@ class Mailbox(_Section):
     @field_validator("password")
     @classmethod
     def _password(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
-        if info.data.get("host") and not value.get_secret_value():
+        if info.data.get("host") and not value.get_secret_value() and _wanted(info, "mailbox.password"):
             raise ValueError("required when mailbox.host is set (set password_file or password)")
         return value
 
@@ -191,7 +207,7 @@ class Smtp(_Section):
     @classmethod
     def _password(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         username = info.data.get("username")
-        if info.data.get("host") and username and not value.get_secret_value():
+        if info.data.get("host") and username and not value.get_secret_value() and _wanted(info, "smtp.password"):
             raise ValueError("required when smtp.username is set (set password_file or password)")
         if info.data.get("host") and username == "" and value.get_secret_value():
             raise ValueError("set smtp.username too, or remove the password")
@@ -400,8 +416,10 @@ class SecurityConfig(_Section):
 
     @field_validator("token_secret")
     @classmethod
-    def _token_secret(cls, value: SecretStr) -> SecretStr:
+    def _token_secret(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         secret = value.get_secret_value()
+        if not secret and not _wanted(info, "security.token_secret"):
+            return value
         if not secret:
             raise ValueError("required (set token_secret_file, or the token-secret credential)")
         if len(secret.encode()) < 16:
@@ -506,8 +524,13 @@ def _missing_tables(problems: list[str], absent: list[str]) -> list[str]:
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    secrets: frozenset[str] = ALL_SECRETS,
 ) -> Settings:
-    """Read, layer and validate the configuration; raise ConfigError listing every problem."""
+    """Read, layer and validate the configuration; raise ConfigError listing every problem.
+
+    `secrets` names the secrets to read ("security.encryption_key", ...): the others stay empty
+    and are not required, so a read-only command runs without the mail passwords."""
     environ = os.environ if environ is None else environ
     config_path = Path(path if path is not None else environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
     data = read_toml(config_path)
@@ -516,10 +539,14 @@ def load_settings(
     for section in _SECTIONS:
         data.setdefault(section, {})
     problems += apply_environment(data, environ, _SECTIONS)
-    problems += read_secrets(data, config_path.parent, environ.get("CREDENTIALS_DIRECTORY", ""))
+    problems += read_secrets(data, config_path.parent, environ.get("CREDENTIALS_DIRECTORY", ""), secrets)
     resolve_maildirs(data, config_path.parent)
     try:
-        settings = Settings.model_validate(data)
+        wanted = _SECRETS_WANTED.set(secrets)
+        try:
+            settings = Settings.model_validate(data)
+        finally:
+            _SECRETS_WANTED.reset(wanted)
     except ValidationError as exc:
         problems += _missing_tables(format_errors(exc), [section for section in absent if not data[section]])
     if problems:

@@ -83,10 +83,15 @@ def apply_environment(data: dict[str, Any], environ: Mapping[str, str], sections
     return problems
 
 
-def read_secrets(data: dict[str, Any], config_dir: Path, credentials_dir: str) -> list[str]:
-    """Fill each secret from its *_file, or from $CREDENTIALS_DIRECTORY's conventional name."""
+def read_secrets(
+    data: dict[str, Any], config_dir: Path, credentials_dir: str, wanted: frozenset[str] | None = None
+) -> list[str]:
+    """Fill each secret from its *_file, or from $CREDENTIALS_DIRECTORY's conventional name;
+    with `wanted` ("section.key" names), only those secrets are read."""
     problems = []
     for section, key, file_key, credential in SECRETS:
+        if wanted is not None and f"{section}.{key}" not in wanted:
+            continue
         table = data.get(section)
         if not isinstance(table, dict):
             continue
