@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from . import __version__, casefile, db
+from . import __version__, casefile, db, logsetup
 from .config import ALL_SECRETS, Settings, load_settings
 from .recusal import common_word_aliases
 from .errors import ConductInboxError, ConfigError, DatabaseNotCurrent, InstanceLocked, MalformedMessage
@@ -42,7 +42,9 @@ READ_ONLY = frozenset({"security.encryption_key"})
 
 
 def _settings(args: argparse.Namespace, secrets: frozenset[str] = ALL_SECRETS) -> Settings:
-    return load_settings(args.config, secrets=secrets)
+    settings = load_settings(args.config, secrets=secrets)
+    logsetup.configure(args.verbose, settings.log.format)
+    return settings
 
 
 def _engine(settings: Settings, check: bool = True) -> Any:
@@ -492,14 +494,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.config = getattr(args, "config", None)
     args.verbose = getattr(args, "verbose", False)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # imapclient logs the login name at DEBUG; aiosmtpd/aiosmtplib may log addresses.
-    for noisy in ("imapclient", "aiosmtplib", "mail.log", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # imapclient logs the login name at DEBUG; aiosmtpd/aiosmtplib may log addresses (logsetup.QUIET).
+    logsetup.configure(args.verbose)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -444,6 +444,13 @@ class SecurityConfig(_Section):
         return value
 
 
+class Log(_Section):
+    """How log lines look on stderr (the journal under systemd)."""
+
+    #: text: "LEVEL logger: message"; json: one object per line (time, level, logger, message).
+    format: Literal["text", "json"] = "text"
+
+
 class Settings(BaseSettings):
     """The whole configuration; build it with `load_settings()`."""
 
@@ -460,6 +467,7 @@ class Settings(BaseSettings):
     sla: Sla = Sla()
     retention: Retention = Retention()
     security: SecurityConfig
+    log: Log = Log()
 
     _config_path: Path | None = PrivateAttr(default=None)
 
