@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from . import casefile, db
-from .config import Settings, load_settings
+from . import __version__, casefile, db, logsetup
+from .config import ALL_SECRETS, Settings, load_settings
 from .recusal import common_word_aliases
 from .errors import ConductInboxError, ConfigError, DatabaseNotCurrent, InstanceLocked, MalformedMessage
 
@@ -36,8 +36,15 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(USAGE)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+#: What read-only commands read of the secrets: the key to open sealed rows, when one is set.
+#: No mail password or token secret: they run where those are not present.
+READ_ONLY = frozenset({"security.encryption_key"})
+
+
+def _settings(args: argparse.Namespace, secrets: frozenset[str] = ALL_SECRETS) -> Settings:
+    settings = load_settings(args.config, secrets=secrets)
+    logsetup.configure(args.verbose, settings.log.format)
+    return settings
 
 
 def _engine(settings: Settings, check: bool = True) -> Any:
@@ -92,7 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = _settings(args, READ_ONLY)  # the schema needs no mail password or token secret
     path = db.sqlite_path(settings.database.url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +142,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except DatabaseNotCurrent as exc:
         problems.append(f"database: {exc}")
     except Exception as exc:
-        problems.append(f"database: cannot connect ({type(exc).__name__})")
+        from .neterrors import database_in_words
+
+        problems.append(f"database: {database_in_words(exc, settings.database.url)}")
     from .app import make_mailbox, make_transport
 
     mailbox = make_mailbox(settings)
@@ -218,7 +227,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_cases(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = _settings(args, READ_ONLY)
     engine = _engine(settings)
     sessions = db.session_factory(engine)
     from .roster import roster_from_settings
@@ -261,7 +270,7 @@ def cmd_members(args: argparse.Namespace) -> int:
 def cmd_health(args: argparse.Namespace) -> int:
     from .health import check
 
-    settings = _settings(args)
+    settings = _settings(args, READ_ONLY)
     engine = _engine(settings)
     problems = check(db.session_factory(engine), settings, datetime.now(timezone.utc))
     if problems:
@@ -276,7 +285,7 @@ def cmd_sanctions(args: argparse.Namespace) -> int:
     """The ledger of active sanctions: target, kind, scope, dates (no case contents)."""
     from .models import Sanction
 
-    settings = _settings(args)
+    settings = _settings(args, READ_ONLY)
     engine = _engine(settings)
     today = datetime.now(timezone.utc).date()
     with db.session_factory(engine)() as session:
@@ -314,7 +323,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"conduct-inbox: --at {args.at!r} is not an ISO time (e.g. 2026-11-25T09:00)", file=sys.stderr)
         return USAGE
-    settings = _settings(args)
+    settings = _settings(args, READ_ONLY if args.dry_run else ALL_SECRETS)
     days = settings.retention.closed_case_days
     if days <= 0:
         print("retention is off (retention.closed_case_days = 0): nothing is purged")
@@ -360,7 +369,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if until is not None and until < since:
         print("conduct-inbox: --until is before --since", file=sys.stderr)
         return USAGE
-    settings = _settings(args)
+    settings = _settings(args, READ_ONLY)
     engine = _engine(settings)
     try:
         with db.session_factory(engine)() as session:
@@ -400,7 +409,7 @@ def cmd_escalations(args: argparse.Namespace) -> int:
             print(f"conduct-inbox: --at {args.at!r} is not an ISO time (e.g. 2026-11-25T09:00)", file=sys.stderr)
             return USAGE
         at = at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at  # naive means UTC
-    settings = _settings(args)
+    settings = _settings(args, READ_ONLY)
     engine = _engine(settings)
     try:
         rows = preview(db.session_factory(engine), make_workflow(settings), sla_policy(settings), at)
@@ -420,86 +429,87 @@ def cmd_escalations(args: argparse.Namespace) -> int:
 # ----- parser -----------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common() -> argparse.ArgumentParser:
+    """--config and --verbose, accepted before or after any subcommand's name.
+
+    SUPPRESS as the default: a subcommand's parser copies only what was given on its own level
+    into the result, so `--config X db upgrade` is not undone by the subcommand's default."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="config file (default: $CONDUCT_INBOX_CONFIG, then ./config.toml)")
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common.add_argument(
+        "--config", metavar="PATH", default=argparse.SUPPRESS,
+        help="config file (default: $CONDUCT_INBOX_CONFIG, then ./config.toml)",
+    )
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
     parser = _Parser(prog="conduct-inbox", description=__doc__, parents=[common])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
-    p = sub.add_parser("run", parents=[common], help="run the daemon")
+    def command(subparsers: Any, name: str, help: str, func: Callable[[argparse.Namespace], int] | None = None) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = subparsers.add_parser(name, parents=[common], help=help, description=help)
+        if func is not None:
+            p.set_defaults(func=func)
+        return p
+
+    p = command(sub, "run", "run the daemon", cmd_run)
     p.add_argument("--once", action="store_true", help="process what is waiting once, then exit")
-    p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("db", parents=[common], help="database schema")
-    dbsub = p.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
-    dbsub.add_parser("upgrade", parents=[common], help="migrate the database to the current schema").set_defaults(func=cmd_db)
-    dbsub.add_parser(
-        "reseal", parents=[common], help="encrypt rows written before security.encryption_key_file was set"
-    ).set_defaults(func=cmd_reseal)
+    p = command(sub, "db", "database schema")
+    dbsub = p.add_subparsers(dest="db_command", required=True, parser_class=_Parser, metavar="ACTION")
+    command(dbsub, "upgrade", "migrate the database to the current schema", cmd_db)
+    command(dbsub, "reseal", "encrypt rows written before security.encryption_key_file was set", cmd_reseal)
 
-    p = sub.add_parser("check-config", parents=[common], help="check configuration, database, mailbox and SMTP")
+    p = command(sub, "check-config", "check configuration, database, mailbox and SMTP", cmd_check_config)
     p.add_argument("--probe", action="store_true", help="also send a test message to our own plus-address")
     p.add_argument("--probe-timeout", type=float, default=120.0, help="seconds to wait for the probe (default 120)")
-    p.set_defaults(func=cmd_check_config)
 
-    p = sub.add_parser("inspect", parents=[common], help="parse and classify a message file without side effects")
-    p.add_argument("file")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_inspect)
+    p = command(sub, "inspect", "parse and classify a message file without side effects", cmd_inspect)
+    p.add_argument("file", metavar="FILE.eml", help="a message as saved by a mail client (.eml)")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
 
-    p = sub.add_parser("cases", parents=[common], help="list or show cases")
-    csub = p.add_subparsers(dest="cases_command", required=True, parser_class=_Parser)
-    lp = csub.add_parser("list", parents=[common])
-    lp.add_argument("--json", action="store_true")
+    p = command(sub, "cases", "list or show cases")
+    csub = p.add_subparsers(dest="cases_command", required=True, parser_class=_Parser, metavar="ACTION")
+    lp = command(csub, "list", "open cases (with --all: closed ones too)", cmd_cases)
+    lp.add_argument("--json", action="store_true", help="print a JSON array")
     lp.add_argument("--all", action="store_true", help="include closed cases")
-    lp.set_defaults(func=cmd_cases)
-    sp = csub.add_parser("show", parents=[common])
-    sp.add_argument("ref")
-    sp.add_argument("--json", action="store_true")
-    sp.set_defaults(func=cmd_cases)
+    sp = command(csub, "show", "one case: parties, decisions, messages, events", cmd_cases)
+    sp.add_argument("ref", metavar="REF", help="a case reference, e.g. 2026-0007")
+    sp.add_argument("--json", action="store_true", help="print a JSON object")
 
-    sub.add_parser("members", parents=[common], help="the roster and personal command addresses").set_defaults(func=cmd_members)
-    sub.add_parser("health", parents=[common], help="exit 0 when mailbox and outbox are healthy").set_defaults(func=cmd_health)
-    sub.add_parser(
-        "keygen", parents=[common], help="print a new random 32-byte key (encryption key or token secret)"
-    ).set_defaults(func=cmd_keygen)
-    p = sub.add_parser("report", parents=[common], help="anonymous statistics: counts only, small counts hidden")
+    command(sub, "members", "the roster and personal command addresses", cmd_members)
+    command(sub, "health", "exit 0 when mailbox and outbox are healthy", cmd_health)
+    command(sub, "keygen", "print a new random 32-byte key (encryption key or token secret)", cmd_keygen)
+    p = command(sub, "report", "anonymous statistics: counts only, small counts hidden", cmd_report)
     p.add_argument("--since", required=True, help="first day, e.g. 2026-01-01 (UTC)")
     p.add_argument("--until", help="last day, inclusive (default: today)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_report)
-    p = sub.add_parser("purge", parents=[common], help="delete contents of cases closed past retention.closed_case_days")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p = command(sub, "purge", "delete contents of cases closed past retention.closed_case_days", cmd_purge)
     p.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     p.add_argument("--at", help="ISO time to purge as of (default: now; without a zone: UTC)")
-    p.set_defaults(func=cmd_purge)
-    p = sub.add_parser("sanctions", parents=[common], help="the ledger of active sanctions")
-    p.add_argument("--json", action="store_true")
+    p = command(sub, "sanctions", "the ledger of active sanctions", cmd_sanctions)
+    p.add_argument("--json", action="store_true", help="print a JSON array")
     p.add_argument("--all", action="store_true", help="include sanctions that have ended")
-    p.set_defaults(func=cmd_sanctions)
 
-    p = sub.add_parser("escalations", parents=[common], help="reminders and escalations due at a time (sends nothing)")
+    p = command(sub, "escalations", "reminders and escalations due at a time (sends nothing)", cmd_escalations)
     p.add_argument("--at", help="ISO time to look at (default: now; without a zone: UTC)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_escalations)
+    p.add_argument("--json", action="store_true", help="print a JSON array")
 
-    p = sub.add_parser("demo", parents=[common], help="run against a local demo mailbox (no mail account needed)")
+    p = command(sub, "demo", "run against a local demo mailbox (no mail account needed)", cmd_demo)
     p.add_argument("--dir", default="conduct-inbox-demo", help="where the demo keeps its files")
     p.add_argument("--keep-running", action="store_true", help="keep the daemon running after the sample report")
-    p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # imapclient logs the login name at DEBUG; aiosmtpd/aiosmtplib may log addresses.
-    for noisy in ("imapclient", "aiosmtplib", "mail.log", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args.config = getattr(args, "config", None)
+    args.verbose = getattr(args, "verbose", False)
+    # imapclient logs the login name at DEBUG; aiosmtpd/aiosmtplib may log addresses (logsetup.QUIET).
+    logsetup.configure(args.verbose)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,7 @@ from pydantic import (
     ConfigDict,
     PrivateAttr,
     SecretStr,
+    Strict,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -31,6 +33,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from conduct_inbox.commands import DECISIONS
 from conduct_inbox.config_sources import (
     CONFIG_ENV,
+    SECRETS,
     apply_environment,
     format_errors,
     read_secrets,
@@ -87,6 +90,8 @@ PositiveInt = Annotated[int, _int_range(1, None, "must be a positive integer")]
 NonNegativeInt = Annotated[int, _int_range(0, None, "must be an integer, 0 or more")]
 Address = Annotated[str, BeforeValidator(_address)]
 Security = Literal["tls", "starttls", "none"]
+#: true or false only: pydantic's lax mode would read `chair = "yes"` (or "no"!) as a boolean.
+Bool = Annotated[bool, Strict()]
 
 
 def is_loopback(host: str) -> bool:
@@ -104,6 +109,20 @@ class _Section(BaseModel):
     """A config table: unknown keys are errors so that typos do not go unnoticed."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
+
+
+#: Every secret; `load_settings(secrets=...)` reads only some (read-only commands need few).
+ALL_SECRETS = frozenset(f"{section}.{key}" for section, key, _, _ in SECRETS)
+
+
+#: The secrets the current load_settings() reads. A context variable, not pydantic's validation
+#: context: BaseSettings has its own __init__, and pydantic then drops the context on the way.
+_SECRETS_WANTED: ContextVar[frozenset[str]] = ContextVar("secrets_wanted", default=ALL_SECRETS)
+
+
+def _wanted(info: ValidationInfo, secret: str) -> bool:
+    """Whether this load reads `secret` ("section.key"); an unread secret is not required."""
+    return secret in _SECRETS_WANTED.get()
 
 
 def _check_security(value: str, info: ValidationInfo) -> str:
@@ -134,7 +153,7 @@ class Mailbox(_Section):
     processed_folder: str = "Processed"
     quarantine_folder: str = "Quarantine"
     poll_seconds: PositiveInt = 30
-    idle: bool = True
+    idle: Bool = True
     own_list_ids: list[str] = []
     timeout_seconds: PositiveInt = 30
     maildir: str = ""
@@ -152,7 +171,7 @@ class Mailbox(_Section):
     @field_validator("password")
     @classmethod
     def _password(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
-        if info.data.get("host") and not value.get_secret_value():
+        if info.data.get("host") and not value.get_secret_value() and _wanted(info, "mailbox.password"):
             raise ValueError("required when mailbox.host is set (set password_file or password)")
         return value
 
@@ -188,7 +207,7 @@ class Smtp(_Section):
     @classmethod
     def _password(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         username = info.data.get("username")
-        if info.data.get("host") and username and not value.get_secret_value():
+        if info.data.get("host") and username and not value.get_secret_value() and _wanted(info, "smtp.password"):
             raise ValueError("required when smtp.username is set (set password_file or password)")
         if info.data.get("host") and username == "" and value.get_secret_value():
             raise ValueError("set smtp.username too, or remove the password")
@@ -222,7 +241,7 @@ class Member(_Section):
     name: str
     email: Address
     aliases: list[str] = []
-    chair: bool = False
+    chair: Bool = False
 
     @field_validator("name")
     @classmethod
@@ -411,8 +430,10 @@ class SecurityConfig(_Section):
 
     @field_validator("token_secret")
     @classmethod
-    def _token_secret(cls, value: SecretStr) -> SecretStr:
+    def _token_secret(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         secret = value.get_secret_value()
+        if not secret and not _wanted(info, "security.token_secret"):
+            return value
         if not secret:
             raise ValueError("required (set token_secret_file, or the token-secret credential)")
         if len(secret.encode()) < 16:
@@ -437,6 +458,13 @@ class SecurityConfig(_Section):
         return value
 
 
+class Log(_Section):
+    """How log lines look on stderr (the journal under systemd)."""
+
+    #: text: "LEVEL logger: message"; json: one object per line (time, level, logger, message).
+    format: Literal["text", "json"] = "text"
+
+
 class Settings(BaseSettings):
     """The whole configuration; build it with `load_settings()`."""
 
@@ -454,6 +482,7 @@ class Settings(BaseSettings):
     retention: Retention = Retention()
     templates: Templates = Templates()
     security: SecurityConfig
+    log: Log = Log()
 
     _config_path: Path | None = PrivateAttr(default=None)
 
@@ -512,25 +541,45 @@ def _resolve_templates_dir(data: dict[str, Any], config_dir: Path) -> None:
         table["dir"] = str((config_dir / Path(table["dir"].strip()).expanduser()).resolve())
 
 
+def _missing_tables(problems: list[str], absent: list[str]) -> list[str]:
+    """One line for a required table that is not there at all, instead of one per key in it."""
+    for section in absent:
+        inside = [line for line in problems if line.startswith((f"{section}.", f"{section}:"))]
+        if inside:
+            problems = [line for line in problems if line not in inside]
+            problems.append(f"{section}: the [{section}] table is missing")
+    return problems
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    secrets: frozenset[str] = ALL_SECRETS,
 ) -> Settings:
-    """Read, layer and validate the configuration; raise ConfigError listing every problem."""
+    """Read, layer and validate the configuration; raise ConfigError listing every problem.
+
+    `secrets` names the secrets to read ("security.encryption_key", ...): the others stay empty
+    and are not required, so a read-only command runs without the mail passwords."""
     environ = os.environ if environ is None else environ
     config_path = Path(path if path is not None else environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
     data = read_toml(config_path)
     problems: list[str] = []
+    absent = [section for section in _SECTIONS if section not in data]
     for section in _SECTIONS:
         data.setdefault(section, {})
     problems += apply_environment(data, environ, _SECTIONS)
-    problems += read_secrets(data, config_path.parent, environ.get("CREDENTIALS_DIRECTORY", ""))
+    problems += read_secrets(data, config_path.parent, environ.get("CREDENTIALS_DIRECTORY", ""), secrets)
     resolve_maildirs(data, config_path.parent)
     _resolve_templates_dir(data, config_path.parent)
     try:
-        settings = Settings.model_validate(data)
+        wanted = _SECRETS_WANTED.set(secrets)
+        try:
+            settings = Settings.model_validate(data)
+        finally:
+            _SECRETS_WANTED.reset(wanted)
     except ValidationError as exc:
-        problems += format_errors(exc)
+        problems += _missing_tables(format_errors(exc), [section for section in absent if not data[section]])
     if problems:
         raise ConfigError(problems)
     settings._config_path = config_path.resolve()

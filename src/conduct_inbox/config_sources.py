@@ -28,16 +28,28 @@ SECRETS = (
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """Parse the config file; a missing or malformed file is a problem on its own."""
+    """Parse the config file; a missing, unreadable, non-UTF-8 or malformed file is one problem.
+
+    A UTF-8 byte order mark (Windows editors write one) is accepted."""
     try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError([f"config file {path}: not found (use --config or {CONFIG_ENV})"]) from None
     except OSError as exc:
         raise ConfigError([f"config file {path}: cannot read ({exc.strerror})"]) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([f"config file {path}: line {line} is not UTF-8 text (save the file as UTF-8)"]) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
+        # tomllib's messages name the position and what was expected, never the text there.
         raise ConfigError([f"config file {path}: invalid TOML: {exc}"]) from None
+
+
+_BOOLEAN_WORDS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "on": True, "off": False}
 
 
 def apply_environment(data: dict[str, Any], environ: Mapping[str, str], sections: Mapping[str, type[BaseModel]]) -> list[str]:
@@ -54,7 +66,13 @@ def apply_environment(data: dict[str, Any], environ: Mapping[str, str], sections
             continue
         section, key = parts
         value: Any = raw
-        if get_origin(model.model_fields[key].annotation) is list:
+        annotation = model.model_fields[key].annotation
+        if annotation is bool:  # TOML booleans are strict (config.Bool); the environment has only words
+            if raw.strip().lower() not in _BOOLEAN_WORDS:
+                problems.append(f"{name}: must be true or false (environment)")
+                continue
+            value = _BOOLEAN_WORDS[raw.strip().lower()]
+        elif get_origin(annotation) is list:
             try:
                 value = json.loads(raw)
             except ValueError:
@@ -65,10 +83,15 @@ def apply_environment(data: dict[str, Any], environ: Mapping[str, str], sections
     return problems
 
 
-def read_secrets(data: dict[str, Any], config_dir: Path, credentials_dir: str) -> list[str]:
-    """Fill each secret from its *_file, or from $CREDENTIALS_DIRECTORY's conventional name."""
+def read_secrets(
+    data: dict[str, Any], config_dir: Path, credentials_dir: str, wanted: frozenset[str] | None = None
+) -> list[str]:
+    """Fill each secret from its *_file, or from $CREDENTIALS_DIRECTORY's conventional name;
+    with `wanted` ("section.key" names), only those secrets are read."""
     problems = []
     for section, key, file_key, credential in SECRETS:
+        if wanted is not None and f"{section}.{key}" not in wanted:
+            continue
         table = data.get(section)
         if not isinstance(table, dict):
             continue

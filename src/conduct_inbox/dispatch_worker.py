@@ -56,9 +56,9 @@ def serve(settings: Any, conn: Connection, log_level: int) -> None:
     # daemon decides when we stop ("stop", or its own end), so that no batch is cut off mid-mail.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("aiosmtplib", "mail.log"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from .logsetup import configure
+
+    configure(log_level <= logging.DEBUG, getattr(getattr(settings, "log", None), "format", "text"))
     orphaned = threading.Event()
     grace = settings.smtp.timeout_seconds + ORPHAN_GRACE_SECONDS
     threading.Thread(target=_watch_parent, args=(os.getppid(), orphaned, grace), name="parent-watch", daemon=True).start()

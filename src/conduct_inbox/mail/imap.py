@@ -21,6 +21,7 @@ from imapclient import DELETED, IMAPClient
 from imapclient.exceptions import LoginError
 
 from conduct_inbox.errors import MailboxUnavailable
+from conduct_inbox.neterrors import in_words
 from conduct_inbox.ports import Destination, MailCopy
 
 logger = logging.getLogger(__name__)
@@ -49,8 +50,9 @@ def is_loopback(host: str) -> bool:
 
 
 @contextmanager
-def _translated(action: str) -> Iterator[None]:
-    """Turn library errors into MailboxUnavailable without their text (it may quote the user)."""
+def _translated(action: str, host: str = "", port: int | None = None) -> Iterator[None]:
+    """Turn library errors into MailboxUnavailable without their text (it may quote the user);
+    with the host, network failures are said in words ("cannot resolve imap.example.org")."""
     try:
         yield
     except MailboxUnavailable:
@@ -61,7 +63,8 @@ def _translated(action: str) -> Iterator[None]:
         ) from None
     except (imaplib.IMAP4.error, OSError, EOFError, ValueError) as exc:
         # OSError covers socket errors, timeouts and ssl.SSLError.
-        raise MailboxUnavailable(f"IMAP {action} failed: {type(exc).__name__}") from None
+        words = in_words(exc, host, port) if host else None
+        raise MailboxUnavailable(f"IMAP {action} failed: {words or type(exc).__name__}") from None
 
 
 class ImapMailbox:
@@ -112,7 +115,7 @@ class ImapMailbox:
     def connect(self) -> int:
         """(Re)connect, log in, create the processed/quarantine folders, select; return UIDVALIDITY."""
         self.close()
-        with _translated("connection"):
+        with _translated("connection", self.host, self.port):
             client = IMAPClient(
                 self.host,
                 self.port,
@@ -122,7 +125,7 @@ class ImapMailbox:
             )
         try:
             if self.security == "starttls":
-                with _translated("STARTTLS"):
+                with _translated("STARTTLS", self.host, self.port):
                     client.starttls(self._ssl_context)
             with _translated("login"):
                 client.login(self._username, self._password)

@@ -20,6 +20,7 @@ from typing import Literal
 import aiosmtplib
 import aiosmtplib.protocol
 
+from conduct_inbox.neterrors import in_words
 from conduct_inbox.ports import BatchResult, DeliveryResult, MailUnavailable, OutgoingMail, Outcome, ResultHook
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,12 @@ def _status(code: int, message: str) -> str:
     return f"{code} {match.group(1)}" if match else str(code)
 
 
-def _connection_reason(what: str, exc: BaseException) -> str:
-    """A short reason for a transport-level failure, naming the error class only."""
+def _connection_reason(what: str, exc: BaseException, host: str = "", port: int | None = None) -> str:
+    """A short reason for a transport-level failure: in words when we know them, else the error class."""
     cause = exc.__cause__ if isinstance(exc, aiosmtplib.SMTPException) and exc.__cause__ else exc
+    words = in_words(exc, host, port) if host else None
+    if words:
+        return f"SMTP {what} failed: {words}"
     if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
         return f"SMTP {what} timed out"
     if isinstance(cause, ssl.SSLError):
@@ -265,7 +269,7 @@ class SmtpSender:
         except aiosmtplib.SMTPResponseException as exc:
             raise _Outage(f"SMTP {stage} refused ({_status(exc.code, exc.message)})") from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise _Outage(_connection_reason(stage, exc)) from None
+            raise _Outage(_connection_reason(stage, exc, self.host, self.port)) from None
 
     async def _quit(self, client: aiosmtplib.SMTP) -> None:
         """Say goodbye if still connected, then close; errors here lose nothing of ours."""
@@ -340,7 +344,7 @@ class SmtpSender:
         except aiosmtplib.SMTPResponseException as exc:
             raise _Outage(f"SMTP {stage} refused ({_status(exc.code, exc.message)})") from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise _Outage(_connection_reason(stage, exc)) from None
+            raise _Outage(_connection_reason(stage, exc, self.host, self.port)) from None
         log.debug("outbox row %d: sent", mail.row_id)
         return DeliveryResult(Outcome.SENT, 250)
 
@@ -371,7 +375,7 @@ class SmtpSender:
         except aiosmtplib.SMTPResponseException as exc:
             raise _Outage(f"SMTP RSET refused ({_status(exc.code, exc.message)})", result)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise _Outage(_connection_reason("RSET", exc), result)
+            raise _Outage(_connection_reason("RSET", exc, self.host, self.port), result)
 
     @staticmethod
     def _mail_options(client: aiosmtplib.SMTP, data: bytes, utf8: bool) -> list[str]:
