@@ -191,4 +191,77 @@ def test_threat_quoted_by_the_reporter_in_a_follow_up_reaches_the_committee(harn
     assert got(rx, CAROL, "THREAT-TEXT"), "the threat the reporter quoted in their follow-up never reached the committee"
 
 
+# ----- 6. a party's subject blocks a member's commands for good ------------------------------------
+
+
+def test_commands_in_a_partys_subject_do_not_block_the_committee(harness, smtp_receiver):
+    """The reported person answers the committee's question with `!reply !ack` in the subject (any
+    outsider with the case reference can do the same). From then on every `!reply` a member types is
+    "already in an earlier subject of this thread" and is never applied: the reporter can no longer
+    be answered by email, and a new subject does not help (the party's subject stays on the case)."""
+    rx = smtp_receiver
+    app, case, alice_copy = opened(harness)
+    step(harness, app, reply(alice_copy, ALICE, "!party reported pat@example.net Pat Person"))
+    step(harness, app, plain_reply(alice_copy, ALICE, "!send reported", "Please tell us your view of the evening at the sprint."))
+    [to_pat] = rx.to(PAT)
+    answer = EmailMessage()
+    answer["From"] = f"Pat Person <{PAT}>"
+    answer["To"] = "conduct@example.org"
+    answer["Subject"] = f"Re: {parsed(to_pat)['Subject']} !reply !ack"
+    answer["Message-ID"] = make_msgid(domain="example.net")
+    answer["In-Reply-To"] = parsed(to_pat)["Message-ID"]
+    answer.set_content("I did nothing wrong.")
+    step(harness, app, answer.as_bytes())
+    reporter_before = len(rx.to(REPORTER))
+    # Alice writes a fresh mail on her reply address, a subject of her own.
+    fresh = EmailMessage()
+    fresh["From"] = ALICE
+    fresh["To"] = str(parsed(alice_copy)["Reply-To"])
+    fresh["Subject"] = f"[conduct #{case.ref}] update !reply"
+    fresh["Message-ID"] = make_msgid(domain="example.org")
+    fresh.set_content("We have spoken to the people involved and will decide this week. REPLY-TEXT")
+    step(harness, app, fresh.as_bytes())
+    assert len(rx.to(REPORTER)) == reporter_before + 1, (
+        "the reported person's subject blocks !reply: " + text_of(latest(rx, ALICE))[:700])
+
+
+# ----- 7. a member's own note to plain conduct@ recuses the colleague it names ---------------------
+
+
+def test_members_note_to_plain_conduct_does_not_recuse_the_colleague_it_names(harness, smtp_receiver):
+    """Alice writes a new mail to conduct@ (not her reply address) with the case tag: "Bob Builder
+    knows the venue manager". It is taken for a stranger's message: Bob, named by his colleague, is
+    excluded from the case and receives nothing more about it (README: anything else claiming to be a
+    member is ignored and audited; here it is forwarded as an outsider's message and recuses)."""
+    rx = smtp_receiver
+    app, case, alice_copy = opened(harness)
+    msg = EmailMessage()
+    msg["From"] = "Alice Example <alice@example.org>"
+    msg["To"] = "conduct@example.org"
+    msg["Subject"] = f"[conduct #{case.ref}] venue"
+    msg["Message-ID"] = make_msgid(domain="example.org")
+    msg.set_content("Bob Builder knows the venue manager, he could ask about the CCTV.")
+    step(harness, app, msg.as_bytes())
+    recused = {r.member_email for r in the_case(app).recusals if r.active}
+    assert BOB not in recused, "Alice's note naming her colleague excluded Bob from the case"
+
+
+# ----- 8. outward text: the member's own structured lines are cut as a "quote header" --------------
+
+
+def test_reply_with_labelled_lines_naming_conduct_is_sent_whole(harness, smtp_receiver):
+    """Alice's `!reply` ends with a short "Next step: / Timeline: / Questions: write to conduct@..."
+    block. It looks like the header a client writes above a quoted mail, so it is cut: the reporter
+    gets the greeting only, and nobody is told the rest was not sent."""
+    rx = smtp_receiver
+    app, case, alice_copy = opened(harness)
+    text = ("Dear Robin,\n\nthank you for your report. Here is what happens next.\n\n"
+            "Next step: we talk to the people involved this week. STEP-TEXT\n"
+            "Timeline: you will hear from us by Friday.\n"
+            "Questions: write to conduct@example.org at any time.\n")
+    step(harness, app, plain_reply(alice_copy, ALICE, "!reply", text))
+    sent = text_of(rx.to(REPORTER)[-1])
+    assert "STEP-TEXT" in sent and "by Friday" in sent, f"the reporter got a truncated reply:\n{sent}"
+
+
 # ----- attacks tried that did NOT work (round 3) ---------------------------------------------------
