@@ -7,16 +7,14 @@ tried that did not work are listed at the bottom of this module.
 
 from __future__ import annotations
 
-import email
-import email.policy
 from email.message import EmailMessage
 from email.utils import make_msgid
 
 import pytest
 from sqlalchemy import select
 
-from conduct_inbox.models import Case, Decision, InboundMessage, Sanction
-from tests.harness import count, parsed, report, text_of
+from conduct_inbox.models import Decision, InboundMessage
+from tests.harness import parsed, report, text_of
 from tests.test_attacks_e2e import got, personal_address
 from tests.test_committee_e2e import latest, reply, step, the_case
 
@@ -264,4 +262,35 @@ def test_reply_with_labelled_lines_naming_conduct_is_sent_whole(harness, smtp_re
     assert "STEP-TEXT" in sent and "by Friday" in sent, f"the reporter got a truncated reply:\n{sent}"
 
 
+# ----- 9. !new: the forwarding member's own words vanish ------------------------------------------
+
+
+def test_forwarding_members_own_text_with_new_is_not_dropped(harness, smtp_receiver):
+    """Alice forwards a report with `!new` and writes above it what the reporter told her besides.
+    The committee's copy holds the forwarded report only; Alice's text is neither shown nor filed as
+    a note, and her confirmation does not say so (DESIGN: text written with commands is never dropped)."""
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, forward_with_new(ALICE, "Meetup incident", "Something happened at the meetup. REPORT-TEXT",
+                                        "!new reporter2@example.net",
+                                        note="MEMBER-NOTE: she told me on the phone he is also at the next sprint."))
+    assert got(rx, CAROL, "REPORT-TEXT"), "the forwarded report did not reach the committee"
+    assert got(rx, CAROL, "MEMBER-NOTE"), "Alice's own text written with !new was silently dropped"
+
+
 # ----- attacks tried that did NOT work (round 3) ---------------------------------------------------
+# - Authentication-Results: a second header of our authserv-id below ours, `(`/`"` nesting in the
+#   mailfrom, a version after the id: the topmost header of our id decides (round-2 fixes hold).
+# - Reporter subjects with `!` hidden in encoded words, fullwidth/small-form `!`, `!` glued to words:
+#   title_of removes every `!`, so a member's plain reply carries no command.
+# - A reported person's follow-up from their recorded address (any case, `+tag`) naming every member,
+#   and with X-Original-From naming the reporter: roles include "reported", nobody is recused.
+# - Multipart/alternative follow-up with a plain "view in HTML" stub: the HTML text is shown and scanned.
+# - Recused members: include/concerns/recuse announcements, refusals (reply-all, no token) and
+#   confirmations go through routing.may_see; nothing reached Bob once recused.
+# - outward: a phone in US dotted form (555.123.4567), `+1 (617) 555-0134`, and `-- ` signatures with
+#   a phone are refused or cut; a member's own address and full name anywhere are refused.
+# - Canonical addresses: `Victim+n@` and dotted gmail spellings count as one correspondent; a member
+#   under a `+tag` spelling is still the member (authentication needs the token anyway).
+# - Known and documented, not counted: an outsider (or the reported person from a second address)
+#   with the case reference naming members recuses them.
