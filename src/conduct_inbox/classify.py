@@ -57,6 +57,8 @@ class Facts:
     token_owners: frozenset[str] = frozenset()
     #: The sender is a roster member who may see `case`, and our trusted server saw a DMARC pass for them.
     member_dmarc_pass: bool = False
+    #: `From:` is a roster member's address (authenticated or not).
+    member_sender: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,10 @@ def committee_mail(msg: InboundMessage, facts: Facts, policy: Policy) -> Classif
     """On a valid reply token (the desk checks it is the sender's), or a member's DMARC-passed
     mail about a case they may see (DESIGN "Authenticating commands")."""
     if facts.token_owners or (facts.member_dmarc_pass and facts.case is not None):
+        return Classification("committee", case=facts.case)
+    if facts.member_sender and facts.case is not None and not _sender_is_party(msg, facts.case):
+        # Claims to be a member about a case, without a token: the desk refuses it (audited, the
+        # member told at their roster address); never a stranger's follow-up that could recuse.
         return Classification("committee", case=facts.case)
     return None
 

@@ -112,7 +112,10 @@ class Decide:
 
 @dataclass(frozen=True)
 class Confirm:
-    """`!confirm`: second member confirms a pending decision or inclusion."""
+    """`!confirm [decision|include]`: second member confirms a pending decision or inclusion
+    (which one, when both wait)."""
+
+    what: str | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,13 @@ def _no_args(cls: Callable[[], Command]) -> Callable[[str, str], Command]:
         return cls()
 
     return build
+
+
+def _confirm(name: str, args: str) -> Command:
+    what = args.strip().lower()
+    if what and what not in ("decision", "include"):
+        raise _Bad("!confirm takes nothing, or decision or include")
+    return Confirm(what or None)
 
 
 def _member_name(cls: Callable[[str], Command]) -> Callable[[str, str], Command]:
@@ -371,7 +381,7 @@ _BUILDERS: dict[str, Callable[[str, str], Command]] = {
     "recuse": _no_args(Recuse),
     "include": _member_name(Include),
     "decide": _decide,
-    "confirm": _no_args(Confirm),
+    "confirm": _confirm,
     "close": _close,
     "reopen": _no_args(Reopen),
     "steering": _no_args(Steering),

@@ -258,7 +258,8 @@ The text you write above the marker line is the note, or the text that is sent.
 !recuse                 recuse yourself
 !include NAME           undo an automatic recusal (needs !confirm by another member)
 !decide VALUE[,VALUE] [target=ROLE] [until=YYYY-MM-DD]  record the decision; values: %s; vacation and temporary-ban need until=
-!confirm                confirm a pending severe decision or !include
+!confirm                confirm a pending severe decision or !include (!confirm decision or
+                        !confirm include when both wait)
 !close                  close (needs a decision and a !reply), or !close silent REASON
 !reopen                 reopen the case
 !steering               send the steering committee a report of the case now

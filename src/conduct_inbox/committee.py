@@ -42,11 +42,16 @@ TEXT_COMMANDS = (cmd.Reply, cmd.Send)
 NOTE_WITH_COMMANDS = "commands_note"
 #: Inbound rows whose own text is an internal note (a !reply or !send must not repeat it).
 NOTE_KINDS = ("note", NOTE_WITH_COMMANDS)
-#: Inbound rows written by someone outside the committee: their subjects never carry a command.
-OUTSIDE_KINDS = ("new_report", "followup", "auto_followup", "stray_followup", "forwarded_report")
 MAX_THREAD = 50  # message ids of In-Reply-To/References looked up
+#: Outbox kinds of the announcements that ask for a !confirm (a reply to one says what it confirms).
+DECISION_PROPOSAL, INCLUDE_PROPOSAL = "decision_proposal", "include_proposal"
 #: Inbound committee mail whose commands were not applied.
 NOT_APPLIED_KINDS = ("command_error", "refused")
+
+
+def _caseless_commands(subject: str) -> bool:
+    parsed = cmd.parse_commands(subject)
+    return not isinstance(parsed, cmd.CommandError) and any(isinstance(c, (cmd.New, cmd.Reconsider)) for c in parsed)
 
 
 def _attachments_left_out(msg: Parsed) -> str:
@@ -156,6 +161,10 @@ class Desk:
             if not auth.personal:
                 return self._refuse_silently(session, row, None, "no valid personal token", now)
             return self._caseless(session, row, msg, member, now)
+        if not (auth.case_token or auth.dmarc) and auth.personal and _caseless_commands(msg.subject):
+            # `Fwd: Re: [conduct #REF] ... !new ADDRESS`: a report forwarded to a personal address may
+            # carry a case tag; `!new`/`!reconsider` on a personal token are case-less.
+            return self._caseless(session, row, msg, member, now)
         if not (auth.case_token or auth.dmarc):
             if auth.personal and msg.case_ref:
                 # A personal token never authorises anything on a case.
@@ -165,11 +174,11 @@ class Desk:
                 # A reply-all onto a colleague's reply address: the member (at their roster address,
                 # so a forged From tells the real member) learns nothing was filed.
                 self._reply_to_member(session, case, member, "refusal", now, problems=[
-                    "your mail did not come to your own reply address for this case (a reply-all to a colleague's mail?), "
-                    "so nothing was filed: answer your own copy of the case mail"])
+                    "your mail did not come to your own reply address for this case (a reply-all to a colleague's mail, "
+                    "or written to conduct@ directly?), so nothing was filed: answer your own copy of the case mail"])
             return outcome
         row.case_id = case.id
-        earlier = self._earlier_subjects(session, case, msg)
+        earlier = self._earlier_subjects(session, msg)
         parsed = cmd.new_commands(msg.subject, earlier)
         repeated = cmd.repeated_commands(msg.subject, earlier)
         if isinstance(parsed, cmd.CommandError):
@@ -192,11 +201,11 @@ class Desk:
             return outcome
         return self._apply(session, row, case, member, msg, parsed, now, repeated)
 
-    def _earlier_subjects(self, session: Session, case: Case | None, msg: Parsed) -> list[str]:
+    def _earlier_subjects(self, session: Session, msg: Parsed) -> list[str]:
         """Subjects a command must not stand in to count: every message this one answers or forwards
-        (ours, or the member's own sent mail, as Gmail threads it), and every message someone outside
-        the committee sent on the case (a reporter's subject cannot carry a command; a member's own
-        mail that did not authenticate does not stop them sending the command again)."""
+        (ours, or the member's own sent mail, as Gmail threads it), if its commands were applied.
+        Subjects of reporters and parties never reach members' subjects (`commands.title_of`), and
+        a party's subject on the case must not be able to block a command for good."""
         thread = [m for m in (*msg.in_reply_to, *msg.references) if m][:MAX_THREAD]
         # A member forwarding their own sent mail (no threading headers) carries its subject along.
         subjects: list[str | None] = [f.subject for f in msg.forwarded]
@@ -206,14 +215,6 @@ class Desk:
             # `!reply`, corrected and sent again as an answer to itself, must go out.
             subjects += session.scalars(select(InboundMessage.subject).where(
                 InboundMessage.message_id.in_(thread), InboundMessage.kind.not_in(NOT_APPLIED_KINDS))).all()
-        if case is None:
-            return [s for s in subjects if s]
-        for subject, sender in session.execute(
-            select(InboundMessage.subject, InboundMessage.sender)
-            .where(InboundMessage.case_id == case.id, InboundMessage.kind.in_(OUTSIDE_KINDS))
-        ):
-            if self.wf.roster.person(sender) is None:
-                subjects.append(subject)
         return [s for s in subjects if s]
 
     # ----- notes ------------------------------------------------------------------------------
@@ -224,10 +225,10 @@ class Desk:
         if not text:
             self._event(session, case, member, "note_added", now, inbound_id=row.id)
             return f"case {case.ref}: empty note ignored"
-        self._file_note(session, case, member, text, now, inbound_id=row.id)
+        self.file_note(session, case, member, text, now, inbound_id=row.id)
         return f"case {case.ref}: note from a member"
 
-    def _file_note(self, session: Session, case: Case, member: Person, text: str, now: datetime, **detail: object) -> str:
+    def file_note(self, session: Session, case: Case, member: Person, text: str, now: datetime, **detail: object) -> str:
         """An internal note to the other members who may see the case; returns their names."""
         self._event(session, case, member, "note_added", now, **detail)
         audience = routing.committee(self.wf.roster, self.wf.recused(case))
@@ -263,7 +264,7 @@ class Desk:
         if not any(isinstance(c, TEXT_COMMANDS) for c in parsed) and msg.own_text.strip():
             # Text written with commands is never dropped: it is an internal note.
             row.kind = NOTE_WITH_COMMANDS
-            sent_to = self._file_note(session, case, member, msg.own_text.strip(), now)
+            sent_to = self.file_note(session, case, member, msg.own_text.strip(), now)
             done.append("your text was recorded as an internal note" + (f" and sent to {sent_to}" if sent_to else ""))
         self.wf.refresh_clock(session, case)
         if routing.may_see(self.wf.roster, self.wf.recused(case), member.email):
@@ -372,7 +373,8 @@ class Desk:
             raise Refused("!include: only an automatic recusal (a name found in the report) can be undone")
         recusal.include_proposed_by = member.email
         self._announce(session, case, now, f"{member.name} proposes to include {person.name} in this case again "
-                       "(automatically excluded because named in the report). A second member must send !confirm.")
+                       "(automatically excluded because named in the report). A second member must send !confirm.",
+                       kind=INCLUDE_PROPOSAL)
         return f"inclusion of {person.name} proposed; waiting for a second member's !confirm"
 
     def _c_decide(self, session, row, case, member, msg, c: cmd.Decide, now) -> str:
@@ -395,12 +397,12 @@ class Desk:
         session.flush()
         if severe:
             self._announce(session, case, now, f"{member.name} proposes the decision {', '.join(c.values)}. It is a severe "
-                           "decision: it takes effect when a second member sends !confirm.")
+                           "decision: it takes effect when a second member sends !confirm.", kind=DECISION_PROPOSAL)
             return f"decision {', '.join(c.values)} recorded as pending; a second member must !confirm"
         self._make_effective(session, case, decision, now)
         return f"decision {', '.join(c.values)} recorded"
 
-    def _c_confirm(self, session, row, case, member, msg, c, now) -> str:
+    def _c_confirm(self, session, row, case, member, msg, c: cmd.Confirm, now) -> str:
         audience = routing.committee(self.wf.roster, self.wf.recused(case))
         if member.steering and not audience.steering_included:
             raise Refused("!confirm: steering members confirm only when too few committee members are left")
@@ -413,6 +415,19 @@ class Desk:
         if decision is not None and decision.decided_by == member.email and include is not None \
                 and include.include_proposed_by != member.email:
             decision = None  # their own decision waits for another member; the !include is theirs to confirm
+        elif decision is not None and include is not None and include.include_proposed_by != member.email:
+            # Both wait and both are this member's to confirm: a severe decision must not take
+            # effect because a member meant the other one.
+            what = c.what or self._answered_proposal(session, case, msg)
+            if what is None:
+                raise Refused("!confirm: a decision and an inclusion both wait for confirmation; "
+                              "send !confirm decision or !confirm include")
+            if what == "include":
+                decision = None
+        if c.what == "include" and include is None or c.what == "decision" and decision is None:
+            raise Refused(f"!confirm {c.what}: nothing of that kind waits for confirmation")
+        if c.what == "include":
+            decision = None
         if decision is not None:
             if decision.decided_by == member.email:
                 raise Refused("!confirm: a second member must confirm your own decision")
@@ -430,6 +445,13 @@ class Desk:
         self._announce(session, case, now, f"{person.name if person else 'A member'} is included in this case again "
                        f"(confirmed by {member.name}).")
         return "inclusion confirmed"
+
+    def _answered_proposal(self, session: Session, case: Case, msg: Parsed) -> str | None:
+        """"decision" or "include" when the mail answers our announcement of that proposal."""
+        kinds = set(session.scalars(select(OutboxMessage.kind).where(
+            OutboxMessage.case_id == case.id, OutboxMessage.message_id.in_(list(msg.in_reply_to)[:MAX_THREAD]))))
+        found = [what for what, kind in (("decision", DECISION_PROPOSAL), ("include", INCLUDE_PROPOSAL)) if kind in kinds]
+        return found[0] if len(found) == 1 else None
 
     def _c_close(self, session, row, case, member, msg, c: cmd.Close, now) -> str:
         self._require_open(case, "!close")
@@ -467,7 +489,7 @@ class Desk:
     def _caseless(self, session: Session, row: InboundMessage, msg: Parsed, member: Person, now: datetime) -> str:
         row.status, row.kind = "processed", "personal"
         # A forwarded report's own subject cannot carry a command (`Fwd: ... !concerns Carol`).
-        parsed = cmd.new_commands(msg.subject, self._earlier_subjects(session, None, msg))
+        parsed = cmd.new_commands(msg.subject, self._earlier_subjects(session, msg))
         caseless = not isinstance(parsed, cmd.CommandError) and any(isinstance(c, (cmd.Reconsider, cmd.New)) for c in parsed)
         if msg.case_ref and not caseless:
             self._personal_refusal(session, row, member, now, [f"there is no case {msg.case_ref} you can act on"])
@@ -480,6 +502,10 @@ class Desk:
         if news and others:
             self._personal_refusal(session, row, member, now, [
                 "!new takes only !concerns and !urgent beside it; send the other commands on the new case's mail"])
+            return "personal commands refused"
+        unknown = [c for c in parsed if isinstance(c, cmd.Concerns) and self.wf.roster.find(c.name) is None]
+        if news and unknown:  # the report must not reach the member it is about because of a typo
+            self._personal_refusal(session, row, member, now, ["!concerns: no member by that name; no case was opened"])
             return "personal commands refused"
         if news:
             return self.wf.open_forwarded_case(session, row, msg, member, news[0], [c for c in parsed if isinstance(c, cmd.Concerns)],
@@ -602,11 +628,11 @@ class Desk:
         audience = routing.committee(self.wf.roster, self.wf.recused(case))
         self._to_committee(session, case, audience, "sent_copy", now, heading=f"{member.name} sent this to {to_whom}", text=text)
 
-    def _announce(self, session: Session, case: Case, now: datetime, text: str) -> None:
+    def _announce(self, session: Session, case: Case, now: datetime, text: str, kind: str = "announcement") -> None:
         session.flush()
         session.refresh(case)
         audience = routing.committee(self.wf.roster, self.wf.recused(case))
-        self._to_committee(session, case, audience, "announcement", now, heading="Announcement", text=text)
+        self._to_committee(session, case, audience, kind, now, heading="Announcement", text=text)
 
     def _to_committee(self, session: Session, case: Case, audience: routing.Audience, kind: str, now: datetime, heading: str, text: str) -> None:
         body = self.wf.renderer.render("committee_note", marker=audience.marker_line(), heading=heading, ref=case.ref, text=text)

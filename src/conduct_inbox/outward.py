@@ -148,7 +148,7 @@ def _without_sign_off_name(lines: list[str], names: set[str]) -> list[str]:
 _MASKS = [re.compile(p, re.IGNORECASE) for p in (
     r"(?:https?|ftp)://\S+|www\.\S+",  # links
     r"(?<![\w.%+\-])[\w.%+\-]{1,64}@[\w\-]{1,63}(?:\.[\w\-]{1,63}){1,10}",  # addresses (checked separately)
-    r"#?(?<!\d)(?:19|20)\d\d-\d{3,6}(?!\d)",  # case refs 2026-0007
+    r"#?(?<!\d)(?<!\d[\s./\-])(?:19|20)\d\d-\d{3,6}(?!\d)",  # case refs 2026-0007 (not "030/2019-1234")
     r"(?<!\d)(?:19|20)\d\d[-/.](?:0?[1-9]|1[0-2])[-/.](?:0?[1-9]|[12]\d|3[01])(?!\d)",  # 2026-11-24
     r"(?<!\d)(?:0?[1-9]|[12]\d|3[01])[./-](?:0?[1-9]|1[0-2])[./-](?:19|20)\d\d(?!\d)",  # 24.11.2026
     r"(?<!\d)(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])/(?:19|20)\d\d(?!\d)",  # 11/24/2026
@@ -156,7 +156,7 @@ _MASKS = [re.compile(p, re.IGNORECASE) for p in (
     r"(?<![\d.])(?:[01]?\d|2[0-3])[:.h][0-5]\d\s*[-\u2013]\s*(?:[01]?\d|2[0-3])[:.h][0-5]\d(?![\d.])",  # 9.00-17.00
     r"(?<!\d)(?:[01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d)?(?!\d)",  # 10:30, 09:12:33
     r"[$\u20ac\u00a3\u00a5]\s?\d[\d.,'\s]{0,24}\d|\d[\d.,'\s]{0,24}\d\s?(?:[$\u20ac\u00a3\u00a5]|(?:eur|usd|gbp|chf)\b)",
-    r"(?<![\d.,+])[1-9]\d{0,2}(?:([.,])\d{3})(?:\1\d{3}){0,6}(?:[.,]\d{1,2})?(?![.,]?\d)",  # 1.500.000, 1,234,567.89
+    r"(?<![\d.,+])(?<!\d\s)[1-9]\d{0,2}(?:([.,])\d{3})(?:\1\d{3}){0,6}(?:[.,]\d{1,2})?(?![.,]?\d)",  # 1.500.000 (not "+32 471.123.456")
 )]
 #: Bounded (a phone number is short), so a long run of digits and spaces costs linear time.
 _PHONE = re.compile(r"(?<![\w+/])(?:\+|\(\+?)?\d[\d()\u00a0 \t./\-\u2010-\u2013]{0,30}\d\)?")
@@ -178,7 +178,13 @@ def _phone_like(candidate: str) -> bool:
     return False
 
 
+#: A line labelled as a phone number is one whatever its digits look like.
+_PHONE_LABEL = re.compile(r"^\W*(?:tel|phone|mobile|mob|cell|fax|handy|telefon|t\u00e9l\u00e9phone|t\u00e9l|m)\b\.?\s*:?", re.IGNORECASE)
+
+
 def _has_phone(line: str) -> bool:
+    if _PHONE_LABEL.match(line) and sum(c.isdigit() for c in line) >= 6:
+        return True
     return any(_phone_like(m.group(0)) for m in _PHONE.finditer(_masked(line)))
 
 
@@ -243,7 +249,10 @@ def _without_quote_header(lines: list[str], ours: re.Pattern[str] | None) -> lis
     naming our address that are, with everything after them, header-like lines."""
     if ours is None:
         return lines
-    last = max((i for i, line in enumerate(lines) if ours.search(line)), default=None)
+    # A header names our address in angle brackets ("Committee <conduct+...@>"); a sentence
+    # ("write to conduct@example.org") does not, and stays.
+    last = max((i for i, line in enumerate(lines) if any(
+        line[m.start() - 1:m.start()] == "<" for m in ours.finditer(line))), default=None)
     if last is None or not all(not ln.strip() or _HEADER_LIKE.match(ln) for ln in lines[last:]):
         return lines
     start = last

@@ -26,9 +26,9 @@ _BLANK_RUNS = re.compile(r"\n{3,}")
 ALL_SOURCES = frozenset({"subject", "body", "attachment", "filename", "forwarded"})
 #: `!new`: the forwarded report counts, not the forwarding member's own words.
 FORWARDED_SOURCES = frozenset({"attachment", "filename", "forwarded"})
-#: Follow-ups: members are shown the sender's new text only (the `body` passed to `scan`), not the
-#: history it quotes; a member who answers conduct@ directly quotes our mail, whose marker line
-#: names every member, and must not recuse the whole committee by that.
+#: Follow-ups: the scan reads what members are shown (the `body` passed to `scan`: the message
+#: above our own committee mail's marker), not the parser's whole text, which would include our
+#: quoted committee mail and its marker line naming every member.
 FOLLOWUP_SOURCES = frozenset({"subject", "attachment", "filename", "forwarded"})
 
 #: Who may cause an automatic recusal by naming a member. The reported person may not: the
@@ -60,15 +60,12 @@ def scan(msg: InboundMessage, roster: Roster, body: str, *, sources: Collection[
 
 
 def followup_body(msg: InboundMessage) -> str:
-    """What members are shown of a follow-up: everything the sender wrote that is not quoted —
-    also text below a quote (bottom-posting) or after a signature (a P.S.) — then any message they
-    forwarded. Quoted lines and our own committee mail below its marker are left out."""
-    if msg.html_converted:  # HTML quotes are elements, not `>` lines: the parser removed them
-        text = cut_at_marker(msg.unquoted_html_text).strip() or msg.own_text.strip()
-    else:
-        text = "\n".join(ln for ln in cut_at_marker(msg.text).splitlines() if not ln.lstrip().startswith(">"))
-        text = _BLANK_RUNS.sub("\n\n", text).strip()
-    parts = [text or "(the message has no new text)"]
+    """What members are shown of a follow-up: the whole message — text below a quote
+    (bottom-posting), after a signature (a P.S.), and what the sender quotes (a threat they
+    received, pasted as `>` lines) — then any message they forwarded; only our own committee mail
+    below its marker (with the marker line naming every member) is left out."""
+    text = _BLANK_RUNS.sub("\n\n", cut_at_marker(msg.text)).strip()
+    parts = [text or "(the message has no text)"]
     parts += [f"----- forwarded message -----\nSubject: {f.subject}\n\n{f.text.strip()}" for f in msg.forwarded]
     return "\n\n".join(parts)
 

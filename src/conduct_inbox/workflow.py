@@ -157,7 +157,7 @@ class Workflow:
             and dmarc_pass(msg, self.options.trusted_authserv_id, member.email)
         )
         return Facts(own_message=own, case=case, token_owners=self.desk.token_owners(found, case.ref if case else None),
-                     member_dmarc_pass=dmarc, **bounce)
+                     member_dmarc_pass=dmarc, member_sender=member is not None, **bounce)
 
     def _bounce_facts(self, session: Session, msg: Parsed) -> dict[str, Any]:
         """What a DSN's signed VERP address says: its row, whether that row was sent, whether the
@@ -508,6 +508,9 @@ class Workflow:
             acked, ack_reason = self._acknowledge(session, case, report, now)
         drafts = self._report_copies(case, report, scanned, now, acked, ack_reason)
         enqueue_all(session, drafts, self.sender, now, case_id=case.id, inbound_id=row.id)
+        if forwarded is not None and msg.own_text.strip():
+            # The member's own words beside the forward are never dropped: an internal note.
+            self.desk.file_note(session, case, member, msg.own_text.strip(), now, inbound_id=row.id)
         self.refresh_clock(session, case)
         return f"forwarded report opened case {case.ref}"
 

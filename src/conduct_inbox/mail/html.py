@@ -198,10 +198,9 @@ def _reverse_overrides(root: lxml_html.HtmlElement) -> None:
             element.text = text[::-1]
 
 
-def to_text(markup: str, *, without_quotes: bool = False, keep_signatures: bool = False) -> str:
+def to_text(markup: str, *, without_quotes: bool = False) -> str:
     """Readable text of an HTML body; `without_quotes` also removes quoted reply history and the
-    signature elements of common clients (the sender's own new text, for `own_text`), unless
-    `keep_signatures` (all the sender wrote: a P.S. below a signature block)."""
+    signature elements of common clients (the sender's own new text, for `own_text`)."""
     root = _tree(markup)
     if root is None:
         return ""
@@ -211,8 +210,7 @@ def to_text(markup: str, *, without_quotes: bool = False, keep_signatures: bool 
         _reverse_overrides(root)
         if without_quotes:
             _strip_quotes(root)
-            if not keep_signatures:
-                _strip_signatures(root)
+            _strip_signatures(root)
         text = Inscriptis(root, _CONFIG).get_text()
     except Exception:  # lxml/inscriptis on markup they did not foresee (absurd nesting, odd text)
         text = root.text_content()

@@ -86,9 +86,6 @@ class InboundMessage:
     defects: tuple[str, ...]
     #: Everything a person could read in the message (DESIGN "Routing and recusal"), for the scan.
     readable: tuple[Readable, ...] = ()
-    #: An HTML-only body without its quoted history but with everything else the sender wrote
-    #: (a P.S. below a signature block): what the committee is shown of a follow-up. "" for plain text.
-    unquoted_html_text: str = ""
 
     def header(self, name: str) -> str | None:
         """First value of header `name` (case-insensitive), decoded; None when absent."""

@@ -334,10 +334,9 @@ class _Body:
     history), `converted` when it is HTML rendered, `readable` every alternative for the scan."""
 
     def __init__(self, text: str, converted: bool, readable: list[str], own_source: str | None = None,
-                 html_own: str | None = None, unquoted: str = "") -> None:
+                 html_own: str | None = None) -> None:
         self.text, self.converted, self.readable = text, converted, readable
         self.own_source, self.html_own = own_source, html_own
-        self.unquoted = unquoted  # HTML without quoted history, signatures kept (all the sender wrote)
 
 
 def _markup(parts: list[str], defects: Defects) -> str:
@@ -363,8 +362,7 @@ def _body(found: _Collected, defects: Defects, *, own: bool = False) -> _Body:
         others.append(hidden)
     if not plain:
         own_source = clean_text(html.to_text(markup, without_quotes=True)) if own and markup else html_text
-        unquoted = clean_text(html.to_text(markup, without_quotes=True, keep_signatures=True)) if own and markup else ""
-        return _Body(html_text, bool(markup), [html_text, *others], own_source, unquoted=unquoted)
+        return _Body(html_text, bool(markup), [html_text, *others], own_source)
     if html_text and extract.html_says_more(plain, html_text):
         text = f"{plain}\n\n{extract.HTML_VERSION_LINE}\n{html_text}"
         html_own = clean_text(html.to_text(markup, without_quotes=True)) if own else None

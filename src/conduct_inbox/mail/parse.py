@@ -247,7 +247,6 @@ def _parse(stream: BinaryIO, case_tag: str, max_attachment_bytes: int | None) ->
         case_ref=_case_ref(subject, case_tag),
         text=text,
         own_text=own,
-        unquoted_html_text=body.unquoted,
         html_converted=converted,
         attachments=tuple(found.attachments),
         forwarded=tuple(forwarded),
