@@ -231,7 +231,6 @@ def test_members_note_to_plain_conduct_does_not_recuse_the_colleague_it_names(ha
     knows the venue manager". It is taken for a stranger's message: Bob, named by his colleague, is
     excluded from the case and receives nothing more about it (README: anything else claiming to be a
     member is ignored and audited; here it is forwarded as an outsider's message and recuses)."""
-    rx = smtp_receiver
     app, case, alice_copy = opened(harness)
     msg = EmailMessage()
     msg["From"] = "Alice Example <alice@example.org>"
