@@ -136,6 +136,16 @@ class App:
     #: The same database, committing without waiting for the disk (db.make_engine(crash_safe_only=True)).
     crash_safe_engine: Engine | None = None
 
+    def reconfigure(self, settings: Settings) -> None:
+        """Use reloaded settings (reload.merge: the parts fixed at start unchanged) from the next
+        message on: a new workflow (roster, token checks, templates, SLA times) for the intake,
+        escalations, chores and this process's dispatcher."""
+        workflow = make_workflow(settings)
+        self.settings, self.workflow = settings, workflow
+        self.intake.use_workflow(workflow)
+        self.dispatcher.sender = workflow.sender
+        self.dispatcher.on_failure = workflow.on_delivery_failure
+
     def close(self) -> None:
         self.intake.close()
         self.dispatcher.close()

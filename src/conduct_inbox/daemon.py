@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
@@ -17,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import chores, retention
 from .app import App, make_mailbox
 from .dispatch_worker import DispatchWorker
-from .errors import MailboxUnavailable, where
+from .errors import ConfigError, MailboxUnavailable, where
 from .escalation import escalate_once, sla_policy
 from .ports import Mailbox
 
@@ -312,6 +313,49 @@ class Daemon:
             self.app.stop.set()
             self._stopping.set()
 
+    def reload(self) -> bool:
+        """SIGHUP, on the event loop: read the configuration file again. Valid: its live parts
+        (reload.py) apply from the next message on; invalid: the running configuration stays and
+        each problem is logged. Returns whether the new configuration applies."""
+        from .reload import reload_settings
+
+        if self._stopping.is_set():
+            return False
+        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}\nSTATUS=reloading the configuration")
+        try:
+            try:
+                reloaded = reload_settings(self.app.settings)
+            except ConfigError as exc:
+                for problem in exc.problems:  # one line each; they name keys, never values
+                    log.error("reload refused, the running configuration stays: %s", problem)
+                return False
+            except Exception as exc:  # never let a reload end the daemon
+                log.error("reload failed (%s); the running configuration stays", where(exc))
+                return False
+            settings = reloaded.settings
+            self.app.reconfigure(settings)
+            self.policy = sla_policy(settings)
+            if self.dispatch_worker is not None:
+                self.dispatch_worker.reconfigure(settings)
+            if reloaded.needs_restart:
+                log.warning("reload: a restart is needed for changes to %s; they do not apply yet",
+                            ", ".join(reloaded.needs_restart))
+            roster = self.app.workflow.roster
+            log.info("configuration reloaded: %d committee members, %d steering members, quorum %d",
+                     len(roster.members), len(roster.steering), roster.quorum)
+            return True
+        finally:
+            sd_notify("READY=1\nSTATUS=running")
+
+    def request_reload(self) -> None:
+        """Reload from any thread (what SIGHUP does)."""
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self.reload)
+            except RuntimeError:
+                pass  # stopped
+
     def request_stop(self) -> None:
         """Stop gracefully, from any thread (what SIGTERM does)."""
         loop = self._loop
@@ -327,6 +371,7 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self._stop)
+        self._loop.add_signal_handler(signal.SIGHUP, self.reload)
         logging.getLogger("apscheduler.scheduler").addFilter(_expected_skips)
         scheduler = AsyncIOScheduler(
             timezone=timezone.utc,

@@ -82,6 +82,7 @@ async def _serve(dispatcher: Any, conn: Connection, orphaned: threading.Event) -
 
     loop = asyncio.get_running_loop()
     kicked = asyncio.Event()
+    reloaded: list[Any] = []  # settings from a reload, applied between batches
     stopping = False
     started = False  # nothing is sent before the daemon's first kick (it may yet refuse to run)
 
@@ -89,7 +90,11 @@ async def _serve(dispatcher: Any, conn: Connection, orphaned: threading.Event) -
         nonlocal stopping, started
         try:
             while conn.poll():
-                if conn.recv() == "stop":
+                item = conn.recv()
+                if isinstance(item, tuple) and item[:1] == ("settings",):
+                    reloaded.append(item[1])
+                    continue
+                if item == "stop":
                     stopping = True
                 started = True
                 kicked.set()
@@ -112,6 +117,12 @@ async def _serve(dispatcher: Any, conn: Connection, orphaned: threading.Event) -
         kicked.clear()
         if stopping or orphaned.is_set():
             break
+        if reloaded:
+            from .app import make_workflow
+
+            workflow = make_workflow(reloaded[-1])  # the roster told of delivery failures
+            reloaded.clear()
+            dispatcher.sender, dispatcher.on_failure = workflow.sender, workflow.on_delivery_failure
         try:
             report = await dispatcher.flush_due(lambda: datetime.now(timezone.utc), lambda: stopping or orphaned.is_set())
         except Exception as exc:  # a database outage, say: try again at the next kick or tick
@@ -199,6 +210,17 @@ class DispatchWorker:
                 self._conn.send("flush")
             except (BrokenPipeError, OSError):
                 pass  # it is ending; the next kick restarts it
+
+    def reconfigure(self, settings: Any) -> None:
+        """Reloaded settings: the worker applies them before its next batch (and a restarted
+        worker starts with them)."""
+        with self._lock:
+            self.settings = settings
+            if self._conn is not None and self.alive():
+                try:
+                    self._conn.send(("settings", settings))
+                except (BrokenPipeError, OSError):
+                    pass  # it is ending; a restart reads self.settings
 
     def reports(self) -> list[FlushReport]:
         """The flush reports the worker sent since the last call (never blocks)."""

@@ -119,6 +119,9 @@ class Intake:
         self.mailbox = mailbox
         self.workflow = workflow
         self.policy = policy
+        #: A workflow handed over by a reload (`use_workflow`), taken up before the next message.
+        self._next_workflow: Workflow | None = None
+        self._next_lock = threading.Lock()
         self.parser = parser
         self.clock = clock
         self.max_attempts = max_attempts
@@ -127,6 +130,18 @@ class Intake:
         self._uidvalidity: int | None = None
         #: One parse ahead of the message being applied; the parser itself runs one at a time.
         self._parsing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conduct-inbox-parse")
+
+    def use_workflow(self, workflow: Workflow) -> None:
+        """From any thread: apply `workflow` (and its policy) from the next message on; the
+        message under way, if any, ends with the one it started with."""
+        with self._next_lock:
+            self._next_workflow = workflow
+
+    def _take_next_workflow(self) -> None:
+        with self._next_lock:
+            workflow, self._next_workflow = self._next_workflow, None
+        if workflow is not None:
+            self.workflow, self.policy = workflow, workflow.policy
 
     def close(self) -> None:
         """End the background parse thread (after the parse under way, if any)."""
@@ -245,6 +260,7 @@ class Intake:
     def _complete(self, job: _Prepared, stats: IntakeStats) -> str | None:
         """Returns the folder to move the message to once done, or None to leave it for a retry."""
         uid, row_id, attempts = job.uid, job.row_id, job.attempts
+        self._take_next_workflow()  # between messages: a reload applies from this one on
         if row_id is None:
             return None  # another daemon holds it
         if job.parsing is None:  # too many attempts
