@@ -88,6 +88,8 @@ def test_service_tells_systemd_when_ready_and_is_watched():
     assert single(unit, "Service", "ExecStart") == (
         "/usr/local/bin/conduct-inbox run --config /etc/conduct-inbox/config.toml"
     )
+    # `systemctl reload`: SIGHUP to the daemon (tests/test_reload.py)
+    assert single(unit, "Service", "ExecReload") == "/bin/kill -HUP $MAINPID"
 
 
 def test_admin_is_told_when_the_service_fails():
