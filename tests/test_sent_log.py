@@ -142,7 +142,7 @@ def test_large_copies_are_read_one_at_a_time_and_reach_every_member_intact(harne
     harness.deliver(report(sender="large@example.net", attachments=[("clip.mp4", "video/mp4", video)]))
     app = harness.app()
     app.intake.poll_once()
-    claimed, _ = app.dispatcher._claim(harness.clock())
+    claimed, _, _ = app.dispatcher._claim(harness.clock())
     large = [m for m in claimed if m.data is None]
     assert len(large) == len(MEMBERS) and all(m.fetch is not None for m in large)  # the ack is small
     harness.clock.advance(seconds=CLAIM.total_seconds() + 60)  # the claim above runs out

@@ -14,6 +14,9 @@ from conduct_inbox.config_sources import SECRETS
 UNIT_DIR = Path(__file__).resolve().parent.parent / "systemd"
 SERVICE = UNIT_DIR / "conduct-inbox.service"
 FAILURE = UNIT_DIR / "conduct-inbox-failure@.service"
+TEMPLATE = UNIT_DIR / "conduct-inbox@.service"
+#: Keys of the template unit that name its instance's own files; every other line is the service's.
+PER_INSTANCE = {"Description", "Documentation", "ExecStartPre", "ExecStart", "LoadCredential", "StateDirectory"}
 MAX_EXPOSURE = 1.5
 REQUIRED_CREDENTIALS = ("imap-password", "smtp-password", "token-secret")
 
@@ -71,6 +74,8 @@ def verifiable_units(tmp_path: Path) -> Path:
         "ExecStartPre=/usr/local/bin/conduct-inbox ", f"ExecStartPre={stub} "
     )
     (tmp_path / SERVICE.name).write_text(text)
+    template = TEMPLATE.read_text().replace("/usr/local/bin/conduct-inbox ", f"{stub} ")
+    (tmp_path / TEMPLATE.name).write_text(template)
     shutil.copy(FAILURE, tmp_path / FAILURE.name)
     return tmp_path
 
@@ -146,6 +151,8 @@ def test_hardening_exposure_is_at_most_1_5():
         "conduct-inbox.service",
         "conduct-inbox-failure@.service",
         "conduct-inbox-failure@conduct-inbox.service.service",  # the instance OnFailure= starts
+        "conduct-inbox@pycon.service",  # one committee of several on the host
+        "conduct-inbox-failure@conduct-inbox@pycon.service.service",
     ],
 )
 def test_units_verify_without_warnings(verifiable_units: Path, unit_name: str):
@@ -155,3 +162,36 @@ def test_units_verify_without_warnings(verifiable_units: Path, unit_name: str):
     # verify exits 0 on unknown keys and bad values; any line naming our units is a warning.
     complaints = [line for line in result.stderr.splitlines() if "conduct-inbox" in line]
     assert complaints == [], result.stderr
+
+
+# ----- several committees on one host: the template unit --------------------------------------
+
+
+def test_template_unit_is_the_service_with_one_config_state_and_credentials_per_instance():
+    service, template = parse_unit(SERVICE), parse_unit(TEMPLATE)
+    # Same hardening, restart policy, watchdog and hook: every other line is identical.
+    for section in ("Unit", "Service", "Install"):
+        assert [kv for kv in template[section] if kv[0] not in PER_INSTANCE] == [
+            kv for kv in service[section] if kv[0] not in PER_INSTANCE
+        ], section
+    config = "/etc/conduct-inbox/%i/config.toml"
+    assert single(template, "Service", "ExecStart") == f"/usr/local/bin/conduct-inbox run --config {config}"
+    assert single(template, "Service", "ExecStartPre") == f"/usr/local/bin/conduct-inbox db upgrade --config {config}"
+    assert single(template, "Service", "StateDirectory") == "conduct-inbox/%i"
+    loaded = dict(v.split(":", 1) for v in values(template, "Service", "LoadCredential"))
+    assert loaded == {name: f"/etc/conduct-inbox/%i/credentials/{name}" for name in REQUIRED_CREDENTIALS}
+    assert "#LoadCredential=encryption-key:/etc/conduct-inbox/%i/credentials/encryption-key" in TEMPLATE.read_text()
+
+
+def test_template_unit_is_documented():
+    readme = (UNIT_DIR / "README.md").read_text()
+    assert "conduct-inbox@.service" in readme and "/etc/conduct-inbox/NAME/config.toml" in readme
+    assert "conduct-inbox@.service" in (UNIT_DIR.parent / "README.md").read_text()
+
+
+@needs_analyze
+def test_template_instance_hardening_exposure_is_at_most_1_5(verifiable_units: Path):
+    result = run_analyze("security", "--offline=yes", "--no-pager", "conduct-inbox@pycon.service", cwd=verifiable_units)
+    match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout

@@ -187,6 +187,51 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return FAILURE if problems else OK
 
 
+#: What `inspect` reads of the secrets: the token secrets to recognise reply tokens and the key
+#: to open sealed rows. No mail password: inspect never connects to the mailbox or SMTP.
+INSPECT_SECRETS = frozenset({"security.token_secret", "security.previous_token_secret", "security.encryption_key"})
+
+
+def _inspect_config(args: argparse.Namespace) -> tuple[Settings | None, str]:
+    """The configuration inspect classifies with, or None and why not (one line, no secret)."""
+    if not (args.config or os.environ.get("CONDUCT_INBOX_CONFIG") or Path("config.toml").exists()):
+        return None, "no configuration file"
+    try:
+        return load_settings(args.config, secrets=INSPECT_SECRETS), ""
+    except ConfigError as exc:
+        return None, "configuration not usable: " + "; ".join(exc.problems)
+
+
+def _daemon_facts(settings: Settings, msg: Any) -> tuple[Any, Any]:
+    """Facts and policy as the daemon's intake would look them up (app.make_workflow, Workflow.facts),
+    read in a session that is rolled back: nothing is written, nothing is sent."""
+    from sqlalchemy import inspect as sa_inspect, text
+
+    from .app import make_workflow
+
+    path = db.sqlite_path(settings.database.url)
+    if path is not None and not path.exists():
+        raise DatabaseNotCurrent(f"no database at {path}: run `conduct-inbox db upgrade`")
+    engine = db.engine_for(settings)
+    try:
+        workflow = make_workflow(settings)
+        with db.session_factory(engine)() as session:
+            try:
+                connection = session.connection()
+                current = None
+                if sa_inspect(connection).has_table("alembic_version"):
+                    current = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+                if current != db.SCHEMA_HEAD:
+                    raise DatabaseNotCurrent(f"database schema is at {current or 'nothing'}, code expects {db.SCHEMA_HEAD}")
+                db.verify_key(session, getattr(engine.dialect, "conduct_cipher", None))
+                facts = workflow.facts(session, msg)
+            finally:
+                session.rollback()
+        return facts, workflow.policy
+    finally:
+        engine.dispose()
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .classify import Facts, Policy, classify
     from .mail.parse import parse
@@ -196,11 +241,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"conduct-inbox: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return FAILURE
-    settings = None
-    try:
-        settings = load_settings(args.config) if (args.config or os.environ.get("CONDUCT_INBOX_CONFIG") or Path("config.toml").exists()) else None
-    except ConfigError:
-        settings = None
+    settings, why_not = _inspect_config(args)
     case_tag = settings.committee.case_tag if settings else "conduct"
     try:
         msg = parse(raw, case_tag=case_tag)
@@ -210,14 +251,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     except Exception as exc:  # never a traceback for a bad file
         print(f"conduct-inbox: {args.file} could not be parsed ({type(exc).__name__})", file=sys.stderr)
         return FAILURE
+    facts, policy = Facts(), Policy(address="conduct@example.org")
+    basis = ""
     if settings is not None:
         from .app import make_policy
 
         policy = make_policy(settings)
-    else:
-        policy = Policy(address="conduct@example.org")
-    result = classify(msg, Facts(), policy)
-    info = casefile.inspect_dict(msg, result)
+        try:
+            facts, policy = _daemon_facts(settings, msg)
+            basis = "database and reply tokens (as the daemon would classify it)"
+        except ConductInboxError as exc:
+            why_not = str(exc)
+        except Exception as exc:
+            from .neterrors import database_in_words
+
+            why_not = f"database: {database_in_words(exc, settings.database.url)}"
+    if not basis:
+        basis = f"message content alone ({why_not}): cases, reply tokens and our own mail are not recognised"
+    result = classify(msg, facts, policy)
+    info = {**casefile.inspect_dict(msg, result), "basis": basis}
     if args.json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
     else:

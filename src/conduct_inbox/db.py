@@ -69,21 +69,27 @@ def check_key(engine: Engine) -> None:
     """
     cipher: Cipher | None = getattr(engine.dialect, "conduct_cipher", None)
     with Session(engine) as session, session.begin():
-        row = session.get(DatabaseMeta, _KEY_FINGERPRINT)
-        if row is None:
-            if cipher is not None:
-                session.add(DatabaseMeta(name=_KEY_FINGERPRINT, value=cipher.fingerprint_hex))
-            return
-        if cipher is None:
-            raise EncryptionError(
-                "the database is encrypted but no key is configured: set security.encryption_key_file "
-                f"(or the encryption-key credential) to the key with fingerprint {row.value}"
-            )
-        if row.value != cipher.fingerprint_hex:
-            raise EncryptionError(
-                f"the configured encryption key (fingerprint {cipher.fingerprint_hex}) is not the key this "
-                f"database is encrypted with (fingerprint {row.value})"
-            )
+        if not verify_key(session, cipher) and cipher is not None:
+            session.add(DatabaseMeta(name=_KEY_FINGERPRINT, value=cipher.fingerprint_hex))
+
+
+def verify_key(session: Session, cipher: Cipher | None) -> bool:
+    """check_key without writing: raise for the wrong key or a missing one; False when the
+    database has recorded no key yet."""
+    row = session.get(DatabaseMeta, _KEY_FINGERPRINT)
+    if row is None:
+        return False
+    if cipher is None:
+        raise EncryptionError(
+            "the database is encrypted but no key is configured: set security.encryption_key_file "
+            f"(or the encryption-key credential) to the key with fingerprint {row.value}"
+        )
+    if row.value != cipher.fingerprint_hex:
+        raise EncryptionError(
+            f"the configured encryption key (fingerprint {cipher.fingerprint_hex}) is not the key this "
+            f"database is encrypted with (fingerprint {row.value})"
+        )
+    return True
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

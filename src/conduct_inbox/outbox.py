@@ -30,7 +30,7 @@ from .sent_log import MARK_SENT, sent_log_for
 from .mail.compose import Draft, Sender, build
 from .party_mail import check_outward
 from .mail.addresses import canonical_address
-from .models import OutboxMessage, ServiceState
+from .models import Case, OutboxMessage, ServiceState
 from .ports import BatchResult, DeliveryResult, MailUnavailable, OutgoingMail, Outcome
 from .ports import Sender as Transport
 
@@ -56,9 +56,11 @@ _DATA_IF_SMALL = type_coerce(
 )
 
 
+#: The claimed row's case reference, in the claim's own statement (for the "sent" log line).
+_CASE_REF = select(Case.ref).where(Case.id == OutboxMessage.case_id).scalar_subquery()
 #: What a claimed row is loaded as: the row without its subject (sealed: decrypting it would be
-#: work for nothing), and its bytes through _DATA_IF_SMALL.
-_CLAIMED = select(OutboxMessage, _DATA_IF_SMALL).options(defer(OutboxMessage.data), defer(OutboxMessage.subject))
+#: work for nothing), its bytes through _DATA_IF_SMALL, and its case reference.
+_CLAIMED = select(OutboxMessage, _DATA_IF_SMALL, _CASE_REF).options(defer(OutboxMessage.data), defer(OutboxMessage.subject))
 #: Why a row whose stored mail fails to decrypt (altered, or corrupt on disk) fails for good.
 UNREADABLE = "stored mail cannot be decrypted"
 
@@ -196,12 +198,12 @@ class Dispatcher:
                 self._update_sent(session, held)
             self._sent_log.forget(held)
 
-    def _claim(self, now: datetime) -> tuple[list[OutgoingMail], dict[int, str]]:
-        """Due rows, claimed for this batch; and their Message-IDs by row id."""
+    def _claim(self, now: datetime) -> tuple[list[OutgoingMail], dict[int, str], dict[int, str | None]]:
+        """Due rows, claimed for this batch; their Message-IDs and their case references by row id."""
         with self.sessions() as session, session.begin():
             state = session.get(ServiceState, "smtp")
             if state is not None and state.retry_at is not None and state.retry_at > now:
-                return [], {}  # in an outage: wait for the backoff to run out
+                return [], {}, {}  # in an outage: wait for the backoff to run out
             due = (
                 OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now,
                 or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
@@ -211,14 +213,14 @@ class Dispatcher:
                 rows = list(session.execute(query).all())
             except EncryptionError:
                 rows = self._claim_readable(session, due, now)
-            for row, _ in rows:
+            for row, _, _ in rows:
                 row.claimed_until = now + CLAIM
             mails = [
                 OutgoingMail(r.id, verp_address(self.sender, r.id, self.verp_secret), r.recipient, data,
                              None if data is not None else self._fetcher(r.id))
-                for r, data in rows
+                for r, data, _ in rows
             ]
-            return mails, {r.id: r.message_id for r, _ in rows}
+            return mails, {r.id: r.message_id for r, _, _ in rows}, {r.id: ref for r, _, ref in rows}
 
     def _claim_readable(self, session: Session, due: tuple[Any, ...], now: datetime) -> list[Any]:
         """The claim, row by row, after a stored mail could not be decrypted (altered or corrupt):
@@ -276,7 +278,7 @@ class Dispatcher:
             for row_id in held:
                 self._unrecorded.pop(row_id, None)
         await asyncio.to_thread(self._fold)
-        mails, message_ids = await asyncio.to_thread(self._claim, now)
+        mails, message_ids, case_refs = await asyncio.to_thread(self._claim, now)
         if not mails:
             return FlushReport()
         recorded: set[int] = set()
@@ -284,6 +286,7 @@ class Dispatcher:
         async def on_result(row_id: int, result: DeliveryResult) -> None:
             if result.outcome is not Outcome.SENT:
                 return  # refusals and deferrals are recorded with the batch
+            _log_sent(row_id, case_refs[row_id])
             try:
                 # On the loop (see sent_log): the next mail waits for this record in any case.
                 self._sent_log.record(row_id, message_ids[row_id], now)
@@ -305,6 +308,9 @@ class Dispatcher:
         finally:
             self._sent_log.release()
         rest = [m for m in mails if m.row_id not in recorded]
+        for mail in rest:  # accepted by a transport that did not report it as it went
+            if (outcome := result.results.get(mail.row_id)) is not None and outcome.outcome is Outcome.SENT:
+                _log_sent(mail.row_id, case_refs[mail.row_id])
         report = await asyncio.to_thread(self._record, rest, result, now)
         await asyncio.to_thread(self._fold)
         return FlushReport(report.sent + len(recorded), report.failed, report.deferred, report.outage)
@@ -406,6 +412,11 @@ class Dispatcher:
             state.outage_since = state.outage_since or now
             state.outage_reason = outage[:200]
             state.retry_at = now + self.backoff.delay(state.failures)
+
+
+def _log_sent(row_id: int, case_ref: str | None) -> None:
+    """One line per mail the SMTP server accepted: ids only, never an address or a subject."""
+    log.info("outbox row %d sent (case %s)", row_id, case_ref or "-")
 
 
 def mark_failed(session: Session, row_id: int, reason: str, now: datetime, on_failure: FailureHook) -> bool:
