@@ -53,6 +53,7 @@ HIDDEN_NAMINGS = {
 }
 
 
+@pytest.mark.one_database  # the member scan of content: the database plays no part
 @pytest.mark.parametrize("attack", sorted(HIDDEN_NAMINGS))
 def test_a_member_named_where_a_person_can_read_it_is_recused_and_gets_no_copy(daemon, attack):
     app, maildir = daemon

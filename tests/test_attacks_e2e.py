@@ -110,6 +110,7 @@ SMUGGLED = [
 ]
 
 
+@pytest.mark.one_database  # the member scan of content: the database plays no part
 @pytest.mark.parametrize("subject", SMUGGLED)
 def test_commands_in_the_reporters_subject_never_act(harness, smtp_receiver, subject):
     rx = smtp_receiver
@@ -333,6 +334,7 @@ ATTACHMENTS = [
 ]
 
 
+@pytest.mark.one_database  # the member scan of content: the database plays no part
 @pytest.mark.parametrize("attachment", ATTACHMENTS)
 def test_member_named_only_in_an_attachment_gets_nothing(harness, smtp_receiver, attachment):
     rx = smtp_receiver

@@ -67,6 +67,7 @@ ATTRIBUTIONS = [
 ]
 
 
+@pytest.mark.one_database  # the member scan of content: the database plays no part
 @pytest.mark.parametrize("attribution", ATTRIBUTIONS)
 def test_localized_gmail_reply_does_not_hand_the_reporter_a_members_token(harness, smtp_receiver, attribution):
     rx = smtp_receiver
@@ -98,6 +99,7 @@ SIGNATURES = [
 ]
 
 
+@pytest.mark.one_database  # the member scan of content: the database plays no part
 @pytest.mark.parametrize("signature,identifying", SIGNATURES)
 def test_member_signature_never_reaches_the_reporter(harness, smtp_receiver, signature, identifying):
     rx = smtp_receiver
@@ -133,6 +135,7 @@ HIDDEN = [
 ]
 
 
+@pytest.mark.one_database  # the member scan of content: the database plays no part
 @pytest.mark.parametrize("kind", HIDDEN)
 def test_member_named_only_in_an_attachment_is_recused(harness, smtp_receiver, kind):
     rx = smtp_receiver
@@ -153,6 +156,7 @@ BODIES = [
 ]
 
 
+@pytest.mark.one_database  # the member scan of content: the database plays no part
 @pytest.mark.parametrize("body", BODIES)
 def test_member_named_in_the_body_with_invisible_tricks_is_recused(harness, smtp_receiver, body):
     rx = smtp_receiver
@@ -164,6 +168,7 @@ def test_member_named_in_the_body_with_invisible_tricks_is_recused(harness, smtp
 UNREADABLE = ["xlsx", "zip", "tnef", "utf16-chinese-nobom"]
 
 
+@pytest.mark.one_database  # the member scan of content: the database plays no part
 @pytest.mark.parametrize("kind", UNREADABLE)
 def test_unreadable_attachment_is_flagged_not_scanned(harness, smtp_receiver, kind):
     content, ctype, filename = files.ATTS[kind]

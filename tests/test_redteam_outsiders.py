@@ -157,6 +157,7 @@ HIDDEN = [
 ]
 
 
+@pytest.mark.one_database  # the member scan of content: the database plays no part
 @pytest.mark.parametrize("attachment", HIDDEN)
 def test_member_named_only_in_an_attachment_gets_nothing(harness, smtp_receiver, attachment):
     rx = smtp_receiver
