@@ -23,17 +23,12 @@ import pytest
 
 from tests import redteam_files as files
 from tests.harness import parsed, report, text_of
-from tests.test_committee_e2e import step, the_case
+from tests.test_attacks_e2e import opened
+from tests.test_committee_e2e import step
 
 REPORTER = "reporter@example.net"
 ALICE, BOB, CAROL = "alice@example.org", "bob@example.org", "carol@example.org"
 MEMBERS = (ALICE, BOB, CAROL)
-
-
-def opened(harness, raw: bytes | None = None):
-    app = harness.app()
-    step(harness, app, raw or report())
-    return app, the_case(app), harness.receiver.to(ALICE)[0]
 
 
 def client_reply(to_record, sender: str, subject_suffix: str, text: str) -> bytes:

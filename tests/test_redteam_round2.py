@@ -16,19 +16,13 @@ from sqlalchemy import select
 
 from conduct_inbox.models import Case, Recusal
 from tests.harness import SECRET, count, parsed, report, text_of
-from tests.test_attacks_e2e import got, personal_address
+from tests.test_attacks_e2e import got, opened, personal_address
 from tests.test_committee_e2e import latest, reply, step, the_case
 
 REPORTER = "reporter@example.net"
 ALICE, BOB, CAROL, SAM = "alice@example.org", "bob@example.org", "carol@example.org", "sam@example.org"
 MEMBERS = (ALICE, BOB, CAROL)
 PAT = "pat@example.net"
-
-
-def opened(harness, raw: bytes | None = None):
-    app = harness.app()
-    step(harness, app, raw or report())
-    return app, the_case(app), harness.receiver.to(ALICE)[0]
 
 
 def trust(harness, authserv: str = "mx.example.org") -> None:
@@ -111,7 +105,6 @@ def test_commands_in_a_forwarded_reports_subject_do_not_act(harness, smtp_receiv
     app = harness.app()
     step(harness, app, _forward("Meetup incident !concerns Carol"))
     assert count(app, Case) == 1
-    case = the_case(app)
     with app.sessions() as session:
         recused = {r.member_email: (r.reason, r.automatic) for r in session.scalars(select(Recusal)) if r.active}
     assert CAROL not in recused, f"a command in the forwarded report's subject recused Carol: {recused}"

@@ -15,33 +15,14 @@ from sqlalchemy import select
 
 from conduct_inbox.models import Decision, InboundMessage
 from tests.harness import parsed, report, text_of
-from tests.test_attacks_e2e import got, personal_address
+from tests.test_attacks_e2e import got, opened, personal_address
+from tests.test_redteam_members import client_reply
 from tests.test_committee_e2e import latest, reply, step, the_case
 
 REPORTER = "reporter@example.net"
 ALICE, BOB, CAROL, SAM = "alice@example.org", "bob@example.org", "carol@example.org", "sam@example.org"
 MEMBERS = (ALICE, BOB, CAROL)
 PAT = "pat@example.net"
-
-
-def opened(harness, raw: bytes | None = None):
-    app = harness.app()
-    step(harness, app, raw or report())
-    return app, the_case(app), harness.receiver.to(ALICE)[0]
-
-
-def plain_reply(to_record, sender: str, subject_suffix: str, text: str) -> bytes:
-    """A member's plain-text reply whose body is exactly `text` (top-posted, no quote)."""
-    original = parsed(to_record)
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = str(original["Reply-To"])
-    msg["Subject"] = f"Re: {original['Subject']} {subject_suffix}".strip()
-    msg["Message-ID"] = make_msgid(domain="example.org")
-    msg["In-Reply-To"] = original["Message-ID"]
-    msg["References"] = original["Message-ID"]
-    msg.set_content(text)
-    return msg.as_bytes()
 
 
 def forward_with_new(member: str, report_subject: str, report_text: str, typed: str, note: str = "This came to me directly.") -> bytes:
@@ -80,7 +61,7 @@ def test_phone_number_in_a_reply_signature_is_refused(harness, smtp_receiver, ph
     app, case, alice_copy = opened(harness)
     before = len(rx.to(REPORTER))
     text = f"Thank you for your report, we are looking into it. REPLY-TEXT\n\nCommunity Lead, Example Foundation\n{phone}\n"
-    step(harness, app, plain_reply(alice_copy, ALICE, "!reply", text))
+    step(harness, app, client_reply(alice_copy, ALICE, "!reply", text))
     if len(rx.to(REPORTER)) == before:
         return  # refused: fine
     sent = text_of(rx.to(REPORTER)[-1])
@@ -200,7 +181,7 @@ def test_commands_in_a_partys_subject_do_not_block_the_committee(harness, smtp_r
     rx = smtp_receiver
     app, case, alice_copy = opened(harness)
     step(harness, app, reply(alice_copy, ALICE, "!party reported pat@example.net Pat Person"))
-    step(harness, app, plain_reply(alice_copy, ALICE, "!send reported", "Please tell us your view of the evening at the sprint."))
+    step(harness, app, client_reply(alice_copy, ALICE, "!send reported", "Please tell us your view of the evening at the sprint."))
     [to_pat] = rx.to(PAT)
     answer = EmailMessage()
     answer["From"] = f"Pat Person <{PAT}>"
@@ -256,7 +237,7 @@ def test_reply_with_labelled_lines_naming_conduct_is_sent_whole(harness, smtp_re
             "Next step: we talk to the people involved this week. STEP-TEXT\n"
             "Timeline: you will hear from us by Friday.\n"
             "Questions: write to conduct@example.org at any time.\n")
-    step(harness, app, plain_reply(alice_copy, ALICE, "!reply", text))
+    step(harness, app, client_reply(alice_copy, ALICE, "!reply", text))
     sent = text_of(rx.to(REPORTER)[-1])
     assert "STEP-TEXT" in sent and "by Friday" in sent, f"the reporter got a truncated reply:\n{sent}"
 
