@@ -9,14 +9,13 @@ recusal"); this module decides who is named and what members are shown.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-import re
-
 from .mail.charsets import displayed
-from .mail.quotes import cut_at_marker
 from .mail.inbound import Attachment, InboundMessage
+from .mail.quotes import cut_at_marker
 from .recusal import detect
 from .roster import Roster
 
