@@ -150,12 +150,31 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     assert len(problems) == 1 and "absent.toml: not found" in problems[0]
 
 
-def test_secret_files_relative_to_config_folder(tmp_path: Path) -> None:
-    (tmp_path / "token").write_text(TOKEN + "\r\n")
+def test_secret_files_relative_to_the_credentials_folder_next_to_the_config(tmp_path: Path) -> None:
+    (tmp_path / "credentials").mkdir()
+    (tmp_path / "credentials" / "token").write_text(TOKEN + "\r\n")
+    (tmp_path / "token").write_text("not-this-one-but-long-enough\n")  # the config's own folder is not searched
     text = MINIMAL.replace(f'token_secret = "{TOKEN}"', 'token_secret_file = "token"')
     settings = load_settings(write(tmp_path, text), {})
     assert settings.security.token_secret.get_secret_value() == TOKEN
-    assert settings.security.token_secret_file == str(tmp_path / "token")
+    assert settings.security.token_secret_file == str(tmp_path / "credentials" / "token")
+
+
+def test_conventional_names_from_the_credentials_folder_without_systemd(tmp_path: Path) -> None:
+    # What README's install steps do: keygen > /etc/conduct-inbox/credentials/token-secret, then a shell.
+    (tmp_path / "credentials").mkdir()
+    (tmp_path / "credentials" / "token-secret").write_text(TOKEN + "\n")
+    (tmp_path / "credentials" / "smtp-password").write_text("smtp-from-the-folder\n")
+    text = (MINIMAL.replace(f'token_secret = "{TOKEN}"', "")
+            .replace('security = "none"\n\n[database]', 'security = "none"\nusername = "conduct"\n\n[database]'))
+    settings = load_settings(write(tmp_path, text), {})
+    assert settings.security.token_secret.get_secret_value() == TOKEN
+    assert settings.smtp.password.get_secret_value() == "smtp-from-the-folder"
+    # With $CREDENTIALS_DIRECTORY set, only that directory counts.
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    problems = problems_of(write(tmp_path, text), {"CREDENTIALS_DIRECTORY": str(creds)})
+    assert any(p.startswith("security.token_secret: required") for p in problems), problems
 
 
 def test_credentials_directory_resolves_relative_files_and_conventional_names(tmp_path: Path) -> None:

@@ -68,13 +68,13 @@ def verifiable_units(tmp_path: Path) -> Path:
     stub.write_text("#!/bin/sh\nexit 0\n")
     stub.chmod(0o755)
     text = SERVICE.read_text()
-    exec_start = "ExecStart=/usr/local/bin/conduct-inbox "
+    exec_start = "ExecStart=/opt/conduct-inbox/bin/conduct-inbox "
     assert exec_start in text
     text = text.replace(exec_start, f"ExecStart={stub} ").replace(
-        "ExecStartPre=/usr/local/bin/conduct-inbox ", f"ExecStartPre={stub} "
+        "ExecStartPre=/opt/conduct-inbox/bin/conduct-inbox ", f"ExecStartPre={stub} "
     )
     (tmp_path / SERVICE.name).write_text(text)
-    template = TEMPLATE.read_text().replace("/usr/local/bin/conduct-inbox ", f"{stub} ")
+    template = TEMPLATE.read_text().replace("/opt/conduct-inbox/bin/conduct-inbox ", f"{stub} ")
     (tmp_path / TEMPLATE.name).write_text(template)
     shutil.copy(FAILURE, tmp_path / FAILURE.name)
     return tmp_path
@@ -91,7 +91,7 @@ def test_service_tells_systemd_when_ready_and_is_watched():
     # Enough time to finish the current message after SIGTERM.
     assert single(unit, "Service", "TimeoutStopSec") == "60"
     assert single(unit, "Service", "ExecStart") == (
-        "/usr/local/bin/conduct-inbox run --config /etc/conduct-inbox/config.toml"
+        "/opt/conduct-inbox/bin/conduct-inbox run --config /etc/conduct-inbox/config.toml"
     )
     # `systemctl reload`: SIGHUP to the daemon (tests/test_reload.py)
     assert single(unit, "Service", "ExecReload") == "/bin/kill -HUP $MAINPID"
@@ -175,8 +175,8 @@ def test_template_unit_is_the_service_with_one_config_state_and_credentials_per_
             kv for kv in service[section] if kv[0] not in PER_INSTANCE
         ], section
     config = "/etc/conduct-inbox/%i/config.toml"
-    assert single(template, "Service", "ExecStart") == f"/usr/local/bin/conduct-inbox run --config {config}"
-    assert single(template, "Service", "ExecStartPre") == f"/usr/local/bin/conduct-inbox db upgrade --config {config}"
+    assert single(template, "Service", "ExecStart") == f"/opt/conduct-inbox/bin/conduct-inbox run --config {config}"
+    assert single(template, "Service", "ExecStartPre") == f"/opt/conduct-inbox/bin/conduct-inbox db upgrade --config {config}"
     assert single(template, "Service", "StateDirectory") == "conduct-inbox/%i"
     loaded = dict(v.split(":", 1) for v in values(template, "Service", "LoadCredential"))
     assert loaded == {name: f"/etc/conduct-inbox/%i/credentials/{name}" for name in REQUIRED_CREDENTIALS}

@@ -16,6 +16,9 @@ from .errors import ConfigError
 
 ENV_PREFIX = "CONDUCT_INBOX_"
 CONFIG_ENV = "CONDUCT_INBOX_CONFIG"
+#: Where relative secret files and conventional credential names are found without
+#: $CREDENTIALS_DIRECTORY: this folder next to the config file.
+CREDENTIALS_FOLDER = "credentials"
 
 # (section, inline key, file key, conventional systemd credential name)
 SECRETS = (
@@ -86,9 +89,15 @@ def apply_environment(data: dict[str, Any], environ: Mapping[str, str], sections
 def read_secrets(
     data: dict[str, Any], config_dir: Path, credentials_dir: str, wanted: frozenset[str] | None = None
 ) -> list[str]:
-    """Fill each secret from its *_file, or from $CREDENTIALS_DIRECTORY's conventional name;
-    with `wanted` ("section.key" names), only those secrets are read."""
+    """Fill each secret from its *_file, or from its conventional credential name;
+    with `wanted` ("section.key" names), only those secrets are read.
+
+    A relative *_file, and a conventional name (imap-password, token-secret, ...) used when both
+    the secret and its *_file are empty, are looked up in $CREDENTIALS_DIRECTORY when systemd sets
+    it, else in the `credentials/` folder next to the config file (/etc/conduct-inbox/credentials/
+    for /etc/conduct-inbox/config.toml): the same config works under systemd and from a shell."""
     problems = []
+    base = Path(credentials_dir) if credentials_dir else config_dir / CREDENTIALS_FOLDER
     for section, key, file_key, credential in SECRETS:
         if wanted is not None and f"{section}.{key}" not in wanted:
             continue
@@ -104,10 +113,9 @@ def read_secrets(
         if inline:
             continue
         if file_name:
-            base = Path(credentials_dir) if credentials_dir else config_dir
             secret_path = base / Path(file_name).expanduser()
-        elif credentials_dir and (Path(credentials_dir) / credential).is_file():
-            secret_path = Path(credentials_dir) / credential
+        elif (base / credential).is_file():
+            secret_path = base / credential
         else:
             continue
         try:

@@ -75,7 +75,9 @@ def prepare(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "config.toml"
     if not config.exists():
-        secret = directory / "token-secret"
+        # Relative secret names are read from credentials/ next to the config (config_sources).
+        (directory / "credentials").mkdir(mode=0o700, exist_ok=True)
+        secret = directory / "credentials" / "token-secret"
         secret.write_text(secrets.token_urlsafe(32) + "\n")
         secret.chmod(0o600)
         config.write_text(CONFIG.format(db=(directory / "cases.db").resolve()))
