@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -19,6 +19,9 @@ from . import __version__, casefile, db, logsetup
 from .config import ALL_SECRETS, Settings, load_settings
 from .recusal import common_word_aliases
 from .errors import ConductInboxError, ConfigError, DatabaseNotCurrent, InstanceLocked, MalformedMessage
+
+if TYPE_CHECKING:
+    from .metrics import MetricsServer
 
 log = logging.getLogger("conduct_inbox")
 
@@ -57,6 +60,19 @@ def _engine(settings: Settings, check: bool = True) -> Any:
 # ----- commands ---------------------------------------------------------------------------------
 
 
+def _start_metrics(settings: Settings) -> MetricsServer:
+    """The `[metrics] listen` endpoint, started; a port it cannot have is a configuration problem."""
+    from .metrics import MetricsServer
+
+    server = MetricsServer(settings.metrics.listen, settings.database.url)
+    try:
+        server.start()
+    except OSError as exc:
+        server.close()
+        raise ConfigError([f"metrics.listen: cannot listen there ({exc.strerror or type(exc).__name__})"]) from None
+    return server
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .app import build_app
     from .daemon import Daemon, run_once, watchdog_interval
@@ -82,15 +98,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     holder: dict[str, Daemon] = {}
     app = None
+    metrics: MetricsServer | None = None
     try:
         app = build_app(settings, engine=engine, on_commit=lambda: holder["daemon"].kick_flush() if "daemon" in holder else None)
         if args.once:
             return run_once(app)
+        if settings.metrics.listen:
+            metrics = _start_metrics(settings)
         daemon = Daemon(app, settings.mailbox.poll_seconds, watchdog_interval(), dispatch_worker=worker)
         holder["daemon"] = daemon
         asyncio.run(daemon.run())
         return OK
     finally:
+        if metrics is not None:
+            metrics.close()
         if worker is not None:
             worker.stop()
         if app is not None:

@@ -465,6 +465,32 @@ class Log(_Section):
     format: Literal["text", "json"] = "text"
 
 
+class Metrics(_Section):
+    """Prometheus metrics from `conduct-inbox run` (counts and times, never content)."""
+
+    #: "127.0.0.1:9464" or "[::1]:9464"; empty: no metrics endpoint.
+    listen: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        host, sep, port = value.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        elif ":" in host:
+            host = ""  # an IPv6 address needs brackets
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError('must be an IP address and a port, such as "127.0.0.1:9464" or "[::1]:9464"') from None
+        if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError('must end in a port between 1 and 65535, such as "127.0.0.1:9464"')
+        return value
+
+
 class Settings(BaseSettings):
     """The whole configuration; build it with `load_settings()`."""
 
@@ -483,6 +509,7 @@ class Settings(BaseSettings):
     templates: Templates = Templates()
     security: SecurityConfig
     log: Log = Log()
+    metrics: Metrics = Metrics()
 
     _config_path: Path | None = PrivateAttr(default=None)
 

@@ -3,7 +3,7 @@
 What applies from the next message on: the roster (committee members, aliases, chair, quorum,
 steering), the rest of `[committee]` but its address and case tag, `[sla]`, `[retention]` and
 `[templates]`. Everything else (database, mailbox, SMTP, security keys and secrets, `[intake]`,
-`[log]`, the committee's address and case tag) is read only at start: a change to it is named
+`[log]`, `[metrics]`, the committee's address and case tag) is read only at start: a change to it is named
 in one log line and waits for a restart.
 """
 
