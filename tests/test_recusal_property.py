@@ -131,9 +131,6 @@ class CaseModel:
     replied: bool = False
     outward: int = 0  # mail to the reporter and parties
     notes: list[str] = field(default_factory=list)  # note markers filed on the case
-    #: Commands standing in a subject someone outside the committee sent on the case: a member
-    #: typing the same one is not obeyed (DESIGN "Committee commands"); their text is a note.
-    outside: set[str] = field(default_factory=set)
 
     def recused(self) -> dict[str, str]:
         return {e: "named" for e, r in self.recusals.items() if r.active}
@@ -394,7 +391,7 @@ def apply_step(world: World, step: tuple) -> None:  # type: ignore[type-arg]
         raw = adversary.mail(sender=f"{sender}@example.net", name=f"Robin {name_word}", subject=subject,
                              body="Something happened at the sprint.", carrier=carrier, naming=words, variant=world.counter)
         expected = Expected("report")
-        new_report = (f"{sender}@example.net", (sender, name_word, subject_word), who, _hidden_key(hidden_choice))
+        new_report = (f"{sender}@example.net", (sender, name_word, subject_word), who)
     elif kind == "followup" and (case := world.case(step[1])):
         _, _, role, hidden_choice, naming_choice, threaded = step
         who, words, carrier = _named(naming_choice)
@@ -420,8 +417,6 @@ def apply_step(world: World, step: tuple) -> None:  # type: ignore[type-arg]
         expected = Expected("stray" if role == "unknown" else "followup", case.id)
         if role != "reported":  # the reported person cannot recuse anyone
             _recuse_named(world, case, who)
-        if (key := _hidden_key(hidden_choice)) is not None:
-            case.outside.add(key)
     elif kind == "command" and (case := world.case(step[2])):
         _, who, _, spec, target, with_text = step
         record = _latest_to(world, who, case)
@@ -492,8 +487,6 @@ def _model_member_mail(world: World, case: CaseModel, who: str, spec: str, targe
     roster = world.app.workflow.roster  # type: ignore[attr-defined]
     if not routing.may_see(roster, case.recused(), who):
         return  # a recused member's token no longer works: nothing changes
-    if _command_key(spec) in case.outside:
-        spec = "note"  # stands in an outsider's subject of the case: not applied, the text is a note
     saved = (case.status, case.urgent, case.spam, list(case.parties), [list(d) for d in case.decisions],
              {e: Rec(r.active, r.automatic, r.proposer) for e, r in case.recusals.items()}, case.replied, case.outward)
     try:
@@ -505,17 +498,6 @@ def _model_member_mail(world: World, case: CaseModel, who: str, spec: str, targe
     if text and not (spec in ("reply", "reply leaky") or spec.startswith("send ")):
         case.notes.append(text.split()[-1])
         case.notes.append(text)
-
-
-def _command_key(spec: str) -> str | None:
-    return {"reply": "!reply", "reply leaky": "!reply", "spam": "!spam", "send reported": "!send reported"}.get(spec)
-
-
-def _hidden_key(hidden_choice) -> str | None:  # type: ignore[no-untyped-def]
-    """The command an adversary's subject carries as a mail client shows it (glued inside a word: none)."""
-    if hidden_choice is None or hidden_choice[1] == "glued":
-        return None
-    return "!close silent" if hidden_choice[0].startswith("!close") else hidden_choice[0]
 
 
 def _finish(world: World, kind: str, raw: bytes | None, expected: Expected | None,
@@ -533,10 +515,8 @@ def _finish(world: World, kind: str, raw: bytes | None, expected: Expected | Non
             row = session.scalars(select(InboundMessage).where(InboundMessage.message_id == _message_id(raw))).first()
             case = session.get(Case, row.case_id) if row is not None and row.case_id is not None else None
             assert case is not None, "invariant 4: a report did not become a case"
-            address, words, who, key = new_report
+            address, words, who = new_report
             model = CaseModel(case.ref, case.id, address, words, parties=[("reporter", address)], outward=1)
-            if key is not None:
-                model.outside.add(key)
             _recuse_named(world, model, who)
             world.cases.append(model)
             world.expected[_key(raw)].case_id = case.id
