@@ -79,6 +79,20 @@ class _Demote(logging.Filter):
 _handler: logging.Handler | None = None
 
 
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to `sys.stderr` as it is when a line is logged, not as it was at setup: a stream
+    replaced since (a test's captured output, closed when the test ends) must not make a later
+    line from a background thread fail with a logging error."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 def configure(verbose: bool = False, fmt: str = "text", stream: TextIO | None = None) -> None:
     """(Re)configure the root logger: one stderr handler, our format, the journal's prefixes."""
     global _handler
@@ -86,7 +100,7 @@ def configure(verbose: bool = False, fmt: str = "text", stream: TextIO | None = 
     level = logging.DEBUG if verbose else logging.INFO
     if _handler is not None:
         root.removeHandler(_handler)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _CurrentStderr()
     handler.setFormatter(Formatter(json_lines=fmt == "json", journal=bool(os.environ.get("JOURNAL_STREAM"))))
     handler.addFilter(_Demote(level))
     root.addHandler(handler)
