@@ -183,3 +183,28 @@ def deliver_all(harness: Harness, raws: list[bytes]) -> None:
     with harness.dovecot.client(harness.user) as client:
         for start in range(0, len(raws), 50):
             client.multiappend("INBOX", raws[start : start + 50])
+
+
+def delivery_report(to: str, recipient: str, message_id: str = "unknown@example.org") -> bytes:
+    """A well-formed DSN, as an MTA (or an attacker) would send it, to `to` (a bounce address)
+    saying mail to `recipient` failed; `message_id` is the failed mail's, in its headers part."""
+    return (
+        "Return-Path: <>\r\n"
+        f"Delivered-To: {to}\r\n"
+        "From: MAILER-DAEMON@mx.example.net (Mail Delivery System)\r\n"
+        f"To: {to}\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        f"Message-ID: {make_msgid(domain='mx.example.net')}\r\n"
+        "Date: Tue, 24 Nov 2026 09:10:00 +0000\r\n"
+        "Auto-Submitted: auto-replied\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nDelivery to the following recipient failed.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.net\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n"
+        "--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"Message-ID: <{message_id}>\r\nSubject: [conduct] a mail of ours\r\n"
+        "--B--\r\n"
+    ).encode()

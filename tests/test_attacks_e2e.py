@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from conduct_inbox import tokens
 from conduct_inbox.daemon import run_once
 from conduct_inbox.models import Case, InboundMessage, OutboxMessage, Quarantine
-from tests.harness import SECRET, count, parsed, report, text_of
+from tests.harness import SECRET, count, parsed, report, text_of, delivery_report
 from tests.test_committee_e2e import latest, reply, step, the_case
 
 REPORTER = "reporter@example.net"
@@ -436,23 +436,8 @@ def test_reported_person_cannot_recuse_the_committee(harness, smtp_receiver):
 
 
 def forged_dsn(row_id: int, recipient: str) -> bytes:
-    return (
-        "Return-Path: <>\r\n"
-        f"Delivered-To: conduct+bounce-{row_id}@example.org\r\n"
-        "From: MAILER-DAEMON@mx.example.net (Mail Delivery System)\r\n"
-        f"To: conduct+bounce-{row_id}@example.org\r\n"
-        "Subject: Undelivered Mail Returned to Sender\r\n"
-        f"Message-ID: {make_msgid(domain='mx.example.net')}\r\n"
-        "Date: Tue, 24 Nov 2026 09:10:00 +0000\r\n"
-        "MIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
-        "--B\r\nContent-Type: text/plain\r\n\r\nDelivery to the following recipient failed.\r\n"
-        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
-        "Reporting-MTA: dns; mx.example.net\r\n\r\n"
-        f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
-        "Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n"
-        "--B--\r\n"
-    ).encode()
+    """A DSN to the old, unsigned bounce address of a row."""
+    return delivery_report(f"conduct+bounce-{row_id}@example.org", recipient)
 
 
 def max_outbox(app) -> int:

@@ -21,7 +21,7 @@ from conduct_inbox import tokens
 from conduct_inbox.daemon import run_once
 from conduct_inbox.models import Case, InboundMessage, OutboxMessage
 from conduct_inbox.mail.addresses import canonical_address
-from tests.harness import MEMBERS, SECRET, Harness, count, deliver_all, parsed, report
+from tests.harness import MEMBERS, SECRET, Harness, count, deliver_all, parsed, report, delivery_report
 
 MEMBER_EMAILS = [m[1] for m in MEMBERS]
 REPORTER = "reporter@example.net"
@@ -30,30 +30,6 @@ WRONG_MAC = "a" * 20
 
 def signed(row_id: int) -> str:
     return tokens.bounce_address("conduct", "example.org", SECRET.encode(), row_id)
-
-
-def dsn(to: str, recipient: str, n: int, message_id: str = "unknown@example.org") -> bytes:
-    """A well-formed DSN, as an MTA (or an attacker) would send it, to `to` about `recipient`."""
-    return (
-        "Return-Path: <>\r\n"
-        f"Delivered-To: {to}\r\n"
-        "From: MAILER-DAEMON@mx.example.net (Mail Delivery System)\r\n"
-        f"To: {to}\r\n"
-        "Subject: Undelivered Mail Returned to Sender\r\n"
-        f"Message-ID: <forged-{n}@mx.example.net>\r\n"
-        "Date: Tue, 24 Nov 2026 09:10:00 +0000\r\n"
-        "Auto-Submitted: auto-replied\r\n"
-        "MIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
-        "--B\r\nContent-Type: text/plain\r\n\r\nDelivery to the following recipient failed.\r\n"
-        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
-        "Reporting-MTA: dns; mx.example.net\r\n\r\n"
-        f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
-        "Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n"
-        "--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
-        f"Message-ID: <{message_id}>\r\nSubject: [conduct] a mail of ours\r\n"
-        "--B--\r\n"
-    ).encode()
 
 
 def tampered(address: str) -> str:
@@ -81,9 +57,9 @@ def test_forged_bounces_cannot_cancel_mail_not_yet_sent(harness, smtp_receiver):
     for n, (row_id, recipient, message_id) in enumerate(rows):
         for to in (f"conduct+bounce-{row_id}@example.org", f"conduct+bounce-{row_id}-{WRONG_MAC}@example.org",
                    f"CONDUCT+BOUNCE-{row_id}@EXAMPLE.ORG", signed(row_id)):
-            forged.append(dsn(to, recipient, len(forged), message_id))
+            forged.append(delivery_report(to, recipient, message_id))
     # Guesses beyond the rows that exist yet (the next case's mail) change nothing either.
-    forged += [dsn(f"conduct+bounce-{i}@example.org", REPORTER, 100 + i) for i in range(len(rows) + 1, len(rows) + 9)]
+    forged += [delivery_report(f"conduct+bounce-{i}@example.org", REPORTER) for i in range(len(rows) + 1, len(rows) + 9)]
     deliver_all(harness, forged)
     assert run_once(app) == 0
     run_once(app)
@@ -115,13 +91,13 @@ def test_forged_bounces_for_sent_mail_fail_nothing(harness, smtp_receiver):
     before = len(smtp_receiver.messages)
     assert smtp_receiver.to(REPORTER)[0].mail_from == signed(ack.id)
     forged = [
-        dsn(f"conduct+bounce-{ack.id}@example.org", REPORTER, 1, ack.message_id),  # old, unsigned format
-        dsn(f"conduct+bounce-{ack.id}-{WRONG_MAC}@example.org", REPORTER, 2, ack.message_id),  # wrong MAC
-        dsn(tampered(signed(ack.id)), REPORTER, 3),  # one character of the MAC changed
-        dsn(signed(ack.id), "someone.else@example.net", 4),  # signed, names another recipient
-        dsn(signed(ack.id), copy.recipient, 5),  # signed, names a member (another row's recipient)
-        dsn(signed(copy.id), REPORTER, 6),  # the member's row, naming the reporter
-        dsn("conduct@example.org", REPORTER, 7, ack.message_id),  # our Message-ID, but no signed VERP
+        delivery_report(f"conduct+bounce-{ack.id}@example.org", REPORTER, ack.message_id),  # old, unsigned format
+        delivery_report(f"conduct+bounce-{ack.id}-{WRONG_MAC}@example.org", REPORTER, ack.message_id),  # wrong MAC
+        delivery_report(tampered(signed(ack.id)), REPORTER),  # one character of the MAC changed
+        delivery_report(signed(ack.id), "someone.else@example.net"),  # signed, names another recipient
+        delivery_report(signed(ack.id), copy.recipient),  # signed, names a member (another row's recipient)
+        delivery_report(signed(copy.id), REPORTER),  # the member's row, naming the reporter
+        delivery_report("conduct@example.org", REPORTER, ack.message_id),  # our Message-ID, but no signed VERP
     ]
     deliver_all(harness, forged)
     run_once(app)
@@ -139,7 +115,7 @@ def test_genuine_bounce_on_the_signed_address_fails_its_row_and_alerts_once(harn
     before = len(smtp_receiver.messages)
     verp = smtp_receiver.to(REPORTER)[0].mail_from  # where the receiving side sends its DSN
     # Mail systems may fold the local part's case; the recipient may come back in another case.
-    deliver_all(harness, [dsn(verp, REPORTER.upper(), 1, ack.message_id), dsn(verp.upper(), REPORTER, 2)])
+    deliver_all(harness, [delivery_report(verp, REPORTER.upper(), ack.message_id), delivery_report(verp.upper(), REPORTER)])
     run_once(app)
     run_once(app)
     new = smtp_receiver.messages[before:]

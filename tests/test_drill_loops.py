@@ -18,7 +18,7 @@ from sqlalchemy import select
 from conduct_inbox import tokens
 from conduct_inbox.daemon import run_once
 from conduct_inbox.models import Case, InboundMessage, OutboxMessage
-from tests.harness import MEMBERS, SECRET, Harness, count, deliver_all, parsed, report
+from tests.harness import MEMBERS, SECRET, Harness, count, deliver_all, parsed, report, delivery_report
 
 MEMBER_EMAILS = [m[1] for m in MEMBERS]
 REPORTER = "reporter@example.net"
@@ -127,36 +127,16 @@ def test_vacation_reply_to_our_verp_envelope_sender_is_not_a_bounce(harness, smt
         assert session.get(OutboxMessage, ack.id).status == "sent"  # not taken for a failed delivery
 
 
-def dsn(row_id: int, message_id: str, n: int, recipient: str) -> bytes:
+def dsn(row_id: int, message_id: str, recipient: str) -> bytes:
     """A DSN to the row's signed VERP address (its envelope sender), naming `recipient`."""
-    verp = tokens.bounce_address("conduct", "example.org", SECRET.encode(), row_id)
-    return (
-        "Return-Path: <>\r\n"
-        f"Delivered-To: {verp}\r\n"
-        "From: MAILER-DAEMON@mx.example.net (Mail Delivery System)\r\n"
-        f"To: {verp}\r\n"
-        "Subject: Undelivered Mail Returned to Sender\r\n"
-        f"Message-ID: <storm-{row_id}-{n}@mx.example.net>\r\n"
-        "Date: Tue, 24 Nov 2026 09:10:00 +0000\r\n"
-        "Auto-Submitted: auto-replied\r\n"
-        "MIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
-        "--B\r\nContent-Type: text/plain\r\n\r\nDelivery to the following recipient failed.\r\n"
-        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
-        "Reporting-MTA: dns; mx.example.net\r\n\r\n"
-        f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
-        "Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n"
-        "--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
-        f"Message-ID: <{message_id}>\r\nSubject: [conduct] a mail of ours\r\n"
-        "--B--\r\n"
-    ).encode()
+    return delivery_report(tokens.bounce_address("conduct", "example.org", SECRET.encode(), row_id), recipient, message_id)
 
 
 @pytest.mark.timeout(120)
 def test_bounce_storm_gives_one_alert_and_nothing_else(harness, smtp_receiver):
     app, ack, case = reported(harness)
     before = len(smtp_receiver.messages)
-    deliver_all(harness, [dsn(ack.id, ack.message_id, n, REPORTER) for n in range(100)])
+    deliver_all(harness, [dsn(ack.id, ack.message_id, REPORTER) for _ in range(100)])
     run_once(app)
     run_once(app)
 
@@ -172,7 +152,7 @@ def test_bounce_storm_gives_one_alert_and_nothing_else(harness, smtp_receiver):
     assert count(app, Case) == 1
 
     # The alerts bounce too (a member's mailbox is full): that alerts nobody again.
-    deliver_all(harness, [dsn(a.id, a.message_id, n, a.recipient) for a in alerts for n in range(10)])
+    deliver_all(harness, [dsn(a.id, a.message_id, a.recipient) for a in alerts for _ in range(10)])
     run_once(app)
     nothing_more_sent(app, harness, before + len(MEMBERS))
     assert count(app, OutboxMessage, OutboxMessage.kind == "alert", OutboxMessage.status == "failed") == len(MEMBERS)
