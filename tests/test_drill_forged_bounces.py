@@ -28,8 +28,9 @@ REPORTER = "reporter@example.net"
 WRONG_MAC = "a" * 20
 
 
-def signed(row_id: int) -> str:
-    return tokens.bounce_address("conduct", "example.org", SECRET.encode(), row_id)
+def signed(row_id: int, message_id: str) -> str:
+    """The signed VERP address of outbox row `row_id` holding the mail `message_id`."""
+    return tokens.bounce_address("conduct", "example.org", SECRET.encode(), row_id, message_id)
 
 
 def tampered(address: str) -> str:
@@ -56,7 +57,7 @@ def test_forged_bounces_cannot_cancel_mail_not_yet_sent(harness, smtp_receiver):
     forged = []
     for n, (row_id, recipient, message_id) in enumerate(rows):
         for to in (f"conduct+bounce-{row_id}@example.org", f"conduct+bounce-{row_id}-{WRONG_MAC}@example.org",
-                   f"CONDUCT+BOUNCE-{row_id}@EXAMPLE.ORG", signed(row_id)):
+                   f"CONDUCT+BOUNCE-{row_id}@EXAMPLE.ORG", signed(row_id, message_id)):
             forged.append(delivery_report(to, recipient, message_id))
     # Guesses beyond the rows that exist yet (the next case's mail) change nothing either.
     forged += [delivery_report(f"conduct+bounce-{i}@example.org", REPORTER) for i in range(len(rows) + 1, len(rows) + 9)]
@@ -89,14 +90,14 @@ def test_forged_bounces_for_sent_mail_fail_nothing(harness, smtp_receiver):
     recipient, or one for another row's address, fail nothing and alert nobody."""
     app, ack, copy = reported(harness)
     before = len(smtp_receiver.messages)
-    assert smtp_receiver.to(REPORTER)[0].mail_from == signed(ack.id)
+    assert smtp_receiver.to(REPORTER)[0].mail_from == signed(ack.id, ack.message_id)
     forged = [
         delivery_report(f"conduct+bounce-{ack.id}@example.org", REPORTER, ack.message_id),  # old, unsigned format
         delivery_report(f"conduct+bounce-{ack.id}-{WRONG_MAC}@example.org", REPORTER, ack.message_id),  # wrong MAC
-        delivery_report(tampered(signed(ack.id)), REPORTER),  # one character of the MAC changed
-        delivery_report(signed(ack.id), "someone.else@example.net"),  # signed, names another recipient
-        delivery_report(signed(ack.id), copy.recipient),  # signed, names a member (another row's recipient)
-        delivery_report(signed(copy.id), REPORTER),  # the member's row, naming the reporter
+        delivery_report(tampered(signed(ack.id, ack.message_id)), REPORTER),  # one character of the MAC changed
+        delivery_report(signed(ack.id, ack.message_id), "someone.else@example.net"),  # signed, names another recipient
+        delivery_report(signed(ack.id, ack.message_id), copy.recipient),  # signed, names a member (another row's recipient)
+        delivery_report(signed(copy.id, copy.message_id), REPORTER),  # the member's row, naming the reporter
         delivery_report("conduct@example.org", REPORTER, ack.message_id),  # our Message-ID, but no signed VERP
     ]
     deliver_all(harness, forged)
@@ -162,7 +163,7 @@ def test_envelope_sender_is_signed_or_plain():
     from conduct_inbox.outbox import verp_address
 
     key = SECRET.encode()
-    assert verp_address(Sender("conduct@example.org", "C"), 7, key) == signed(7)
-    assert verp_address(Sender("conduct@example.org", "C"), 7) == "conduct@example.org"  # no secret: no VERP
+    assert verp_address(Sender("conduct@example.org", "C"), 7, "m7@example.org", key) == signed(7, "m7@example.org")
+    assert verp_address(Sender("conduct@example.org", "C"), 7, "m7@example.org") == "conduct@example.org"  # no secret: no VERP
     long_local = "x" * 40 + "@example.org"  # the signed local part would pass 64 characters
-    assert verp_address(Sender(long_local, "C"), 7, key) == long_local
+    assert verp_address(Sender(long_local, "C"), 7, "m7@example.org", key) == long_local

@@ -118,7 +118,7 @@ def test_vacation_reply_to_our_verp_envelope_sender_is_not_a_bounce(harness, smt
     app, ack, case = reported(harness)
     before = len(smtp_receiver.messages)
     verp = smtp_receiver.to(REPORTER)[0].mail_from
-    assert verp == tokens.bounce_address("conduct", "example.org", SECRET.encode(), ack.id)
+    assert verp == tokens.bounce_address("conduct", "example.org", SECRET.encode(), ack.id, ack.message_id)
     raw = vacation_reply(ack, case, {"Auto-Submitted": "auto-replied"}, to=verp)
     harness.deliver(b"Return-Path: <>\r\nDelivered-To: " + verp.encode() + b"\r\n" + raw)
     run_once(app)
@@ -129,7 +129,7 @@ def test_vacation_reply_to_our_verp_envelope_sender_is_not_a_bounce(harness, smt
 
 def dsn(row_id: int, message_id: str, recipient: str) -> bytes:
     """A DSN to the row's signed VERP address (its envelope sender), naming `recipient`."""
-    return delivery_report(tokens.bounce_address("conduct", "example.org", SECRET.encode(), row_id), recipient, message_id)
+    return delivery_report(tokens.bounce_address("conduct", "example.org", SECRET.encode(), row_id, message_id), recipient, message_id)
 
 
 @pytest.mark.timeout(120)

@@ -209,75 +209,94 @@ def test_tokens_in_keeps_several_distinct_tokens_in_order() -> None:
 from conduct_inbox.tokens import BOUNCE_MAC_CHARS, bounce_address, bounce_row, bounce_row_in  # noqa: E402
 
 
+def mail_of(row_id: int) -> str:
+    """The Message-ID outbox row `row_id` holds in these tests."""
+    return f"<m{row_id}@example.org>"
+
+
+def holding(row_id: int) -> str | None:
+    """A lookup for `bounce_row`: every row up to 10**6 exists and holds mail_of(row)."""
+    return mail_of(row_id) if row_id < 10**6 else None
+
+
 def _suffix(address: str) -> str:
     return address.split("@")[0].split("+", 1)[1]
 
 
 def test_a_bounce_address_names_its_row_and_checks() -> None:
-    address = bounce_address("conduct", "example.org", CURRENT, 42)
+    address = bounce_address("conduct", "example.org", CURRENT, 42, mail_of(42))
     assert re.fullmatch(r"conduct\+bounce-42-[a-z2-7]{%d}@example\.org" % BOUNCE_MAC_CHARS, address)
     assert BOUNCE_MAC_CHARS * 5 >= 80
     assert len(address.split("@")[0]) <= 64
-    assert bounce_row(_suffix(address), [CURRENT]) == 42
-    assert bounce_row(_suffix(address).upper(), [CURRENT]) == 42  # mail systems may fold case
+    assert bounce_row(_suffix(address), [CURRENT], holding) == 42
+    assert bounce_row(_suffix(address).upper(), [CURRENT], holding) == 42  # mail systems may fold case
 
 
 def test_bounce_macs_differ_per_row_and_secret_and_from_reply_tokens() -> None:
-    macs = {_suffix(bounce_address("conduct", "example.org", s, r)).rsplit("-", 1)[1]
+    macs = {_suffix(bounce_address("conduct", "example.org", s, r, mail_of(r))).rsplit("-", 1)[1]
             for s in (CURRENT, PREVIOUS) for r in (1, 2, 10, 11)}
     assert len(macs) == 8
     # Another row's MAC does not carry over: row 1's MAC on row 11 (or 10 on 1) is refused.
-    one = _suffix(bounce_address("conduct", "example.org", CURRENT, 1)).rsplit("-", 1)[1]
-    assert bounce_row(f"bounce-11-{one}", [CURRENT]) is None
-    assert bounce_row(f"bounce-01-{one}", [CURRENT]) is None
+    one = _suffix(bounce_address("conduct", "example.org", CURRENT, 1, mail_of(1))).rsplit("-", 1)[1]
+    assert bounce_row(f"bounce-11-{one}", [CURRENT], holding) is None
+    assert bounce_row(f"bounce-01-{one}", [CURRENT], holding) is None
 
 
 def test_a_bounce_address_with_any_character_changed_is_refused() -> None:
-    suffix = _suffix(bounce_address("conduct", "example.org", CURRENT, 1234))
+    suffix = _suffix(bounce_address("conduct", "example.org", CURRENT, 1234, mail_of(1234)))
     for i in range(len(suffix)):
         for c in {"a", "b", "2", "9", "-", "x"} - {suffix[i]}:
-            assert bounce_row(suffix[:i] + c + suffix[i + 1 :], [CURRENT, PREVIOUS]) is None
-    assert bounce_row(suffix[:-1], [CURRENT]) is None
-    assert bounce_row(suffix + "a", [CURRENT]) is None
-    assert bounce_row(suffix, [STRANGER]) is None
+            assert bounce_row(suffix[:i] + c + suffix[i + 1 :], [CURRENT, PREVIOUS], holding) is None
+    assert bounce_row(suffix[:-1], [CURRENT], holding) is None
+    assert bounce_row(suffix + "a", [CURRENT], holding) is None
+    assert bounce_row(suffix, [STRANGER], holding) is None
 
 
 def test_the_previous_secret_is_accepted_during_rotation() -> None:
-    old = _suffix(bounce_address("conduct", "example.org", PREVIOUS, 7))
-    assert bounce_row(old, [CURRENT, PREVIOUS]) == 7
-    assert bounce_row(old, [CURRENT, b""]) is None  # rotation over: the old secret is gone
-    assert bounce_row(old, [CURRENT]) is None
+    old = _suffix(bounce_address("conduct", "example.org", PREVIOUS, 7, mail_of(7)))
+    assert bounce_row(old, [CURRENT, PREVIOUS], holding) == 7
+    assert bounce_row(old, [CURRENT, b""], holding) is None  # rotation over: the old secret is gone
+    assert bounce_row(old, [CURRENT], holding) is None
 
 
 @pytest.mark.parametrize("garbage", ["", "bounce-", "bounce-12", "bounce-12-", "bounce--" + "a" * 20,
                                      "bounce-x-" + "a" * 20, "bounce-1-" + "a" * 20, "bounce-" + "9" * 30 + "-" + "a" * 20,
                                      "bounce-1-" + "é" * 20])
 def test_malformed_bounce_suffixes_are_refused(garbage: str) -> None:
-    assert bounce_row(garbage, [CURRENT, PREVIOUS]) is None
+    assert bounce_row(garbage, [CURRENT, PREVIOUS], holding) is None
 
 
 def test_without_a_secret_no_bounce_address_checks() -> None:
-    suffix = _suffix(bounce_address("conduct", "example.org", CURRENT, 3))
-    assert bounce_row(suffix, []) is None
-    assert bounce_row(suffix, [b""]) is None
+    suffix = _suffix(bounce_address("conduct", "example.org", CURRENT, 3, mail_of(3)))
+    assert bounce_row(suffix, [], holding) is None
+    assert bounce_row(suffix, [b""], holding) is None
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=60))
 def test_checking_arbitrary_bounce_text_never_raises_and_never_passes(text: str) -> None:
-    assert bounce_row(text, [CURRENT, PREVIOUS]) is None
-    assert bounce_row("bounce-" + text, [CURRENT, PREVIOUS]) is None
+    assert bounce_row(text, [CURRENT, PREVIOUS], holding) is None
+    assert bounce_row("bounce-" + text, [CURRENT, PREVIOUS], holding) is None
 
 
 def test_bounce_row_in_finds_our_signed_address_only() -> None:
-    good = bounce_address("conduct", "example.org", CURRENT, 5)
-    assert bounce_row_in(["Mailer <x@y.z>", "conduct+bounce-9@example.org", good.upper()], "conduct", "example.org", [CURRENT]) == 5
-    assert bounce_row_in([good.replace("example.org", "example.net")], "conduct", "example.org", [CURRENT]) is None
-    assert bounce_row_in([good.replace("conduct+", "other+")], "conduct", "example.org", [CURRENT]) is None
-    assert bounce_row_in(["conduct+bounce-5@example.org"], "conduct", "example.org", [CURRENT]) is None
+    good = bounce_address("conduct", "example.org", CURRENT, 5, mail_of(5))
+    assert bounce_row_in(["Mailer <x@y.z>", "conduct+bounce-9@example.org", good.upper()], "conduct", "example.org", [CURRENT], holding) == 5
+    assert bounce_row_in([good.replace("example.org", "example.net")], "conduct", "example.org", [CURRENT], holding) is None
+    assert bounce_row_in([good.replace("conduct+", "other+")], "conduct", "example.org", [CURRENT], holding) is None
+    assert bounce_row_in(["conduct+bounce-5@example.org"], "conduct", "example.org", [CURRENT], holding) is None
 
 
 def test_bounce_addresses_old_and_new_are_not_reply_tokens() -> None:
-    signed = bounce_address("conduct", "example.org", CURRENT, 42)
+    signed = bounce_address("conduct", "example.org", CURRENT, 42, mail_of(42))
     forged = "conduct+bounce-42-" + "a" * 20 + "@example.org"
     assert tokens_in([signed, signed.upper(), forged, "conduct+bounce-42@example.org"], "conduct", "example.org") == []
+
+
+def test_a_bounce_address_dies_with_the_mail_its_row_held() -> None:
+    """After a restore from a backup, row ids issued since the backup are issued again to other
+    mail: a late delivery report for the lost mail must not name the new one."""
+    lost = _suffix(bounce_address("conduct", "example.org", CURRENT, 77, "<lost@example.org>"))
+    assert bounce_row(lost, [CURRENT], lambda row: "<lost@example.org>") == 77
+    assert bounce_row(lost, [CURRENT], lambda row: "<new-mail-same-row@example.org>") is None
+    assert bounce_row(lost, [CURRENT], lambda row: None) is None  # no such row (yet)

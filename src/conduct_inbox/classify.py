@@ -69,10 +69,14 @@ class Classification:
     flags: frozenset[str] = field(default_factory=frozenset)  # spam | auto
 
 
-def verp_row(msg: InboundMessage, policy: Policy, secrets: Sequence[bytes]) -> int | None:
+def verp_row(
+    msg: InboundMessage, policy: Policy, secrets: Sequence[bytes], message_id_of: Callable[[int], str | None]
+) -> int | None:
     """The outbox row id from a correctly signed VERP address (conduct+bounce-<row>-<mac>@domain)
-    the DSN was sent to; None for unsigned, wrongly signed or other addresses, or without a secret."""
-    return tokens.bounce_row_in((*msg.delivered_to, *msg.to, *msg.cc), policy.local_part, policy.domain, secrets)
+    the DSN was sent to, signed for the mail that row holds (`message_id_of`); None for unsigned,
+    wrongly signed or other addresses, or without a secret."""
+    return tokens.bounce_row_in((*msg.delivered_to, *msg.to, *msg.cc), policy.local_part, policy.domain, secrets,
+                                message_id_of)
 
 
 def is_automatic(msg: InboundMessage, policy: Policy) -> bool:

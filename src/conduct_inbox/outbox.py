@@ -73,15 +73,15 @@ def new_message_id(domain: str) -> str:
     return f"{uuid.uuid4().hex}@{domain}"
 
 
-def verp_address(sender: Sender, row_id: int, secret: bytes = b"") -> str:
-    """The envelope sender of outbox row `row_id`: signed VERP, or the plain address without a secret
+def verp_address(sender: Sender, row_id: int, message_id: str, secret: bytes = b"") -> str:
+    """The envelope sender of outbox row `row_id` (holding mail `message_id`): signed VERP, or the plain address without a secret
     (or where the signed local part would pass the 64 characters of RFC 5321: a very long committee
     local part; such mail still goes out, and only an SMTP-time refusal can fail it)."""
     if not secret:
         return sender.address
     local, domain = sender.address.split("@", 1)
     try:
-        return tokens.bounce_address(local, domain, secret, row_id)
+        return tokens.bounce_address(local, domain, secret, row_id, message_id)
     except ValueError:
         return sender.address
 
@@ -216,7 +216,7 @@ class Dispatcher:
             for row, _, _ in rows:
                 row.claimed_until = now + CLAIM
             mails = [
-                OutgoingMail(r.id, verp_address(self.sender, r.id, self.verp_secret), r.recipient, data,
+                OutgoingMail(r.id, verp_address(self.sender, r.id, r.message_id, self.verp_secret), r.recipient, data,
                              None if data is not None else self._fetcher(r.id))
                 for r, data, _ in rows
             ]

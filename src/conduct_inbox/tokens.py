@@ -14,16 +14,20 @@ check, as is whether `From:` is that member.
 
 Bounce (VERP) addresses: every outgoing mail's envelope sender is
 `<local>+bounce-<row id>-<mac>@domain`, the MAC 20 lowercase base32 characters (100 bits) of
-HMAC-SHA-256 over a tagged, length-prefixed encoding of the outbox row id, so a delivery report
-finds its row and nobody can forge one for a row: `bounce_row` checks it against the current and
-the previous secret (rotation). Bounce addresses are never reply tokens (`tokens_in`).
+HMAC-SHA-256 over a tagged, length-prefixed encoding of the outbox row id and that row's
+Message-ID, so a delivery report finds its row and nobody can forge one for a row: `bounce_row`
+checks it against the current and the previous secret (rotation). The Message-ID (random, one per
+mail) is inside the MAC because a row id alone can be issued twice: after a database is restored
+from a backup, the ids handed out since the backup are handed out again, to other mail, and a late
+delivery report for the lost mail must not fail the new one. Bounce addresses are never reply
+tokens (`tokens_in`).
 """
 
 import base64
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from email.utils import parseaddr
 
 PURPOSES = frozenset({"case", "personal"})
@@ -39,7 +43,7 @@ _DOMAIN_TAG = b"conduct-inbox/reply-token/v1"
 BOUNCE_MAC_CHARS = 20  # 100 bits
 MAX_ROW_DIGITS = 18
 _BOUNCE_RE = re.compile(r"bounce-([1-9][0-9]{0,%d})-([a-z2-7]{%d})" % (MAX_ROW_DIGITS - 1, BOUNCE_MAC_CHARS))
-_BOUNCE_TAG = b"conduct-inbox/verp/v1"
+_BOUNCE_TAG = b"conduct-inbox/verp/v2"
 
 
 def _b32(data: bytes) -> str:
@@ -153,40 +157,48 @@ def tokens_in(addresses: Iterable[str], local_part: str, domain: str) -> list[st
     return found
 
 
-def _bounce_mac(secret: bytes, row_id: int) -> str:
-    digest = hmac.new(secret, _BOUNCE_TAG + _field("outbox-row") + _field(str(row_id)), hashlib.sha256).digest()
+def _bounce_mac(secret: bytes, row_id: int, message_id: str) -> str:
+    fields = _field("outbox-row") + _field(str(row_id)) + _field(message_id.strip().strip("<>").lower())
+    digest = hmac.new(secret, _BOUNCE_TAG + fields, hashlib.sha256).digest()
     return _b32(digest[:15])[:BOUNCE_MAC_CHARS]
 
 
-def bounce_address(local_part: str, domain: str, secret: bytes, row_id: int) -> str:
-    """The signed VERP envelope sender of outbox row `row_id`: `local+bounce-<row>-<mac>@domain`."""
+def bounce_address(local_part: str, domain: str, secret: bytes, row_id: int, message_id: str) -> str:
+    """The signed VERP envelope sender of outbox row `row_id` holding the mail `message_id`:
+    `local+bounce-<row>-<mac>@domain`."""
     _check_secret(secret)
     if not 0 < row_id < 10**MAX_ROW_DIGITS:
         raise ValueError("outbox row id out of range")
-    return reply_address(local_part, domain, "bounce-%d-%s" % (row_id, _bounce_mac(secret, row_id)))
+    return reply_address(local_part, domain, "bounce-%d-%s" % (row_id, _bounce_mac(secret, row_id, message_id)))
 
 
-def bounce_row(suffix: str, secrets: Sequence[bytes]) -> int | None:
-    """The outbox row a `bounce-<row>-<mac>` suffix names, if one of `secrets` signed it; else None.
+def bounce_row(suffix: str, secrets: Sequence[bytes], message_id_of: Callable[[int], str | None]) -> int | None:
+    """The outbox row a `bounce-<row>-<mac>` suffix names, if one of `secrets` signed it for the mail
+    that row holds now (`message_id_of(row)`: its Message-ID, None when there is no such row); else None.
 
     Case-insensitive (mail systems may fold case); empty secrets (none configured) are skipped,
     so without a secret no bounce address checks.
     """
     match = _BOUNCE_RE.fullmatch(suffix.strip().lower())
-    if match is None:
+    if match is None or not any(secrets):
         return None
     row_id = int(match.group(1))
+    message_id = message_id_of(row_id)
+    if message_id is None:
+        return None
     ok = False
     for secret in secrets:
         if not secret:
             continue
         _check_secret(secret)
         # No early return: the time taken should not depend on which secret matched.
-        ok |= hmac.compare_digest(_bounce_mac(secret, row_id), match.group(2))
+        ok |= hmac.compare_digest(_bounce_mac(secret, row_id, message_id), match.group(2))
     return row_id if ok else None
 
 
-def bounce_row_in(addresses: Iterable[str], local_part: str, domain: str, secrets: Sequence[bytes]) -> int | None:
+def bounce_row_in(
+    addresses: Iterable[str], local_part: str, domain: str, secrets: Sequence[bytes], message_id_of: Callable[[int], str | None]
+) -> int | None:
     """The outbox row of the first correctly signed bounce address to `local_part@domain`, if any."""
     prefix = local_part.lower() + "+"
     want_domain = domain.lower().rstrip(".")
@@ -195,7 +207,7 @@ def bounce_row_in(addresses: Iterable[str], local_part: str, domain: str, secret
         local, at, dom = address.rpartition("@")
         if not at or dom.lower().rstrip(".") != want_domain or not local.lower().startswith(prefix):
             continue
-        row_id = bounce_row(local[len(prefix):], secrets)
+        row_id = bounce_row(local[len(prefix):], secrets, message_id_of)
         if row_id is not None:
             return row_id
     return None

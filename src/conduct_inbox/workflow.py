@@ -75,7 +75,8 @@ _NEXT_NUMBER = {
     for name, insert_of in DIALECT_INSERTS.items()
 }
 #: What a delivery report's signed VERP address is checked against.
-_BOUNCE_ROW = select(OutboxMessage.sent_at, OutboxMessage.recipient).where(OutboxMessage.id == bindparam("row_id"))
+_BOUNCE_ROW = select(OutboxMessage.sent_at, OutboxMessage.recipient, OutboxMessage.message_id).where(
+    OutboxMessage.id == bindparam("row_id"))
 #: Acknowledgements to one correspondent (canonical address, outbox.canonical_address) since a
 #: moment (the rate limit): victim+1@ ... victim+40@ are one inbox.
 _ACKS_SINCE = select(func.count(OutboxMessage.id)).where(
@@ -163,8 +164,14 @@ class Workflow:
         """What a DSN's signed VERP address says: its row, whether that row was sent, whether the
         DSN names its recipient. A DSN's Message-ID of ours alone names no row (it may be quoted in
         a thread others read); without a token secret no address is signed and no row is named."""
-        row_id = verp_row(msg, self.policy, self._bounce_secrets)
-        found = session.execute(_BOUNCE_ROW, {"row_id": row_id}).first() if row_id is not None else None
+        rows: dict[int, Any] = {}
+
+        def message_id_of(row_id: int) -> str | None:
+            rows[row_id] = session.execute(_BOUNCE_ROW, {"row_id": row_id}).first()
+            return None if rows[row_id] is None else rows[row_id].message_id
+
+        row_id = verp_row(msg, self.policy, self._bounce_secrets, message_id_of)
+        found = rows.get(row_id) if row_id is not None else None
         if found is None:
             return {}
         failed = {a.strip().strip("<>").lower() for a in msg.dsn_failed_recipients}
