@@ -92,6 +92,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         engine = _engine(settings)
         lock = db.InstanceLock(settings.database.url)
         lock.acquire()
+        from .shell.backup import require_no_pending_recovery
+
+        require_no_pending_recovery(engine)
     except BaseException:
         if worker is not None:
             worker.stop()
@@ -141,6 +144,62 @@ def cmd_reseal(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     print(f"{count} row(s) written again with the encryption key")
+    return OK
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from .app import utcnow
+    from .shell.backup import backup
+
+    settings = _settings(args, READ_ONLY)
+    result = backup(settings, Path(args.dest), utcnow())
+    print(f"backup written to {result.path} (taken {result.taken_at:%Y-%m-%d %H:%M:%S} UTC; "
+          f"{result.folded} sent-mail record(s) folded in)")
+    return OK
+
+
+def _print_recovered(recovered: Any) -> None:
+    found = recovered.outcomes
+    print(f"recovery: {recovered.looked_at} message(s) in the processed folder since the backup point "
+          f"{recovered.backup_point:%Y-%m-%d %H:%M} UTC")
+    print(f"  taken in again as new cases (no second acknowledgement): {', '.join(recovered.new_cases) or 'none'}")
+    print(f"  follow-ups joined again: {found['follow-up']}; known already: {found['known already']}; "
+          f"commands and delivery reports not replayed: {found['not replayed']}; "
+          f"unreadable: {found['quarantined'] + found['failed']}")
+    for year, (low, high) in sorted(recovered.fenced.items()):
+        print(f"  case references {year}-{low:04d} to {year}-{high:04d} will not be issued again")
+    print("the committee has been sent a summary (it goes out when the daemon runs)")
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from .app import utcnow
+    from .shell.backup import restore
+    from .shell.recovery import recover
+
+    settings = _settings(args)
+    when = restore(settings, Path(args.backup))
+    print(f"database restored from {args.backup} (backup taken {when:%Y-%m-%d %H:%M:%S} UTC)")
+    _print_recovered(recover(settings, utcnow))
+    return OK
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from .app import utcnow
+    from .shell.recovery import recover
+
+    settings = _settings(args)
+    try:
+        since = _at(args.since)
+    except ValueError:
+        raise ConfigError([f"--since: not a time: {args.since!r} (e.g. 2026-12-01T03:00)"]) from None
+    engine = _engine(settings)
+    lock = db.InstanceLock(settings.database.url)
+    lock.acquire()
+    try:
+        _print_recovered(recover(settings, utcnow, since=since, engine=engine))
+    finally:
+        lock.release()
+        engine.dispose()
     return OK
 
 
@@ -535,6 +594,15 @@ def build_parser() -> argparse.ArgumentParser:
     dbsub = p.add_subparsers(dest="db_command", required=True, parser_class=_Parser, metavar="ACTION")
     command(dbsub, "upgrade", "migrate the database to the current schema", cmd_db)
     command(dbsub, "reseal", "encrypt rows written before security.encryption_key_file was set", cmd_reseal)
+
+    p = command(sub, "backup", "copy the SQLite database consistently while the daemon runs", cmd_backup)
+    p.add_argument("dest", metavar="DEST", help="the backup file to write, or a folder to write a dated file in")
+    p = command(sub, "restore", "put an SQLite backup in place (daemon stopped), then recover what came after", cmd_restore)
+    p.add_argument("backup", metavar="BACKUP", help="a file written by `conduct-inbox backup`")
+    p = command(sub, "recover", "after a restore (e.g. pg_restore): take in again the reports processed since the backup",
+                cmd_recover)
+    p.add_argument("--since", metavar="TIME", help="the backup point, e.g. 2026-12-01T03:00 (UTC; default: what the "
+                   "database says)")
 
     p = command(sub, "check-config", "check configuration, database, mailbox and SMTP", cmd_check_config)
     p.add_argument("--probe", action="store_true", help="also send a test message to our own plus-address")

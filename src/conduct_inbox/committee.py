@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from . import commands as cmd
 from . import routing, tokens
+from .cases import fences
 from .classify import Classification, dmarc_verdict
 from .mail.compose import Draft
 from .mail.parse import InboundMessage as Parsed
@@ -75,6 +76,9 @@ class Auth:
     case_token: bool = False
     personal: bool = False
     dmarc: bool = False
+    #: A valid case token for the reference in the subject, of a case the database does not hold
+    #: (one fenced off after a restore, say): the member's own mail, about no case we know.
+    unknown_case_token: bool = False
 
 
 def _norm_words(text: str) -> list[str]:
@@ -139,7 +143,9 @@ class Desk:
         dmarc = case is not None and routing.may_see(self.wf.roster, self.wf.recused(case), member.email) and dmarc_pass(
             msg, self.trusted_authserv_id, member.email
         )
-        return Auth(member, case_token, personal, dmarc)
+        unknown = case is None and bool(msg.case_ref) and any(
+            tokens.check(t, "case", msg.case_ref, member.email, self.secrets) for t in found)
+        return Auth(member, case_token, personal, dmarc, unknown)
 
     def _refuse_silently(self, session: Session, row: InboundMessage, case: Case | None, why: str, now: datetime) -> str:
         from .workflow import event
@@ -158,6 +164,8 @@ class Desk:
             return self._refuse_silently(session, row, case, "sender is not on the roster", now)
         member = auth.member
         if case is None:
+            if auth.unknown_case_token and not auth.personal:
+                return self._unknown_case(session, row, msg, member, now)
             if not auth.personal:
                 return self._refuse_silently(session, row, None, "no valid personal token", now)
             return self._caseless(session, row, msg, member, now)
@@ -524,6 +532,22 @@ class Desk:
         self._event(session, None, member, "personal_commands", now, inbound_id=row.id)
         self._reply_to_member(session, None, member, "confirmation", now, done=done or ["nothing to do"])
         return "personal commands applied"
+
+    def _unknown_case(self, session: Session, row: InboundMessage, msg: Parsed, member: Person, now: datetime) -> str:
+        """A member's reply about a case reference the database does not hold: refused, the member
+        told; when the reference was fenced off after a restore, the committee told once."""
+        row.status, row.kind = "processed", "personal"
+        assert msg.case_ref is not None
+        lost = fences.is_lost_ref(session, msg.case_ref)
+        why = f"there is no case {msg.case_ref} you can act on" + (
+            " (the case database was restored from a backup taken before that reference was issued)" if lost else "")
+        self._personal_refusal(session, row, member, now, [why])
+        if lost and fences.first_mail_about(session, msg.case_ref):
+            self.wf.alert(session, None, (
+                f"Mail arrived about case {msg.case_ref}, a reference that may have been issued after the backup the case "
+                "database was restored from. That case is not in the database: its report, if it was one, was taken in "
+                "again under a new reference (see the recovery summary). Commands about it were refused."), now)
+        return "mail about an unknown case refused" + (" (a reference fenced off after a restore)" if lost else "")
 
     def _personal_refusal(self, session: Session, row: InboundMessage, member: Person, now: datetime, problems: list[str]) -> None:
         """Refused case-less commands: audited (ids only) and explained to the member alone."""

@@ -64,6 +64,14 @@ _EARLIER_COPY = (
     .limit(1)
 )
 
+#: An earlier message with this text (recovery after a restore, for messages without a Message-ID).
+_SAME_TEXT = (
+    select(InboundMessage.id, InboundMessage.case_id, InboundMessage.dedupe_key)
+    .where(InboundMessage.body_hash == bindparam("body_hash"), InboundMessage.id != bindparam("row_id"),
+           InboundMessage.status != "pending")
+    .limit(1)
+)
+
 FETCH_CHUNK = 50
 #: A message done in the database but still in the intake folder is moved by whoever polls only
 #: after this long: until then the daemon that processed it (another one, perhaps) moves it itself.
@@ -336,7 +344,11 @@ class Intake:
             if parsed.message_id:
                 key = dedupe_key(parsed.message_id, parsed.body_hash)
                 earlier = session.execute(_EARLIER_COPY, {"message_id": message_id, "row_id": row.id, "key": key}).first()
-            if parsed.message_id and earlier is not None and earlier.dedupe_key == key:
+            if not parsed.message_id and self.workflow.options.recovering:
+                # Taken in again after a restore: without a Message-ID, the same text is the same message.
+                earlier = session.execute(_SAME_TEXT, {"body_hash": parsed.body_hash, "row_id": row.id}).first()
+                key = earlier.dedupe_key if earlier is not None else None
+            if earlier is not None and earlier.dedupe_key == key:
                 row.message_id, row.body_hash = message_id, parsed.body_hash
                 row.status, row.kind, row.duplicate_of_id, row.processed_at = "duplicate", "duplicate", earlier.id, now
                 row.case_id = earlier.case_id

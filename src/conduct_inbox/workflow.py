@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 MB = 1024 * 1024
 _RATE_LIMITED = "acknowledgement rate limit for this address reached"
 _LAW_TASK = "notify law enforcement?"
+RECOVERED = "recovered after a database restore (acknowledged when it first arrived)"
+#: What recovery takes in again: what reporters and parties wrote. Committee commands, delivery
+#: reports and our own mail are recorded only: replaying a command on a database that has moved on
+#: could act twice or on the wrong case.
+_RECOVERABLE = frozenset({"new_report", "followup", "auto_followup", "stray_followup"})
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,9 @@ class Options:
     severe_decisions: tuple[str, ...] = ("public-reprimand", "temporary-ban", "permanent-ban")
     urgent_phrases: tuple[str, ...] = ()
     steering_address: str = ""
+    #: Taking in again, after a restore from a backup, reports that were processed before it:
+    #: their reporters were acknowledged then, and commands and delivery reports are not replayed.
+    recovering: bool = False
 
     @property
     def promises(self) -> Promises:
@@ -157,7 +165,7 @@ class Workflow:
             case_row is not None and member is not None and routing.may_see(self.roster, self.recused(case_row), member.email)
             and dmarc_pass(msg, self.options.trusted_authserv_id, member.email)
         )
-        return Facts(own_message=own, case=case, token_owners=self.desk.token_owners(found, case.ref if case else None),
+        return Facts(own_message=own, case=case, token_owners=self.desk.token_owners(found, case.ref if case else msg.case_ref),
                      member_dmarc_pass=dmarc, member_sender=member is not None, **bounce)
 
     def _bounce_facts(self, session: Session, msg: Parsed) -> dict[str, Any]:
@@ -218,6 +226,10 @@ class Workflow:
                     inline=att.inline,
                 )
             )
+        if self.options.recovering and result.kind not in _RECOVERABLE:
+            row.status = "dropped"
+            event(session, None, "system", "not_replayed_after_restore", now, inbound_id=row.id, kind=result.kind)
+            return f"{result.kind} mail from before the restore: recorded, not replayed"
         handler = getattr(self, f"_on_{result.kind}")
         outcome: str = handler(session, row, msg, result, now)
         return outcome
@@ -549,6 +561,8 @@ class Workflow:
             return "flagged as spam"
         if case.auto:
             return "automatic mail"
+        if self.options.recovering:
+            return RECOVERED
         if not reporter_address:
             return "no reporter address"
         if self._ack_limit_reached(session, reporter_address, now):

@@ -15,6 +15,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date
 from typing import Literal
 
 from imapclient import DELETED, IMAPClient
@@ -189,6 +190,17 @@ class ImapMailbox:
                 client.noop()
                 # SEARCH ALL, not FETCH 1:* (imapclient 4.1 rejects the latter).
                 return sorted(int(u) for u in client.search("ALL"))
+        except MailboxUnavailable as exc:
+            raise self._fail(exc) from None
+
+    def uids_since(self, day: date) -> list[int]:
+        """The UIDs of the selected folder's messages that arrived in it on `day` or later
+        (SEARCH SINCE: by internal date, in whole days), ascending."""
+        client = self._conn()
+        try:
+            with _translated("SEARCH"):
+                client.noop()
+                return sorted(int(u) for u in client.search(["SINCE", day]))
         except MailboxUnavailable as exc:
             raise self._fail(exc) from None
 

@@ -1,0 +1,1 @@
+"""Domain services that run inside the caller's transaction."""
