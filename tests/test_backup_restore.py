@@ -42,14 +42,17 @@ def alerts(receiver, address: str, before: int = 0) -> list:
     return [m for m in receiver.to(address)[before:] if "Alert" in str(parsed(m)["Subject"])]
 
 
-def lost_stretch(harness, smtp_receiver, tmp_path: Path):
+def lost_stretch(harness, smtp_receiver, tmp_path: Path, take_backup=None):
     """One report before the backup, then a backup, then a report, a member's command and a
     follow-up that only the lost stretch knows. Returns the backup file and the mail of the stretch."""
     app = harness.app()
     harness.deliver(report(sender=EARLY, body="First report, before the backup."))
     run_once(app)
     early_copy = smtp_receiver.to(ALICE)[0]
-    dest = backup(harness.settings(), tmp_path / "backup.db", harness.clock())
+    if take_backup is None:
+        dest = backup(harness.settings(), tmp_path / "backup.db", harness.clock()).path
+    else:
+        dest = take_backup()
     harness.clock.advance(hours=2)
     harness.deliver(report(sender=LATE, body="LATE-REPORT-TEXT after the backup."))
     run_once(app)
@@ -64,7 +67,7 @@ def lost_stretch(harness, smtp_receiver, tmp_path: Path):
     assert refs(app) == ["2026-0001", "2026-0002"]
     app.close()
     harness.apps.remove(app)
-    return dest.path, early_copy, late_copy
+    return dest, early_copy, late_copy
 
 
 def test_restore_recovers_reports_without_a_second_ack_and_fences_the_lost_stretch(harness, smtp_receiver, sqlite_only, tmp_path):
@@ -162,3 +165,34 @@ def test_backup_of_postgresql_points_to_pg_dump(harness, database, tmp_path, cap
         pytest.skip("PostgreSQL only")
     assert cli.main(["--config", str(harness.config_path), "backup", str(tmp_path)]) == 2
     assert "pg_dump" in capsys.readouterr().err
+
+
+def test_postgresql_pg_dump_pg_restore_then_recover(harness, smtp_receiver, database, tmp_path):
+    """README's PostgreSQL procedure, as written: pg_dump, pg_restore --clean, recover."""
+    import shutil
+    import subprocess
+
+    if database.url.startswith("sqlite"):
+        pytest.skip("PostgreSQL only")
+    if shutil.which("pg_dump") is None:
+        pytest.skip("pg_dump is not installed")
+    plain_url = database.url.replace("postgresql+psycopg://", "postgresql://")
+    dump = tmp_path / "cases.dump"
+
+    def take_backup() -> Path:
+        subprocess.run(["pg_dump", "--format=custom", f"--file={dump}", plain_url], check=True)
+        return dump
+
+    _, _, late_copy = lost_stretch(harness, smtp_receiver, tmp_path, take_backup)
+    database.engine.dispose()
+    subprocess.run(["pg_restore", "--clean", "--if-exists", "--no-owner", f"--dbname={plain_url}", str(dump)], check=True)
+    assert cli.main(["--config", str(harness.config_path), "recover"]) == 0
+    app = harness.app()
+    run_once(app)
+    now_refs = refs(app)
+    assert now_refs[0] == "2026-0001" and len(now_refs) == 2 and now_refs[1] != "2026-0002"
+    assert len(smtp_receiver.to(LATE)) == 1, "the reporter got a second acknowledgement"
+    sent = len(smtp_receiver.messages)
+    harness.deliver(reply(late_copy, ALICE, "!close", "Closing."))
+    run_once(app)
+    assert not any(now_refs[1] in str(parsed(m)["Subject"]) for m in smtp_receiver.messages[sent:])
