@@ -7,6 +7,7 @@ MTA pasted into a plain-text bounce.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from email.message import Message
@@ -14,10 +15,12 @@ from email.parser import HeaderParser
 
 import flufl.bounce
 
-try:  # run the detectors ourselves: flufl's own loop logs tracebacks that may quote the bounce
-    from flufl.bounce._scan import _DETECTORS
-except ImportError:  # pragma: no cover - a flufl.bounce without that table
-    _DETECTORS = None
+# flufl.bounce logs a detector's exception with its traceback, whose frames may quote the bounce
+# (and so the original mail): its logger says nothing of ours. Used through its public API only.
+_flufl_log = logging.getLogger("flufl.bounce")
+_flufl_log.propagate = False
+_flufl_log.addHandler(logging.NullHandler())
+_flufl_log.setLevel(logging.CRITICAL + 1)
 
 _MACHINE_SENDERS = frozenset({"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon", "mail.delivery.system"})
 
@@ -64,24 +67,12 @@ def _shape(msg: Message, subject: str, return_path: str | None, from_address: st
 
 
 def _detect(msg: Message) -> tuple[set[str], set[str]]:
-    temporary: set[bytes] = set()
-    permanent: set[bytes] = set()
-    if _DETECTORS is None:
-        temp, perm = flufl.bounce.all_failures(msg)
-        temporary.update(temp)
-        permanent.update(perm)
-    else:
-        for detector in _DETECTORS:
-            try:
-                temp, perm = detector().process(msg)
-            except Exception:  # one broken heuristic must not hide the others
-                continue
-            temporary.update(temp)
-            permanent.update(perm)
-            if temp or perm:
-                break
+    try:
+        temporary, permanent = flufl.bounce.all_failures(msg)
+    except Exception:  # a heuristic that breaks on hostile input: no failed address found
+        temporary, permanent = frozenset(), frozenset()
 
-    def clean(found: set[bytes]) -> set[str]:
+    def clean(found: frozenset[bytes] | set[bytes]) -> set[str]:
         out = set()
         for raw in found:
             addr = raw.decode("ascii", "replace").strip().strip("<>").lower()
