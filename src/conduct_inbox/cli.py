@@ -168,6 +168,10 @@ def cmd_rekey(args: argparse.Namespace) -> int:
                   f"in {result.batches} batch(es)")
             assert result.after is not None
             left = result.after
+            if result.moved:
+                from .retention import compact
+
+                compact(engine)  # the replaced values (plain ones among them) leave the file
     except KeyNotConfigured as exc:
         print(f"conduct-inbox: {exc}", file=sys.stderr)
         return USAGE
