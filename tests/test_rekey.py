@@ -318,6 +318,8 @@ def test_rekey_without_the_previous_key_refuses_in_one_line(harness, smtp_receiv
     assert main(["db", "rekey", "--config", str(harness.config_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "1 value(s) are sealed with another key" in err
+    assert main(["db", "rekey", "--check", "--config", str(harness.config_path)]) == 1
+    assert "1 under another key; cases.title 1" in capsys.readouterr().out
     app = harness.app()
     with app.sessions() as session, pytest.raises(EncryptionError, match="another key"):
         session.scalars(select(Case.title).order_by(Case.id)).first()

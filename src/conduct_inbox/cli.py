@@ -183,7 +183,8 @@ def cmd_rekey(args: argparse.Namespace) -> int:
         return OK
     where = ", ".join(f"{name} {count}" for name, count in sorted(left.left.items()))
     print(f"not done: {sum(left.left.values())} value(s) are not under the current key yet "
-          f"({left.previous} under the previous key, {left.plain} plain; {where}): "
+          f"({left.previous} under the previous key, {left.plain} plain, {sum(left.unknown.values())} under "
+          f"another key; {where}): "
           "run `conduct-inbox db rekey`; keep the previous key until it reports done")
     return FAILURE
 
