@@ -325,6 +325,20 @@ def test_rekey_without_the_previous_key_refuses_in_one_line(harness, smtp_receiv
         session.scalars(select(Case.title).order_by(Case.id)).first()
 
 
+def test_reseal_during_a_rotation_also_moves_everything_to_the_new_key(harness, smtp_receiver, capsys):
+    """`db reseal` writes every value again with the current key: afterwards the new key alone opens all."""
+    key_a, key_b = crypto.generate_key(), crypto.generate_key()
+    set_keys(harness, key_a)
+    app = populate(harness, smtp_receiver)
+    before = read_everything(app)
+    harness.close()
+    set_keys(harness, key_b, previous=key_a)
+    assert main(["db", "reseal", "--config", str(harness.config_path)]) == 0
+    assert set(stored_fingerprints(harness.database_url)) == {crypto.Cipher.from_text(key_b).fingerprint_hex}
+    set_keys(harness, key_b)
+    assert read_everything(harness.app()) == before
+
+
 def test_rekey_without_a_key_says_so(harness, capsys):
     assert main(["db", "rekey", "--config", str(harness.config_path)]) == 2
     assert "no encryption key is configured" in capsys.readouterr().err

@@ -35,13 +35,13 @@ from .crypto import (
     previous_of,
     seal_value,
 )
+from .db import _KEY_FINGERPRINT, check_key
 from .errors import EncryptionError, KeyNotConfigured
 from .models import Base, DatabaseMeta, _Sealed
 
 log = logging.getLogger(__name__)
 
 BATCH = 200
-_KEY_FINGERPRINT = "encryption_key_fingerprint"  # db._KEY_FINGERPRINT
 
 
 @dataclass
@@ -163,8 +163,6 @@ def rekey(engine: Engine, batch: int = BATCH, max_batches: int | None = None) ->
     """Move every sealed value not under the current key to it; see the module's docstring.
 
     `max_batches`: stop after that many batches (a partial run, as a crash would leave it)."""
-    from .db import check_key
-
     cipher = _cipher(engine)
     check_key(engine)  # the database's key is the current or the previous one (else KeyNotConfigured)
     _refuse_unknown(cipher, survey(engine))
