@@ -291,6 +291,35 @@ def test_a_rekey_that_fails_in_a_batch_loses_only_that_batch(harness, smtp_recei
     engine.dispose()
 
 
+def test_a_value_the_daemon_changes_while_rekey_runs_keeps_the_daemons_version(harness, smtp_receiver, monkeypatch):
+    """Between rekey's read of a row and its write, the daemon changes a value (a purge, a new
+    title): the write finds the value no longer the one it read and leaves the daemon's alone."""
+    key_a, key_b = crypto.generate_key(), crypto.generate_key()
+    set_keys(harness, key_a)
+    populate(harness, smtp_receiver)
+    harness.close()
+    set_keys(harness, key_b, previous=key_a)
+    app = harness.app()
+    with app.sessions() as session:
+        case_id, title = session.execute(select(Case.id, Case.title).order_by(Case.id)).first()
+
+    real_seal = rekey.seal_value
+    fired: list[bool] = []
+
+    def daemon_writes_meanwhile(cipher: Any, value: Any, **kwargs: Any) -> Any:
+        if value == title and not fired:  # rekey has read the old title and seals it again: the daemon is faster
+            fired.append(True)
+            with app.sessions() as other, other.begin():
+                other.get(Case, case_id).title = "Changed meanwhile"
+        return real_seal(cipher, value, **kwargs)
+
+    monkeypatch.setattr(rekey, "seal_value", daemon_writes_meanwhile)
+    result = rekey.rekey(app.engine)
+    assert fired and result.after is not None and result.after.done
+    with app.sessions() as session:
+        assert session.get(Case, case_id).title == "Changed meanwhile"
+
+
 def test_rekey_without_the_previous_key_refuses_in_one_line(harness, smtp_receiver, capsys):
     key_a, key_b = crypto.generate_key(), crypto.generate_key()
     set_keys(harness, key_a)
