@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text
 
 from conduct_inbox import crypto, db, rekey
 from conduct_inbox.app import build_app
@@ -181,6 +181,9 @@ def test_lookups_match_rows_under_either_key(database):
                     InboundMessage.sender != "robin@example.net")).all()) == (0 if expected else 1)
                 earlier = session.execute(_EARLIER_COPY, {"message_id": "<one@example.net>", "row_id": 0, "key": ""}).all()
                 assert len(earlier) == expected
+                with_default = select(Party.id).where(Party.address == bindparam("address", "robin@example.net"))
+                assert len(session.scalars(with_default).all()) == expected
+                assert len(session.scalars(with_default, {"address": "robin@example.net"}).all()) == expected
                 acks = session.scalar(_ACKS_SINCE, {"correspondent": "robin@example.net", "since": now - timedelta(days=1)})
                 assert acks == expected
     finally:

@@ -118,7 +118,8 @@ class _LookupComparator(TypeDecorator.Comparator[Any]):
         if op in (operators.in_op, operators.not_in_op) and isinstance(value, (list, tuple, set, frozenset)):
             both = [bind for one in value for bind in _both_keys(one, self.expr.type)]
             return super().operate(op, both, **kwargs)
-        # Another column, an expanding parameter, IS NULL, ...: as a plain column.
+        # IS NULL, an expanding parameter, another column (two lookup columns compared with each
+        # other would miss a pair under different keys: the code has no such comparison), ...
         return super().operate(op, *other, **kwargs)
 
 
@@ -126,8 +127,9 @@ def _both_keys(value: Any, current: Any) -> list[BindParameter[Any]]:
     """`value` as two bind parameters: sealed with the current key, and with the previous one."""
     previous = SealedLookupPreviousKey()
     if isinstance(value, BindParameter):
-        if value.value is None and value.callable is None:  # named: its value comes at execution
-            named = _PreviousKeyBind(value.key, type_=previous, required=value.required)
+        if not value.unique:  # named (`bindparam("message_id")`): its value may come at execution
+            named = _PreviousKeyBind(value.key, value.value, type_=previous, required=value.required,
+                                     callable_=value.callable)
             return [value._with_binary_element_type(current), named]
         value = value.effective_value
     return [BindParameter(None, value, type_=current, unique=True), BindParameter(None, value, type_=previous, unique=True)]
