@@ -41,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
 
 #: What read-only commands read of the secrets: the key to open sealed rows, when one is set.
 #: No mail password or token secret: they run where those are not present.
-READ_ONLY = frozenset({"security.encryption_key"})
+READ_ONLY = frozenset({"security.encryption_key", "security.previous_encryption_key"})
 
 
 def _settings(args: argparse.Namespace, secrets: frozenset[str] = ALL_SECRETS) -> Settings:
@@ -203,6 +203,51 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_rekey(args: argparse.Namespace) -> int:
+    """Move every sealed value to the current encryption key (db rekey); --check only counts."""
+    from .errors import KeyNotConfigured
+    from .rekey import rekey, survey
+
+    settings = _settings(args, READ_ONLY)
+    try:
+        engine = _engine(settings)
+    except KeyNotConfigured as exc:
+        print(f"conduct-inbox: {exc}", file=sys.stderr)
+        return USAGE
+    try:
+        cipher = engine.dialect.conduct_cipher
+        if cipher is None:
+            print("conduct-inbox: no encryption key is configured: set security.encryption_key_file first", file=sys.stderr)
+            return USAGE
+        if args.check:
+            left = survey(engine)
+        else:
+            result = rekey(engine, batch=args.batch)
+            print(f"{result.moved} value(s) moved to the key with fingerprint {cipher.fingerprint_hex} "
+                  f"in {result.batches} batch(es)")
+            assert result.after is not None
+            left = result.after
+            if result.moved:
+                from .retention import compact
+
+                compact(engine)  # the replaced values (plain ones among them) leave the file
+    except KeyNotConfigured as exc:
+        print(f"conduct-inbox: {exc}", file=sys.stderr)
+        return USAGE
+    finally:
+        engine.dispose()
+    if left.done:
+        print(f"every sealed value ({left.current}) is under the current key {cipher.fingerprint_hex}: "
+              "the previous key may now be removed from the configuration (security.previous_encryption_key_file)")
+        return OK
+    where = ", ".join(f"{name} {count}" for name, count in sorted(left.left.items()))
+    print(f"not done: {sum(left.left.values())} value(s) are not under the current key yet "
+          f"({left.previous} under the previous key, {left.plain} plain, {sum(left.unknown.values())} under "
+          f"another key; {where}): "
+          "run `conduct-inbox db rekey`; keep the previous key until it reports done")
+    return FAILURE
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
     problems: list[str] = []
@@ -269,7 +314,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 #: What `inspect` reads of the secrets: the token secrets to recognise reply tokens and the key
 #: to open sealed rows. No mail password: inspect never connects to the mailbox or SMTP.
-INSPECT_SECRETS = frozenset({"security.token_secret", "security.previous_token_secret", "security.encryption_key"})
+INSPECT_SECRETS = frozenset(
+    {"security.token_secret", "security.previous_token_secret", "security.encryption_key", "security.previous_encryption_key"}
+)
 
 
 def _inspect_config(args: argparse.Namespace) -> tuple[Settings | None, str]:
@@ -561,6 +608,16 @@ def cmd_escalations(args: argparse.Namespace) -> int:
 # ----- parser -----------------------------------------------------------------------------------
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def _common() -> argparse.ArgumentParser:
     """--config and --verbose, accepted before or after any subcommand's name.
 
@@ -594,6 +651,11 @@ def build_parser() -> argparse.ArgumentParser:
     dbsub = p.add_subparsers(dest="db_command", required=True, parser_class=_Parser, metavar="ACTION")
     command(dbsub, "upgrade", "migrate the database to the current schema", cmd_db)
     command(dbsub, "reseal", "encrypt rows written before security.encryption_key_file was set", cmd_reseal)
+    p = command(dbsub, "rekey", "move every sealed value to the current encryption key (after a key rotation)", cmd_rekey)
+    p.add_argument("--check", action="store_true",
+                   help="only count values not yet under the current key; exit 0 when none are left")
+    p.add_argument("--batch", type=_positive, default=200, metavar="ROWS",
+                   help="rows per transaction (default 200); a crash loses at most one batch of work")
 
     p = command(sub, "backup", "copy the SQLite database consistently while the daemon runs", cmd_backup)
     p.add_argument("dest", metavar="DEST", help="the backup file to write, or a folder to write a dated file in")

@@ -427,6 +427,9 @@ class SecurityConfig(_Section):
     trusted_authserv_id: str = ""
     encryption_key: SecretStr = SecretStr("")
     encryption_key_file: str = ""
+    #: The key being rotated away from: values sealed with it stay readable until `db rekey` is done.
+    previous_encryption_key: SecretStr = SecretStr("")
+    previous_encryption_key_file: str = ""
 
     @field_validator("token_secret")
     @classmethod
@@ -448,6 +451,25 @@ class SecurityConfig(_Section):
                 parse_key(value.get_secret_value())
             except EncryptionError as exc:
                 raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("previous_encryption_key")
+    @classmethod
+    def _previous_encryption_key(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        previous = value.get_secret_value()
+        if not previous:
+            return value
+        try:
+            key = parse_key(previous)
+        except EncryptionError as exc:
+            raise ValueError(str(exc)) from None
+        current = info.data.get("encryption_key")
+        if current is None:  # the current key is itself invalid: reported there
+            return value
+        if not current.get_secret_value():
+            raise ValueError("set only with a new encryption_key (during a key rotation)")
+        if parse_key(current.get_secret_value()) == key:
+            raise ValueError("is the same key as encryption_key (the previous key is the one rotated away from)")
         return value
 
     @field_validator("previous_token_secret")

@@ -27,6 +27,7 @@ SECRETS = (
     ("security", "token_secret", "token_secret_file", "token-secret"),
     ("security", "previous_token_secret", "previous_token_secret_file", "previous-token-secret"),
     ("security", "encryption_key", "encryption_key_file", "encryption-key"),
+    ("security", "previous_encryption_key", "previous_encryption_key_file", "previous-encryption-key"),
 )
 
 

@@ -9,6 +9,10 @@ One 32-byte key (``conduct-inbox keygen``) yields two subkeys through HKDF:
 A sealed value starts with a magic prefix and the key's fingerprint, so reading it without a key, or
 with another key, is a clear error naming the problem, never garbage. Values written before the key
 was configured stay readable; ``conduct-inbox db reseal`` encrypts them.
+
+Rotation: a `Keyring` seals with the new key and opens values sealed with either the new or the
+previous key (each value names its key by fingerprint); ``conduct-inbox db rekey`` (db.rekey)
+moves every value to the new key, after which the previous key can go.
 """
 
 from __future__ import annotations
@@ -92,6 +96,54 @@ class Cipher:
             raise EncryptionError("encrypted data failed authentication: it was altered or is corrupt") from None
 
 
+class Keyring(Cipher):
+    """The current key, plus the previous one during a rotation: seals with the current key,
+    opens a value with whichever of the two keys its fingerprint names."""
+
+    def __init__(self, key: bytes, previous: bytes):
+        super().__init__(key)
+        self.previous = Cipher(previous)
+        if self.previous.fingerprint == self.fingerprint:
+            raise EncryptionError("the previous encryption key is the same key as the current one")
+
+    def open(self, sealed: bytes) -> bytes:
+        if sealed[4 : 4 + _FINGERPRINT] == self.previous.fingerprint:
+            return self.previous.open(sealed)
+        fingerprint = sealed[4 : 4 + _FINGERPRINT]
+        if fingerprint != self.fingerprint:
+            raise EncryptionError(
+                f"data was encrypted with another key (fingerprint {fingerprint.hex()}, configured "
+                f"{self.fingerprint_hex}, previous {self.previous.fingerprint_hex})"
+            )
+        return super().open(sealed)
+
+
+def previous_of(cipher: Cipher | None) -> Cipher | None:
+    """The previous key of a keyring during a rotation; None otherwise."""
+    return cipher.previous if isinstance(cipher, Keyring) else None
+
+
+def fingerprint_of(stored: bytes | str) -> bytes | None:
+    """The fingerprint of the key a stored value is sealed with; None for a plain value.
+
+    Works on a prefix too: the first 16 characters of a text value, 8 bytes of a binary one."""
+    if not is_sealed(stored):
+        return None
+    if isinstance(stored, str):
+        head = stored[len(_TEXT) : len(_TEXT) + 12]
+        try:
+            raw = base64.urlsafe_b64decode(head.encode() + b"=" * (-len(head) % 4))
+        except ValueError:
+            return b""
+        return raw[4 : 4 + _FINGERPRINT]
+    return bytes(stored[4 : 4 + _FINGERPRINT])
+
+
+#: How many leading characters (text) or bytes (binary) of a stored value fingerprint_of needs.
+FINGERPRINT_PREFIX_TEXT = len(_TEXT) + 12
+FINGERPRINT_PREFIX_BYTES = 4 + _FINGERPRINT
+
+
 def is_sealed(value: bytes | str) -> bool:
     if isinstance(value, str):
         return value.startswith(_TEXT)
@@ -123,8 +175,14 @@ def open_value(cipher: Cipher | None, stored: bytes | str) -> bytes | str:
     return cipher.open(bytes(stored))
 
 
-def load_cipher(key_text: str, key_file: str) -> Cipher | None:
-    """The configured cipher: the key itself (from a credential) or the file named; None when neither is set."""
+def load_cipher(key_text: str, key_file: str, previous_text: str = "") -> Cipher | None:
+    """The configured cipher: the key itself (from a credential) or the file named; None when neither is set.
+
+    With `previous_text` (the key being rotated away from), a Keyring that still opens its values."""
+    if key_text and previous_text:
+        return Keyring(parse_key(key_text), parse_key(previous_text))
+    if previous_text:
+        raise EncryptionError("a previous encryption key is set but no current one (security.encryption_key_file)")
     if key_text:
         return Cipher.from_text(key_text)
     if not key_file:

@@ -14,8 +14,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from .crypto import Cipher, load_cipher
-from .errors import DatabaseNotCurrent, EncryptionError, InstanceLocked
+from .crypto import Cipher, load_cipher, previous_of
+from .errors import DatabaseNotCurrent, EncryptionError, InstanceLocked, KeyNotConfigured
 from .models import DatabaseMeta
 
 if TYPE_CHECKING:
@@ -55,7 +55,9 @@ def engine_for(settings: Settings) -> Engine:
 
 
 def cipher_for(settings: Settings) -> Cipher | None:
-    return load_cipher(settings.security.encryption_key.get_secret_value(), "")
+    """The configured key; during a rotation a Keyring that also opens values under the previous key."""
+    security = settings.security
+    return load_cipher(security.encryption_key.get_secret_value(), "", security.previous_encryption_key.get_secret_value())
 
 
 _KEY_FINGERPRINT = "encryption_key_fingerprint"
@@ -80,14 +82,16 @@ def verify_key(session: Session, cipher: Cipher | None) -> bool:
     if row is None:
         return False
     if cipher is None:
-        raise EncryptionError(
+        raise KeyNotConfigured(
             "the database is encrypted but no key is configured: set security.encryption_key_file "
             f"(or the encryption-key credential) to the key with fingerprint {row.value}"
         )
-    if row.value != cipher.fingerprint_hex:
-        raise EncryptionError(
+    previous = previous_of(cipher)
+    if row.value != cipher.fingerprint_hex and (previous is None or row.value != previous.fingerprint_hex):
+        raise KeyNotConfigured(
             f"the configured encryption key (fingerprint {cipher.fingerprint_hex}) is not the key this "
-            f"database is encrypted with (fingerprint {row.value})"
+            f"database is encrypted with (fingerprint {row.value}); when rotating to a new key, set "
+            "security.previous_encryption_key_file to that key until `conduct-inbox db rekey` has finished"
         )
     return True
 
@@ -195,6 +199,10 @@ def reseal(engine: Engine, batch: int = 200) -> int:
                     last = getattr(rows[-1], key.key)
             if len(rows) < batch:
                 break
+    cipher = engine.dialect.conduct_cipher  # type: ignore[attr-defined]
+    if previous_of(cipher) is not None:  # every value was written again with the current key
+        with Session(engine) as session, session.begin():
+            session.merge(DatabaseMeta(name=_KEY_FINGERPRINT, value=cipher.fingerprint_hex))
     return count
 
 

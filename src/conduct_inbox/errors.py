@@ -8,6 +8,7 @@
     ├── DeliveryOutage              SMTP as a whole is unusable: connect, AUTH, MAIL FROM, 4xx (retry later)
     ├── InstanceLocked              another daemon already owns this SQLite database
     └── EncryptionError             missing, malformed or wrong encryption key; sealed data altered
+        └── KeyNotConfigured        data is sealed with a key the configuration does not hold
 
 Messages of these exceptions never carry addresses, names, subjects or report text:
 they are logged and may reach alerts.
@@ -48,6 +49,11 @@ class InstanceLocked(ConductInboxError):
 
 class EncryptionError(ConductInboxError):
     """Encrypted data cannot be read: no key, another key, or altered data. Never returns garbage."""
+
+
+class KeyNotConfigured(EncryptionError):
+    """The database holds data sealed with a key that is neither the configured one nor the
+    previous one: configuration to fix (`db rekey` exits 2 for it)."""
 
 
 def where(exc: BaseException) -> str:

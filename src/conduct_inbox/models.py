@@ -21,9 +21,12 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
-from .crypto import open_value, seal_value
+from .crypto import open_value, previous_of, seal_value
 
 # Stable constraint names, so alembic batch migrations on SQLite can find them again.
 NAMING_CONVENTION = {
@@ -85,12 +88,75 @@ class SealedText(_Sealed):
     impl = Text
 
 
+class _PreviousKeyBind(BindParameter[Any]):
+    """A copy of a named bind parameter (`bindparam("message_id")`) under a name of its own, that
+    takes its value from the original's key: one value given at execution, bound twice."""
+
+    inherit_cache = True
+
+
+@compiles(_PreviousKeyBind)
+def _compile_previous_key_bind(element: _PreviousKeyBind, compiler: Any, **kw: Any) -> str:
+    # The compiled name differs from the key; the value is still looked up by the key.
+    compiler.bind_names.setdefault(element, f"{element.key}__previous_key")
+    return compiler.visit_bindparam(element, **kw)
+
+
+class _LookupComparator(TypeDecorator.Comparator[Any]):
+    """`==`, `!=`, `in_` and `not_in` on a lookup column match a value sealed with the current key
+    or with the previous one (during a key rotation): `col IN (sealed now, sealed before)`.
+
+    Without a previous key both are sealed with the same key; without a key, both are plain."""
+
+    def operate(self, op: Any, *other: Any, **kwargs: Any) -> ColumnElement[Any]:
+        value = other[0] if other else None
+        if op in (operators.eq, operators.ne) and value is not None and (
+            isinstance(value, BindParameter) or not isinstance(value, ColumnElement)
+        ):
+            both = _both_keys(value, self.expr.type)
+            return super().operate(operators.in_op if op is operators.eq else operators.not_in_op, both, **kwargs)
+        if op in (operators.in_op, operators.not_in_op) and isinstance(value, (list, tuple, set, frozenset)):
+            both = [bind for one in value for bind in _both_keys(one, self.expr.type)]
+            return super().operate(op, both, **kwargs)
+        # IS NULL, an expanding parameter, another column (two lookup columns compared with each
+        # other would miss a pair under different keys: the code has no such comparison), ...
+        return super().operate(op, *other, **kwargs)
+
+
+def _both_keys(value: Any, current: Any) -> list[BindParameter[Any]]:
+    """`value` as two bind parameters: sealed with the current key, and with the previous one."""
+    previous = SealedLookupPreviousKey()
+    if isinstance(value, BindParameter):
+        if not value.unique:  # named (`bindparam("message_id")`): its value may come at execution
+            named = _PreviousKeyBind(value.key, value.value, type_=previous, required=value.required,
+                                     callable_=value.callable)
+            return [value._with_binary_element_type(current), named]
+        value = value.effective_value
+    return [BindParameter(None, value, type_=current, unique=True), BindParameter(None, value, type_=previous, unique=True)]
+
+
 class SealedLookup(_Sealed):
-    """Values found by equality (addresses, Message-IDs): AES-SIV, the same plain value seals the same."""
+    """Values found by equality (addresses, Message-IDs): AES-SIV, the same plain value seals the same.
+
+    Comparisons match values sealed with the previous key too (_LookupComparator), so lookups keep
+    working while `conduct-inbox db rekey` moves rows to a new key."""
 
     cache_ok = True
     impl = Text
     deterministic = True
+    comparator_factory = _LookupComparator
+
+
+class SealedLookupPreviousKey(SealedLookup):
+    """Binds only: seals with the previous key during a rotation (the current key otherwise)."""
+
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if value is None:
+            return None
+        cipher = getattr(dialect, "conduct_cipher", None)
+        return seal_value(previous_of(cipher) or cipher, value, deterministic=True)
 
 
 class Base(DeclarativeBase):
