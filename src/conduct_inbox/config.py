@@ -212,13 +212,18 @@ class Smtp(_Section):
     _security = field_validator("security")(_check_security)
     _maildir = field_validator("maildir")(_check_host_or_maildir)
 
+    @field_validator("auth")
+    @classmethod
+    def _auth(cls, value: str, info: ValidationInfo) -> str:
+        if value == "oauth2" and info.data.get("host") and not info.data.get("username"):
+            raise ValueError('"oauth2" needs smtp.username (the account the token is for)')
+        return value
+
     @field_validator("password")
     @classmethod
     def _password(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         username = info.data.get("username")
         if info.data.get("auth") == "oauth2":
-            if info.data.get("host") and not username:
-                raise _Problems([("username", "required when smtp.auth is \"oauth2\" (the account the token is for)")])
             return value
         if info.data.get("host") and username and not value.get_secret_value() and _wanted(info, "smtp.password"):
             raise ValueError("required when smtp.username is set (set password_file or password)")
