@@ -199,6 +199,7 @@ def test_sasl_answers_the_error_challenge_with_an_empty_line() -> None:
     assert xoauth2(base64.b64decode(base64.b64encode(b'{"status":"401"}'))) == b""
     bearer = _SaslBearer("OAUTHBEARER", "a,b=c@example.org", "TOKEN2")
     assert bearer(b"") == b"n,a=a=2Cb=3Dc@example.org,\x01auth=Bearer TOKEN2\x01\x01"
+    assert bearer(b'{"status":"invalid_token"}') == b"\x01"
     assert "TOKEN" not in repr(bearer)
 
 

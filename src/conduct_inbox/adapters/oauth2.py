@@ -234,6 +234,8 @@ def _refused(code: str, grant: str, provider: str) -> TokenUnavailable:
         return TokenUnavailable("oauth2: scopes refused (invalid_scope): check oauth2.scopes", needs_login=True)
     if code in ("invalid_request", "access_denied", "consent_required", "interaction_required"):
         return TokenUnavailable(f"oauth2: token request refused ({code})", needs_login=True)
+    if code in ("server_error", "temporarily_unavailable"):
+        return TokenUnavailable(f"oauth2: token endpoint failed ({code})")
     return TokenUnavailable(f"oauth2: token request failed ({code})")
 
 
@@ -478,6 +480,9 @@ def _unexpected(exc: Exception, url: str) -> TokenUnavailable:
 
     if isinstance(exc, requests.RequestException | OSError):
         return TokenUnavailable(f"oauth2: token endpoint unreachable ({_words_for_network(exc, url)})")
+    status = re.fullmatch(r"HTTP Error: (\d{3})", str(exc)) if type(exc).__name__ == "MsalServiceError" else None
+    if status:  # msal raises this (fixed text) for a 5xx answer
+        return TokenUnavailable(f"oauth2: token endpoint failed (HTTP {status.group(1)})")
     return TokenUnavailable(f"oauth2: token request failed ({type(exc).__name__})")
 
 

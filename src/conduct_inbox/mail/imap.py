@@ -382,8 +382,8 @@ class ImapMailbox:
 
 class _SaslBearer:
     """The client side of XOAUTH2 / OAUTHBEARER (RFC 7628): the token first; to the server's error
-    challenge (a refused token) an empty answer, after which the server says NO. The repr hides
-    the token (imaplib may show its authobject in an error)."""
+    challenge (a refused token) the dummy answer, after which the server says NO: an empty line
+    for XOAUTH2, %x01 for OAUTHBEARER (RFC 7628 section 3.2.3). The repr hides the token."""
 
     def __init__(self, mechanism: str, username: str, token: str):
         if mechanism == "OAUTHBEARER":
@@ -391,6 +391,7 @@ class _SaslBearer:
             self._first = f"n,a={authzid},\x01auth=Bearer {token}\x01\x01".encode()
         else:
             self._first = f"user={username}\x01auth=Bearer {token}\x01\x01".encode()
+        self._dummy = b"\x01" if mechanism == "OAUTHBEARER" else b""
         self._sent = False
 
     def __repr__(self) -> str:
@@ -398,7 +399,7 @@ class _SaslBearer:
 
     def __call__(self, challenge: bytes) -> bytes:
         if self._sent:
-            return b""
+            return self._dummy
         self._sent = True
         return self._first
 

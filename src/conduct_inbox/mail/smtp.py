@@ -66,12 +66,12 @@ class _Outage(Exception):
 
 async def _auth_oauthbearer(client: aiosmtplib.SMTP, username: str, token: str) -> None:
     """AUTH OAUTHBEARER with an initial response (RFC 7628 section 3.1); to the error challenge
-    of a refused token an empty line (a dummy response, RFC 7628 3.2.3), then the failure."""
+    of a refused token the dummy response %x01 (RFC 7628 section 3.2.3), then the failure."""
     authzid = username.replace("=", "=3D").replace(",", "=2C")
     initial = base64.b64encode(f"n,a={authzid},\x01auth=Bearer {token}\x01\x01".encode())
     response = await client.execute_command(b"AUTH", b"OAUTHBEARER", initial)
     if response.code == 334:
-        response = await client.execute_command(b"")
+        response = await client.execute_command(base64.b64encode(b"\x01"))
     if response.code != 235:
         raise aiosmtplib.SMTPAuthenticationError(response.code, response.message)
 
