@@ -540,13 +540,13 @@ _SOURCES: dict[tuple[str, ...], TokenSource] = {}
 _SOURCES_LOCK = threading.Lock()
 
 
-def shared_source(config: OAuth2Config) -> TokenSource:
+def shared_source(config: OAuth2Config, clock: Callable[[], float] | None = None) -> TokenSource:
     """The process's token source for this identity (the intake, IDLE and SMTP share one);
-    new secrets (a reload) update it."""
+    new secrets (a reload) update it. `clock` (tests) applies when the source is created."""
     with _SOURCES_LOCK:
         source = _SOURCES.get(config.identity)
         if source is None:
-            source = _SOURCES[config.identity] = TokenSource(config)
+            source = _SOURCES[config.identity] = TokenSource(config, clock=clock or time.time)
         else:
             source.update(config)
         return source
