@@ -271,3 +271,28 @@ def test_login_google_loopback_redirect(oauth_server) -> None:
 def test_login_generic_without_endpoints_explains() -> None:
     with pytest.raises(TokenUnavailable, match="device_authorization_url"):
         login(OAuth2Config("generic", client_id="a", token_url="https://x/t"), print)
+
+
+def test_provider_error_descriptions_and_odd_codes_never_reach_the_message(oauth_server) -> None:
+    oauth_server.add_client("ci-app", SECRET)
+    refresh = oauth_server.issue_refresh_token("ci-app", USER)
+    oauth_server.reject_refresh_token(refresh, error="invalid_grant", description=f"SENTINEL-DESC {USER} {refresh}")
+    source = TokenSource(generic(oauth_server, client_secret=SECRET, refresh_token=refresh))
+    with pytest.raises(TokenUnavailable) as info:
+        source.token()
+    assert "SENTINEL" not in str(info.value) and USER not in str(info.value) and refresh not in str(info.value)
+    other = oauth_server.issue_refresh_token("ci-app", USER)
+    oauth_server.reject_refresh_token(other, error="<b>Contact evil@example.net</b>")
+    odd = TokenSource(generic(oauth_server, client_secret=SECRET, refresh_token=other))
+    with pytest.raises(TokenUnavailable, match=r"^oauth2: token request failed \(unexpected error\)$"):
+        odd.token()
+
+
+def test_a_service_account_may_not_send_its_assertion_over_plain_http_elsewhere(oauth_server) -> None:
+    import json
+
+    key = dict(oauth_server.add_service_account(allowed_subjects=[USER]), token_uri="http://idp.example.net/token")
+    source = TokenSource(OAuth2Config("google", service_account=json.dumps(key), username=USER))
+    with pytest.raises(TokenUnavailable, match="token_uri must be an https:// URL"):
+        source.token()
+    assert oauth_server.token_requests == {}

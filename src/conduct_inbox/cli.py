@@ -166,7 +166,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         from .neterrors import database_in_words
 
         problems.append(f"database: {database_in_words(exc, settings.database.url)}")
-    from .app import make_mailbox, make_token_source, make_transport
+    from .app import make_mailbox, make_transport
 
     token_ok = _check_oauth2(settings, problems)
     mailbox = make_mailbox(settings)

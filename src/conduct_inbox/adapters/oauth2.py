@@ -30,7 +30,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -560,5 +560,5 @@ def forget_sources() -> None:
 
 __all__ = [
     "AccessToken", "CLIENT_CREDENTIALS", "JWT_BEARER", "OAuth2Config", "REFRESH_TOKEN", "TokenSource",
-    "default_scopes", "forget_sources", "replace", "shared_source", "token_request", "url_problem",
+    "default_scopes", "forget_sources", "shared_source", "token_request", "url_problem",
 ]
