@@ -195,3 +195,28 @@ def test_wrong_user_for_the_token_is_refused_by_the_mailbox(dovecot_oauth, smtp_
     code, out = health(h)
     assert "mailbox: last contact failed: IMAP login refused: the mailbox refused the OAuth2 token" in out
     assert oauth_server.token_requests["client_credentials"] == 2
+
+
+def test_smtp_xoauth2_refused_token_is_renewed_once(dovecot_oauth, smtp_receiver_oauth, oauth_server, database):
+    smtp_receiver_oauth.mechanisms = ("XOAUTH2",)  # aiosmtplib's own XOAUTH2
+    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-cc")
+    h = setup.harness
+    h.deliver(report(body="queued, then sent with a renewed token"))
+    app = h.app()
+    assert app.intake.poll_once().processed == 1
+    oauth_server.expire_access_tokens()
+    assert run_once(app) == 0
+    smtp_receiver_oauth.wait_for(MAILS_PER_REPORT)
+    assert [(a.mechanism, a.ok) for a in smtp_receiver_oauth.auth_attempts][:2] == [("XOAUTH2", False), ("XOAUTH2", True)]
+    assert oauth_server.token_requests["client_credentials"] == 2
+
+
+def test_smtp_server_without_oauth_mechanisms_is_an_outage(dovecot_oauth, smtp_receiver_oauth, oauth_server, database):
+    smtp_receiver_oauth.mechanisms = ("PLAIN", "LOGIN")  # basic authentication only
+    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-cc")
+    h = setup.harness
+    h.deliver(report(body="stays queued"))
+    app = h.app()
+    assert run_once(app) == 1
+    assert statuses(app) == ["pending"] * MAILS_PER_REPORT
+    assert "SMTP AUTH impossible: the server offers neither XOAUTH2 nor OAUTHBEARER for OAuth2" in health(h)[1]
