@@ -12,7 +12,7 @@ import sys
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from conduct_inbox.models import Case
+from conduct_inbox.models import Case, MailboxState
 from tests.harness import MEMBERS, report
 from tests.oauth_harness import CLIENT_SECRET, oauth_harness
 from tests.procs import wait_until
@@ -40,6 +40,15 @@ def cases(database_url: str) -> int:
         engine.dispose()
 
 
+def mailbox_error(database_url: str) -> str | None:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(select(MailboxState.last_error)).scalar()
+    finally:
+        engine.dispose()
+
+
 def start(harness, notify: Notifications, started: list, **mailbox: object) -> subprocess.Popen[bytes]:
     set_mailbox(harness, **mailbox)
     proc = conduct_inbox(harness.config_path, "run", notify_socket=notify.path)
@@ -62,14 +71,22 @@ def test_idle_reconnects_with_a_fresh_token_and_short_tokens_are_renewed(
     oauth_server.expire_access_tokens()  # the provider ends the daemon's token early ...
     dovecot_oauth.restart()  # ... and the IDLE connection drops: it must log in again
     assert wait_until(lambda: oauth_server.token_requests["client_credentials"] > before, 20)
+    # The IDLE thread, logged in again, asks for a poll at once; the intake's own connection died
+    # with the restart, so that poll fails. Mail delivered after it is news to the IDLE connection.
+    assert wait_until(lambda: mailbox_error(database.url) is not None, 20)
     h.deliver(report(sender="r2@example.net", body="second"))
-    smtp_receiver_oauth.wait_for(2 * MAILS_PER_REPORT, timeout=30)
+    try:
+        smtp_receiver_oauth.wait_for(2 * MAILS_PER_REPORT, timeout=30)
+    except AssertionError:
+        proc.terminate()
+        raise AssertionError(finish(proc)[1]) from None
     assert cases(database.url) == 2
     assert proc.poll() is None
     proc.terminate()
     code, err = finish(proc)
     assert code == 0, err
     assert "IDLE connection lost" in err
+    assert "refused the OAuth2 token; trying once more with a new one" in err  # the provider ended it early
     for line in err.splitlines():  # tokens were renewed, never shown
         assert not re.search(r"\bat-[A-Za-z0-9_-]{16,}", line), line
 
