@@ -32,7 +32,8 @@ class OAuthSetup:
 
 def oauth_harness(dovecot, receiver, database_url: str, server, grant: str, *, client_secret: str = CLIENT_SECRET,
                   tenant: str = "ci-tenant") -> OAuthSetup:
-    """grant: "generic-refresh", "generic-cc", "google-jwt", "microsoft-cc" or "microsoft-refresh"
+    """grant: "generic-refresh", "generic-cc", "google-jwt", "google-refresh", "microsoft-cc" or
+    "microsoft-refresh"
     (microsoft ones need the https server and REQUESTS_CA_BUNDLE)."""
     user = dovecot.new_user()
     harness = Harness(dovecot, receiver, database_url, user)
@@ -61,6 +62,11 @@ def oauth_harness(dovecot, receiver, database_url: str, server, grant: str, *, c
         key = server.add_service_account(allowed_subjects=[user])
         secret_file("oauth2-service-account", json.dumps(key))
         table = 'provider = "google"\n'
+    elif grant == "google-refresh":
+        server.add_client("g-app", client_secret)
+        secret_file("oauth2-client-secret", client_secret)
+        setup.write_refresh_token(server.issue_refresh_token("g-app", user))
+        table = f'provider = "google"\nclient_id = "g-app"\ntoken_url = "{server.token_url}"\n'
     elif grant == "microsoft-cc":
         server.add_client("ms-app", client_secret, username=user)
         secret_file("oauth2-client-secret", client_secret)

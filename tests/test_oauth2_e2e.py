@@ -58,6 +58,7 @@ def statuses(app) -> list[str]:
     ("generic-refresh", ("XOAUTH2", "OAUTHBEARER")),
     ("generic-cc", ("XOAUTH2",)),
     ("google-jwt", ("OAUTHBEARER",)),
+    ("google-refresh", ("XOAUTH2", "OAUTHBEARER")),
 ])
 def test_each_grant_end_to_end(grant, smtp_mechanisms, dovecot_oauth, smtp_receiver_oauth, oauth_server, database):
     smtp_receiver_oauth.mechanisms = smtp_mechanisms
@@ -77,7 +78,7 @@ def test_each_grant_end_to_end(grant, smtp_mechanisms, dovecot_oauth, smtp_recei
     # one token for the mailbox and SMTP: the cache is shared
     assert sum(oauth_server.tokens_issued.values()) == 1
     assert oauth_server.tokens_issued[{"generic-refresh": "refresh_token", "generic-cc": "client_credentials",
-                                       "google-jwt": "jwt_bearer"}[grant]] == 1
+                                       "google-jwt": "jwt_bearer", "google-refresh": "refresh_token"}[grant]] == 1
 
 
 def test_tokens_are_refreshed_between_and_during_passes(dovecot_oauth, smtp_receiver_oauth, oauth_server, database):
