@@ -5,6 +5,9 @@ pytest_plugins = [
     "tests.fixtures.smtp_receiver",
     "tests.fixtures.database",
     "tests.fixtures.pg_cluster",
+    "tests.fixtures.oauth_server",
+    "tests.fixtures.dovecot_oauth",
+    "tests.fixtures.smtp_receiver_oauth",
 ]
 
 

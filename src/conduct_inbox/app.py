@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,6 +23,9 @@ from .ports import Sender as Transport
 from .render import Renderer
 from .roster import Roster, roster_from_settings
 from .workflow import Options, Workflow
+
+if TYPE_CHECKING:
+    from .adapters.oauth2 import OAuth2Config, TokenSource
 
 
 def utcnow() -> datetime:
@@ -81,6 +85,42 @@ def make_dispatcher(settings: Settings, engine: Engine, workflow: Workflow, tran
     )
 
 
+def oauth2_config(settings: Settings) -> OAuth2Config:
+    """The OAuth2 identity of `[oauth2]`; the user is the mailbox's (the SASL user, and the user a
+    Google service account impersonates), or SMTP's when only SMTP uses OAuth2."""
+    from .adapters.oauth2 import OAuth2Config
+
+    o = settings.oauth2
+    box = settings.mailbox
+    username = box.username if box.host and box.auth == "oauth2" else (settings.smtp.username or box.username)
+    return OAuth2Config(
+        provider=o.provider,
+        client_id=o.client_id.strip(),
+        tenant=o.tenant.strip(),
+        authority=o.authority,
+        token_url=o.token_url,
+        scopes=tuple(o.scopes),
+        client_secret=o.client_secret.get_secret_value(),
+        refresh_token=o.refresh_token.get_secret_value(),
+        refresh_token_file=o.refresh_token_file,  # resolved by config_sources.read_secrets
+        service_account=o.service_account.get_secret_value(),
+        username=username,
+        authorization_url=o.authorization_url,
+        device_authorization_url=o.device_authorization_url,
+        timeout=float(box.timeout_seconds),
+    )
+
+
+def make_token_source(settings: Settings) -> TokenSource | None:
+    """This process's token source for `[oauth2]` (shared by every mailbox and SMTP connection;
+    reloaded secrets update it), or None when nothing logs in with OAuth2."""
+    if not settings.uses_oauth2():
+        return None
+    from .adapters.oauth2 import shared_source
+
+    return shared_source(oauth2_config(settings))
+
+
 def make_mailbox(settings: Settings) -> Mailbox:
     box = settings.mailbox
     if box.host:
@@ -96,6 +136,7 @@ def make_mailbox(settings: Settings) -> Mailbox:
             processed_folder=box.processed_folder,
             quarantine_folder=box.quarantine_folder,
             timeout=float(box.timeout_seconds),
+            token_source=make_token_source(settings) if box.auth == "oauth2" else None,
         )
     from .mail.maildir import MaildirMailbox
 
@@ -115,6 +156,7 @@ def make_transport(settings: Settings) -> Transport:
             smtp.password.get_secret_value() or None,
             timeout=float(smtp.timeout_seconds),
             connections=smtp.connections,
+            token_source=make_token_source(settings) if smtp.auth == "oauth2" else None,
         )
     from .mail.maildir_sender import MaildirSender
 
@@ -141,6 +183,7 @@ class App:
         message on: a new workflow (roster, token checks, templates, SLA times) for the intake,
         escalations, chores and this process's dispatcher."""
         workflow = make_workflow(settings)
+        make_token_source(settings)  # a new refresh token or client secret (reload.merge) applies
         self.settings, self.workflow = settings, workflow
         self.intake.use_workflow(workflow)
         self.dispatcher.sender = workflow.sender

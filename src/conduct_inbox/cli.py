@@ -272,19 +272,26 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         problems.append(f"database: {database_in_words(exc, settings.database.url)}")
     from .app import make_mailbox, make_transport
 
+    token_ok = _check_oauth2(settings, problems)
     mailbox = make_mailbox(settings)
     transport = make_transport(settings)
-    try:
-        mailbox.connect()
-        print(f"mailbox: ok ({mailbox.identity})")
-        mailbox_ok = True
-    except ConductInboxError as exc:
-        problems.append(f"mailbox: {exc}")
-        mailbox_ok = False
+    mailbox_ok = False
+    if not token_ok and settings.mailbox.auth == "oauth2" and settings.mailbox.host:
+        problems.append("mailbox: not tried (no OAuth2 token, see above)")
+    else:
+        try:
+            mailbox.connect()
+            print(f"mailbox: ok ({mailbox.identity})")
+            mailbox_ok = True
+        except ConductInboxError as exc:
+            problems.append(f"mailbox: {exc}")
     try:
         login = getattr(transport, "probe", None)
         smtp_ok = True
-        if login is not None:
+        if login is not None and not token_ok and settings.smtp.auth == "oauth2":
+            problems.append("smtp: not tried (no OAuth2 token, see above)")
+            smtp_ok = False
+        elif login is not None:
             outage = asyncio.run(login())
             if outage:
                 problems.append(f"smtp: {outage}")
@@ -310,6 +317,93 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if template_problems:
         return USAGE  # a broken template is bad configuration
     return FAILURE if problems else OK
+
+
+def _check_oauth2(settings: Settings, problems: list[str]) -> bool:
+    """check-config's OAuth2 step: can a token be had? Prints the grant, never a token."""
+    from .app import make_token_source
+    from .errors import TokenUnavailable
+
+    source = make_token_source(settings)
+    if source is None:
+        return True
+    try:
+        source.token()
+    except TokenUnavailable as exc:
+        problems.append(str(exc))
+        return False
+    current = source.current()
+    lifetime = f", valid {int(current.lifetime)} s" if current is not None else ""
+    print(f"oauth2: ok ({settings.oauth2.provider}, {source.grant} grant{lifetime})")
+    return True
+
+
+#: What `oauth login` and `oauth status` read of the secrets.
+OAUTH2_SECRETS = frozenset({"oauth2.client_secret", "oauth2.refresh_token", "oauth2.service_account"})
+
+
+def _oauth2_settings(args: argparse.Namespace, secrets: frozenset[str]) -> Settings:
+    settings = _settings(args, secrets)
+    if not settings.uses_oauth2():
+        raise ConfigError(['oauth2: neither mailbox.auth nor smtp.auth is "oauth2" (with a host set)'])
+    return settings
+
+
+def cmd_oauth_login(args: argparse.Namespace) -> int:
+    """Get a refresh token interactively; write it to the refresh-token file with mode 0600."""
+    from .adapters.oauth2_login import login, write_secret_file
+    from .app import oauth2_config
+    from .config_sources import secret_path
+
+    # The refresh token is what we are about to get: its file need not exist yet.
+    settings = _oauth2_settings(args, frozenset({"oauth2.client_secret"}))
+    o = settings.oauth2
+    if o.refresh_token.get_secret_value():
+        raise ConfigError(["oauth2.refresh_token: set inline; use refresh_token_file for `oauth login` to write to"])
+    config_path = settings.config_path or Path("config.toml")
+    target = secret_path(config_path.parent, os.environ.get("CREDENTIALS_DIRECTORY", ""), o.refresh_token_file,
+                         "oauth2-refresh-token")
+    if os.environ.get("CREDENTIALS_DIRECTORY") and not o.refresh_token_file.startswith("/"):
+        print("note: $CREDENTIALS_DIRECTORY is set: systemd's copy is read-only; run this from a shell "
+              "(the token goes to the credentials/ folder next to the config file)", file=sys.stderr)
+    config = oauth2_config(settings)
+    if o.provider == "microsoft" and config.client_secret:
+        print("note: the device code sign-in makes a public-client refresh token: enable \"Allow public client "
+              "flows\" in the app registration, and leave client_secret unset for this login", file=sys.stderr)
+    token = login(config, lambda line: print(line, flush=True), timeout=args.timeout, port=args.port)
+    write_secret_file(target, token)
+    print(f"refresh token written to {target} (mode 0600)")
+    print("the running daemon uses it from its next token request; `systemctl reload conduct-inbox` makes that now")
+    return OK
+
+
+def cmd_oauth_status(args: argparse.Namespace) -> int:
+    """Which grant, whether a token can be had now and when it would expire; never a secret."""
+    from .app import make_token_source
+    from .errors import TokenUnavailable
+
+    settings = _oauth2_settings(args, OAUTH2_SECRETS)
+    source = make_token_source(settings)
+    assert source is not None
+    o = settings.oauth2
+    where = {"refresh_token": f"refresh token from {o.refresh_token_file or 'the configuration'}",
+             "jwt_bearer": "Google service account, impersonating the mailbox user",
+             "client_credentials": "app-only access with the client secret"}[source.grant]
+    used = ", ".join(name for name, on in (("IMAP", settings.mailbox.auth == "oauth2"), ("SMTP", settings.smtp.auth == "oauth2")) if on)
+    print(f"provider: {o.provider}; used for: {used}")
+    print(f"grant: {source.grant} ({where})")
+    print(f"scopes: {' '.join(source.config.effective_scopes) or '(none)'}")
+    try:
+        source.token()
+    except TokenUnavailable as exc:
+        print(f"refresh: fails: {exc}")
+        return FAILURE
+    current = source.current()
+    if current is not None:
+        expires = datetime.fromtimestamp(current.expires_at, timezone.utc)
+        print(f"refresh: works; a token obtained now expires at {expires:%Y-%m-%d %H:%M:%S} UTC "
+              f"(after {int(current.lifetime)} s; the daemon renews its own before then)")
+    return OK
 
 
 #: What `inspect` reads of the secrets: the token secrets to recognise reply tokens and the key
@@ -700,6 +794,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(sub, "escalations", "reminders and escalations due at a time (sends nothing)", cmd_escalations)
     p.add_argument("--at", help="ISO time to look at (default: now; without a zone: UTC)")
     p.add_argument("--json", action="store_true", help="print a JSON array")
+
+    p = command(sub, "oauth", "OAuth2 mail login ([oauth2]): get a refresh token, check the token")
+    osub = p.add_subparsers(dest="oauth_command", required=True, parser_class=_Parser, metavar="ACTION")
+    lp = command(osub, "login", "sign in interactively and write the refresh token to its credential file (mode 0600)",
+                 cmd_oauth_login)
+    lp.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the sign-in (default 600)")
+    lp.add_argument("--port", type=int, default=0,
+                    help="local port for the browser's redirect (google, generic; default: any free port)")
+    command(osub, "status", "the grant in use, whether a token can be had and when it expires (no secrets)",
+            cmd_oauth_status)
 
     p = command(sub, "demo", "run against a local demo mailbox (no mail account needed)", cmd_demo)
     p.add_argument("--dir", default="conduct-inbox-demo", help="where the demo keeps its files")

@@ -10,12 +10,14 @@ webhook URL with a token in it, or a database URL with a password.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -90,6 +92,7 @@ PositiveInt = Annotated[int, _int_range(1, None, "must be a positive integer")]
 NonNegativeInt = Annotated[int, _int_range(0, None, "must be an integer, 0 or more")]
 Address = Annotated[str, BeforeValidator(_address)]
 Security = Literal["tls", "starttls", "none"]
+Auth = Literal["password", "oauth2"]
 #: true or false only: pydantic's lax mode would read `chair = "yes"` (or "no"!) as a boolean.
 Bool = Annotated[bool, Strict()]
 
@@ -147,6 +150,8 @@ class Mailbox(_Section):
     port: Port = 993
     security: Security = "tls"
     username: str = ""
+    #: password: LOGIN with the password; oauth2: SASL XOAUTH2/OAUTHBEARER with a token from [oauth2].
+    auth: Auth = "password"
     password: SecretStr = SecretStr("")
     password_file: str = ""
     folder: str = "INBOX"
@@ -171,6 +176,8 @@ class Mailbox(_Section):
     @field_validator("password")
     @classmethod
     def _password(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        if info.data.get("auth") == "oauth2":
+            return value
         if info.data.get("host") and not value.get_secret_value() and _wanted(info, "mailbox.password"):
             raise ValueError("required when mailbox.host is set (set password_file or password)")
         return value
@@ -190,6 +197,8 @@ class Smtp(_Section):
     port: Port = 587
     security: Security = "starttls"
     username: str = ""
+    #: password: AUTH with the password (when username is set); oauth2: XOAUTH2/OAUTHBEARER.
+    auth: Auth = "password"
     password: SecretStr = SecretStr("")
     password_file: str = ""
     timeout_seconds: PositiveInt = 30
@@ -203,10 +212,19 @@ class Smtp(_Section):
     _security = field_validator("security")(_check_security)
     _maildir = field_validator("maildir")(_check_host_or_maildir)
 
+    @field_validator("auth")
+    @classmethod
+    def _auth(cls, value: str, info: ValidationInfo) -> str:
+        if value == "oauth2" and info.data.get("host") and not info.data.get("username"):
+            raise ValueError('"oauth2" needs smtp.username (the account the token is for)')
+        return value
+
     @field_validator("password")
     @classmethod
     def _password(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         username = info.data.get("username")
+        if info.data.get("auth") == "oauth2":
+            return value
         if info.data.get("host") and username and not value.get_secret_value() and _wanted(info, "smtp.password"):
             raise ValueError("required when smtp.username is set (set password_file or password)")
         if info.data.get("host") and username == "" and value.get_secret_value():
@@ -220,6 +238,103 @@ class Smtp(_Section):
         if initial is not None and value < initial:
             raise ValueError("must be at least smtp.retry_initial_seconds")
         return value
+
+
+def _url_problem(url: str) -> str | None:
+    """OAuth2 endpoints: https, or plain http to a loopback host only (as with security = "none")."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return None
+    if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
+        return None
+    if parts.scheme == "http" and parts.hostname:
+        return "must be an https:// URL (http:// only for a loopback host: 127.x, ::1, localhost)"
+    return "must be an https:// URL"
+
+
+class OAuth2(_Section):
+    """The one OAuth2 identity used where mailbox.auth or smtp.auth is "oauth2"."""
+
+    provider: Literal["microsoft", "google", "generic"] = "microsoft"
+    #: microsoft: the directory (tenant) id.
+    tenant: str = ""
+    client_id: str = ""
+    client_secret: SecretStr = SecretStr("")
+    client_secret_file: str = ""
+    refresh_token: SecretStr = SecretStr("")
+    refresh_token_file: str = ""
+    #: google: the service-account JSON key (read from service_account_file).
+    service_account: SecretStr = SecretStr("")
+    service_account_file: str = ""
+    #: generic: the token endpoint; google: overrides https://oauth2.googleapis.com/token.
+    token_url: str = ""
+    scopes: list[str] = []
+    #: microsoft: the authority host (national clouds); default https://login.microsoftonline.com.
+    authority: str = ""
+    #: google / generic: the authorization endpoint `oauth login` opens (google has a default).
+    authorization_url: str = ""
+    #: generic: the device authorization endpoint (RFC 8628) `oauth login` uses, if any.
+    device_authorization_url: str = ""
+
+    @field_validator("token_url", "authority", "authorization_url", "device_authorization_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            problem = _url_problem(value)
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: list[str]) -> list[str]:
+        if any(not scope.strip() or " " in scope.strip() for scope in value):
+            raise ValueError("each scope must be one non-empty word")
+        return [scope.strip() for scope in value]
+
+    @field_validator("service_account")
+    @classmethod
+    def _service_account(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value()
+        if not text:
+            return value
+        try:
+            info = json.loads(text)
+        except ValueError:
+            raise ValueError("the service account file is not JSON (download the key as JSON)") from None
+        if not isinstance(info, dict) or info.get("type") != "service_account" or not info.get("client_email") or not info.get("private_key"):
+            raise ValueError("the service account file is not a service-account key (type, client_email, private_key)")
+        return value
+
+    def uses_refresh_token(self) -> bool:
+        return bool(self.refresh_token.get_secret_value() or self.refresh_token_file)
+
+
+def _oauth2_problems(oauth2: OAuth2, info: ValidationInfo) -> list[tuple[str, str]]:
+    """What an OAuth2 login needs of [oauth2], as (relative key, problem) pairs."""
+    problems: list[tuple[str, str]] = []
+    secrets_known = _wanted(info, "oauth2.refresh_token") and _wanted(info, "oauth2.client_secret")
+    jwt = oauth2.provider == "google" and (oauth2.service_account.get_secret_value() or oauth2.service_account_file)
+    if oauth2.provider == "microsoft" and not oauth2.tenant.strip():
+        problems.append(("tenant", "required for provider \"microsoft\" (the directory (tenant) id of the app registration)"))
+    if not oauth2.client_id.strip() and not (jwt and not oauth2.uses_refresh_token()):
+        problems.append(("client_id", "required when mailbox.auth or smtp.auth is \"oauth2\" (the application (client) id)"))
+    if oauth2.provider == "generic" and not oauth2.token_url:
+        problems.append(("token_url", "required for provider \"generic\" (the token endpoint)"))
+    if oauth2.service_account_file and oauth2.provider != "google":
+        problems.append(("service_account_file", "only for provider \"google\""))
+    if not secrets_known:
+        return problems
+    if oauth2.provider == "google" and not jwt and not oauth2.uses_refresh_token():
+        problems.append(("", "provider \"google\" needs service_account_file (domain-wide delegation) "
+                             "or a refresh token (`conduct-inbox oauth login`)"))
+    elif not oauth2.uses_refresh_token() and not jwt and not oauth2.client_secret.get_secret_value():
+        problems.append(("client_secret", "required for app-only access (client_credentials) without a refresh token "
+                                          "(set client_secret_file, or run `conduct-inbox oauth login`)"))
+    elif oauth2.provider == "google" and oauth2.uses_refresh_token() and not oauth2.client_secret.get_secret_value():
+        problems.append(("client_secret", "required with a Google refresh token (the OAuth client's secret)"))
+    return problems
 
 
 class Database(_Section):
@@ -522,6 +637,7 @@ class Settings(BaseSettings):
 
     mailbox: Mailbox
     smtp: Smtp
+    oauth2: OAuth2 = OAuth2()
     database: Database = Database()
     committee: Committee
     steering: Steering = Steering()
@@ -546,6 +662,23 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Only explicit values: the environment and files are merged by load_settings()."""
         return (init_settings,)
+
+    @field_validator("oauth2")
+    @classmethod
+    def _oauth2(cls, value: OAuth2, info: ValidationInfo) -> OAuth2:
+        mailbox, smtp = info.data.get("mailbox"), info.data.get("smtp")
+        used = (mailbox is not None and mailbox.host and mailbox.auth == "oauth2") or (
+            smtp is not None and smtp.host and smtp.auth == "oauth2"
+        )
+        if used:
+            problems = _oauth2_problems(value, info)
+            if problems:
+                raise _Problems(problems)
+        return value
+
+    def uses_oauth2(self) -> bool:
+        """Whether the mailbox or SMTP logs in with OAuth2."""
+        return bool((self.mailbox.host and self.mailbox.auth == "oauth2") or (self.smtp.host and self.smtp.auth == "oauth2"))
 
     @field_validator("steering")
     @classmethod

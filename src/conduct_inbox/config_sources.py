@@ -28,7 +28,22 @@ SECRETS = (
     ("security", "previous_token_secret", "previous_token_secret_file", "previous-token-secret"),
     ("security", "encryption_key", "encryption_key_file", "encryption-key"),
     ("security", "previous_encryption_key", "previous_encryption_key_file", "previous-encryption-key"),
+    ("oauth2", "client_secret", "client_secret_file", "oauth2-client-secret"),
+    ("oauth2", "refresh_token", "refresh_token_file", "oauth2-refresh-token"),
+    ("oauth2", "service_account", "service_account_file", "oauth2-service-account"),
 )
+
+
+def credentials_base(config_dir: Path, credentials_dir: str) -> Path:
+    """Where relative secret files and conventional credential names are looked up."""
+    return Path(credentials_dir) if credentials_dir else config_dir / CREDENTIALS_FOLDER
+
+
+def secret_path(config_dir: Path, credentials_dir: str, file_name: str, credential: str) -> Path:
+    """The file a secret is read from (or written to, by `oauth login`): `file_name` (relative
+    ones under the credentials base), else the conventional credential name there."""
+    base = credentials_base(config_dir, credentials_dir)
+    return base / Path(file_name).expanduser() if file_name else base / credential
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -98,7 +113,7 @@ def read_secrets(
     it, else in the `credentials/` folder next to the config file (/etc/conduct-inbox/credentials/
     for /etc/conduct-inbox/config.toml): the same config works under systemd and from a shell."""
     problems = []
-    base = Path(credentials_dir) if credentials_dir else config_dir / CREDENTIALS_FOLDER
+    base = credentials_base(config_dir, credentials_dir)
     for section, key, file_key, credential in SECRETS:
         if wanted is not None and f"{section}.{key}" not in wanted:
             continue

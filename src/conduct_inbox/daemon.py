@@ -181,7 +181,7 @@ class Daemon:
         except MailboxUnavailable as exc:
             self._mailbox_failures += 1
             log.warning("mailbox unavailable (%d in a row): %s", self._mailbox_failures, exc)
-            sd_notify("STATUS=mailbox unavailable, retrying")
+            sd_notify(f"STATUS=mailbox unavailable, retrying: {exc}")
 
     async def flush(self) -> None:
         """Send batches until the outbox has nothing due (a full batch means there may be more)."""

@@ -120,6 +120,9 @@ async def _serve(dispatcher: Any, conn: Connection, orphaned: threading.Event) -
         if reloaded:
             from .app import make_workflow
 
+            from .app import make_token_source
+
+            make_token_source(reloaded[-1])  # a new refresh token or client secret applies
             workflow = make_workflow(reloaded[-1])  # the roster told of delivery failures
             reloaded.clear()
             dispatcher.sender, dispatcher.on_failure = workflow.sender, workflow.on_delivery_failure

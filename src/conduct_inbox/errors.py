@@ -6,6 +6,7 @@
     ├── MalformedMessage            input that is not a mail message at all
     ├── MailboxUnavailable          IMAP/Maildir cannot be reached or logged into (retry later)
     ├── DeliveryOutage              SMTP as a whole is unusable: connect, AUTH, MAIL FROM, 4xx (retry later)
+    ├── TokenUnavailable            no OAuth2 access token could be obtained (an outage of the mailbox / SMTP)
     ├── InstanceLocked              another daemon already owns this SQLite database
     └── EncryptionError             missing, malformed or wrong encryption key; sealed data altered
         └── KeyNotConfigured        data is sealed with a key the configuration does not hold
@@ -41,6 +42,18 @@ class MailboxUnavailable(ConductInboxError):
 
 class DeliveryOutage(ConductInboxError):
     """Outgoing mail cannot be sent at all right now (connection, AUTH, MAIL FROM, 4xx)."""
+
+
+class TokenUnavailable(ConductInboxError):
+    """No OAuth2 access token could be obtained (token endpoint unreachable, refresh token or client
+    secret refused, ...). The message is one line starting with "oauth2: ", naming the cause and
+    never a secret or token; the mailbox and SMTP adapters turn it into their outage errors.
+
+    `needs_login` is true when only a person can fix it (`conduct-inbox oauth login`)."""
+
+    def __init__(self, message: str, needs_login: bool = False):
+        super().__init__(message)
+        self.needs_login = needs_login
 
 
 class InstanceLocked(ConductInboxError):

@@ -30,7 +30,7 @@ def check(sessions: sessionmaker[Session], settings: Settings, now: datetime) ->
         smtp = session.get(ServiceState, "smtp")
         if smtp is not None and smtp.outage_since is not None:
             hint = ""
-            if "AUTH refused" in (smtp.outage_reason or ""):
+            if "AUTH refused" in (smtp.outage_reason or "") and "OAuth2" not in (smtp.outage_reason or ""):
                 hint = " (check smtp.username and the password: an expired or changed password looks like this)"
             problems.append(f"smtp: outage since {smtp.outage_since:%Y-%m-%d %H:%M} UTC: {smtp.outage_reason}{hint}")
         oldest = session.scalar(select(func.min(OutboxMessage.created_at)).where(OutboxMessage.status == "pending"))

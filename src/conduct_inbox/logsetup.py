@@ -24,6 +24,9 @@ from .errors import where
 PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
 #: Libraries that log login names or addresses at INFO/DEBUG: WARNING and above only.
 QUIET = ("imapclient", "aiosmtplib", "mail.log", "alembic")
+#: HTTP and OAuth2 libraries: they may log request URLs (an authorization code), bodies or headers
+#: (msal logs a failed token response's text): nothing of theirs is shown, at -v neither.
+SILENT = ("msal", "urllib3", "requests", "google", "google_auth_httplib2", "oauthlib", "requests_oauthlib")
 #: Libraries whose INFO is routine chatter: shown as DEBUG.
 CHATTY = ("apscheduler",)
 
@@ -108,3 +111,5 @@ def configure(verbose: bool = False, fmt: str = "text", stream: TextIO | None = 
     _handler = handler
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in SILENT:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)

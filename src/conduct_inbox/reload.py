@@ -2,7 +2,8 @@
 
 What applies from the next message on: the roster (committee members, aliases, chair, quorum,
 steering), the rest of `[committee]` but its address and case tag, `[sla]`, `[retention]` and
-`[templates]`. Everything else (database, mailbox, SMTP, security keys and secrets, `[intake]`,
+`[templates]`; a new OAuth2 refresh token or client secret (`conduct-inbox oauth login`) from the
+next token request on. Everything else (database, mailbox, SMTP, security keys and secrets, `[intake]`,
 `[log]`, `[metrics]`, the committee's address and case tag) is read only at start: a change to it is named
 in one log line and waits for a restart.
 """
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 LIVE_SECTIONS = frozenset({"steering", "sla", "retention", "templates"})
 #: `[committee]` keys that need a restart (our From address and the case references we issued).
 FIXED_COMMITTEE_KEYS = ("address", "case_tag")
+#: `[oauth2]` secrets that apply at once (after `conduct-inbox oauth login`, a new client secret):
+#: the next token request uses them. The identity itself (provider, client, tenant, ...) needs a restart.
+LIVE_OAUTH2_KEYS = ("client_secret", "refresh_token")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,9 @@ def merge(old: Settings, new: Settings) -> Reloaded:
             updates[section] = after
             continue
         keys = type(before).model_fields
+        if section == "oauth2":
+            updates[section] = before.model_copy(update={k: getattr(after, k) for k in LIVE_OAUTH2_KEYS})
+            keys = {k: None for k in keys if k not in LIVE_OAUTH2_KEYS}
         if section == "committee":
             updates[section] = after.model_copy(update={k: getattr(before, k) for k in FIXED_COMMITTEE_KEYS})
             keys = {k: None for k in FIXED_COMMITTEE_KEYS}

@@ -16,14 +16,17 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from imapclient import DELETED, IMAPClient
 from imapclient.exceptions import LoginError
 
-from conduct_inbox.errors import MailboxUnavailable
+from conduct_inbox.errors import MailboxUnavailable, TokenUnavailable
 from conduct_inbox.neterrors import in_words
 from conduct_inbox.ports import Destination, MailCopy
+
+if TYPE_CHECKING:
+    from conduct_inbox.adapters.oauth2 import TokenSource
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +87,7 @@ class ImapMailbox:
         timeout: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
         use_move: bool | None = None,
+        token_source: TokenSource | None = None,
     ) -> None:
         if security not in ("tls", "starttls", "none"):
             raise ValueError(f"unknown IMAP security {security!r}")
@@ -94,6 +98,8 @@ class ImapMailbox:
         self.security = security
         self._username = username
         self._password = password
+        #: With a token source, log in with SASL XOAUTH2 or OAUTHBEARER instead of the password.
+        self._tokens = token_source
         self.folder = folder
         self._folders: dict[Destination, str] = {
             "processed": processed_folder,
@@ -128,8 +134,7 @@ class ImapMailbox:
             if self.security == "starttls":
                 with _translated("STARTTLS", self.host, self.port):
                     client.starttls(self._ssl_context)
-            with _translated("login"):
-                client.login(self._username, self._password)
+            self._login(client)
             with _translated("folder setup"):
                 self._caps = frozenset(client.capabilities())
                 for name in self._folders.values():
@@ -142,6 +147,42 @@ class ImapMailbox:
         uidvalidity = int(selected[b"UIDVALIDITY"])
         logger.debug("connected to %s, uidvalidity %d", self.identity, uidvalidity)
         return uidvalidity
+
+    def _login(self, client: IMAPClient) -> None:
+        """LOGIN with the password, or SASL with an OAuth2 token: a refused token is invalidated
+        and a fresh one tried once more on the same connection."""
+        if self._tokens is None:
+            with _translated("login"):
+                client.login(self._username, self._password)
+            return
+        with _translated("capabilities", self.host, self.port):
+            caps = {bytes(cap).upper() for cap in client.capabilities()}
+        if b"AUTH=OAUTHBEARER" in caps:
+            mechanism = "OAUTHBEARER"
+        elif b"AUTH=XOAUTH2" in caps:
+            mechanism = "XOAUTH2"
+        else:
+            raise MailboxUnavailable("IMAP login impossible: the server offers neither XOAUTH2 nor OAUTHBEARER for OAuth2")
+        for attempt in (1, 2):
+            try:
+                token = self._tokens.token()
+            except TokenUnavailable as exc:
+                raise MailboxUnavailable(str(exc)) from None
+            try:
+                with _translated("login", self.host, self.port):
+                    client.sasl_login(mechanism, _SaslBearer(mechanism, self._username, token))
+                return
+            except MailboxUnavailable as exc:
+                if "login refused" not in str(exc):
+                    raise
+            self._tokens.invalidate(token)
+            if attempt == 2:
+                break
+            logger.info("%s refused the OAuth2 token; trying once more with a new one", self.identity)
+        raise MailboxUnavailable(
+            "IMAP login refused: the mailbox refused the OAuth2 token (check mailbox.username, the scopes, "
+            "and that the app may use this mailbox)"
+        )
 
     @staticmethod
     def _ensure_folder(client: IMAPClient, name: str) -> None:
@@ -349,6 +390,30 @@ class ImapMailbox:
         finally:
             _, responses = client.idle_done()
         return found or _has_new_mail(responses)
+
+
+class _SaslBearer:
+    """The client side of XOAUTH2 / OAUTHBEARER (RFC 7628): the token first; to the server's error
+    challenge (a refused token) the dummy answer, after which the server says NO: an empty line
+    for XOAUTH2, %x01 for OAUTHBEARER (RFC 7628 section 3.2.3). The repr hides the token."""
+
+    def __init__(self, mechanism: str, username: str, token: str):
+        if mechanism == "OAUTHBEARER":
+            authzid = username.replace("=", "=3D").replace(",", "=2C")
+            self._first = f"n,a={authzid},\x01auth=Bearer {token}\x01\x01".encode()
+        else:
+            self._first = f"user={username}\x01auth=Bearer {token}\x01\x01".encode()
+        self._dummy = b"\x01" if mechanism == "OAUTHBEARER" else b""
+        self._sent = False
+
+    def __repr__(self) -> str:
+        return "_SaslBearer()"
+
+    def __call__(self, challenge: bytes) -> bytes:
+        if self._sent:
+            return self._dummy
+        self._sent = True
+        return self._first
 
 
 def _sizes(client: IMAPClient, uids: Sequence[int]) -> dict[int, int]:

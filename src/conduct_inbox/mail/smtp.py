@@ -11,17 +11,22 @@ fixed word are kept.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 import ssl
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import aiosmtplib
 import aiosmtplib.protocol
 
+from conduct_inbox.errors import TokenUnavailable
 from conduct_inbox.neterrors import in_words
 from conduct_inbox.ports import BatchResult, DeliveryResult, MailUnavailable, OutgoingMail, Outcome, ResultHook
+
+if TYPE_CHECKING:
+    from conduct_inbox.adapters.oauth2 import TokenSource
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,18 @@ class _Outage(Exception):
         super().__init__(reason)
         self.reason = reason
         self.result = result
+
+
+async def _auth_oauthbearer(client: aiosmtplib.SMTP, username: str, token: str) -> None:
+    """AUTH OAUTHBEARER with an initial response (RFC 7628 section 3.1); to the error challenge
+    of a refused token the dummy response %x01 (RFC 7628 section 3.2.3), then the failure."""
+    authzid = username.replace("=", "=3D").replace(",", "=2C")
+    initial = base64.b64encode(f"n,a={authzid},\x01auth=Bearer {token}\x01\x01".encode())
+    response = await client.execute_command(b"AUTH", b"OAUTHBEARER", initial)
+    if response.code == 334:
+        response = await client.execute_command(base64.b64encode(b"\x01"))
+    if response.code != 235:
+        raise aiosmtplib.SMTPAuthenticationError(response.code, response.message)
 
 
 def _status(code: int, message: str) -> str:
@@ -148,6 +165,7 @@ class SmtpSender:
         ssl_context: ssl.SSLContext | None = None,
         local_hostname: str | None = None,
         connections: int = 2,
+        token_source: TokenSource | None = None,
     ):
         if security not in ("tls", "starttls", "none"):
             raise ValueError(f"unknown SMTP security {security!r}")
@@ -162,6 +180,11 @@ class SmtpSender:
         #: Connections a large batch is sent over at once: one waits for the server while the other
         #: talks (SMTP is a conversation of round trips), yet mail is accepted one at a time.
         self.connections = max(1, connections)
+        #: With a token source, AUTH is XOAUTH2 or OAUTHBEARER with its tokens, not the password.
+        self.token_source = token_source
+
+    def __repr__(self) -> str:
+        return f"SmtpSender({self.host!r}, {self.port})"
 
     # -- public API ------------------------------------------------------------------
 
@@ -261,7 +284,10 @@ class SmtpSender:
                     raise _Outage("SMTP STARTTLS not offered by the server")
                 await client.starttls()
                 await client.ehlo()
-            if self.username:
+            if self.token_source is not None:
+                stage = "AUTH"
+                await self._oauth2_login(client)
+            elif self.username:
                 stage = "AUTH"
                 if not client.supports_extension("auth"):
                     raise _Outage("SMTP AUTH not offered by the server")
@@ -270,6 +296,40 @@ class SmtpSender:
             raise _Outage(f"SMTP {stage} refused ({_status(exc.code, exc.message)})") from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise _Outage(_connection_reason(stage, exc, self.host, self.port)) from None
+
+    async def _oauth2_login(self, client: aiosmtplib.SMTP) -> None:
+        """AUTH XOAUTH2 (aiosmtplib's) or OAUTHBEARER (RFC 7628, sent through aiosmtplib's command
+        API), whichever the server offers; a refused token is invalidated and a new one tried once.
+        A token that cannot be had is an outage, as a refused password is."""
+        source = self.token_source
+        assert source is not None
+        methods = {method.lower() for method in client.server_auth_methods} if client.supports_extension("auth") else set()
+        if "oauthbearer" in methods:
+            mechanism = "OAUTHBEARER"
+        elif "xoauth2" in methods:
+            mechanism = "XOAUTH2"
+        else:
+            raise _Outage("SMTP AUTH impossible: the server offers neither XOAUTH2 nor OAUTHBEARER for OAuth2")
+        username = self.username or source.username
+        for attempt in (1, 2):
+            try:
+                token = await asyncio.to_thread(source.token)
+            except TokenUnavailable as exc:
+                raise _Outage(str(exc)) from None
+            try:
+                if mechanism == "XOAUTH2":
+                    await client.auth_xoauth2(username, token)
+                else:
+                    await _auth_oauthbearer(client, username, token)
+                return
+            except aiosmtplib.SMTPAuthenticationError as exc:
+                status = _status(exc.code, exc.message)
+            source.invalidate(token)
+            if attempt == 2 or not 500 <= int(status.split()[0]) < 600:
+                break
+            log.info("SMTP server refused the OAuth2 token (%s); trying once more with a new one", status)
+        raise _Outage(f"SMTP AUTH refused ({status}): the server refused the OAuth2 token (check smtp.username, "
+                      "the scopes, and that the app may send as this mailbox)")
 
     async def _quit(self, client: aiosmtplib.SMTP) -> None:
         """Say goodbye if still connected, then close; errors here lose nothing of ours."""

@@ -1,0 +1,1 @@
+"""Adapters to outside services (one per protocol); they never import the domain layers."""

@@ -1,0 +1,564 @@
+"""OAuth2 access tokens for the mailbox and SMTP logins: one token source per configured identity.
+
+Grants, in order (DESIGN "Configuration"):
+- refresh_token, when a refresh token is configured (`conduct-inbox oauth login` wrote it);
+- JWT bearer, for a Google service account with domain-wide delegation, impersonating the mailbox;
+- client_credentials otherwise (app-only access: Microsoft's IMAP.AccessAsApp / SMTP.SendAsApp).
+
+Microsoft goes through `msal`, Google through `google-auth`, `generic` through a plain RFC 6749
+token request (`requests`). Nothing here signs a JWT by hand.
+
+Tokens are cached in memory and fetched again when less than the refresh margin is left (at most
+`MAX_MARGIN_SECONDS`, at most `MARGIN_FRACTION` of the token's lifetime, so short-lived tokens are
+not fetched on every use), and after `invalidate()` (the server refused the token). One source is
+shared by the intake, the IDLE thread and the SMTP sender: a lock makes concurrent callers wait for
+one request rather than each making their own.
+
+Failures raise `TokenUnavailable`, one line starting with "oauth2: " that names the cause in words
+and the provider's error code (a fixed vocabulary), never a secret, a token, the provider's error
+description or a library's exception text. The libraries' own loggers are silenced (`SILENT`): msal
+logs response bodies on errors, urllib3 logs URLs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from conduct_inbox.errors import TokenUnavailable
+from conduct_inbox.neterrors import in_words
+
+log = logging.getLogger(__name__)
+
+#: Loggers of the HTTP and OAuth2 libraries: they may log request URLs, response bodies or
+#: headers (msal logs a failed response's text), so nothing of theirs is shown, at -v neither.
+SILENT = ("msal", "urllib3", "requests", "google", "google_auth_httplib2", "oauthlib", "requests_oauthlib")
+for _name in SILENT:
+    logging.getLogger(_name).setLevel(logging.CRITICAL + 1)
+
+REFRESH_TOKEN = "refresh_token"
+JWT_BEARER = "jwt_bearer"
+CLIENT_CREDENTIALS = "client_credentials"
+
+MICROSOFT_AUTHORITY = "https://login.microsoftonline.com"
+GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+GOOGLE_AUTH_URL = "https://accounts.google.com/o/oauth2/v2/auth"
+MICROSOFT_DELEGATED_SCOPES = (
+    "https://outlook.office365.com/IMAP.AccessAsUser.All",
+    "https://outlook.office365.com/SMTP.Send",
+    "offline_access",
+)
+MICROSOFT_APP_SCOPES = ("https://outlook.office365.com/.default",)
+GOOGLE_SCOPES = ("https://mail.google.com/",)
+#: Scopes msal adds by itself and refuses to be given.
+_MSAL_RESERVED = frozenset({"openid", "profile", "offline_access"})
+
+#: Refresh this long before expiry at most ...
+MAX_MARGIN_SECONDS = 300.0
+#: ... and at most this fraction of the token's lifetime.
+MARGIN_FRACTION = 0.2
+#: When the provider says nothing about the lifetime.
+DEFAULT_LIFETIME_SECONDS = 3600.0
+
+_ERROR_CODE = re.compile(r"^[a-z][a-z0-9_]{0,48}$")
+
+
+def default_scopes(provider: str, grant: str) -> tuple[str, ...]:
+    """The scopes used when `oauth2.scopes` is empty."""
+    if provider == "microsoft":
+        return MICROSOFT_APP_SCOPES if grant == CLIENT_CREDENTIALS else MICROSOFT_DELEGATED_SCOPES
+    if provider == "google":
+        return GOOGLE_SCOPES
+    return ()
+
+
+def is_loopback_url(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` may not be used for OAuth2 (https only, plain http for loopback), or None."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return None
+    if parts.scheme == "http" and parts.hostname:
+        return None if is_loopback_url(url) else "must be an https:// URL (http:// only for a loopback host)"
+    return "must be an https:// URL"
+
+
+@dataclass(frozen=True)
+class OAuth2Config:
+    """One identity, from `[oauth2]` and the mailbox's user name. Secrets stay out of the repr."""
+
+    provider: str
+    client_id: str = ""
+    tenant: str = ""
+    #: microsoft: the authority host (national clouds, tests); default login.microsoftonline.com.
+    authority: str = ""
+    token_url: str = ""
+    scopes: tuple[str, ...] = ()
+    client_secret: str = field(default="", repr=False)
+    refresh_token: str = field(default="", repr=False)
+    #: Where the refresh token came from: read again at each refresh (a new `oauth login`).
+    refresh_token_file: str = ""
+    #: google: the service account's JSON key (the file's contents).
+    service_account: str = field(default="", repr=False)
+    #: The mailbox user: the SASL user and the JWT subject.
+    username: str = ""
+    authorization_url: str = ""
+    device_authorization_url: str = ""
+    timeout: float = 30.0
+
+    @property
+    def grant(self) -> str:
+        if self.refresh_token or self.refresh_token_file:
+            return REFRESH_TOKEN
+        if self.provider == "google" and self.service_account:
+            return JWT_BEARER
+        return CLIENT_CREDENTIALS
+
+    @property
+    def effective_scopes(self) -> tuple[str, ...]:
+        return self.scopes or default_scopes(self.provider, self.grant)
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """What makes two configurations the same identity (secrets aside)."""
+        return (self.provider, self.client_id, self.tenant, self.authority, self.token_url, self.username,
+                " ".join(self.scopes), self.grant)
+
+    @property
+    def authority_url(self) -> str:
+        return f"{(self.authority or MICROSOFT_AUTHORITY).rstrip('/')}/{self.tenant or 'organizations'}"
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    value: str = field(repr=False)
+    #: clock() time when it expires, and when it was obtained.
+    expires_at: float
+    obtained_at: float
+
+    @property
+    def lifetime(self) -> float:
+        return max(0.0, self.expires_at - self.obtained_at)
+
+    def fresh(self, now: float) -> bool:
+        margin = min(MAX_MARGIN_SECONDS, MARGIN_FRACTION * self.lifetime)
+        return now < self.expires_at - margin
+
+
+@dataclass(frozen=True)
+class _Obtained:
+    token: str = field(repr=False)
+    expires_in: float
+    refresh_token: str = field(default="", repr=False)
+
+
+def _words_for_network(exc: BaseException, url: str) -> str:
+    """A failure to reach the token endpoint in words: the host and port, never the URL's path
+    or query, never the exception's text."""
+    parts = urlsplit(url)
+    host = parts.hostname or "the token endpoint"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 10:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    # urllib3's connection errors subclass TimeoutError: look for the precise cause first.
+    for cause in chain:
+        if isinstance(cause, ConnectionRefusedError):
+            return f"connection refused by {host}:{port}"
+        if isinstance(cause, socket.gaierror):
+            return f"cannot resolve {host}"
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"the TLS certificate of {host}:{port} is not trusted"
+    for cause in chain:
+        words = in_words(cause, host, port)
+        if words:
+            return words
+    for cause in chain:
+        if isinstance(cause, OSError) and cause.errno is not None:
+            return f"{host}:{port}: {type(cause).__name__}"
+    return type(exc).__name__
+
+
+def _error_code(value: Any) -> str:
+    """The provider's error code if it is one of the usual identifiers; never free text."""
+    if isinstance(value, str) and _ERROR_CODE.match(value):
+        return value
+    return "unexpected error"
+
+
+def _refused(code: str, grant: str, provider: str) -> TokenUnavailable:
+    """The provider answered with an OAuth2 error: say what to do about it."""
+    if code == "invalid_grant" and grant == REFRESH_TOKEN:
+        return TokenUnavailable(
+            "oauth2: refresh token rejected by the provider (invalid_grant); run `conduct-inbox oauth login`",
+            needs_login=True,
+        )
+    if code == "invalid_grant" and grant == JWT_BEARER:
+        return TokenUnavailable(
+            "oauth2: the service account's grant was refused (invalid_grant): check domain-wide delegation "
+            "of its client id with the scope, and that mailbox.username is a user of the domain",
+            needs_login=True,
+        )
+    if code == "invalid_client":
+        what = "client secret" if grant != JWT_BEARER else "service account key"
+        return TokenUnavailable(f"oauth2: {what} refused (invalid_client)", needs_login=True)
+    if code == "unauthorized_client":
+        return TokenUnavailable(
+            f"oauth2: this client may not use the {grant} grant (unauthorized_client)", needs_login=True
+        )
+    if code == "invalid_scope":
+        return TokenUnavailable("oauth2: scopes refused (invalid_scope): check oauth2.scopes", needs_login=True)
+    if code in ("invalid_request", "access_denied", "consent_required", "interaction_required"):
+        return TokenUnavailable(f"oauth2: token request refused ({code})", needs_login=True)
+    if code in ("server_error", "temporarily_unavailable"):
+        return TokenUnavailable(f"oauth2: token endpoint failed ({code})")
+    return TokenUnavailable(f"oauth2: token request failed ({code})")
+
+
+class TokenSource:
+    """Access tokens for one identity (see the module docstring). Thread-safe."""
+
+    def __init__(
+        self,
+        config: OAuth2Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        session: Any = None,
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._token: AccessToken | None = None
+        #: The refresh token in use (a provider may hand out a new one at each refresh) and the
+        #: file's contents when last read (a change there is a new `oauth login`: it wins).
+        self._refresh = config.refresh_token
+        self._file_value = config.refresh_token
+        self._session = session
+        #: Token requests made (successful or not): for `oauth status` and tests.
+        self.requests = 0
+        self.last_error: TokenUnavailable | None = None
+
+    def __repr__(self) -> str:
+        return f"TokenSource({self._config.provider}, {self.grant})"
+
+    @property
+    def config(self) -> OAuth2Config:
+        return self._config
+
+    @property
+    def grant(self) -> str:
+        return self._config.grant
+
+    @property
+    def username(self) -> str:
+        return self._config.username
+
+    def current(self) -> AccessToken | None:
+        """The cached token, if any (for `oauth status`: its times, never its value)."""
+        return self._token
+
+    def token(self) -> str:
+        """A valid access token: the cached one, or a new one. Raises TokenUnavailable."""
+        with self._lock:
+            now = self._clock()
+            if self._token is not None and self._token.fresh(now):
+                return self._token.value
+            self._token = None
+            try:
+                obtained = self._obtain()
+            except TokenUnavailable as exc:
+                self.last_error = exc
+                log.warning("%s", exc)
+                raise
+            self.last_error = None
+            if obtained.refresh_token:
+                self._refresh = obtained.refresh_token
+            lifetime = obtained.expires_in if obtained.expires_in > 0 else DEFAULT_LIFETIME_SECONDS
+            self._token = AccessToken(obtained.token, now + lifetime, now)
+            log.info("oauth2: new access token (%s grant), valid %d s", self.grant, int(lifetime))
+            return obtained.token
+
+    def invalidate(self, token: str | None = None) -> None:
+        """The server refused `token` (or the cached one): the next `token()` asks for a new one.
+        A token already replaced by another caller is left alone."""
+        with self._lock:
+            if self._token is not None and (token is None or self._token.value == token):
+                self._token = None
+
+    def update(self, config: OAuth2Config) -> None:
+        """Reloaded configuration of the same identity: new secrets apply from the next request."""
+        with self._lock:
+            if config.refresh_token != self._config.refresh_token:
+                self._refresh = self._file_value = config.refresh_token
+                self._token = None
+            if config.client_secret != self._config.client_secret:
+                self._token = None
+            self._config = config
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def _current_refresh_token(self) -> str:
+        """The refresh token to use: the file's when it changed since last read, else ours."""
+        path = self._config.refresh_token_file
+        if path:
+            try:
+                value = Path(path).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError):
+                value = ""
+            if value and value != self._file_value:
+                self._file_value = self._refresh = value
+        if not self._refresh:
+            raise TokenUnavailable("oauth2: no refresh token; run `conduct-inbox oauth login`", needs_login=True)
+        return self._refresh
+
+    def _http(self) -> Any:
+        if self._session is None:
+            import requests
+
+            self._session = requests.Session()
+        return self._session
+
+    def _obtain(self) -> _Obtained:
+        self.requests += 1
+        config = self._config
+        try:
+            if config.provider == "microsoft":
+                return self._microsoft()
+            if config.provider == "google":
+                return self._google()
+            return self._generic()
+        except TokenUnavailable:
+            raise
+        except Exception as exc:  # a library's own error: its text may quote a response
+            failure = _unexpected(exc, self._endpoint())
+        raise failure
+
+    def _endpoint(self) -> str:
+        config = self._config
+        if config.provider == "microsoft":
+            return config.authority_url
+        if config.provider == "google":
+            return config.token_url or GOOGLE_TOKEN_URL
+        return config.token_url
+
+    # generic: RFC 6749 section 6 (refresh) and 4.4 (client credentials)
+
+    def _generic(self) -> _Obtained:
+        config = self._config
+        data: dict[str, str] = {"grant_type": self.grant}
+        if self.grant == REFRESH_TOKEN:
+            data["refresh_token"] = self._current_refresh_token()
+        if config.effective_scopes:
+            data["scope"] = " ".join(config.effective_scopes)
+        body = token_request(self._http(), config.token_url, data, config.client_id, config.client_secret, config.timeout)
+        if "error" in body or not isinstance(body.get("access_token"), str):
+            raise _refused(_error_code(body.get("error")), self.grant, config.provider)
+        return _Obtained(body["access_token"], _seconds(body.get("expires_in")), _text(body.get("refresh_token")))
+
+    # microsoft: msal
+
+    def msal_app(self, public: bool | None = None) -> Any:
+        """An msal application for this identity (a new one, with an empty token cache: the cache
+        here is ours). Public without a client secret, or when `public` says so."""
+        import msal
+
+        config = self._config
+        kwargs: dict[str, Any] = {
+            "authority": config.authority_url,
+            "timeout": config.timeout,
+            "token_cache": msal.TokenCache(),
+            "http_client": self._http(),
+        }
+        if config.authority:
+            kwargs["instance_discovery"] = False  # not a Microsoft cloud msal knows by name
+        if public or (public is None and not config.client_secret):
+            return msal.PublicClientApplication(config.client_id, **kwargs)
+        return msal.ConfidentialClientApplication(config.client_id, client_credential=config.client_secret, **kwargs)
+
+    def _microsoft(self) -> _Obtained:
+        scopes = [scope for scope in self._config.effective_scopes if scope not in _MSAL_RESERVED]
+        try:
+            app = self.msal_app()
+        except ValueError:
+            # msal: the authority's openid-configuration could not be had (unknown tenant, ...).
+            raise TokenUnavailable(
+                "oauth2: the Microsoft authority refused the tenant's configuration (check oauth2.tenant)"
+            ) from None
+        if self.grant == REFRESH_TOKEN:
+            result = app.acquire_token_by_refresh_token(self._current_refresh_token(), scopes=scopes)
+        else:
+            result = app.acquire_token_for_client(scopes=scopes)
+        if not isinstance(result, dict) or "access_token" not in result:
+            code = _error_code(result.get("error") if isinstance(result, dict) else None)
+            raise _refused(code, self.grant, "microsoft")
+        return _Obtained(result["access_token"], _seconds(result.get("expires_in")), _text(result.get("refresh_token")))
+
+    # google: google-auth
+
+    def _google(self) -> _Obtained:
+        import google.auth.exceptions
+        from google.auth.transport.requests import Request
+
+        config = self._config
+        scopes = list(config.effective_scopes)
+        if self.grant == JWT_BEARER:
+            from google.oauth2 import service_account
+
+            try:
+                info = json.loads(config.service_account)
+            except ValueError:
+                raise TokenUnavailable("oauth2: the service account file is not JSON") from None
+            if config.token_url:
+                info["token_uri"] = config.token_url
+            token_uri = info.get("token_uri") if isinstance(info, dict) else None
+            problem = url_problem(token_uri) if isinstance(token_uri, str) else "is missing"
+            if problem:
+                raise TokenUnavailable(f"oauth2: the service account's token_uri {problem}")
+            try:
+                credentials = service_account.Credentials.from_service_account_info(info, scopes=scopes)
+            except (ValueError, KeyError, TypeError):
+                raise TokenUnavailable("oauth2: the service account file is not a service-account key") from None
+            credentials = credentials.with_subject(config.username)
+        else:
+            from google.oauth2.credentials import Credentials
+
+            credentials = Credentials(
+                None,
+                refresh_token=self._current_refresh_token(),
+                token_uri=config.token_url or GOOGLE_TOKEN_URL,
+                client_id=config.client_id,
+                client_secret=config.client_secret or None,
+                scopes=scopes,
+            )
+        failure: TokenUnavailable | None = None
+        try:
+            credentials.refresh(Request(self._http()))
+        except google.auth.exceptions.RefreshError as exc:
+            data = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
+            failure = _refused(_error_code(data.get("error")), self.grant, "google")
+        except google.auth.exceptions.TransportError as exc:
+            failure = TokenUnavailable(
+                f"oauth2: token endpoint unreachable ({_words_for_network(exc, self._endpoint())})"
+            )
+        if failure is not None:
+            raise failure
+        expiry = credentials.expiry
+        expires_in = DEFAULT_LIFETIME_SECONDS
+        if isinstance(expiry, datetime):
+            expires_in = (expiry.replace(tzinfo=timezone.utc) - datetime.now(timezone.utc)).total_seconds()
+        rotated = getattr(credentials, "refresh_token", None) if self.grant == REFRESH_TOKEN else None
+        return _Obtained(credentials.token, expires_in, _text(rotated))
+
+
+def _unexpected(exc: Exception, url: str) -> TokenUnavailable:
+    """A library or network error, in words; never the exception's text."""
+    import requests
+
+    if isinstance(exc, requests.RequestException | OSError):
+        return TokenUnavailable(f"oauth2: token endpoint unreachable ({_words_for_network(exc, url)})")
+    status = re.fullmatch(r"HTTP Error: (\d{3})", str(exc)) if type(exc).__name__ == "MsalServiceError" else None
+    if status:  # msal raises this (fixed text) for a 5xx answer
+        return TokenUnavailable(f"oauth2: token endpoint failed (HTTP {status.group(1)})")
+    return TokenUnavailable(f"oauth2: token request failed ({type(exc).__name__})")
+
+
+def _seconds(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def token_request(
+    session: Any, url: str, data: dict[str, str], client_id: str, client_secret: str, timeout: float
+) -> dict[str, Any]:
+    """POST a token request (RFC 6749): client authentication by HTTP Basic when there is a
+    secret (section 2.3.1, form-encoded id and secret), else the client id in the body. Returns
+    the JSON object; an HTTP error without an OAuth2 error body raises TokenUnavailable."""
+    import requests
+
+    problem = url_problem(url)
+    if problem:
+        raise TokenUnavailable(f"oauth2: the token URL {problem}")
+    auth = None
+    data = dict(data)
+    if client_secret:
+        auth = (quote(client_id, safe=""), quote(client_secret, safe=""))
+    elif client_id:
+        data["client_id"] = client_id
+    failure: TokenUnavailable | None = None
+    try:
+        response = session.post(
+            url, data=data, auth=auth, timeout=timeout, allow_redirects=False, headers={"Accept": "application/json"}
+        )
+    except requests.RequestException as exc:
+        failure = TokenUnavailable(f"oauth2: token endpoint unreachable ({_words_for_network(exc, url)})")
+    if failure is not None:
+        raise failure
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and (response.status_code == 200 or "error" in body):
+        return body
+    if response.status_code >= 500:
+        raise TokenUnavailable(f"oauth2: token endpoint failed (HTTP {response.status_code})")
+    raise TokenUnavailable(f"oauth2: token endpoint answered HTTP {response.status_code} without a token")
+
+
+# -- one source per identity in this process ------------------------------------------------------
+
+_SOURCES: dict[tuple[str, ...], TokenSource] = {}
+_SOURCES_LOCK = threading.Lock()
+
+
+def shared_source(config: OAuth2Config, clock: Callable[[], float] | None = None) -> TokenSource:
+    """The process's token source for this identity (the intake, IDLE and SMTP share one);
+    new secrets (a reload) update it. `clock` (tests) applies when the source is created."""
+    with _SOURCES_LOCK:
+        source = _SOURCES.get(config.identity)
+        if source is None:
+            source = _SOURCES[config.identity] = TokenSource(config, clock=clock or time.time)
+        else:
+            source.update(config)
+        return source
+
+
+def forget_sources() -> None:
+    """Drop every shared source (tests)."""
+    with _SOURCES_LOCK:
+        _SOURCES.clear()
+
+
+__all__ = [
+    "AccessToken", "CLIENT_CREDENTIALS", "JWT_BEARER", "OAuth2Config", "REFRESH_TOKEN", "TokenSource",
+    "default_scopes", "forget_sources", "shared_source", "token_request", "url_problem",
+]
