@@ -1,9 +1,11 @@
 """Attachment builders for tests/test_redteam_members.py (files that name Bob Builder)."""
-import io, zipfile, base64, quopri
+import base64
+import io
+import quopri
+import zipfile
 from email.message import EmailMessage
 from email.utils import make_msgid
-from email import policy
-import email
+
 
 def base_report(body="Please see the attached file for who it was."):
     m = EmailMessage()
@@ -45,7 +47,6 @@ def xlsx():
     return zipped([("[Content_Types].xml", ct), ("_rels/.rels", rels), ("xl/workbook.xml", wb), ("xl/_rels/workbook.xml.rels", wbrels), ("xl/sharedStrings.xml", ss), ("xl/worksheets/sheet1.xml", sh)])
 
 def pdf(objects_extra, content, annots=""):
-    import io
     stream = content.encode()
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R " + objects_extra.encode() + b">>",

@@ -44,8 +44,8 @@ def member_reply(record, sender: str, subject_suffix: str, body: str) -> bytes:
 
 def run_lifecycle(harness: Harness, receiver, close: bool = True):  # type: ignore[no-untyped-def]
     """Report, a failed delivery, a database error, a quarantined copy, notes, a reply, a decision, closing."""
-    from tests.faults import faulty_parse
     from conduct_inbox.parsing import WorkerParser
+    from tests.faults import faulty_parse
 
     harness.parser = WorkerParser(timeout=1.0, function=faulty_parse)
     app = harness.app()
@@ -60,6 +60,7 @@ def run_lifecycle(harness: Harness, receiver, close: bool = True):  # type: igno
     with app.engine.begin() as conn:
         conn.execute(text("ALTER TABLE outbox RENAME TO outbox_away"))
     from sqlalchemy import select
+
     from conduct_inbox.models import Case
 
     with app.sessions() as session:

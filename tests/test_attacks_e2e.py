@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from conduct_inbox import tokens
 from conduct_inbox.daemon import run_once
 from conduct_inbox.models import Case, InboundMessage, OutboxMessage, Quarantine
-from tests.harness import SECRET, count, parsed, report, text_of, delivery_report
+from tests.harness import SECRET, count, delivery_report, parsed, report, text_of
 from tests.test_committee_e2e import latest, reply, step, the_case
 
 REPORTER = "reporter@example.net"
@@ -159,7 +159,7 @@ def test_answering_ones_own_reply_mail_does_not_send_again(harness, smtp_receive
     remark["In-Reply-To"] = own["Message-ID"]
     remark["References"] = own["Message-ID"]
     remark.set_content("REMARK-TO-MYSELF: I sent this before checking with Carol.\n\n"
-                       f"On Tue, Alice wrote:\n> Thank you for your report; we are looking into it. FIRST-ANSWER\n")
+                       "On Tue, Alice wrote:\n> Thank you for your report; we are looking into it. FIRST-ANSWER\n")
     step(harness, app, remark.as_bytes())
     assert len(rx.to(REPORTER)) == 2, "answering her own !reply mail sent the reporter another mail"
     for other in (BOB, CAROL):

@@ -11,7 +11,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 from conduct_inbox.cli import main
 
 EML = Path(__file__).parent / "data" / "eml"

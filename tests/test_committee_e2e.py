@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import email
 import email.policy
-from email.message import EmailMessage
 from datetime import timedelta
+from email.message import EmailMessage
 from email.utils import make_msgid
 
 from sqlalchemy import select

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 
-
 from conduct_inbox.daemon import run_once
+from conduct_inbox.parsing import WorkerParser
 from tests.faults import faulty_parse
 from tests.harness import report
-
-from conduct_inbox.parsing import WorkerParser
 
 SENTINELS = ("Zyxwv Sentinelname", "sentinel-addr-93@example.net", "SENTINEL-SUBJECT-5521", "SENTINEL-BODY-8812")
 

@@ -33,8 +33,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from conduct_inbox import db
 from conduct_inbox.app import build_app
 from conduct_inbox.models import Case, InboundMessage, OutboxMessage, Party
-from tests.procs import proc_stats, wait_until
 from tests.harness import MEMBERS, Harness, report
+from tests.procs import proc_stats, wait_until
 
 REPORTS = 300
 KILLS = 20
@@ -208,7 +208,7 @@ def test_kill_9_twenty_times_loses_nothing_and_repeats_at_most_one_mail_per_kill
         # (so that every kill lands while there is work left, however fast the machine), each
         # moved by a few cases and a random fraction of one.
         target = (k + 1) * (REPORTS * 9 // 10) // KILLS + rng.randint(-3, 3)
-        assert wait_until(lambda: count(sessions, Case) >= target, 30), f"the daemon made no progress after kill {kills}:\n{children.stderr()}"
+        assert wait_until(lambda: count(sessions, Case) >= target, 30), f"the daemon made no progress after kill {kills}:\n{children.stderr()}"  # noqa: B023
         time.sleep(rng.uniform(0, 0.05))
         children.kill()
         kills += 1
@@ -302,7 +302,7 @@ def test_report_interrupted_by_two_crashes_is_still_processed(daemons, sqlite_db
     for attempt in (1, 2):
         children.start()
         # Killed while the first message is being parsed (the parser worker is still starting).
-        assert wait_until(lambda: count(sessions, InboundMessage, InboundMessage.attempts >= attempt) == 1, 10)
+        assert wait_until(lambda: count(sessions, InboundMessage, InboundMessage.attempts >= attempt) == 1, 10)  # noqa: B023
         children.kill()
         children.end_survivors()
         assert count(sessions, Case) == 0, "the report was finished before the kill: drill inconclusive"

@@ -19,9 +19,9 @@ from sqlalchemy import select
 
 from conduct_inbox import tokens
 from conduct_inbox.daemon import run_once
-from conduct_inbox.models import Case, InboundMessage, OutboxMessage
 from conduct_inbox.mail.addresses import canonical_address
-from tests.harness import MEMBERS, SECRET, Harness, count, deliver_all, parsed, report, delivery_report
+from conduct_inbox.models import Case, InboundMessage, OutboxMessage
+from tests.harness import MEMBERS, SECRET, Harness, count, deliver_all, delivery_report, parsed, report
 
 MEMBER_EMAILS = [m[1] for m in MEMBERS]
 REPORTER = "reporter@example.net"
@@ -55,7 +55,7 @@ def test_forged_bounces_cannot_cancel_mail_not_yet_sent(harness, smtp_receiver):
         rows = session.execute(select(OutboxMessage.id, OutboxMessage.recipient, OutboxMessage.message_id)).all()
     assert len(rows) == 1 + len(MEMBERS) and count(app, OutboxMessage, OutboxMessage.status == "pending") == len(rows)
     forged = []
-    for n, (row_id, recipient, message_id) in enumerate(rows):
+    for row_id, recipient, message_id in rows:
         for to in (f"conduct+bounce-{row_id}@example.org", f"conduct+bounce-{row_id}-{WRONG_MAC}@example.org",
                    f"CONDUCT+BOUNCE-{row_id}@EXAMPLE.ORG", signed(row_id, message_id)):
             forged.append(delivery_report(to, recipient, message_id))

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from conduct_inbox import tokens
 from conduct_inbox.daemon import run_once
 from conduct_inbox.models import Case, InboundMessage, OutboxMessage
-from tests.harness import MEMBERS, SECRET, Harness, count, deliver_all, parsed, report, delivery_report
+from tests.harness import MEMBERS, SECRET, Harness, count, deliver_all, delivery_report, parsed, report
 
 MEMBER_EMAILS = [m[1] for m in MEMBERS]
 REPORTER = "reporter@example.net"

@@ -26,8 +26,8 @@ from conduct_inbox.app import App, build_app
 from conduct_inbox.daemon import Daemon
 from conduct_inbox.models import Case, InboundMessage, OutboxMessage, Quarantine, ServiceState
 from tests.fixtures.pg_cluster import PgCluster
-from tests.procs import wait_until
 from tests.harness import MEMBERS, Harness, report
+from tests.procs import wait_until
 
 MEMBER_EMAILS = [m[1] for m in MEMBERS]
 

@@ -11,6 +11,7 @@ from conduct_inbox import crypto, db
 from conduct_inbox.app import build_app
 from conduct_inbox.cli import main
 from conduct_inbox.config import load_settings
+from conduct_inbox.daemon import run_once
 from conduct_inbox.errors import ConfigError, EncryptionError
 from conduct_inbox.models import Case, InboundMessage, Party
 from tests.sentinels import (
@@ -26,8 +27,6 @@ from tests.sentinels import (
     sentinel_report,
     with_encryption_key,
 )
-from conduct_inbox.daemon import run_once
-
 
 # ----- the cipher ---------------------------------------------------------------------------------
 

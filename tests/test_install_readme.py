@@ -11,8 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.test_systemd import SERVICE, TEMPLATE, parse_unit, single
 
 REPO = Path(__file__).resolve().parent.parent

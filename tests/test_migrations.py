@@ -1,9 +1,8 @@
 """The schema is owned by alembic: upgrade from empty reaches the models exactly, on both backends."""
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-
-import pytest
 
 from conduct_inbox import db
 from conduct_inbox.errors import DatabaseNotCurrent

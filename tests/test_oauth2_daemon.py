@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, func, select
 
 from conduct_inbox.models import Case, MailboxState
 from tests.harness import MEMBERS, report
-from tests.oauth_harness import CLIENT_SECRET, oauth_harness
+from tests.oauth_harness import oauth_harness
 from tests.procs import wait_until
 from tests.test_daemon import Notifications, conduct_inbox, finish, notify, set_mailbox, started  # noqa: F401
 from tests.test_probe import Relay

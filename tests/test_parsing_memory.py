@@ -134,7 +134,7 @@ def _messages(draw: st.DrawFn) -> bytes:
     nl = draw(st.sampled_from(["\n", "\r\n"]))
     boundary = draw(st.sampled_from(["b1", "=_x y", "b1--"]))
     parts = []
-    for i in range(draw(st.integers(1, 3))):
+    for _ in range(draw(st.integers(1, 3))):
         data = draw(st.binary(max_size=600))
         body = _b64_lines(data, draw(st.sampled_from([76, 64, 4, 2000])), nl)
         body = draw(st.sampled_from([body, body.rstrip("="), body[:-1], body + nl + "junk!", "x" + body, body + "\r"]))

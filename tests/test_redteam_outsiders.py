@@ -15,12 +15,18 @@ from sqlalchemy import select
 
 from conduct_inbox.daemon import run_once
 from conduct_inbox.models import Case, InboundMessage
-from tests.harness import report, text_of, parsed
+from tests.harness import parsed, report, text_of
 from tests.test_attacks_e2e import (  # noqa: F401  (fixture)
-    ALICE, BOB, CAROL, MEMBERS, REPORTER, count, got, opened,
+    ALICE,
+    BOB,
+    CAROL,
+    MEMBERS,
+    REPORTER,
+    count,
+    got,
+    opened,
 )
 from tests.test_committee_e2e import reply, step, the_case
-
 
 # ----- a forged loop header makes a report vanish ------------------------------------------------
 

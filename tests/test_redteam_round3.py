@@ -16,8 +16,8 @@ from sqlalchemy import select
 from conduct_inbox.models import Decision, InboundMessage
 from tests.harness import parsed, report, text_of
 from tests.test_attacks_e2e import got, opened, personal_address
-from tests.test_redteam_members import client_reply
 from tests.test_committee_e2e import latest, reply, step, the_case
+from tests.test_redteam_members import client_reply
 
 REPORTER = "reporter@example.net"
 ALICE, BOB, CAROL, SAM = "alice@example.org", "bob@example.org", "carol@example.org", "sam@example.org"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import signal
 import subprocess
 
-import pytest
 from sqlalchemy import select
 
 from conduct_inbox.models import Case
@@ -15,7 +14,6 @@ from tests.harness import MEMBERS, parsed, report
 from tests.procs import wait_until
 from tests.test_committee_e2e import reply
 from tests.test_daemon import Notifications, conduct_inbox, finish, notify, set_mailbox, started  # noqa: F401
-
 
 CAROL = "[[committee.members]]\nname = \"Carol Chen\"\nemail = \"carol@example.org\"\naliases = [\"CC\"]\nchair = false\n"
 DAVE = "[[committee.members]]\nname = \"Dave Doe\"\nemail = \"dave@example.org\"\naliases = []\nchair = false\n"

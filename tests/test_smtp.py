@@ -13,7 +13,7 @@ import pytest
 
 from conduct_inbox.mail.maildir_sender import MaildirSender
 from conduct_inbox.mail.smtp import SmtpSender
-from conduct_inbox.ports import BatchResult, OutgoingMail, Outcome
+from conduct_inbox.ports import BatchResult, Outcome, OutgoingMail
 from tests.fixtures.smtp_receiver import SmtpReceiver
 
 

@@ -4,11 +4,10 @@ spam apart, and nothing that identifies a person or a case in the output."""
 from __future__ import annotations
 
 import json
-
-import pytest
 from datetime import date, datetime, timezone
 from itertools import count
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -32,8 +32,8 @@ from conduct_inbox.errors import MailboxUnavailable
 from conduct_inbox.models import Case, Event, InboundMessage, OutboxMessage, Party, Quarantine
 from conduct_inbox.parsing import InlineParser, ParseTimeout
 from tests.fixtures.database import BACKENDS, fresh_postgres_database
-from tests.procs import wait_until
 from tests.harness import MEMBERS, Harness, report
+from tests.procs import wait_until
 
 REPORTS = 200
 BIN = Path(sys.executable).parent / "conduct-inbox"  # the console script of this venv

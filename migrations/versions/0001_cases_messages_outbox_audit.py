@@ -1,13 +1,12 @@
 """cases, messages, outbox, audit
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-24 09:03:26.991339
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0001'
 down_revision = None

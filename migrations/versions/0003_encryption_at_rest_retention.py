@@ -8,9 +8,8 @@ Sealed values are longer than the plain ones (nonce, tag, base64), so the column
 them lose their length limits.
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0003'
 down_revision = '0002'

@@ -12,9 +12,8 @@ window's worth of acknowledgements to a correspondent (the migration cannot read
 recipients, so it does not backfill).
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0004'
 down_revision = '0003'

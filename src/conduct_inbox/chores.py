@@ -175,7 +175,7 @@ def remind_sanctions_ending(sessions: sessionmaker[Session], workflow: Workflow,
                 days_left=(sanction.ends_on - now.date()).days,
             )
             subject = f"[{workflow.options.case_tag} #{sanction.case_ref}] Reminder: {sanction.kind} ends {sanction.ends_on.isoformat()}"
-            for draft in workflow.committee_drafts(case, audience, "sanction_reminder", subject, lambda _p: body):
+            for draft in workflow.committee_drafts(case, audience, "sanction_reminder", subject, lambda _p: body):  # noqa: B023 (used at once)
                 enqueue(session, draft, workflow.sender, now, case_id=case.id if case else None)
             event(session, case.id if case else None, "system", "sanction_reminder_sent", now, sanction_id=sanction_id)
             reminded += 1

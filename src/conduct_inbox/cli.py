@@ -17,8 +17,8 @@ from sqlalchemy import select
 
 from . import __version__, casefile, db, logsetup
 from .config import ALL_SECRETS, Settings, load_settings
-from .recusal import common_word_aliases
 from .errors import ConductInboxError, ConfigError, DatabaseNotCurrent, InstanceLocked, MalformedMessage
+from .recusal import common_word_aliases
 
 if TYPE_CHECKING:
     from .metrics import MetricsServer
@@ -426,7 +426,8 @@ def _inspect_config(args: argparse.Namespace) -> tuple[Settings | None, str]:
 def _daemon_facts(settings: Settings, msg: Any) -> tuple[Any, Any]:
     """Facts and policy as the daemon's intake would look them up (app.make_workflow, Workflow.facts),
     read in a session that is rolled back: nothing is written, nothing is sent."""
-    from sqlalchemy import inspect as sa_inspect, text
+    from sqlalchemy import inspect as sa_inspect
+    from sqlalchemy import text
 
     from .app import make_workflow
 

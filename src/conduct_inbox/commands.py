@@ -23,13 +23,13 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from .command_types import (
+    _BUILDERS,
+    _TYPE_NAMES,
     DECISIONS,
     DECISIONS_WITH_END,
     PARTY_ROLES,
     SEND_ROLES,
     STATES,
-    _BUILDERS,
-    _TYPE_NAMES,
     Ack,
     Assign,
     Close,
@@ -53,8 +53,8 @@ from .command_types import (
     Steering,
     Urgent,
     _Bad,
-    _Unknown,
     _canonical,
+    _Unknown,
 )
 from .mail.charsets import displayed
 

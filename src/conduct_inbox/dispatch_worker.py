@@ -118,9 +118,7 @@ async def _serve(dispatcher: Any, conn: Connection, orphaned: threading.Event) -
         if stopping or orphaned.is_set():
             break
         if reloaded:
-            from .app import make_workflow
-
-            from .app import make_token_source
+            from .app import make_token_source, make_workflow
 
             make_token_source(reloaded[-1])  # a new refresh token or client secret applies
             workflow = make_workflow(reloaded[-1])  # the roster told of delivery failures

@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    Date,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,

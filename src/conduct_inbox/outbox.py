@@ -26,13 +26,13 @@ from sqlalchemy.orm import Session, defer
 from . import tokens
 from .db import dialect_insert, session_factory
 from .errors import EncryptionError
-from .sent_log import MARK_SENT, sent_log_for
-from .mail.compose import Draft, Sender, build
-from .party_mail import check_outward
 from .mail.addresses import canonical_address
+from .mail.compose import Draft, Sender, build
 from .models import Case, OutboxMessage, ServiceState
-from .ports import BatchResult, DeliveryResult, MailUnavailable, OutgoingMail, Outcome
+from .party_mail import check_outward
+from .ports import BatchResult, DeliveryResult, MailUnavailable, Outcome, OutgoingMail
 from .ports import Sender as Transport
+from .sent_log import MARK_SENT, sent_log_for
 
 log = logging.getLogger(__name__)
 

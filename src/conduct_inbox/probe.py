@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from email.utils import make_msgid
 
 from .mail.compose import Draft, Sender, build
-from .ports import Mailbox, OutgoingMail, Outcome
+from .ports import Mailbox, Outcome, OutgoingMail
 from .ports import Sender as Transport
 
 

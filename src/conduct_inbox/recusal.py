@@ -34,10 +34,10 @@ import json
 import re
 import unicodedata
 from collections.abc import Sequence
-from importlib import resources
-from typing import Any
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
+from typing import Any
 from urllib.parse import unquote
 
 from conduct_inbox.roster import Person, Roster

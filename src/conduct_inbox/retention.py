@@ -22,7 +22,7 @@ from sqlalchemy import Engine, delete, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker, undefer
 
 from .models import Attachment, Case, Decision, Event, InboundMessage, OutboxMessage, Party, Recusal
-from .ports import MailCopy, Mailbox
+from .ports import Mailbox, MailCopy
 
 log = logging.getLogger(__name__)
 

@@ -53,8 +53,8 @@ class Roster:
 
 def roster_from_settings(settings: object) -> Roster:
     """Build the roster from loaded Settings (committee.members, steering.members, committee.quorum)."""
-    committee = getattr(settings, "committee")
-    steering = getattr(settings, "steering")
+    committee = settings.committee
+    steering = settings.steering
     members = tuple(
         Person(m.name, m.email.lower(), tuple(m.aliases), bool(getattr(m, "chair", False)))
         for m in committee.members

@@ -16,22 +16,21 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
-from . import routing, scanning, tokens
+from . import party_mail, routing, scanning, tokens
 from .classify import CaseFacts, Classification, Facts, Policy, is_automatic, verp_row
+from .commands import strip_commands, title_of
 from .committee import Desk, dmarc_pass
 from .db import DIALECT_INSERTS
-from .commands import strip_commands, title_of
+from .mail.addresses import canonical_address
 from .mail.compose import Draft, OutgoingAttachment, Sender
 from .mail.parse import InboundMessage as Parsed
 from .models import Attachment, Case, CaseCounter, Decision, Event, InboundMessage, OutboxMessage, Party, Quarantine, Recusal
-from .sla import is_urgent_text
-from . import party_mail
-from .mail.addresses import canonical_address
 from .outbox import enqueue, enqueue_all, mark_failed
 from .party_mail import OutwardDraft
 from .promises import Promises, hours_text
 from .render import Renderer
 from .roster import Person, Roster
+from .sla import is_urgent_text
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ from email.message import Message
 from .charsets import Defects
 from .limits import _BLOB_MIN, _MAX_PARTS
 
-
 # --- large base64 bodies -----------------------------------------------------------------------
 #
 # The MIME parser keeps every body line as a string until the part ends, then joins them: a

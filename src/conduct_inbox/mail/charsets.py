@@ -10,7 +10,6 @@ import codecs
 import re
 import unicodedata
 
-
 #: Charsets senders label text with when they mean windows-1252 (as the WHATWG encoding spec does).
 _AS_CP1252 = frozenset({"iso-8859-1", "iso8859-1", "latin-1", "latin1", "l1", "us-ascii", "ascii", "cp819", "iso_8859-1"})
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import binascii
 import codecs
 import io
-import quopri
 import logging
+import quopri
 import re
 import unicodedata
 import warnings
@@ -407,7 +407,7 @@ _PDF_TEXT_KEYS = ("/Contents", "/RC", "/V", "/DV", "/TU", "/Opt")
 
 def _pdf_strings(value: object, sink: _Sink, depth: int = 0) -> None:
     """The text of a PDF string, name or (nested) array of them; other objects give nothing."""
-    from pypdf.generic import ArrayObject, IndirectObject, NameObject, TextStringObject, ByteStringObject
+    from pypdf.generic import ArrayObject, ByteStringObject, IndirectObject, NameObject, TextStringObject
 
     if isinstance(value, IndirectObject):
         value = value.get_object()

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import re
 
-from lxml import etree
-from lxml import html as lxml_html
 from inscriptis import Inscriptis
 from inscriptis.model.config import ParserConfig
+from lxml import etree
+from lxml import html as lxml_html
 
 from .quotes import REPLY_MARKER
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from conduct_inbox.ports import BatchResult, DeliveryResult, MailUnavailable, OutgoingMail, Outcome, ResultHook
+from conduct_inbox.ports import BatchResult, DeliveryResult, MailUnavailable, Outcome, OutgoingMail, ResultHook
 
 log = logging.getLogger(__name__)
 

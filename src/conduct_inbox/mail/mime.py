@@ -16,7 +16,7 @@ from email.message import Message
 from email.policy import compat32
 
 from . import extract, html, quotes
-from .blobs import _Blobs, _blob_of
+from .blobs import _blob_of, _Blobs
 from .charsets import Defects, clean_text, decode_bytes, decode_words, fold_spaces, header_text, raw_to_text, unfold
 from .headers import _addresses, _first, _raw_values
 from .inbound import Attachment, ForwardedMessage, Readable

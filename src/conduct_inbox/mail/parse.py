@@ -31,10 +31,10 @@ from ..errors import MalformedMessage
 from . import dsn, quotes
 from .blobs import _BlobFilter, _Blobs
 from .charsets import Defects, fold_spaces
+from .extract import HTML_VERSION_LINE
 from .headers import _addresses, _case_ref, _date, _first, _header_items, _message_ids, _raw_values, _reporter
 from .inbound import Attachment, ForwardedMessage, InboundMessage, Readable
 from .limits import _BLOB_MIN, _FEED_CHUNK, _HEAD_BYTES, TEXT_SCAN_BYTES
-from .extract import HTML_VERSION_LINE
 from .mime import _Body, _body, _Collected, _inline_forwards, _mime_defects, _walk
 from .quotes import REPLY_MARKER
 

@@ -23,7 +23,7 @@ import aiosmtplib.protocol
 
 from conduct_inbox.errors import TokenUnavailable
 from conduct_inbox.neterrors import in_words
-from conduct_inbox.ports import BatchResult, DeliveryResult, MailUnavailable, OutgoingMail, Outcome, ResultHook
+from conduct_inbox.ports import BatchResult, DeliveryResult, MailUnavailable, Outcome, OutgoingMail, ResultHook
 
 if TYPE_CHECKING:
     from conduct_inbox.adapters.oauth2 import TokenSource
@@ -433,9 +433,9 @@ class SmtpSender:
         try:
             await client.rset()
         except aiosmtplib.SMTPResponseException as exc:
-            raise _Outage(f"SMTP RSET refused ({_status(exc.code, exc.message)})", result)
+            raise _Outage(f"SMTP RSET refused ({_status(exc.code, exc.message)})", result) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise _Outage(_connection_reason("RSET", exc, self.host, self.port), result)
+            raise _Outage(_connection_reason("RSET", exc, self.host, self.port), result) from None
 
     @staticmethod
     def _mail_options(client: aiosmtplib.SMTP, data: bytes, utf8: bool) -> list[str]:

@@ -31,8 +31,8 @@ from sqlalchemy import Engine, func, select
 
 from .. import db
 from ..app import build_app, make_mailbox
-from ..config import Settings
 from ..cases.fences import fence_refs
+from ..config import Settings
 from ..models import Case, DatabaseMeta, Event, InboundMessage, OutboxMessage
 from ..ports import Destination, Mailbox, MailCopy
 from .backup import RECOVERY_PENDING, taken_at
