@@ -309,3 +309,17 @@ def test_postgres_down_during_an_smtp_batch_sends_each_mail_once(pg_harness, pg_
     if twice:
         raise RepeatedMail(f"{len(twice)} of 20 mails sent twice")
     assert_each_once(app, harness, senders)
+
+
+def test_a_poll_after_the_server_cut_the_idle_connection_takes_the_mail_at_once(harness, dovecot_running, smtp_receiver):
+    """Between two polls the server restarts (or a NAT drops the idle connection): the next poll
+    logs in again at once and takes the report, rather than failing and waiting a poll interval."""
+    from conduct_inbox.daemon import run_once
+
+    app = harness.app()
+    harness.deliver(report(sender="first@example.net"))
+    run_once(app)
+    dovecot_running.restart()
+    harness.deliver(report(sender="second@example.net"))
+    stats = app.intake.poll_once()
+    assert stats.processed == 1, "the poll failed on the connection the server had closed"

@@ -167,9 +167,7 @@ class Intake:
     def _pass(self) -> IntakeStats:
         stats = IntakeStats()
         try:
-            if self._uidvalidity is None:
-                self._uidvalidity = self.mailbox.connect()
-            uids = self.mailbox.uids()
+            uids = self._connected_uids()
         except MailboxUnavailable as exc:
             self._uidvalidity = None
             self._record_contact(str(exc))
@@ -209,6 +207,19 @@ class Intake:
                 if moved:
                     self._move(moved, destination)  # type: ignore[arg-type]
         return stats
+
+    def _connected_uids(self) -> list[int]:
+        """The intake folder's UIDs, on the connection kept from the last pass if it still works:
+        one the server closed meanwhile (a restart, a NAT dropping an idle connection) is replaced
+        at once, not after a failed pass and a poll interval."""
+        if self._uidvalidity is not None:
+            try:
+                return self.mailbox.uids()
+            except MailboxUnavailable:
+                self._uidvalidity = None
+                log.info("mailbox connection lost since the last pass: connecting again")
+        self._uidvalidity = self.mailbox.connect()
+        return self.mailbox.uids()
 
     # ----- connections held for a pass ----------------------------------------------------------
 
