@@ -34,7 +34,7 @@ for _p in (str(ROOT), str(ROOT / "src")):
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from conduct_inbox import db  # noqa: E402
+from conduct_inbox.store import db  # noqa: E402
 from tests.fixtures.database import POSTGRES_ADMIN_URL  # noqa: E402
 from tests.fixtures.dovecot import DovecotServer, running_dovecot  # noqa: E402
 from tests.harness import MEMBERS, write_config  # noqa: E402

@@ -22,8 +22,8 @@ from email.utils import make_msgid
 import _common as C  # noqa: E402  (puts src/ and the repository root on sys.path)
 from sqlalchemy import select
 
-from conduct_inbox import db
-from conduct_inbox.models import InboundMessage
+from conduct_inbox.store import db
+from conduct_inbox.store.models import InboundMessage
 
 FACTOR = 4
 

@@ -30,11 +30,11 @@ import aiosmtplib
 from imapclient import IMAPClient
 from sqlalchemy import func, select
 
-from conduct_inbox.app import build_app
 from conduct_inbox.config import load_settings
-from conduct_inbox.daemon import Daemon
-from conduct_inbox.dispatch_worker import DispatchWorker
-from conduct_inbox.models import Case, InboundMessage
+from conduct_inbox.shell.daemon import Daemon
+from conduct_inbox.shell.dispatch_worker import DispatchWorker
+from conduct_inbox.shell.wiring import build_app
+from conduct_inbox.store.models import Case, InboundMessage
 
 PER_REPORT = 1 + len(C.MEMBER_EMAILS)  # the acknowledgement and one copy per member
 TARGET = 0.6

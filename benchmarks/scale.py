@@ -29,11 +29,11 @@ from pathlib import Path
 import _common as C  # noqa: E402  (puts src/ and the repository root on sys.path)
 from sqlalchemy import func, insert, select, text
 
-from conduct_inbox import db
-from conduct_inbox.app import build_app
+from conduct_inbox.cases.escalation import escalate_once, sla_policy
 from conduct_inbox.config import load_settings
-from conduct_inbox.escalation import escalate_once, sla_policy
-from conduct_inbox.models import Case, CaseCounter, EscalationFired, Event, OutboxMessage, Party
+from conduct_inbox.shell.wiring import build_app
+from conduct_inbox.store import db
+from conduct_inbox.store.models import Case, CaseCounter, EscalationFired, Event, OutboxMessage, Party
 
 PASS_TARGET = 0.050
 RSS_TARGET_MB = 150

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from conduct_inbox.models import Base
+from conduct_inbox.store.models import Base
 
 config = context.config
 engine = config.attributes["engine"]

@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlalchemy import create_engine, inspect, text
 
-from conduct_inbox.daemon import run_once
-from conduct_inbox.models import OutboxMessage
+from conduct_inbox.shell.daemon import run_once
+from conduct_inbox.store.models import OutboxMessage
 from tests.harness import Harness, parsed, report, text_of
 
 NAME = "Zyxwv Sentinelname"
@@ -44,7 +44,7 @@ def member_reply(record, sender: str, subject_suffix: str, body: str) -> bytes:
 
 def run_lifecycle(harness: Harness, receiver, close: bool = True):  # type: ignore[no-untyped-def]
     """Report, a failed delivery, a database error, a quarantined copy, notes, a reply, a decision, closing."""
-    from conduct_inbox.parsing import WorkerParser
+    from conduct_inbox.adapters.parsing import WorkerParser
     from tests.faults import faulty_parse
 
     harness.parser = WorkerParser(timeout=1.0, function=faulty_parse)
@@ -61,7 +61,7 @@ def run_lifecycle(harness: Harness, receiver, close: bool = True):  # type: igno
         conn.execute(text("ALTER TABLE outbox RENAME TO outbox_away"))
     from sqlalchemy import select
 
-    from conduct_inbox.models import Case
+    from conduct_inbox.store.models import Case
 
     with app.sessions() as session:
         ref = session.scalars(select(Case.ref)).one()

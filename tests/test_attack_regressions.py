@@ -18,11 +18,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from conduct_inbox.app import build_app
+from conduct_inbox.adapters.maildir import deliver_to_maildir
 from conduct_inbox.config import load_settings
-from conduct_inbox.daemon import run_once
-from conduct_inbox.mail.maildir import deliver_to_maildir
-from conduct_inbox.models import Case, OutboxMessage
+from conduct_inbox.shell.daemon import run_once
+from conduct_inbox.shell.wiring import build_app
+from conduct_inbox.store.models import Case, OutboxMessage
 from tests import adversary
 from tests.harness import Clock, write_config
 

@@ -21,9 +21,9 @@ from email.utils import make_msgid
 import pytest
 from sqlalchemy import func, select
 
-from conduct_inbox import tokens
-from conduct_inbox.daemon import run_once
-from conduct_inbox.models import Case, InboundMessage, OutboxMessage, Quarantine
+from conduct_inbox.core import tokens
+from conduct_inbox.shell.daemon import run_once
+from conduct_inbox.store.models import Case, InboundMessage, OutboxMessage, Quarantine
 from tests.harness import SECRET, count, delivery_report, parsed, report, text_of
 from tests.test_committee_e2e import latest, reply, step, the_case
 

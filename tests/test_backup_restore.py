@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import select
 
 from conduct_inbox import cli
-from conduct_inbox.daemon import run_once
-from conduct_inbox.models import Case, Event, InboundMessage, OutboxMessage
 from conduct_inbox.shell.backup import BackupFailed, backup, require_no_pending_recovery, restore
+from conduct_inbox.shell.daemon import run_once
 from conduct_inbox.shell.recovery import recover
+from conduct_inbox.store.models import Case, Event, InboundMessage, OutboxMessage
 from tests.harness import count, delivery_report, parsed, report, text_of
 from tests.test_committee_e2e import reply
 
@@ -143,7 +143,7 @@ def test_backup_command_and_restore_command(harness, smtp_receiver, sqlite_only,
     assert len(files) == 1 and files[0].stat().st_mode & 0o077 == 0  # readable by its owner only
     assert "backup written to" in capsys.readouterr().out
     # Restoring while the daemon holds its lock is refused.
-    from conduct_inbox import db
+    from conduct_inbox.store import db
 
     lock = db.InstanceLock(harness.settings().database.url)
     lock.acquire()

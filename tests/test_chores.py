@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlalchemy import select
 
-from conduct_inbox.daemon import housekeeping_once, run_once
-from conduct_inbox.models import Case
+from conduct_inbox.shell.daemon import housekeeping_once, run_once
+from conduct_inbox.store.models import Case
 from tests.harness import Harness, parsed, report, text_of
 from tests.test_committee_e2e import reply
 
@@ -172,8 +172,8 @@ def test_statistics_go_to_the_steering_address_every_n_months(dovecot, smtp_rece
 
 
 def test_a_once_per_period_marker_moved_by_another_daemon_is_never_overwritten(database):
-    from conduct_inbox.chores import _advance_marker, _Overtaken
-    from conduct_inbox.models import DatabaseMeta
+    from conduct_inbox.cases.chores import _advance_marker, _Overtaken
+    from conduct_inbox.store.models import DatabaseMeta
 
     with database.sessions() as session, session.begin():
         _advance_marker(session, "spam_digest_at", None, "first")

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conduct_inbox.commands import (
+from conduct_inbox.core.commands import (
     DECISIONS,
     HELP_TEXT,
     Ack,

@@ -11,9 +11,9 @@ from email.utils import make_msgid
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from conduct_inbox import tokens
-from conduct_inbox.daemon import run_once
-from conduct_inbox.models import Case, Decision, Event, Sanction
+from conduct_inbox.core import tokens
+from conduct_inbox.shell.daemon import run_once
+from conduct_inbox.store.models import Case, Decision, Event, Sanction
 from tests.harness import SECRET, parsed, report, text_of
 
 

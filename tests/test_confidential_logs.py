@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from conduct_inbox.daemon import run_once
-from conduct_inbox.parsing import WorkerParser
+from conduct_inbox.adapters.parsing import WorkerParser
+from conduct_inbox.shell.daemon import run_once
 from tests.faults import faulty_parse
 from tests.harness import report
 
@@ -35,7 +35,7 @@ def test_one_info_line_per_mail_handed_to_smtp(harness, smtp_receiver, caplog):
     """Each accepted mail: one INFO line with its outbox row id and case ref, no address or subject."""
     from sqlalchemy import select
 
-    from conduct_inbox.models import Case, OutboxMessage
+    from conduct_inbox.store.models import Case, OutboxMessage
 
     caplog.set_level(logging.DEBUG, logger="conduct_inbox")
     harness.deliver(report(name=SENTINELS[0], sender=SENTINELS[1], subject=SENTINELS[2], body=SENTINELS[3]))

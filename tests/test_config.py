@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conduct_inbox.config import Settings, load_settings
+from conduct_inbox.core.recusal import common_word_aliases
 from conduct_inbox.errors import ConfigError
-from conduct_inbox.recusal import common_word_aliases
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config.example.toml"

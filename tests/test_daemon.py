@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from conduct_inbox import db
-from conduct_inbox.app import build_app
-from conduct_inbox.daemon import Daemon
-from conduct_inbox.models import Case, InboundMessage, Party
+from conduct_inbox.shell.daemon import Daemon
+from conduct_inbox.shell.wiring import build_app
+from conduct_inbox.store import db
+from conduct_inbox.store.models import Case, InboundMessage, Party
 from tests.harness import Harness, report
 
 REPORTS = 20

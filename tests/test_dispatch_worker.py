@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from conduct_inbox.app import build_app
-from conduct_inbox.daemon import Daemon
-from conduct_inbox.dispatch_worker import DispatchWorker
+from conduct_inbox.shell.daemon import Daemon
+from conduct_inbox.shell.dispatch_worker import DispatchWorker
+from conduct_inbox.shell.wiring import build_app
 from tests.harness import MEMBERS, Harness, report
 from tests.procs import wait_until
 

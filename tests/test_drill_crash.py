@@ -30,9 +30,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from conduct_inbox import db
-from conduct_inbox.app import build_app
-from conduct_inbox.models import Case, InboundMessage, OutboxMessage, Party
+from conduct_inbox.shell.wiring import build_app
+from conduct_inbox.store import db
+from conduct_inbox.store.models import Case, InboundMessage, OutboxMessage, Party
 from tests.harness import MEMBERS, Harness, report
 from tests.procs import proc_stats, wait_until
 

@@ -17,10 +17,10 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
-from conduct_inbox import tokens
-from conduct_inbox.daemon import run_once
+from conduct_inbox.core import tokens
 from conduct_inbox.mail.addresses import canonical_address
-from conduct_inbox.models import Case, InboundMessage, OutboxMessage
+from conduct_inbox.shell.daemon import run_once
+from conduct_inbox.store.models import Case, InboundMessage, OutboxMessage
 from tests.harness import MEMBERS, SECRET, Harness, count, deliver_all, delivery_report, parsed, report
 
 MEMBER_EMAILS = [m[1] for m in MEMBERS]
@@ -160,7 +160,7 @@ def test_canonical_correspondent(address, canonical):
 
 def test_envelope_sender_is_signed_or_plain():
     from conduct_inbox.mail.compose import Sender
-    from conduct_inbox.outbox import verp_address
+    from conduct_inbox.store.outbox import verp_address
 
     key = SECRET.encode()
     assert verp_address(Sender("conduct@example.org", "C"), 7, "m7@example.org", key) == signed(7, "m7@example.org")

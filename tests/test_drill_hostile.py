@@ -25,11 +25,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from conduct_inbox import db, tokens
-from conduct_inbox.app import App, build_app
+from conduct_inbox.adapters.maildir import deliver_to_maildir
 from conduct_inbox.config import load_settings
-from conduct_inbox.mail.maildir import deliver_to_maildir
-from conduct_inbox.models import Event, InboundMessage, OutboxMessage, Quarantine
+from conduct_inbox.core import tokens
+from conduct_inbox.shell.wiring import App, build_app
+from conduct_inbox.store import db
+from conduct_inbox.store.models import Event, InboundMessage, OutboxMessage, Quarantine
 from tests.fixtures.database import BACKENDS, fresh_postgres_database
 from tests.fixtures.smtp_receiver import SmtpReceiver
 from tests.harness import MEMBERS, SECRET, Clock, write_config

@@ -15,9 +15,9 @@ from email.utils import make_msgid
 import pytest
 from sqlalchemy import select
 
-from conduct_inbox import tokens
-from conduct_inbox.daemon import run_once
-from conduct_inbox.models import Case, InboundMessage, OutboxMessage
+from conduct_inbox.core import tokens
+from conduct_inbox.shell.daemon import run_once
+from conduct_inbox.store.models import Case, InboundMessage, OutboxMessage
 from tests.harness import MEMBERS, SECRET, Harness, count, deliver_all, delivery_report, parsed, report
 
 MEMBER_EMAILS = [m[1] for m in MEMBERS]

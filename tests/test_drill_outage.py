@@ -20,11 +20,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
-from conduct_inbox import daemon as daemon_module
-from conduct_inbox import db
-from conduct_inbox.app import App, build_app
-from conduct_inbox.daemon import Daemon
-from conduct_inbox.models import Case, InboundMessage, OutboxMessage, Quarantine, ServiceState
+from conduct_inbox.shell import daemon as daemon_module
+from conduct_inbox.shell.daemon import Daemon
+from conduct_inbox.shell.wiring import App, build_app
+from conduct_inbox.store import db
+from conduct_inbox.store.models import Case, InboundMessage, OutboxMessage, Quarantine, ServiceState
 from tests.fixtures.pg_cluster import PgCluster
 from tests.harness import MEMBERS, Harness, report
 from tests.procs import wait_until
@@ -314,7 +314,7 @@ def test_postgres_down_during_an_smtp_batch_sends_each_mail_once(pg_harness, pg_
 def test_a_poll_after_the_server_cut_the_idle_connection_takes_the_mail_at_once(harness, dovecot_running, smtp_receiver):
     """Between two polls the server restarts (or a NAT drops the idle connection): the next poll
     logs in again at once and takes the report, rather than failing and waiting a poll interval."""
-    from conduct_inbox.daemon import run_once
+    from conduct_inbox.shell.daemon import run_once
 
     app = harness.app()
     harness.deliver(report(sender="first@example.net"))

@@ -7,13 +7,14 @@ import logging
 import pytest
 from sqlalchemy import select
 
-from conduct_inbox import crypto, db
-from conduct_inbox.app import build_app
 from conduct_inbox.cli import main
 from conduct_inbox.config import load_settings
-from conduct_inbox.daemon import run_once
 from conduct_inbox.errors import ConfigError, EncryptionError
-from conduct_inbox.models import Case, InboundMessage, Party
+from conduct_inbox.shell.daemon import run_once
+from conduct_inbox.shell.engines import engine_for
+from conduct_inbox.shell.wiring import build_app
+from conduct_inbox.store import crypto, db
+from conduct_inbox.store.models import Case, InboundMessage, Party
 from tests.sentinels import (
     ADDRESS,
     BODY,
@@ -147,7 +148,7 @@ def test_reseal_without_a_key_says_so(harness, capsys):
 
 def test_engine_for_uses_the_configured_key(harness):
     with_encryption_key(harness, crypto.generate_key())
-    engine = db.engine_for(harness.settings())
+    engine = engine_for(harness.settings())
     assert engine.dialect.conduct_cipher is not None  # type: ignore[attr-defined]
     engine.dispose()
 
@@ -159,7 +160,7 @@ def test_one_corrupt_outgoing_mail_fails_alone_with_an_alert_and_the_rest_go_out
     are sent. A small mail is read with the claim, a large one when its turn comes."""
     from sqlalchemy import text
 
-    from conduct_inbox.models import OutboxMessage
+    from conduct_inbox.store.models import OutboxMessage
     from tests.harness import MEMBERS, report
 
     with_encryption_key(harness, crypto.generate_key())

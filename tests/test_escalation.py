@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from conduct_inbox.cases.escalation import escalate_once, refresh_next_due, sla_policy
 from conduct_inbox.cli import main
-from conduct_inbox.daemon import run_once
-from conduct_inbox.escalation import escalate_once, refresh_next_due, sla_policy
-from conduct_inbox.models import Case, EscalationFired, Event, OutboxMessage, Recusal
+from conduct_inbox.shell.daemon import run_once
+from conduct_inbox.store.models import Case, EscalationFired, Event, OutboxMessage, Recusal
 from tests.harness import MEMBERS, parsed, report, text_of
 
 MEMBER_EMAILS = [m[1] for m in MEMBERS]  # alice (chair), bob, carol

@@ -12,10 +12,10 @@ import zipfile
 
 import pytest
 
+from conduct_inbox.core.recusal import detect
+from conduct_inbox.core.roster import Person, Roster
 from conduct_inbox.mail import extract
 from conduct_inbox.mail.parse import InboundMessage, parse
-from conduct_inbox.recusal import detect
-from conduct_inbox.roster import Person, Roster
 
 BOB = Person("Bob Builder", "bob@example.org")
 ZOE = Person("Zoë Müller", "zoe@example.org")

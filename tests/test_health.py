@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from conduct_inbox.cli import main
-from conduct_inbox.daemon import run_once
+from conduct_inbox.shell.daemon import run_once
 from tests.harness import Harness, report
 
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from conduct_inbox.adapters import imap
+from conduct_inbox.adapters.imap import ImapMailbox
 from conduct_inbox.errors import MailboxUnavailable
-from conduct_inbox.mail import imap
-from conduct_inbox.mail.imap import ImapMailbox
 from tests.fixtures.dovecot import DovecotServer, _free_ports
 
 

@@ -10,8 +10,8 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 
 from conduct_inbox.cli import main
-from conduct_inbox.daemon import run_once
-from conduct_inbox.models import Event, InboundMessage, OutboxMessage
+from conduct_inbox.shell.daemon import run_once
+from conduct_inbox.store.models import Event, InboundMessage, OutboxMessage
 from tests.harness import SECRET, count, report
 from tests.test_committee_e2e import reply, the_case
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conduct_inbox import logsetup
+from conduct_inbox.shell import logsetup
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "conduct-inbox"
 
@@ -130,12 +130,12 @@ def test_the_dispatch_worker_logs_the_same_way(tmp_path):
     script = f"""
 import logging, multiprocessing
 from conduct_inbox.config import load_settings
-from conduct_inbox.dispatch_worker import serve
+from conduct_inbox.shell.dispatch_worker import serve
 settings = load_settings({str(config)!r}, {{}})
 parent, child = multiprocessing.Pipe()
 parent.send("stop")
 serve(settings, child, logging.INFO)
-logging.getLogger("conduct_inbox.dispatch_worker").warning("worker line")
+logging.getLogger("conduct_inbox.shell.dispatch_worker").warning("worker line")
 """
     env = {**os.environ, "JOURNAL_STREAM": "8:12345"}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from conduct_inbox.adapters.maildir import MaildirMailbox, deliver_to_maildir
 from conduct_inbox.errors import MailboxUnavailable
-from conduct_inbox.mail.maildir import MaildirMailbox, deliver_to_maildir
 
 
 def message(n: int) -> bytes:

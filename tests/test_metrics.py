@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from conduct_inbox.config import load_settings
 from conduct_inbox.errors import ConfigError
-from conduct_inbox.models import Case, OutboxMessage
+from conduct_inbox.store.models import Case, OutboxMessage
 from tests.harness import report, write_config
 from tests.procs import wait_until
 from tests.test_daemon import conduct_inbox, finish, notify, set_mailbox, started  # noqa: F401 (fixtures)

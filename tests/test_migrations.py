@@ -4,9 +4,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from conduct_inbox import db
 from conduct_inbox.errors import DatabaseNotCurrent
-from conduct_inbox.models import Base
+from conduct_inbox.store import db
+from conduct_inbox.store.models import Base
 
 
 def test_upgrade_from_empty_has_no_drift(database):

@@ -12,7 +12,7 @@ import sys
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from conduct_inbox.models import Case, MailboxState
+from conduct_inbox.store.models import Case, MailboxState
 from tests.harness import MEMBERS, report
 from tests.oauth_harness import oauth_harness
 from tests.procs import wait_until

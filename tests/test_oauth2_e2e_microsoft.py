@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from conduct_inbox.adapters.oauth2 import forget_sources
-from conduct_inbox.daemon import run_once
-from conduct_inbox.models import Case
+from conduct_inbox.shell.daemon import run_once
+from conduct_inbox.store.models import Case
 from tests.harness import MEMBERS, count, report
 from tests.oauth_harness import oauth_harness
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from imapclient import IMAPClient
 
+from conduct_inbox.adapters.imap import ImapMailbox
 from conduct_inbox.adapters.oauth2 import OAuth2Config, TokenSource
 from conduct_inbox.errors import MailboxUnavailable
-from conduct_inbox.mail.imap import ImapMailbox
 
 SECRET = "imap-test-secret"
 

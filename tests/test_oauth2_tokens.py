@@ -11,13 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conduct_inbox.adapters.oauth2 import (
-    CLIENT_CREDENTIALS,
-    JWT_BEARER,
-    REFRESH_TOKEN,
-    OAuth2Config,
-    TokenSource,
-)
+from conduct_inbox.adapters.oauth2 import CLIENT_CREDENTIALS, JWT_BEARER, REFRESH_TOKEN, OAuth2Config, TokenSource
 from conduct_inbox.adapters.oauth2_login import login
 from conduct_inbox.errors import TokenUnavailable
 

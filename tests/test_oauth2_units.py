@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conduct_inbox.adapters.imap import _SaslBearer
 from conduct_inbox.adapters.oauth2 import (
     CLIENT_CREDENTIALS,
     JWT_BEARER,
@@ -25,10 +26,9 @@ from conduct_inbox.adapters.oauth2 import (
     default_scopes,
 )
 from conduct_inbox.adapters.oauth2_login import write_secret_file
-from conduct_inbox.app import oauth2_config
 from conduct_inbox.config import load_settings
 from conduct_inbox.errors import ConfigError, TokenUnavailable
-from conduct_inbox.mail.imap import _SaslBearer
+from conduct_inbox.shell.wiring import oauth2_config
 from tests.test_config import MINIMAL, problems_of, write
 
 SECRET = "SENTINEL-CLIENT-SECRET-4417"
@@ -252,7 +252,7 @@ def test_refresh_token_file_change_is_picked_up_at_the_next_refresh(tmp_path: Pa
 
 
 def test_http_and_oauth_libraries_log_nothing_even_verbose() -> None:
-    from conduct_inbox import logsetup
+    from conduct_inbox.shell import logsetup
 
     logsetup.configure(verbose=True)
     for name in ("msal", "urllib3.connectionpool", "requests", "google.auth.transport.requests", "google.oauth2"):
@@ -263,7 +263,7 @@ def test_http_and_oauth_libraries_log_nothing_even_verbose() -> None:
 
 
 def test_reload_takes_a_new_refresh_token_and_names_identity_changes_only(tmp_path: Path) -> None:
-    from conduct_inbox.reload import merge
+    from conduct_inbox.shell.reload import merge
 
     base = 'provider = "generic"\nclient_id = "a"\ntoken_url = "https://idp.example/t"\n'
     old = load_settings(write(tmp_path, oauth(base + 'refresh_token = "one"\n')), {})
@@ -277,7 +277,7 @@ def test_reload_takes_a_new_refresh_token_and_names_identity_changes_only(tmp_pa
 
 def test_a_reloaded_refresh_token_replaces_the_shared_sources(tmp_path: Path) -> None:
     from conduct_inbox.adapters.oauth2 import forget_sources
-    from conduct_inbox.app import make_token_source
+    from conduct_inbox.shell.wiring import make_token_source
 
     forget_sources()
     base = 'provider = "generic"\nclient_id = "a"\ntoken_url = "https://idp.example/t"\n'

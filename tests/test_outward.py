@@ -8,10 +8,10 @@ from email.message import EmailMessage
 
 import pytest
 
+from conduct_inbox.core.outward import CLOSING_LINES, OutwardText, outward_text
+from conduct_inbox.core.roster import Person
 from conduct_inbox.mail.html import to_text
 from conduct_inbox.mail.parse import REPLY_MARKER, parse
-from conduct_inbox.outward import CLOSING_LINES, OutwardText, outward_text
-from conduct_inbox.roster import Person
 
 ANNA = Person("Anna Schmidt", "anna.schmidt@example.org", aliases=("Annie S",))
 

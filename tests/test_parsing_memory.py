@@ -17,12 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conduct_inbox.adapters import imap
+from conduct_inbox.adapters.parsing import INLINE_BYTES, InlineParser, ParseFailed, ParseTimeout, WorkerParser
 from conduct_inbox.errors import MalformedMessage
 from conduct_inbox.mail import blobs as blobs_module
-from conduct_inbox.mail import imap
 from conduct_inbox.mail import parse as parse_module
 from conduct_inbox.mail.parse import TEXT_SCAN_BYTES, InboundMessage, parse, parse_file
-from conduct_inbox.parsing import INLINE_BYTES, InlineParser, ParseFailed, ParseTimeout, WorkerParser
 from conduct_inbox.ports import MailCopy
 from tests.faults import faulty_parse
 from tests.fixtures.dovecot import DovecotServer

@@ -7,8 +7,8 @@ import threading
 from sqlalchemy import select
 
 from conduct_inbox.cli import main
-from conduct_inbox.daemon import run_once
-from conduct_inbox.models import Case, InboundMessage
+from conduct_inbox.shell.daemon import run_once
+from conduct_inbox.store.models import Case, InboundMessage
 from tests.harness import Harness
 
 

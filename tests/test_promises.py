@@ -2,7 +2,7 @@
 
 import pytest
 
-from conduct_inbox.promises import Promises, days_text, hours_text
+from conduct_inbox.core.promises import Promises, days_text, hours_text
 
 
 @pytest.mark.parametrize("hours, text", [(24, "24 hours"), (1, "one hour"), (2, "2 hours"), (0.5, "30 minutes"), (36, "36 hours")])

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conduct_inbox.recusal import Detector, Mention, detect
-from conduct_inbox.roster import Person, Roster
+from conduct_inbox.core.recusal import Detector, Mention, detect
+from conduct_inbox.core.roster import Person, Roster
 
 BOB = Person("Bob Smith", "bob@example.org")
 JOSE = Person("José Núñez", "jose@example.org", ("Pepe Núñez",))

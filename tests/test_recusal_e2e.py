@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conduct_inbox.daemon import run_once
+from conduct_inbox.shell.daemon import run_once
 from tests.harness import report, text_of
 
 

@@ -44,21 +44,21 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload, undefer
 
-from conduct_inbox import routing
-from conduct_inbox.app import build_app
+from conduct_inbox.adapters.maildir import deliver_to_maildir
+from conduct_inbox.adapters.parsing import WorkerParser
+from conduct_inbox.cases.escalation import escalate_once, sla_policy
 from conduct_inbox.config import load_settings
-from conduct_inbox.daemon import run_once
-from conduct_inbox.escalation import escalate_once, sla_policy
-from conduct_inbox.mail.maildir import deliver_to_maildir
-from conduct_inbox.models import Case, Decision, Event, InboundMessage, OutboxMessage, Quarantine
-from conduct_inbox.parsing import WorkerParser
+from conduct_inbox.core import routing
+from conduct_inbox.shell.daemon import run_once
+from conduct_inbox.shell.wiring import build_app
+from conduct_inbox.store.models import Case, Decision, Event, InboundMessage, OutboxMessage, Quarantine
 from tests import adversary
 from tests.faults import faulty_parse
 from tests.harness import MEMBERS, STEERING, Clock, report, write_config
 from tests.test_committee_e2e import reply
 
 try:
-    from conduct_inbox.intake import INTERNAL_ERROR
+    from conduct_inbox.shell.intake import INTERNAL_ERROR
 except ImportError:  # older code said so in other words
     INTERNAL_ERROR = "internal error in conduct-inbox"
 #: Quarantine reasons that mean our own code raised (older code: "processing failed (...)").

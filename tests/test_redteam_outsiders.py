@@ -13,8 +13,8 @@ from email.utils import make_msgid
 import pytest
 from sqlalchemy import select
 
-from conduct_inbox.daemon import run_once
-from conduct_inbox.models import Case, InboundMessage
+from conduct_inbox.shell.daemon import run_once
+from conduct_inbox.store.models import Case, InboundMessage
 from tests.harness import parsed, report, text_of
 from tests.test_attacks_e2e import (  # noqa: F401  (fixture)
     ALICE,

@@ -13,7 +13,7 @@ from email.utils import make_msgid
 import pytest
 from sqlalchemy import select
 
-from conduct_inbox.models import Decision, InboundMessage
+from conduct_inbox.store.models import Decision, InboundMessage
 from tests.harness import parsed, report, text_of
 from tests.test_attacks_e2e import got, opened, personal_address
 from tests.test_committee_e2e import latest, reply, step, the_case

@@ -9,15 +9,16 @@ from typing import Any
 import pytest
 from sqlalchemy import bindparam, func, select, text
 
-from conduct_inbox import crypto, db, rekey
-from conduct_inbox.app import build_app
+from conduct_inbox.cases.workflow import _ACKS_SINCE
 from conduct_inbox.cli import main
 from conduct_inbox.config import load_settings
-from conduct_inbox.daemon import run_once
 from conduct_inbox.errors import ConfigError, EncryptionError, KeyNotConfigured
-from conduct_inbox.intake import _EARLIER_COPY
-from conduct_inbox.models import Base, Case, InboundMessage, OutboxMessage, Party, Sanction, _Sealed
-from conduct_inbox.workflow import _ACKS_SINCE
+from conduct_inbox.shell.daemon import run_once
+from conduct_inbox.shell.engines import cipher_for, engine_for
+from conduct_inbox.shell.intake import _EARLIER_COPY
+from conduct_inbox.shell.wiring import build_app
+from conduct_inbox.store import crypto, db, rekey
+from conduct_inbox.store.models import Base, Case, InboundMessage, OutboxMessage, Party, Sanction, _Sealed
 from tests.harness import report
 from tests.sentinels import ADDRESS, run_lifecycle
 
@@ -144,7 +145,7 @@ def test_previous_key_configuration(harness):
     harness.config_path.write_text(config)
     settings = load_settings(harness.config_path, environ={})
     assert settings.security.previous_encryption_key.get_secret_value() == key_a
-    cipher = db.cipher_for(settings)
+    cipher = cipher_for(settings)
     assert isinstance(cipher, crypto.Keyring) and cipher.previous.fingerprint == crypto.Cipher.from_text(key_a).fingerprint
 
 
@@ -266,7 +267,7 @@ def test_a_rekey_that_fails_in_a_batch_loses_only_that_batch(harness, smtp_recei
     populate(harness, smtp_receiver)
     harness.close()
     set_keys(harness, key_b, previous=key_a)
-    engine = db.engine_for(harness.settings())
+    engine = engine_for(harness.settings())
     total = sum(stored_fingerprints(harness.database_url).values())
 
     real_move = rekey._move_row

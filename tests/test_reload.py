@@ -9,7 +9,7 @@ import subprocess
 
 from sqlalchemy import select
 
-from conduct_inbox.models import Case
+from conduct_inbox.store.models import Case
 from tests.harness import MEMBERS, parsed, report
 from tests.procs import wait_until
 from tests.test_committee_e2e import reply

@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from conduct_inbox import retention
 from conduct_inbox.cli import main
-from conduct_inbox.daemon import housekeeping_once, run_once
-from conduct_inbox.models import Case, InboundMessage, OutboxMessage, Party, Sanction
+from conduct_inbox.shell import retention
+from conduct_inbox.shell.daemon import housekeeping_once, run_once
+from conduct_inbox.store.models import Case, InboundMessage, OutboxMessage, Party, Sanction
 from tests.harness import Harness
 from tests.sentinels import database_dump, found_in, member_reply, run_lifecycle, sentinel_report
 

@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from conduct_inbox.models import OutboxMessage
-from conduct_inbox.outbox import CLAIM
-from conduct_inbox.sent_log import DirectLog, SideFileLog, sent_log_for
+from conduct_inbox.store.models import OutboxMessage
+from conduct_inbox.store.outbox import CLAIM
+from conduct_inbox.store.sent_log import DirectLog, SideFileLog, sent_log_for
 from tests.harness import MEMBERS, parsed, report
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conduct_inbox.sla import CaseClock, SlaPolicy, deadlines, due, is_urgent_text, next_due_at
+from conduct_inbox.core.sla import CaseClock, SlaPolicy, deadlines, due, is_urgent_text, next_due_at
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 POLICY = SlaPolicy()

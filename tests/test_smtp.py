@@ -11,8 +11,8 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from conduct_inbox.mail.maildir_sender import MaildirSender
-from conduct_inbox.mail.smtp import SmtpSender
+from conduct_inbox.adapters.maildir_sender import MaildirSender
+from conduct_inbox.adapters.smtp import SmtpSender
 from conduct_inbox.ports import BatchResult, Outcome, OutgoingMail
 from tests.fixtures.smtp_receiver import SmtpReceiver
 
@@ -347,14 +347,14 @@ def test_maildir_sender_unwritable_folder_is_an_outage(tmp_path):
 def test_line_endings_are_normalised_exactly_as_aiosmtplib_does(message):
     from aiosmtplib import protocol
 
-    from conduct_inbox.mail import smtp
+    from conduct_inbox.adapters import smtp
 
     assert protocol.normalize_message_line_endings is smtp._normalize_line_endings  # the one DATA uses
     assert smtp._normalize_line_endings(message) == smtp._library_normalize(message)
 
 
 def test_a_mail_with_crlf_line_endings_is_handed_on_without_a_copy():
-    from conduct_inbox.mail import smtp
+    from conduct_inbox.adapters import smtp
 
     mail = b"Subject: x\r\n\r\n" + b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=\r\n" * 100_000
     assert smtp._normalize_line_endings(mail) is mail

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conduct_inbox.commands import DECISIONS
-from conduct_inbox.models import Case, Decision, Party
-from conduct_inbox.stats import MARKER, STATUSES, CaseFacts, aggregate, collect, render_text, suppress, to_json
+from conduct_inbox.cases.stats import MARKER, STATUSES, CaseFacts, aggregate, collect, render_text, suppress, to_json
+from conduct_inbox.core.commands import DECISIONS
+from conduct_inbox.store.models import Case, Decision, Party
 
 T = 5
 

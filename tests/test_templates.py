@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from conduct_inbox.cases.render import SAMPLES, Renderer, check_templates, shipped_names
 from conduct_inbox.cli import main
 from conduct_inbox.config import load_settings
-from conduct_inbox.daemon import run_once
 from conduct_inbox.errors import ConfigError
-from conduct_inbox.render import SAMPLES, Renderer, check_templates, shipped_names
+from conduct_inbox.shell.daemon import run_once
 from tests.harness import MEMBERS, parsed, report, text_of
 
 README = Path(__file__).resolve().parent.parent / "README.md"

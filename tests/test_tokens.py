@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conduct_inbox.tokens import check, key_id, mint, reply_address, tokens_in
+from conduct_inbox.core.tokens import check, key_id, mint, reply_address, tokens_in
 
 CURRENT = hashlib.sha256(b"current secret").digest()
 PREVIOUS = hashlib.sha256(b"previous secret").digest()
@@ -206,7 +206,7 @@ def test_tokens_in_keeps_several_distinct_tokens_in_order() -> None:
 
 # ----- signed VERP (bounce) addresses -----------------------------------------------------------
 
-from conduct_inbox.tokens import BOUNCE_MAC_CHARS, bounce_address, bounce_row, bounce_row_in  # noqa: E402
+from conduct_inbox.core.tokens import BOUNCE_MAC_CHARS, bounce_address, bounce_row, bounce_row_in  # noqa: E402
 
 
 def mail_of(row_id: int) -> str:

@@ -26,11 +26,11 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
 
-from conduct_inbox import db
-from conduct_inbox.app import App, build_app
+from conduct_inbox.adapters.parsing import InlineParser, ParseTimeout
 from conduct_inbox.errors import MailboxUnavailable
-from conduct_inbox.models import Case, Event, InboundMessage, OutboxMessage, Party, Quarantine
-from conduct_inbox.parsing import InlineParser, ParseTimeout
+from conduct_inbox.shell.wiring import App, build_app
+from conduct_inbox.store import db
+from conduct_inbox.store.models import Case, Event, InboundMessage, OutboxMessage, Party, Quarantine
 from tests.fixtures.database import BACKENDS, fresh_postgres_database
 from tests.harness import MEMBERS, Harness, report
 from tests.procs import wait_until

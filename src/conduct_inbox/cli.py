@@ -15,13 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from . import __version__, casefile, db, logsetup
-from .config import ALL_SECRETS, Settings, load_settings
-from .errors import ConductInboxError, ConfigError, DatabaseNotCurrent, InstanceLocked, MalformedMessage
-from .recusal import common_word_aliases
+from conduct_inbox import __version__
+from conduct_inbox.config import ALL_SECRETS, Settings, load_settings
+from conduct_inbox.core.recusal import common_word_aliases
+from conduct_inbox.errors import ConductInboxError, ConfigError, DatabaseNotCurrent, InstanceLocked, MalformedMessage
+from conduct_inbox.shell import logsetup
+from conduct_inbox.shell import views as casefile
+from conduct_inbox.shell.engines import engine_for
+from conduct_inbox.store import db
 
 if TYPE_CHECKING:
-    from .metrics import MetricsServer
+    from conduct_inbox.shell.metrics import MetricsServer
 
 log = logging.getLogger("conduct_inbox")
 
@@ -51,7 +55,7 @@ def _settings(args: argparse.Namespace, secrets: frozenset[str] = ALL_SECRETS) -
 
 
 def _engine(settings: Settings, check: bool = True) -> Any:
-    engine = db.engine_for(settings)
+    engine = engine_for(settings)
     if check:
         db.require_current(engine)
     return engine
@@ -62,7 +66,7 @@ def _engine(settings: Settings, check: bool = True) -> Any:
 
 def _start_metrics(settings: Settings) -> MetricsServer:
     """The `[metrics] listen` endpoint, started; a port it cannot have is a configuration problem."""
-    from .metrics import MetricsServer
+    from conduct_inbox.shell.metrics import MetricsServer
 
     server = MetricsServer(settings.metrics.listen, settings.database.url)
     try:
@@ -74,12 +78,12 @@ def _start_metrics(settings: Settings) -> MetricsServer:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .app import build_app
-    from .daemon import Daemon, run_once, watchdog_interval
-    from .dispatch_worker import DispatchWorker
+    from conduct_inbox.shell.daemon import Daemon, run_once, watchdog_interval
+    from conduct_inbox.shell.dispatch_worker import DispatchWorker
+    from conduct_inbox.shell.wiring import build_app
 
     settings = _settings(args)
-    from .render import check_templates
+    from conduct_inbox.cases.render import check_templates
 
     broken = check_templates(settings.templates.dir or None)[0]
     if broken:  # a broken template would fail each mail it writes: refuse to start instead
@@ -92,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         engine = _engine(settings)
         lock = db.InstanceLock(settings.database.url)
         lock.acquire()
-        from .shell.backup import require_no_pending_recovery
+        from conduct_inbox.shell.backup import require_no_pending_recovery
 
         require_no_pending_recovery(engine)
     except BaseException:
@@ -134,7 +138,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_reseal(args: argparse.Namespace) -> int:
-    from .retention import compact
+    from conduct_inbox.shell.retention import compact
 
     settings = _settings(args)
     engine = _engine(settings)
@@ -148,8 +152,8 @@ def cmd_reseal(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from .app import utcnow
-    from .shell.backup import backup
+    from conduct_inbox.shell.backup import backup
+    from conduct_inbox.shell.wiring import utcnow
 
     settings = _settings(args, READ_ONLY)
     result = backup(settings, Path(args.dest), utcnow())
@@ -172,9 +176,9 @@ def _print_recovered(recovered: Any) -> None:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from .app import utcnow
-    from .shell.backup import restore
-    from .shell.recovery import recover
+    from conduct_inbox.shell.backup import restore
+    from conduct_inbox.shell.recovery import recover
+    from conduct_inbox.shell.wiring import utcnow
 
     settings = _settings(args)
     when = restore(settings, Path(args.backup))
@@ -184,8 +188,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    from .app import utcnow
-    from .shell.recovery import recover
+    from conduct_inbox.shell.recovery import recover
+    from conduct_inbox.shell.wiring import utcnow
 
     settings = _settings(args)
     try:
@@ -205,8 +209,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 def cmd_rekey(args: argparse.Namespace) -> int:
     """Move every sealed value to the current encryption key (db rekey); --check only counts."""
-    from .errors import KeyNotConfigured
-    from .rekey import rekey, survey
+    from conduct_inbox.errors import KeyNotConfigured
+    from conduct_inbox.store.rekey import rekey, survey
 
     settings = _settings(args, READ_ONLY)
     try:
@@ -228,7 +232,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
             assert result.after is not None
             left = result.after
             if result.moved:
-                from .retention import compact
+                from conduct_inbox.shell.retention import compact
 
                 compact(engine)  # the replaced values (plain ones among them) leave the file
     except KeyNotConfigured as exc:
@@ -253,7 +257,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     problems: list[str] = []
     for alias in common_word_aliases(settings):
         print(f"warning: alias {alias!r} is a common word; reports using that word will recuse its member")
-    from .render import check_templates
+    from conduct_inbox.cases.render import check_templates
 
     template_problems, template_warnings = check_templates(settings.templates.dir or None)
     for warning in template_warnings:
@@ -267,10 +271,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except DatabaseNotCurrent as exc:
         problems.append(f"database: {exc}")
     except Exception as exc:
-        from .neterrors import database_in_words
+        from conduct_inbox.adapters.neterrors import database_in_words
 
         problems.append(f"database: {database_in_words(exc, settings.database.url)}")
-    from .app import make_mailbox, make_transport
+    from conduct_inbox.shell.wiring import make_mailbox, make_transport
 
     token_ok = _check_oauth2(settings, problems)
     mailbox = make_mailbox(settings)
@@ -303,7 +307,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         if args.probe and login is None:
             print("probe: skipped (demo mode: outgoing mail goes to a local Maildir, not back to the mailbox)")
         elif args.probe and mailbox_ok and smtp_ok:
-            from .probe import probe
+            from conduct_inbox.shell.probe import probe
 
             failure = probe(settings.committee.address, settings.committee.name, mailbox, transport, args.probe_timeout)
             if failure:
@@ -321,8 +325,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def _check_oauth2(settings: Settings, problems: list[str]) -> bool:
     """check-config's OAuth2 step: can a token be had? Prints the grant, never a token."""
-    from .app import make_token_source
-    from .errors import TokenUnavailable
+    from conduct_inbox.errors import TokenUnavailable
+    from conduct_inbox.shell.wiring import make_token_source
 
     source = make_token_source(settings)
     if source is None:
@@ -351,9 +355,9 @@ def _oauth2_settings(args: argparse.Namespace, secrets: frozenset[str]) -> Setti
 
 def cmd_oauth_login(args: argparse.Namespace) -> int:
     """Get a refresh token interactively; write it to the refresh-token file with mode 0600."""
-    from .adapters.oauth2_login import login, write_secret_file
-    from .app import oauth2_config
-    from .config_sources import secret_path
+    from conduct_inbox.adapters.oauth2_login import login, write_secret_file
+    from conduct_inbox.config_sources import secret_path
+    from conduct_inbox.shell.wiring import oauth2_config
 
     # The refresh token is what we are about to get: its file need not exist yet.
     settings = _oauth2_settings(args, frozenset({"oauth2.client_secret"}))
@@ -379,8 +383,8 @@ def cmd_oauth_login(args: argparse.Namespace) -> int:
 
 def cmd_oauth_status(args: argparse.Namespace) -> int:
     """Which grant, whether a token can be had now and when it would expire; never a secret."""
-    from .app import make_token_source
-    from .errors import TokenUnavailable
+    from conduct_inbox.errors import TokenUnavailable
+    from conduct_inbox.shell.wiring import make_token_source
 
     settings = _oauth2_settings(args, OAUTH2_SECRETS)
     source = make_token_source(settings)
@@ -429,12 +433,12 @@ def _daemon_facts(settings: Settings, msg: Any) -> tuple[Any, Any]:
     from sqlalchemy import inspect as sa_inspect
     from sqlalchemy import text
 
-    from .app import make_workflow
+    from conduct_inbox.shell.wiring import make_workflow
 
     path = db.sqlite_path(settings.database.url)
     if path is not None and not path.exists():
         raise DatabaseNotCurrent(f"no database at {path}: run `conduct-inbox db upgrade`")
-    engine = db.engine_for(settings)
+    engine = engine_for(settings)
     try:
         workflow = make_workflow(settings)
         with db.session_factory(engine)() as session:
@@ -455,8 +459,8 @@ def _daemon_facts(settings: Settings, msg: Any) -> tuple[Any, Any]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .classify import Facts, Policy, classify
-    from .mail.parse import parse
+    from conduct_inbox.core.classify import Facts, Policy, classify
+    from conduct_inbox.mail.parse import parse
 
     try:
         raw = Path(args.file).read_bytes()
@@ -476,7 +480,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     facts, policy = Facts(), Policy(address="conduct@example.org")
     basis = ""
     if settings is not None:
-        from .app import make_policy
+        from conduct_inbox.shell.wiring import make_policy
 
         policy = make_policy(settings)
         try:
@@ -485,7 +489,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         except ConductInboxError as exc:
             why_not = str(exc)
         except Exception as exc:
-            from .neterrors import database_in_words
+            from conduct_inbox.adapters.neterrors import database_in_words
 
             why_not = f"database: {database_in_words(exc, settings.database.url)}"
     if not basis:
@@ -504,7 +508,7 @@ def cmd_cases(args: argparse.Namespace) -> int:
     settings = _settings(args, READ_ONLY)
     engine = _engine(settings)
     sessions = db.session_factory(engine)
-    from .roster import roster_from_settings
+    from conduct_inbox.core.roster import roster_from_settings
 
     roster = roster_from_settings(settings)
     with sessions() as session:
@@ -529,7 +533,7 @@ def cmd_cases(args: argparse.Namespace) -> int:
 
 
 def cmd_members(args: argparse.Namespace) -> int:
-    from . import tokens
+    from conduct_inbox.core import tokens
 
     settings = _settings(args)
     secret = settings.security.token_secret.get_secret_value().encode()
@@ -542,7 +546,7 @@ def cmd_members(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from .health import check
+    from conduct_inbox.shell.health import check
 
     settings = _settings(args, READ_ONLY)
     engine = _engine(settings)
@@ -557,7 +561,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 def cmd_sanctions(args: argparse.Namespace) -> int:
     """The ledger of active sanctions: target, kind, scope, dates (no case contents)."""
-    from .models import Sanction
+    from conduct_inbox.store.models import Sanction
 
     settings = _settings(args, READ_ONLY)
     engine = _engine(settings)
@@ -589,8 +593,8 @@ def _at(value: str | None) -> datetime | None:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     """Delete the contents of cases closed longer than retention.closed_case_days (see retention.py)."""
-    from . import retention
-    from .app import make_mailbox
+    from conduct_inbox.shell import retention
+    from conduct_inbox.shell.wiring import make_mailbox
 
     try:
         now = _at(args.at) or datetime.now(timezone.utc)
@@ -632,7 +636,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Anonymous statistics: counts only, small counts hidden (see stats.py)."""
     from datetime import date
 
-    from .stats import collect, render_text, to_json
+    from conduct_inbox.cases.stats import collect, render_text, to_json
 
     try:
         since = date.fromisoformat(args.since)
@@ -658,22 +662,22 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from .crypto import generate_key
+    from conduct_inbox.store.crypto import generate_key
 
     print(generate_key())
     return OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from conduct_inbox.shell.demo import run_demo
 
     return run_demo(Path(args.dir), keep_running=args.keep_running)
 
 
 def cmd_escalations(args: argparse.Namespace) -> int:
     """What reminders and escalations are due at --at (default now), and to whom; sends nothing."""
-    from .app import make_workflow
-    from .escalation import preview, sla_policy
+    from conduct_inbox.cases.escalation import preview, sla_policy
+    from conduct_inbox.shell.wiring import make_workflow
 
     at = datetime.now(timezone.utc)
     if args.at:

@@ -32,7 +32,6 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from conduct_inbox.commands import DECISIONS
 from conduct_inbox.config_sources import (
     CONFIG_ENV,
     SECRETS,
@@ -42,8 +41,9 @@ from conduct_inbox.config_sources import (
     read_toml,
     resolve_maildirs,
 )
-from conduct_inbox.crypto import parse_key
+from conduct_inbox.core.commands import DECISIONS
 from conduct_inbox.errors import ConfigError, EncryptionError
+from conduct_inbox.store.crypto import parse_key
 
 DEFAULT_CONFIG = "config.toml"
 

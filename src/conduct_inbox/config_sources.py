@@ -12,7 +12,7 @@ from typing import Any, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import ConfigError
+from conduct_inbox.errors import ConfigError
 
 ENV_PREFIX = "CONDUCT_INBOX_"
 CONFIG_ENV = "CONDUCT_INBOX_CONFIG"

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from conduct_inbox.adapters.neterrors import in_words
 from conduct_inbox.errors import TokenUnavailable
-from conduct_inbox.neterrors import in_words
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from ..models import CaseCounter, DatabaseMeta
+from conduct_inbox.store.models import CaseCounter, DatabaseMeta
 
 LOST_REFS = "lost-refs:"  # + year: "2-55,80-140"
 LOST_REF_TOLD = "lost-ref-told:"  # + reference: the committee was told about mail for it

@@ -15,8 +15,8 @@ import secrets
 from collections.abc import Callable
 from email.message import Message
 
-from .charsets import Defects
-from .limits import _BLOB_MIN, _MAX_PARTS
+from conduct_inbox.mail.charsets import Defects
+from conduct_inbox.mail.limits import _BLOB_MIN, _MAX_PARTS
 
 # --- large base64 bodies -----------------------------------------------------------------------
 #

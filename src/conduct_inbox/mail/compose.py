@@ -27,7 +27,7 @@ from email.policy import SMTP
 from email.utils import format_datetime
 from urllib.parse import quote
 
-from .parse import LOOP_HEADER
+from conduct_inbox.mail.parse import LOOP_HEADER
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from . import html
-from .charsets import Defects, clean_text
+from conduct_inbox.mail import html
+from conduct_inbox.mail.charsets import Defects, clean_text
 
 #: Total declared uncompressed size of an office document's zip members we agree to read;
 #: zipfile never yields more than a member's declared size, so this bounds zip bombs.

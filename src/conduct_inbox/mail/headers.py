@@ -11,8 +11,17 @@ from datetime import datetime, timezone
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 
-from .charsets import CONTROL_CHARS, Defects, clean_text, decode_words, fold_spaces, header_text, raw_to_text, unfold
-from .limits import _ADDRESS_LIMIT, _HEADER_LIMIT
+from conduct_inbox.mail.charsets import (
+    CONTROL_CHARS,
+    Defects,
+    clean_text,
+    decode_words,
+    fold_spaces,
+    header_text,
+    raw_to_text,
+    unfold,
+)
+from conduct_inbox.mail.limits import _ADDRESS_LIMIT, _HEADER_LIMIT
 
 _MSGID = re.compile(r"<([^<>\s]{1,998})>")
 _BARE_ID = re.compile(r"[^<>\s]{1,998}@[^<>\s]{1,998}")

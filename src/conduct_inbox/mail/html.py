@@ -11,7 +11,7 @@ from inscriptis.model.config import ParserConfig
 from lxml import etree
 from lxml import html as lxml_html
 
-from .quotes import REPLY_MARKER
+from conduct_inbox.mail.quotes import REPLY_MARKER
 
 #: Elements never shown to a reader.
 _INVISIBLE = ("script", "style", "head", "title", "noscript", "template")
@@ -39,7 +39,7 @@ _SIGNATURE_START_XPATH = "//br[@id='lineBreakAtBeginningOfSignature'] | //a[@nam
 #: `#ymail_android_signature` (Outlook and Yahoo mobile) often hold the whole typed reply,
 #: `.elementToProof` marks every paragraph new Outlook edits, `#divtagdefaultwrapper` wraps
 #: the whole body of older Outlook on the web. Their stock footers ("Get Outlook for iOS") are
-#: plain-text lines that `conduct_inbox.outward` removes.
+#: plain-text lines that `conduct_inbox.core.outward` removes.
 
 #: Most visible characters a trailing signature element may hold before it is read as typed text.
 _SIGNATURE_MAX_CHARS = 600

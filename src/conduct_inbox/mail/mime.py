@@ -15,12 +15,28 @@ import re
 from email.message import Message
 from email.policy import compat32
 
-from . import extract, html, quotes
-from .blobs import _blob_of, _Blobs
-from .charsets import Defects, clean_text, decode_bytes, decode_words, fold_spaces, header_text, raw_to_text, unfold
-from .headers import _addresses, _first, _raw_values
-from .inbound import Attachment, ForwardedMessage, Readable
-from .limits import _HEADER_LIMIT, _MAX_DEPTH, _MAX_FORWARD_DEPTH, _MAX_HTML, _MAX_PARTS, TEXT_SCAN_BYTES
+from conduct_inbox.mail import extract, html, quotes
+from conduct_inbox.mail.blobs import _blob_of, _Blobs
+from conduct_inbox.mail.charsets import (
+    Defects,
+    clean_text,
+    decode_bytes,
+    decode_words,
+    fold_spaces,
+    header_text,
+    raw_to_text,
+    unfold,
+)
+from conduct_inbox.mail.headers import _addresses, _first, _raw_values
+from conduct_inbox.mail.inbound import Attachment, ForwardedMessage, Readable
+from conduct_inbox.mail.limits import (
+    _HEADER_LIMIT,
+    _MAX_DEPTH,
+    _MAX_FORWARD_DEPTH,
+    _MAX_HTML,
+    _MAX_PARTS,
+    TEXT_SCAN_BYTES,
+)
 
 _FORWARD_SUBJECT = re.compile(r"^\s*(?:(?:re|aw|sv|vs|antw)\s*:\s*)*(?:fwd?|fw|wg|tr|rv|vs|i)\s*:", re.IGNORECASE)
 _FILENAME_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]+")

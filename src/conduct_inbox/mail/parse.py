@@ -27,16 +27,25 @@ from email.message import Message
 from email.policy import compat32
 from typing import BinaryIO
 
-from ..errors import MalformedMessage
-from . import dsn, quotes
-from .blobs import _BlobFilter, _Blobs
-from .charsets import Defects, fold_spaces
-from .extract import HTML_VERSION_LINE
-from .headers import _addresses, _case_ref, _date, _first, _header_items, _message_ids, _raw_values, _reporter
-from .inbound import Attachment, ForwardedMessage, InboundMessage, Readable
-from .limits import _BLOB_MIN, _FEED_CHUNK, _HEAD_BYTES, TEXT_SCAN_BYTES
-from .mime import _Body, _body, _Collected, _inline_forwards, _mime_defects, _walk
-from .quotes import REPLY_MARKER
+from conduct_inbox.errors import MalformedMessage
+from conduct_inbox.mail import dsn, quotes
+from conduct_inbox.mail.blobs import _BlobFilter, _Blobs
+from conduct_inbox.mail.charsets import Defects, fold_spaces
+from conduct_inbox.mail.extract import HTML_VERSION_LINE
+from conduct_inbox.mail.headers import (
+    _addresses,
+    _case_ref,
+    _date,
+    _first,
+    _header_items,
+    _message_ids,
+    _raw_values,
+    _reporter,
+)
+from conduct_inbox.mail.inbound import Attachment, ForwardedMessage, InboundMessage, Readable
+from conduct_inbox.mail.limits import _BLOB_MIN, _FEED_CHUNK, _HEAD_BYTES, TEXT_SCAN_BYTES
+from conduct_inbox.mail.mime import _Body, _body, _Collected, _inline_forwards, _mime_defects, _walk
+from conduct_inbox.mail.quotes import REPLY_MARKER
 
 __all__ = [
     "LOOP_HEADER", "REPLY_MARKER", "TEXT_SCAN_BYTES", "Attachment", "ForwardedMessage", "InboundMessage", "Readable",

@@ -23,10 +23,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from .. import db
-from ..config import Settings
-from ..errors import ConductInboxError, ConfigError, InstanceLocked
-from ..sent_log import MARK_SENT, SideFileLog
+from conduct_inbox.config import Settings
+from conduct_inbox.errors import ConductInboxError, ConfigError, InstanceLocked
+from conduct_inbox.shell.engines import cipher_for
+from conduct_inbox.store import db
+from conduct_inbox.store.sent_log import MARK_SENT, SideFileLog
 
 TAKEN_AT = "backup-taken-at"
 RECOVERY_PENDING = "recovery-pending"
@@ -56,7 +57,7 @@ def _database_file(settings: Settings) -> Path:
 def _set_meta(engine: Engine, name: str, value: str | None) -> None:
     from sqlalchemy import delete, insert
 
-    from ..models import DatabaseMeta
+    from conduct_inbox.store.models import DatabaseMeta
 
     table = DatabaseMeta.__table__
     with engine.begin() as connection:
@@ -133,7 +134,7 @@ def backup(settings: Settings, dest: Path, now: datetime) -> BackupResult:
     finally:
         os.umask(old_umask)
     try:
-        engine = db.make_engine(f"sqlite:///{partial}", db.cipher_for(settings))
+        engine = db.make_engine(f"sqlite:///{partial}", cipher_for(settings))
         try:
             folded = _fold_side_file(engine, source.with_name(source.name + "-sent"))
             _set_meta(engine, TAKEN_AT, now.isoformat())
@@ -160,7 +161,7 @@ def taken_at(engine: Engine) -> datetime | None:
     """When the backup this database was restored from (or is) was taken, if it says."""
     from sqlalchemy import select
 
-    from ..models import DatabaseMeta
+    from conduct_inbox.store.models import DatabaseMeta
 
     with engine.connect() as connection:
         value = connection.execute(select(DatabaseMeta.value).where(DatabaseMeta.name == TAKEN_AT)).scalar()
@@ -172,7 +173,7 @@ def require_no_pending_recovery(engine: Engine) -> None:
     case references issued after the backup."""
     from sqlalchemy import select
 
-    from ..models import DatabaseMeta
+    from conduct_inbox.store.models import DatabaseMeta
 
     with engine.connect() as connection:
         pending = connection.execute(select(DatabaseMeta.value).where(DatabaseMeta.name == RECOVERY_PENDING)).scalar()
@@ -196,7 +197,7 @@ def restore(settings: Settings, source: Path) -> datetime:
         target.parent.mkdir(parents=True, exist_ok=True)
         # Through the backup API, not a file copy: the target's WAL and shared memory stay consistent.
         _copy(source, target)
-        engine = db.make_engine(settings.database.url, db.cipher_for(settings))
+        engine = db.make_engine(settings.database.url, cipher_for(settings))
         try:
             when = taken_at(engine)
             if when is None:

@@ -29,13 +29,14 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, func, select
 
-from .. import db
-from ..app import build_app, make_mailbox
-from ..cases.fences import fence_refs
-from ..config import Settings
-from ..models import Case, DatabaseMeta, Event, InboundMessage, OutboxMessage
-from ..ports import Destination, Mailbox, MailCopy
-from .backup import RECOVERY_PENDING, taken_at
+from conduct_inbox.cases.fences import fence_refs
+from conduct_inbox.config import Settings
+from conduct_inbox.ports import Destination, Mailbox, MailCopy
+from conduct_inbox.shell.backup import RECOVERY_PENDING, taken_at
+from conduct_inbox.shell.engines import engine_for
+from conduct_inbox.shell.wiring import build_app, make_mailbox
+from conduct_inbox.store import db
+from conduct_inbox.store.models import Case, DatabaseMeta, Event, InboundMessage, OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def _processed_folder_mailbox(settings: Settings) -> Mailbox:
     if box.host:
         moved = box.model_copy(update={"folder": box.processed_folder})
         return make_mailbox(settings.model_copy(update={"mailbox": moved}))
-    from ..mail.maildir import SUBFOLDERS, MaildirMailbox
+    from conduct_inbox.adapters.maildir import SUBFOLDERS, MaildirMailbox
 
     return MaildirMailbox(f"{box.maildir}/{SUBFOLDERS['processed']}")
 
@@ -123,7 +124,7 @@ def recover(
     settings: Settings, clock: Callable[[], datetime], *, since: datetime | None = None,
     mailbox: Mailbox | None = None, engine: Engine | None = None,
 ) -> Recovered:
-    engine = engine or db.engine_for(settings)
+    engine = engine or engine_for(settings)
     now = clock()
     point = _backup_point(engine, since)
     box = _ProcessedFolder(mailbox or _processed_folder_mailbox(settings), point)

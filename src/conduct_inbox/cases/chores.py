@@ -1,0 +1,217 @@
+"""Periodic chores beside the SLA clocks: the urgent webhook, the daily spam digest, and reminders
+about sanctions ending soon. Each is once-only through the database, across restarts and daemons.
+
+Recipients come from `routing` only; the webhook receives a case reference and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from conduct_inbox.cases.workflow import Workflow, event
+from conduct_inbox.core import routing
+from conduct_inbox.mail.compose import Draft
+from conduct_inbox.store.db import dialect_insert
+from conduct_inbox.store.models import Case, DatabaseMeta, EscalationFired, Sanction
+from conduct_inbox.store.outbox import enqueue
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_KEY = "urgent_webhook"
+DIGEST_KEY = "spam_digest"
+_LAST_DIGEST = "spam_digest_at"
+DIGEST_EVERY = timedelta(hours=24)
+
+
+class _Overtaken(Exception):
+    """Another daemon moved a once-per-period marker first: this transaction must not commit."""
+
+
+def _advance_marker(session: Session, name: str, old: str | None, new: str) -> None:
+    """Compare-and-set the database fact `name` from `old` (None: absent) to `new`, or raise _Overtaken."""
+    if old is None:
+        statement = dialect_insert(session)(DatabaseMeta).values(name=name, value=new)
+        statement = statement.on_conflict_do_nothing(index_elements=["name"])
+    else:
+        statement = update(DatabaseMeta).where(DatabaseMeta.name == name, DatabaseMeta.value == old).values(value=new)
+    # RETURNING, not rowcount: an ORM-enabled INSERT does not report a row count on every driver.
+    if session.execute(statement.returning(DatabaseMeta.name)).first() is None:
+        raise _Overtaken
+
+
+def _fired(key: str):  # type: ignore[no-untyped-def]
+    return exists().where(EscalationFired.case_id == Case.id, EscalationFired.key == key)
+
+
+# ----- urgent webhook ---------------------------------------------------------------------------
+
+
+def post_json(url: str, payload: dict[str, object], timeout: float = 10.0) -> bool:
+    """POST `payload` as JSON; True on a 2xx answer. Errors are logged by type only (URLs may hold tokens)."""
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": "conduct-inbox"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http/https only, validated)
+            return 200 <= response.status < 300
+    except urllib.error.HTTPError as exc:
+        log.warning("urgent webhook answered HTTP %d", exc.code)
+    except (OSError, ValueError) as exc:
+        log.warning("urgent webhook unreachable (%s)", type(exc).__name__)
+    return False
+
+
+def post_urgent_webhooks(sessions: sessionmaker[Session], url: str, now: datetime) -> int:
+    """POST {"case": REF} once for every urgent case not yet posted; a failed POST is retried next pass."""
+    if not url:
+        return 0
+    posted = 0
+    with sessions() as session:
+        due = session.execute(
+            select(Case.id, Case.ref).where(Case.urgent.is_(True), Case.spam.is_(False), ~_fired(WEBHOOK_KEY))
+        ).all()
+    for case_id, ref in due:
+        if not post_json(url, {"case": ref, "urgent": True}):
+            continue
+        try:
+            with sessions() as session, session.begin():
+                session.add(EscalationFired(case_id=case_id, key=WEBHOOK_KEY, level=0, fired_at=now))
+                event(session, case_id, "system", "urgent_webhook_posted", now)
+            posted += 1
+        except IntegrityError:
+            pass  # another daemon posted it at the same moment
+    return posted
+
+
+# ----- spam digest ------------------------------------------------------------------------------
+
+
+def send_spam_digest(sessions: sessionmaker[Session], workflow: Workflow, now: datetime) -> int:
+    """Once a day, one mail per member listing the spam-flagged cases they may see; returns cases listed."""
+    try:
+        return _spam_digest(sessions, workflow, now)
+    except _Overtaken:
+        return 0  # another daemon sent it a moment ago
+
+
+def _spam_digest(sessions: sessionmaker[Session], workflow: Workflow, now: datetime) -> int:
+    with sessions() as session, session.begin():
+        last = session.get(DatabaseMeta, _LAST_DIGEST)
+        if last is not None and datetime.fromisoformat(last.value) > now - DIGEST_EVERY:
+            return 0
+        cases = session.scalars(
+            select(Case).options(selectinload(Case.recusals))
+            .where(Case.spam.is_(True), Case.purged_at.is_(None), ~_fired(DIGEST_KEY))
+            .order_by(Case.id)
+        ).all()
+        if not cases:
+            return 0
+        audience = routing.committee(workflow.roster, {})
+
+        def body_for(person: routing.Person) -> str:
+            visible = [c for c in cases if routing.may_see(workflow.roster, workflow.recused(c), person.email)]
+            if not visible:
+                return ""
+            return workflow.renderer.render(
+                "spam_digest", marker=audience.marker_line(), cases=[
+                    {"ref": c.ref, "received": c.created_at.strftime("%Y-%m-%d %H:%M UTC"), "title": c.title}
+                    for c in visible
+                ],
+            )
+
+        subject = f"[{workflow.options.case_tag}] Spam digest: {len(cases)} message(s) set aside"
+        for draft in workflow.committee_drafts(None, audience, "spam_digest", subject, body_for):
+            if draft.body:
+                enqueue(session, draft, workflow.sender, now)
+        for case in cases:
+            session.add(EscalationFired(case_id=case.id, key=DIGEST_KEY, level=0, fired_at=now))
+        _advance_marker(session, _LAST_DIGEST, last.value if last else None, now.isoformat())
+    log.info("spam digest: %d case(s)", len(cases))
+    return len(cases)
+
+
+# ----- sanctions ending soon --------------------------------------------------------------------
+
+
+def remind_sanctions_ending(sessions: sessionmaker[Session], workflow: Workflow, now: datetime, days: int) -> int:
+    """Tell the members who may see the case that a sanction ends within `days`; once per sanction."""
+    if days <= 0:
+        return 0
+    reminded = 0
+    horizon = (now + timedelta(days=days)).date()
+    with sessions() as session:
+        ids = session.scalars(
+            select(Sanction.id).where(
+                Sanction.reminded_at.is_(None), Sanction.ends_on.is_not(None),
+                Sanction.ends_on <= horizon, Sanction.ends_on >= now.date(),
+            )
+        ).all()
+    for sanction_id in ids:
+        with sessions() as session, session.begin():
+            claimed = session.execute(
+                update(Sanction).where(Sanction.id == sanction_id, Sanction.reminded_at.is_(None))
+                .values(reminded_at=now).execution_options(synchronize_session=False)
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                continue  # another daemon took it
+            sanction = session.get(Sanction, sanction_id)
+            assert sanction is not None and sanction.ends_on is not None
+            case = session.scalars(
+                select(Case).options(selectinload(Case.recusals)).where(Case.ref == sanction.case_ref)
+            ).first()
+            audience = routing.committee(workflow.roster, workflow.recused(case))
+            body = workflow.renderer.render(
+                "sanction_reminder", marker=audience.marker_line(), ref=sanction.case_ref, kind=sanction.kind,
+                scope=sanction.scope, ends_on=sanction.ends_on.isoformat(),
+                days_left=(sanction.ends_on - now.date()).days,
+            )
+            subject = f"[{workflow.options.case_tag} #{sanction.case_ref}] Reminder: {sanction.kind} ends {sanction.ends_on.isoformat()}"
+            for draft in workflow.committee_drafts(case, audience, "sanction_reminder", subject, lambda _p: body):  # noqa: B023 (used at once)
+                enqueue(session, draft, workflow.sender, now, case_id=case.id if case else None)
+            event(session, case.id if case else None, "system", "sanction_reminder_sent", now, sanction_id=sanction_id)
+            reminded += 1
+    return reminded
+
+
+# ----- statistics to the steering address -------------------------------------------------------
+
+_LAST_STATISTICS = "statistics_sent_month"
+
+
+def send_statistics(
+    sessions: sessionmaker[Session], workflow: Workflow, address: str, every_months: int, now: datetime
+) -> bool:
+    """Every `every_months` months (on the first pass of the month), mail the anonymous statistics of
+    the last 12 full months to the steering address. Counts only, small ones hidden (stats.py)."""
+    from conduct_inbox.cases.stats import collect, render_text
+
+    if not address or every_months <= 0:
+        return False
+    month = now.year * 12 + now.month - 1
+    try:
+        with sessions() as session, session.begin():
+            last = session.get(DatabaseMeta, _LAST_STATISTICS)
+            if last is not None and month - int(last.value) < every_months:
+                return False
+            first_of_month = now.date().replace(day=1)
+            since = first_of_month.replace(year=first_of_month.year - 1)
+            until = first_of_month - timedelta(days=1)
+            text = render_text(collect(session, since, until, today=now.date()))
+            draft = Draft(kind="statistics", audience="steering", recipient=address,
+                          subject=f"[{workflow.options.case_tag}] Statistics {since.isoformat()} to {until.isoformat()}",
+                          body=text)
+            enqueue(session, draft, workflow.sender, now)
+            _advance_marker(session, _LAST_STATISTICS, last.value if last else None, str(month))
+    except _Overtaken:
+        return False  # another daemon sent them a moment ago
+    log.info("statistics sent to the steering address")
+    return True

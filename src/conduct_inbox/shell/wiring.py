@@ -1,0 +1,246 @@
+"""Wires the parts together from Settings: the one place adapters are chosen and built."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from conduct_inbox.adapters.parsing import InlineParser, WorkerParser
+from conduct_inbox.cases.render import Renderer
+from conduct_inbox.cases.workflow import Options, Workflow
+from conduct_inbox.config import Settings
+from conduct_inbox.core.classify import Policy
+from conduct_inbox.core.roster import Roster, roster_from_settings
+from conduct_inbox.mail.compose import Sender
+from conduct_inbox.ports import Mailbox
+from conduct_inbox.ports import Sender as Transport
+from conduct_inbox.shell.engines import engine_for
+from conduct_inbox.shell.intake import Intake
+from conduct_inbox.store import db
+from conduct_inbox.store.outbox import Backoff, Dispatcher
+
+if TYPE_CHECKING:
+    from conduct_inbox.adapters.oauth2 import OAuth2Config, TokenSource
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def make_policy(settings: Settings) -> Policy:
+    return Policy(
+        address=settings.committee.address.lower(),
+        own_list_ids=tuple(settings.mailbox.own_list_ids),
+        spam_header=settings.intake.spam_header,
+        spam_value=settings.intake.spam_value,
+        trusted_authserv_id=settings.security.trusted_authserv_id,
+    )
+
+
+def make_workflow(settings: Settings, roster: Roster | None = None) -> Workflow:
+    options = Options(
+        committee_name=settings.committee.name,
+        case_tag=settings.committee.case_tag,
+        max_forward_attachment_mb=settings.intake.max_forward_attachment_mb,
+        ack_limit_per_address=settings.intake.ack_limit_per_address,
+        ack_limit_window=timedelta(hours=settings.intake.ack_limit_window_hours),
+        ack_hours=settings.sla.ack_hours,
+        urgent_ack_hours=settings.sla.urgent_ack_hours,
+        response_days=settings.sla.response_days,
+        token_secret=settings.security.token_secret.get_secret_value().encode(),
+        previous_token_secret=settings.security.previous_token_secret.get_secret_value().encode(),
+        trusted_authserv_id=settings.security.trusted_authserv_id,
+        severe_decisions=tuple(settings.committee.severe_decisions),
+        urgent_phrases=tuple(settings.sla.urgent_phrases),
+        steering_address=settings.committee.steering_address,
+    )
+    from conduct_inbox.cases.escalation import sla_policy
+
+    workflow = Workflow(
+        roster or roster_from_settings(settings),
+        make_policy(settings),
+        Sender(settings.committee.address.lower(), settings.committee.name),
+        Renderer(settings.templates.dir or None),
+        options,
+    )
+    workflow.sla_policy = sla_policy(settings)
+    return workflow
+
+
+def make_dispatcher(settings: Settings, engine: Engine, workflow: Workflow, transport: Transport | None = None) -> Dispatcher:
+    """The outbox dispatcher; `engine` ideally made with db.make_engine(crash_safe_only=True)."""
+    return Dispatcher(
+        engine,
+        transport or make_transport(settings),
+        workflow.sender,
+        workflow.on_delivery_failure,
+        Backoff(settings.smtp.retry_initial_seconds, settings.smtp.retry_max_seconds),
+        settings.smtp.batch_size,
+        verp_secret=workflow.options.token_secret,
+    )
+
+
+def oauth2_config(settings: Settings) -> OAuth2Config:
+    """The OAuth2 identity of `[oauth2]`; the user is the mailbox's (the SASL user, and the user a
+    Google service account impersonates), or SMTP's when only SMTP uses OAuth2."""
+    from conduct_inbox.adapters.oauth2 import OAuth2Config
+
+    o = settings.oauth2
+    box = settings.mailbox
+    username = box.username if box.host and box.auth == "oauth2" else (settings.smtp.username or box.username)
+    return OAuth2Config(
+        provider=o.provider,
+        client_id=o.client_id.strip(),
+        tenant=o.tenant.strip(),
+        authority=o.authority,
+        token_url=o.token_url,
+        scopes=tuple(o.scopes),
+        client_secret=o.client_secret.get_secret_value(),
+        refresh_token=o.refresh_token.get_secret_value(),
+        refresh_token_file=o.refresh_token_file,  # resolved by config_sources.read_secrets
+        service_account=o.service_account.get_secret_value(),
+        username=username,
+        authorization_url=o.authorization_url,
+        device_authorization_url=o.device_authorization_url,
+        timeout=float(box.timeout_seconds),
+    )
+
+
+def make_token_source(settings: Settings) -> TokenSource | None:
+    """This process's token source for `[oauth2]` (shared by every mailbox and SMTP connection;
+    reloaded secrets update it), or None when nothing logs in with OAuth2."""
+    if not settings.uses_oauth2():
+        return None
+    from conduct_inbox.adapters.oauth2 import shared_source
+
+    return shared_source(oauth2_config(settings))
+
+
+def make_mailbox(settings: Settings) -> Mailbox:
+    box = settings.mailbox
+    if box.host:
+        from conduct_inbox.adapters.imap import ImapMailbox
+
+        return ImapMailbox(
+            box.host,
+            box.port,
+            box.security,
+            box.username,
+            box.password.get_secret_value(),
+            folder=box.folder,
+            processed_folder=box.processed_folder,
+            quarantine_folder=box.quarantine_folder,
+            timeout=float(box.timeout_seconds),
+            token_source=make_token_source(settings) if box.auth == "oauth2" else None,
+        )
+    from conduct_inbox.adapters.maildir import MaildirMailbox
+
+    return MaildirMailbox(box.maildir)
+
+
+def make_transport(settings: Settings) -> Transport:
+    smtp = settings.smtp
+    if smtp.host:
+        from conduct_inbox.adapters.smtp import SmtpSender
+
+        return SmtpSender(
+            smtp.host,
+            smtp.port,
+            smtp.security,
+            smtp.username or None,
+            smtp.password.get_secret_value() or None,
+            timeout=float(smtp.timeout_seconds),
+            connections=smtp.connections,
+            token_source=make_token_source(settings) if smtp.auth == "oauth2" else None,
+        )
+    from conduct_inbox.adapters.maildir_sender import MaildirSender
+
+    return MaildirSender(smtp.maildir)
+
+
+@dataclass
+class App:
+    """Everything a daemon pass needs, built once."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    workflow: Workflow
+    intake: Intake
+    dispatcher: Dispatcher
+    clock: Callable[[], datetime]
+    stop: threading.Event = field(default_factory=threading.Event)
+    #: The same database, committing without waiting for the disk (db.make_engine(crash_safe_only=True)).
+    crash_safe_engine: Engine | None = None
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Use reloaded settings (reload.merge: the parts fixed at start unchanged) from the next
+        message on: a new workflow (roster, token checks, templates, SLA times) for the intake,
+        escalations, chores and this process's dispatcher."""
+        workflow = make_workflow(settings)
+        make_token_source(settings)  # a new refresh token or client secret (reload.merge) applies
+        self.settings, self.workflow = settings, workflow
+        self.intake.use_workflow(workflow)
+        self.dispatcher.sender = workflow.sender
+        self.dispatcher.on_failure = workflow.on_delivery_failure
+
+    def close(self) -> None:
+        self.intake.close()
+        self.dispatcher.close()
+        self.intake.parser.close()  # type: ignore[attr-defined]
+        self.intake.mailbox.close()
+        if self.crash_safe_engine is not None:
+            self.crash_safe_engine.dispose()
+        self.engine.dispose()
+
+
+def build_app(
+    settings: Settings,
+    *,
+    mailbox: Mailbox | None = None,
+    transport: Transport | None = None,
+    clock: Callable[[], datetime] = utcnow,
+    parser: Callable[[bytes], object] | None = None,
+    engine: Engine | None = None,
+    on_commit: Callable[[], None] | None = None,
+) -> App:
+    engine = engine or engine_for(settings)
+    db.check_key(engine)
+    # For writes whose loss to a power cut costs a repeated attempt, never a report: the attempt
+    # counter before parsing, and everything the dispatcher records (one commit per mail).
+    crash_safe_engine = db.make_engine(
+        engine.url.render_as_string(hide_password=False), getattr(engine.dialect, "conduct_cipher", None),
+        crash_safe_only=True,
+    )
+    sessions = db.session_factory(engine)
+    workflow = make_workflow(settings)
+    stop = threading.Event()
+    if parser is None:
+        timeout = settings.intake.parse_timeout_seconds
+        # Attachments too big to forward come back without their content (size and hash only).
+        limit = settings.intake.max_forward_attachment_mb * 1024 * 1024
+        parser = (
+            WorkerParser(timeout, settings.committee.case_tag, max_attachment_bytes=limit)
+            if timeout
+            else InlineParser(settings.committee.case_tag, max_attachment_bytes=limit)
+        )
+    intake = Intake(
+        engine,
+        mailbox or make_mailbox(settings),
+        workflow,
+        workflow.policy,
+        parser,  # type: ignore[arg-type]
+        clock,
+        max_attempts=settings.intake.max_attempts,
+        stop=stop,
+        on_commit=on_commit,
+        attempt_engine=crash_safe_engine,
+    )
+    dispatcher = make_dispatcher(settings, crash_safe_engine, workflow, transport)
+    return App(settings, engine, sessions, workflow, intake, dispatcher, clock, stop, crash_safe_engine)

@@ -1,0 +1,1 @@
+"""Persistence: models, engines and locks, encryption at rest, the outbox writer, the sent log."""
