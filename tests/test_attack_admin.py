@@ -730,3 +730,46 @@ def test_interrupted_rekey_then_old_key_removed_or_wrong_previous_key_refuses_to
     assert cli.main(["--config", config, "db", "rekey"]) == 0
     set_keys(harness, key_b)
     assert cli.main(["--config", config, "db", "rekey", "--check"]) == 0
+
+
+def test_lost_stretch_report_naming_a_member_keeps_them_out_after_recovery(harness, smtp_receiver, sqlite_only,
+                                                                           tmp_path):
+    app = harness.app()
+    harness.deliver(report(sender=EARLY))
+    run_once(app)
+    backup_file = take_backup(harness, tmp_path)
+    harness.deliver(report(sender=LATE, body="NAMING-SENTINEL: Bob Builder cornered me at the sprint."))
+    run_once(app)
+    assert with_text(smtp_receiver, ALICE, "NAMING-SENTINEL") and not with_text(smtp_receiver, BOB, "NAMING-SENTINEL")
+    stop(harness, app)
+    app, result = restore_and_recover(harness, backup_file)
+    assert len(with_text(smtp_receiver, ALICE, "NAMING-SENTINEL")) == 2  # the recovered copy
+    assert not with_text(smtp_receiver, BOB, "NAMING-SENTINEL"), "the named member received the recovered report"
+    recovered = [c for c in cases(app) if c.ref == result.new_cases[0]][0]
+    assert BOB in {r.member_email for r in recovered.recusals}
+
+
+def test_encrypted_backup_needs_its_key(harness, smtp_receiver, sqlite_only, tmp_path, capsys):
+    """An encrypted database's backup restored where no key (or another key) is configured: refused in words, never
+    garbage or plaintext; with the key it opens."""
+    key = crypto.generate_key()
+    set_keys(harness, key)
+    app = harness.app()
+    harness.deliver(report(sender=EARLY, body="ENCRYPTED-SENTINEL"))
+    run_once(app)
+    backup_file = take_backup(harness, tmp_path)
+    stop(harness, app)
+    config = str(harness.config_path)
+    for other in ("", crypto.generate_key()):
+        set_keys(harness, other) if other else harness.config_path.write_text("\n".join(
+            line for line in harness.config_path.read_text().splitlines() if not line.startswith("encryption_key_file")))
+        capsys.readouterr()
+        code = cli.main(["--config", config, "restore", str(backup_file)])
+        out = capsys.readouterr()
+        assert code != 0 and "Traceback" not in out.err and "ENCRYPTED-SENTINEL" not in out.out + out.err, out
+        assert cli.main(["--config", config, "run", "--once"]) != 0
+    set_keys(harness, key)
+    capsys.readouterr()
+    assert cli.main(["--config", config, "recover"]) == 0
+    app = harness.app()
+    assert [c.party("reporter").address for c in cases(app)] == [EARLY]
