@@ -830,3 +830,52 @@ def test_refused_restore_of_a_hand_made_copy_leaves_the_live_database_alone(harn
     assert LATE in reporters(app).values(), "the refused restore replaced the live database anyway"
     stop(harness, app)
     assert cli.main(["--config", config, "run", "--once"]) == 0 or LATE in reporters(harness.app()).values()
+
+
+# ----- several committees on one host (item 11) and their backups --------------------------------------------
+
+
+@pytest.fixture
+def other_committee(dovecot, smtp_receiver, tmp_path):
+    from tests.harness import Harness
+
+    folder = tmp_path / "other"
+    folder.mkdir()
+    other = Harness(dovecot, smtp_receiver, f"sqlite:///{folder}/cases.db", dovecot.new_user())
+    assert cli.main(["--config", str(other.config_path), "db", "upgrade"]) == 0
+    yield other
+    other.close()
+
+
+@pytest.mark.xfail(strict=True, reason="two instances (conduct-inbox@NAME: every database is named cases.db) backing up into "
+                   "one folder at the same second write the same file name cases-<time>.db: the second silently replaces "
+                   "the first committee's backup")
+def test_two_committees_backing_up_into_one_folder_keep_both(harness, other_committee, smtp_receiver, sqlite_only,
+                                                            tmp_path):
+    for h in (harness, other_committee):
+        app = h.app()
+        h.deliver(report(sender=EARLY))
+        run_once(app)
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    now = harness.clock()
+    first = backup(harness.settings(), folder, now).path
+    second = backup(other_committee.settings(), folder, now).path
+    assert first != second and first.exists() and second.exists(), "one committee's backup replaced the other's"
+
+
+@pytest.mark.xfail(strict=True, reason="`restore` takes another committee's backup (nothing in a backup names the database or "
+                   "mailbox it belongs to): committee B's reports replace committee A's database, and recovery runs A's "
+                   "processed folder against it")
+def test_restore_refuses_another_committees_backup(harness, other_committee, smtp_receiver, sqlite_only, tmp_path):
+    app = harness.app()
+    harness.deliver(report(sender=EARLY))
+    run_once(app)
+    stop(harness, app)
+    other = other_committee.app()
+    other_committee.deliver(report(sender="other-committee-reporter@example.net"))
+    run_once(other)
+    theirs = backup(other_committee.settings(), tmp_path / "theirs.db", other_committee.clock()).path
+    code = cli.main(["--config", str(harness.config_path), "restore", str(theirs)])
+    app = harness.app()
+    assert code != 0 and EARLY in reporters(app).values(), "another committee's database was restored in place of ours"
