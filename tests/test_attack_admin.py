@@ -13,13 +13,26 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from conduct_inbox import cli, db, tokens
+from conduct_inbox import cli, crypto, db, tokens
 from conduct_inbox.daemon import run_once
 from conduct_inbox.models import Case
 from conduct_inbox.shell.backup import backup, restore
 from conduct_inbox.shell.recovery import recover
 from tests.harness import SECRET, parsed, report, text_of
 from tests.test_committee_e2e import reply
+from tests.test_daemon import (  # noqa: F401
+    Notifications,
+    conduct_inbox,
+    finish,
+    notify,
+    set_mailbox,
+    started,
+)
+from tests.test_rekey import set_keys
+from tests.test_reload import CAROL as CAROL_ENTRY
+from tests.test_reload import hangup, processed
+from tests.test_reload import start as start_daemon
+from tests.test_reload import stop as stop_daemon
 
 ALICE, BOB, CAROL = "alice@example.org", "bob@example.org", "carol@example.org"
 EARLY, LATE, STUCK, NEWER = "early@example.net", "late@example.net", "stuck@example.net", "newer@example.net"
@@ -222,7 +235,7 @@ def test_reporter_follow_up_in_the_lost_stretch_reaches_the_recovered_case(harne
     harness.deliver(reply(late_ack, LATE, "", "LOST-FOLLOWUP-TEXT", to="conduct@example.org"))
     run_once(app)
     stop(harness, app)
-    app, result = restore_and_recover(harness, backup_file)
+    app, _ = restore_and_recover(harness, backup_file)
     assert len(smtp_receiver.to(LATE)) == 1, "the reporter got a second acknowledgement"
     late_cases = [c.ref for c in cases(app) if c.party("reporter") and c.party("reporter").address == LATE]
     assert len(late_cases) == 1, f"the lost follow-up became a case of its own: {late_cases}"
@@ -262,7 +275,7 @@ def test_member_mail_about_a_lost_reference_without_token_is_not_a_new_report(ha
     run_once(app)
     late_copy = with_text(smtp_receiver, BOB, "LATE-REPORT-TEXT")[0]
     stop(harness, app)
-    app, result = restore_and_recover(harness, backup_file)
+    app, _ = restore_and_recover(harness, backup_file)
     before = len(cases(app))
     bob_before = len(smtp_receiver.to(BOB))
     raw = reply(late_copy, BOB, "", "I think we should talk to the reporter.", to="conduct@example.org")
@@ -298,8 +311,6 @@ def test_identical_short_reports_without_message_id_from_two_people_are_both_rec
 
 # ----- encryption at rest and key rotation -----------------------------------------------------------
 
-from conduct_inbox import crypto  # noqa: E402
-from tests.test_rekey import set_keys  # noqa: E402
 
 
 def test_backup_after_reseal_holds_no_plaintext(harness, smtp_receiver, sqlite_only, tmp_path, capsys):
@@ -436,7 +447,7 @@ def test_backup_restore_recover_rekey_print_no_content_address_or_secret_even_ve
 
     def conduct(*args: str) -> str:
         done = subprocess.run([sys.executable, "-m", "conduct_inbox.cli", "-v", "--config", config, *args],
-                              capture_output=True, timeout=120)
+                              capture_output=True, timeout=120, check=False)
         return done.stdout.decode() + done.stderr.decode()
 
     out = conduct("backup", str(tmp_path))
@@ -511,7 +522,7 @@ def test_processed_mail_filed_away_by_hand_cannot_make_lost_references_reusable(
     run_once(app)
     refs = {c.ref: c.party("reporter").address for c in cases(app)}
     assert "2026-0052" in refs
-    copy_0052 = [m for m in smtp_receiver.to(ALICE) if "2026-0052" in str(parsed(m)["Subject"])][0]
+    copy_0052 = next(m for m in smtp_receiver.to(ALICE) if "2026-0052" in str(parsed(m)["Subject"]))
     stop(harness, app)
     with harness.dovecot.client(harness.user) as client:  # a member files the processed mail away
         client.create_folder("Archive")
@@ -531,11 +542,10 @@ def test_processed_mail_filed_away_by_hand_cannot_make_lost_references_reusable(
 
 # ----- backup while a real daemon writes heavily, restore, recover ---------------------------------------
 
-from tests.test_daemon import conduct_inbox, finish, set_mailbox, started  # noqa: E402,F401
 
 
 def test_backups_taken_while_the_daemon_writes_restore_to_one_case_and_one_ack_per_reporter(
-        harness, smtp_receiver, sqlite_only, tmp_path, started):
+        harness, smtp_receiver, sqlite_only, tmp_path, started):  # noqa: F811
     import signal
     import threading
     import time
@@ -651,15 +661,10 @@ def test_readme_cron_backup_into_a_folder_that_does_not_exist_yet(harness, smtp_
 
 # ----- reload: a removed member ------------------------------------------------------------------------------
 
-from tests.test_daemon import Notifications, notify  # noqa: E402,F401
-from tests.test_reload import CAROL as CAROL_ENTRY  # noqa: E402
-from tests.test_reload import hangup, processed  # noqa: E402
-from tests.test_reload import start as start_daemon  # noqa: E402
-from tests.test_reload import stop as stop_daemon  # noqa: E402
 
 
-def test_member_removed_by_reload_loses_dmarc_and_personal_commands_too(harness, smtp_receiver, notify, started,
-                                                                         database):
+def test_member_removed_by_reload_loses_dmarc_and_personal_commands_too(
+        harness, smtp_receiver, notify, started, database):  # noqa: F811
     """After SIGHUP removes Carol: her DMARC-passed note about the case (no token) is not committee mail, and her
     personal address no longer lists the open cases (a `!list` would show her the case titles)."""
     path = harness.config_path
@@ -745,7 +750,7 @@ def test_lost_stretch_report_naming_a_member_keeps_them_out_after_recovery(harne
     app, result = restore_and_recover(harness, backup_file)
     assert len(with_text(smtp_receiver, ALICE, "NAMING-SENTINEL")) == 2  # the recovered copy
     assert not with_text(smtp_receiver, BOB, "NAMING-SENTINEL"), "the named member received the recovered report"
-    recovered = [c for c in cases(app) if c.ref == result.new_cases[0]][0]
+    recovered = next(c for c in cases(app) if c.ref == result.new_cases[0])
     assert BOB in {r.member_email for r in recovered.recusals}
 
 
