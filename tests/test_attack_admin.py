@@ -13,11 +13,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from conduct_inbox import cli, crypto, db, tokens
-from conduct_inbox.daemon import run_once
-from conduct_inbox.models import Case
+from conduct_inbox import cli
+from conduct_inbox.core import tokens
 from conduct_inbox.shell.backup import backup, restore
+from conduct_inbox.shell.daemon import run_once
 from conduct_inbox.shell.recovery import recover
+from conduct_inbox.store import crypto, db
+from conduct_inbox.store.models import Case
 from tests.harness import SECRET, parsed, report, text_of
 from tests.test_committee_e2e import reply
 from tests.test_daemon import (  # noqa: F401
@@ -409,7 +411,7 @@ def test_mail_queued_under_the_old_key_is_sent_once_after_the_restart_with_the_n
 def test_reporter_follow_up_by_reply_mid_rotation_joins_the_case(harness, smtp_receiver):
     """The reporter answers the acknowledgement sent under key A (threaded by In-Reply-To only: their client dropped
     the subject tag) while half the rows are moved to B: the follow-up joins the case, no new case, no second ack."""
-    from conduct_inbox import rekey as rekey_mod
+    from conduct_inbox.store import rekey as rekey_mod
 
     key_a, key_b = crypto.generate_key(), crypto.generate_key()
     set_keys(harness, key_a)
@@ -694,7 +696,7 @@ def test_member_removed_by_reload_loses_dmarc_and_personal_commands_too(
     assert not any("TITLE-SENTINEL" in text_of(m) or "TITLE-SENTINEL" in str(parsed(m)["Subject"]) for m in to_carol), \
         "the removed member was shown the case"
     with database.sessions() as session:
-        from conduct_inbox.models import Event
+        from conduct_inbox.store.models import Event
 
         noted = session.scalars(select(Event).where(Event.actor == CAROL)).all()
         assert not [e for e in noted if e.action not in ("command_rejected",)], [e.action for e in noted]
@@ -704,7 +706,7 @@ def test_interrupted_rekey_then_old_key_removed_or_wrong_previous_key_refuses_to
     """A rekey stopped midway; then the admin removes the old key too early, or names the wrong file as the previous
     key: `run` refuses in one line (exit 2), touches no mail (nothing quarantined, nothing moved), and once the right
     previous key is back everything is read and the rekey finishes."""
-    from conduct_inbox import rekey as rekey_mod
+    from conduct_inbox.store import rekey as rekey_mod
 
     key_a, key_b, key_c = crypto.generate_key(), crypto.generate_key(), crypto.generate_key()
     set_keys(harness, key_a)
