@@ -26,8 +26,9 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
 from conduct_inbox.cases.fences import fence_refs
 from conduct_inbox.config import Settings
@@ -41,7 +42,10 @@ from conduct_inbox.store.models import Case, DatabaseMeta, Event, InboundMessage
 log = logging.getLogger(__name__)
 
 #: References skipped beyond one per message found: mail moved out of the processed folder by hand.
-FENCE_MARGIN = 50
+FENCE_MARGIN = 500
+#: How long before the backup a message may have arrived and still have been processed after it
+#: (the daemon down for days while backups ran; a message moved back from the quarantine).
+LOOK_BACK = timedelta(days=14)
 FENCED = "recovery-fenced"  # the backup point whose references are fenced (a rerun fences no more)
 
 
@@ -60,7 +64,7 @@ class _ProcessedFolder:
         search = getattr(self.inner, "uids_since", None)
         if search is None:  # a Maildir (the demo): all of it
             return self.inner.uids()
-        return list(search((self.since - timedelta(days=1)).date()))
+        return list(search((self.since - LOOK_BACK).date()))
 
     def fetch(self, uids: Sequence[int]) -> dict[int, bytes]:
         return self.inner.fetch(uids)
@@ -137,6 +141,7 @@ def recover(
         if done is None or done.value != point.isoformat():
             fenced = fence_refs(session, range(point.year, now.year + 1), len(found) + FENCE_MARGIN)
             session.merge(DatabaseMeta(name=FENCED, value=point.isoformat()))
+    held = _hold_outward_mail(sessions, point)
     log.info("recovery: references fenced, %d message(s) in the processed folder since the backup", len(found))
     before = _max_case_id(engine)
     app = build_app(settings, mailbox=box, engine=engine, clock=clock)  # type: ignore[arg-type]
@@ -157,7 +162,7 @@ def recover(
         new_cases = list(session.scalars(select(Case.ref).where(Case.id > before).order_by(Case.id)))
         workflow = dataclasses.replace(app.workflow.options, recovering=False)
         app.workflow.options = workflow
-        app.workflow.alert(session, None, _summary(point, fenced, new_cases, outcomes), now)
+        app.workflow.alert(session, None, _summary(point, fenced, new_cases, outcomes, held), now)
         meta = session.get(DatabaseMeta, RECOVERY_PENDING)
         if meta is not None:
             session.delete(meta)
@@ -181,7 +186,25 @@ def _outcome_kind(outcome: str) -> str:
     return "other"
 
 
-def _summary(point: datetime, fenced: dict[int, tuple[int, int]], new_cases: list[str], outcomes: Counter[str]) -> str:
+def _hold_outward_mail(sessions: Any, point: datetime) -> list[str]:
+    """Mail to reporters and parties still waiting in the restored outbox: it may have gone out after
+    the backup was taken (an acknowledgement is queued seconds before it is sent), and a reporter
+    must not be acknowledged twice. It is held, not sent; the committee is told the cases."""
+    with sessions() as session, session.begin():
+        rows = session.execute(
+            select(OutboxMessage.id, Case.ref).outerjoin(Case, Case.id == OutboxMessage.case_id)
+            .where(OutboxMessage.status == "pending", OutboxMessage.audience.in_(("reporter", "party")),
+                   OutboxMessage.created_at <= point)
+        ).all()
+        if rows:
+            session.execute(update(OutboxMessage).where(OutboxMessage.id.in_([r.id for r in rows]))
+                            .values(status="held", claimed_until=None,
+                                    last_error="held after a restore: it may have been sent before it"))
+    return sorted({r.ref for r in rows if r.ref})
+
+
+def _summary(point: datetime, fenced: dict[int, tuple[int, int]], new_cases: list[str], outcomes: Counter[str],
+             held: list[str]) -> str:
     lines = [
         f"The case database was restored from a backup taken {point:%Y-%m-%d %H:%M} UTC. Mail processed after",
         "that moment was looked for again in the processed folder.",
@@ -193,6 +216,9 @@ def _summary(point: datetime, fenced: dict[int, tuple[int, int]], new_cases: lis
         f"Committee commands and delivery reports recorded but not carried out again: {outcomes['not replayed']}"
         + (" - please send again any command you sent after the backup." if outcomes["not replayed"] else "."),
     ]
+    if held:
+        lines.append(f"Mail to reporters or parties that was waiting to be sent when the backup was taken may have gone out "
+                     f"before the restore; it was not sent again (cases {', '.join(held)}): write with !reply if it did not.")
     if outcomes["quarantined"] or outcomes["failed"]:
         lines.append(f"Could not be read: {outcomes['quarantined'] + outcomes['failed']} (see the quarantine).")
     if fenced:
