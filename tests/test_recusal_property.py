@@ -304,7 +304,8 @@ class World:
     cases: list[CaseModel] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # every note marker written (filed or not)
     expected: dict[str, Expected] = field(default_factory=dict)  # sha256 of the raw message -> outcome
-    sent_by: list[tuple[str, str, str, str, str]] = field(default_factory=list)  # (member, ref, mid, subject, to)
+    #: (member, ref, mid, subject, to, the command as typed (spec, target, party), whether it was applied)
+    sent_by: list[tuple[object, ...]] = field(default_factory=list)
     step_of_row: list[tuple[int, int]] = field(default_factory=list)  # (last outbox id before step, step)
     recused_since: dict[tuple[int, str], int] = field(default_factory=dict)  # (case id, member) -> step
     received_seen: int = 0
@@ -440,15 +441,16 @@ def apply_step(world: World, step: tuple) -> None:  # type: ignore[type-arg]
         raw = reply(_Record(record), who, command_subject(spec, target, party), text)
         expected = Expected("committee", case.id)
         parsed = email.message_from_bytes(raw, policy=email.policy.default)
+        applied = _model_member_mail(world, case, who, spec, target, text, party)
         if spec != "note":
-            world.sent_by.append((who, case.ref, str(parsed["Message-ID"]), str(parsed["Subject"]), str(parsed["To"])))
-        _model_member_mail(world, case, who, spec, target, text, party)
+            world.sent_by.append((who, case.ref, str(parsed["Message-ID"]), str(parsed["Subject"]), str(parsed["To"]),
+                                  (spec, target, party), applied))
     elif kind == "self_answer" and (case := world.case(step[2])):
         _, who, _, which, with_text = step
         mine = [s for s in world.sent_by if s[0] == who and s[1] == case.ref]
         if not mine:
             return _finish(world, kind, None, None)
-        _, _, mid, subject, to = mine[which % len(mine)]
+        _, _, mid, subject, to, typed, applied = mine[which % len(mine)]
         msg = EmailMessage()
         msg["From"] = who
         msg["To"] = to
@@ -457,14 +459,22 @@ def apply_step(world: World, step: tuple) -> None:  # type: ignore[type-arg]
         msg["In-Reply-To"] = mid
         msg["References"] = mid
         text = ""
+        outward_again = not applied and (typed[0] in ("reply", "reply leaky") or typed[0].startswith("send "))
         if with_text:
             text = f"Done, thanks; I also asked the venue for their own account of it {world.unique('INTERNALNOTE')}"
-            world.notes.append(text.split()[-1])
+            if not outward_again:  # else it is the text of the command sent again: for the reporter
+                world.notes.append(text.split()[-1])
         msg.set_content(f"{text}\n\nOn Tue, {who} wrote:\n> (my earlier mail)\n")
         raw = msg.as_bytes()
         expected = Expected("committee", case.id)
-        # Nothing it repeats may run again: at most a note.
-        _model_member_mail(world, case, who, "note", who, text, None)
+        if applied:
+            # Nothing it repeats may run again: at most a note.
+            _model_member_mail(world, case, who, "note", who, text, None)
+        else:
+            # A refused command (a !reply without text, say), answered by its sender with what was
+            # missing, is the same command sent again: it runs (README "Working a case by email").
+            spec, target, party = typed
+            _model_member_mail(world, case, who, spec, target, text, party)
     elif kind == "quarantine":
         raw = report(sender=f"{world.unique('odd')}@example.net", headers={"X-Test-Fault": "crash"},
                      body="A message our parser cannot read.")
@@ -483,10 +493,11 @@ class _Record:
 
 
 def _model_member_mail(world: World, case: CaseModel, who: str, spec: str, target: str, text: str,
-                       party: tuple[str, str, str] | None) -> None:
+                       party: tuple[str, str, str] | None) -> bool:
+    """Apply a member's mail to the model; False when it is refused (nothing changes)."""
     roster = world.app.workflow.roster  # type: ignore[attr-defined]
     if not routing.may_see(roster, case.recused(), who):
-        return  # a recused member's token no longer works: nothing changes
+        return False  # a recused member's token no longer works: nothing changes
     saved = (case.status, case.urgent, case.spam, list(case.parties), [list(d) for d in case.decisions],
              {e: Rec(r.active, r.automatic, r.proposer) for e, r in case.recusals.items()}, case.replied, case.outward)
     try:
@@ -494,10 +505,11 @@ def _model_member_mail(world: World, case: CaseModel, who: str, spec: str, targe
     except Refused:
         (case.status, case.urgent, case.spam, case.parties, case.decisions, case.recusals, case.replied,
          case.outward) = saved
-        return
+        return False
     if text and not (spec in ("reply", "reply leaky") or spec.startswith("send ")):
         case.notes.append(text.split()[-1])
         case.notes.append(text)
+    return True
 
 
 def _finish(world: World, kind: str, raw: bytes | None, expected: Expected | None,
