@@ -452,9 +452,6 @@ def test_backup_restore_recover_rekey_print_no_content_address_or_secret_even_ve
 # ----- PostgreSQL: the daemon started before `recover` ----------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="after pg_restore nothing marks the database as needing recovery: a daemon started "
-                   "before `conduct-inbox recover` (systemd Restart=, or the admin's order) issues the lost stretch's "
-                   "reference 2026-0002 again, and a member's !close on the lost copy of 2026-0002 closes the new case")
 def test_postgresql_daemon_started_before_recover_cannot_reuse_lost_references(harness, smtp_receiver, database,
                                                                                tmp_path):
     import subprocess

@@ -99,6 +99,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         from conduct_inbox.shell.backup import require_no_pending_recovery
 
         require_no_pending_recovery(engine)
+        from conduct_inbox.shell.recovery import recover_if_behind
+        from conduct_inbox.shell.wiring import utcnow
+
+        # A database restored by any means (pg_restore, a file copy) must not hand out again the
+        # references the lost stretch issued: the processed folder shows the stretch.
+        recover_if_behind(settings, engine, utcnow)
     except BaseException:
         if worker is not None:
             worker.stop()

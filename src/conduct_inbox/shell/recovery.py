@@ -26,12 +26,15 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from email.parser import BytesHeaderParser
 from typing import Any
 
 from sqlalchemy import Engine, func, select, update
 
 from conduct_inbox.cases.fences import fence_refs
 from conduct_inbox.config import Settings
+from conduct_inbox.errors import MailboxUnavailable
+from conduct_inbox.mail.headers import _message_ids as message_ids
 from conduct_inbox.ports import Destination, Mailbox, MailCopy
 from conduct_inbox.shell.backup import RECOVERY_PENDING, taken_at
 from conduct_inbox.shell.engines import engine_for
@@ -113,6 +116,56 @@ def _backup_point(engine: Engine, since: datetime | None) -> datetime:
     if not known:
         raise ValueError("the database is empty: nothing to recover against (give --since)")
     return max(known)
+
+
+#: At most this many of the newest processed messages are read at start (a day's mail, usually).
+START_CHECK_LIMIT = 200
+
+
+def unrecorded_since_newest(settings: Settings, engine: Engine, mailbox: Mailbox | None = None) -> int:
+    """How many messages that reached the processed folder on or after the day of the newest message
+    this database recorded it does not know: more than none means the database is older than the
+    mailbox (restored from a backup by any means: pg_restore, a file copy), or mail was filed there
+    by hand. Checked when the daemon starts; messages without a Message-ID are not counted."""
+    with engine.connect() as connection:
+        newest = connection.execute(select(func.max(InboundMessage.received_at))).scalar()
+    if newest is None:
+        return 0
+    box = mailbox or _processed_folder_mailbox(settings)
+    search = getattr(box, "uids_since", None)
+    if search is None:
+        return 0  # a Maildir (the demo)
+    try:
+        box.connect()
+        uids = list(search(newest.date()))[-START_CHECK_LIMIT:]
+        raws = box.fetch(uids) if uids else {}
+    finally:
+        box.close()
+    parser = BytesHeaderParser()
+    unknown = 0
+    with engine.connect() as connection:
+        for raw in raws.values():
+            ids = message_ids(str(parser.parsebytes(raw).get("Message-ID") or ""))
+            if not ids:
+                continue
+            known = connection.execute(select(InboundMessage.id).where(
+                InboundMessage.message_id == ids[0][:998]).limit(1)).first()
+            unknown += known is None
+    return unknown
+
+
+def recover_if_behind(settings: Settings, engine: Engine, clock: Callable[[], datetime]) -> Recovered | None:
+    """At start: recover when the processed folder shows that the database is older than the mailbox."""
+    try:
+        unknown = unrecorded_since_newest(settings, engine)
+    except MailboxUnavailable as exc:
+        log.warning("start-up check of the processed folder skipped: %s", exc)
+        return None
+    if not unknown:
+        return None
+    log.warning("the processed folder holds %d message(s) this database never recorded (restored from an older "
+                "backup?): recovering before anything else", unknown)
+    return recover(settings, clock, engine=engine)
 
 
 @dataclasses.dataclass
