@@ -229,9 +229,11 @@ def test_report_command_prints_text_and_json(harness_config, capsys):
 
 
 @pytest.fixture
-def harness_config(dovecot, smtp_receiver, database):
-    from tests.harness import Harness
+def harness_config(database, tmp_path):
+    """A configuration naming the test database; `report` reads only the database, so the mailbox
+    is a local Maildir and no mail server is needed."""
+    from tests.harness import write_config
 
-    harness = Harness(dovecot, smtp_receiver, database.url, dovecot.new_user())
-    yield str(harness.config_path)
-    harness.close()
+    path = write_config(tmp_path, database_url=database.url, mailbox={"maildir": str(tmp_path / "Maildir")},
+                        smtp={"host": "127.0.0.1", "port": 2525, "security": "none"})
+    return str(path)

@@ -156,14 +156,13 @@ def sqlite_db() -> Iterator[tuple[str, sessionmaker[Session]]]:
 
 
 @pytest.fixture
-def daemons(dovecot, smtp_receiver, sqlite_db) -> Iterator[tuple[Harness, Daemons]]:
-    harness = Harness(dovecot, smtp_receiver, sqlite_db[0], dovecot.new_user())
+def daemons(sqlite_db, make_harness) -> Iterator[tuple[Harness, Daemons]]:
+    harness = make_harness(sqlite_db[0])
     notify = Notify()
     children = Daemons(harness.config_path, notify)
     yield harness, children
     children.cleanup()
     notify.close()
-    harness.close()
 
 
 def count(sessions: sessionmaker[Session], model: type, *where: object) -> int:

@@ -164,11 +164,8 @@ def assert_each_once(app: App, harness: Harness, senders: list[str]) -> None:
     assert harness.folder_count("Quarantine") == 0
 
 
-@pytest.fixture
-def harness(dovecot_running, smtp_receiver, database) -> Iterator[Harness]:
-    h = Harness(dovecot_running, smtp_receiver, database.url, dovecot_running.new_user())
-    yield h
-    h.close()
+#: Tests here stop and restart Dovecot: their harness uses `dovecot_running`, which starts it again after the test.
+pytestmark = pytest.mark.harness(dovecot="dovecot_running")
 
 
 # ----- SMTP ------------------------------------------------------------------------------------
@@ -235,14 +232,12 @@ def test_dovecot_restarted_mid_batch(harness, dovecot_running, smtp_receiver, lo
 
 
 @pytest.fixture
-def pg_harness(pg_cluster: PgCluster, dovecot, smtp_receiver) -> Iterator[Harness]:
+def pg_harness(pg_cluster: PgCluster, make_harness) -> Harness:
     url = pg_cluster.create_database()
     engine = db.make_engine(url)
     db.upgrade(engine)
     engine.dispose()
-    h = Harness(dovecot, smtp_receiver, url, dovecot.new_user())
-    yield h
-    h.close()
+    return make_harness(url)
 
 
 @pytest.mark.timeout(90)

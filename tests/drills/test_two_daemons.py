@@ -105,8 +105,8 @@ def upgrade(config: Path) -> None:
 # ----- two daemons, one PostgreSQL database -----------------------------------------------------
 
 
-def test_two_daemons_on_postgresql_do_every_report_exactly_once(dovecot, smtp_receiver, postgres_url, children):
-    harness = Harness(dovecot, smtp_receiver, postgres_url, dovecot.new_user())
+def test_two_daemons_on_postgresql_do_every_report_exactly_once(dovecot, smtp_receiver, postgres_url, make_harness, children):
+    harness = make_harness(postgres_url)
     config = harness.config_path  # poll every 1 s, IMAP IDLE on
     upgrade(config)
     first, second = Daemon(config, "run", name="a"), Daemon(config, "run", name="b")
@@ -209,9 +209,9 @@ def test_two_daemons_on_postgresql_do_every_report_exactly_once(dovecot, smtp_re
 # ----- SQLite: one daemon only -----------------------------------------------------------------
 
 
-def test_second_daemon_on_the_same_sqlite_database_refuses_to_start(dovecot, smtp_receiver, children):
+def test_second_daemon_on_the_same_sqlite_database_refuses_to_start(dovecot, smtp_receiver, children, make_harness):
     url = f"sqlite:///{tempfile.mkdtemp(prefix='ci-db-')}/cases.db"
-    harness = Harness(dovecot, smtp_receiver, url, dovecot.new_user())
+    harness = make_harness(url)
     config = harness.config_path
     upgrade(config)
     first = Daemon(config, "run", name="a")
@@ -277,116 +277,104 @@ def blocked_on_a_lock(url: str) -> Callable[[], bool]:
     return check
 
 
-def test_first_batches_of_two_daemons_recorded_at_once_are_not_sent_again(dovecot, smtp_receiver, postgres_url):
-    harness = Harness(dovecot, smtp_receiver, postgres_url, dovecot.new_user())
-    try:
-        a, b = two_apps(harness)
-        harness.deliver(report(sender="first@example.net"))
-        assert a.intake.poll_once().processed == 1  # an acknowledgement and three copies wait
-        a.dispatcher.batch_size = b.dispatcher.batch_size = 2  # each daemon takes half
-        now = harness.clock()
-        original = a.dispatcher._record_service_state
+def test_first_batches_of_two_daemons_recorded_at_once_are_not_sent_again(dovecot, smtp_receiver, postgres_url, make_harness):
+    harness = make_harness(postgres_url)
+    a, b = two_apps(harness)
+    harness.deliver(report(sender="first@example.net"))
+    assert a.intake.poll_once().processed == 1  # an acknowledgement and three copies wait
+    a.dispatcher.batch_size = b.dispatcher.batch_size = 2  # each daemon takes half
+    now = harness.clock()
+    original = a.dispatcher._record_service_state
 
-        def meanwhile_b_flushes(session, outage, at):  # type: ignore[no-untyped-def]
-            original(session, outage, at)  # A found no "smtp" state row and adds one ...
-            thread = threading.Thread(target=lambda: asyncio.run(b.dispatcher.flush_once(now)))
-            thread.start()  # ... while B sends its half and records its own first state row
-            thread.join(30)
-
-        a.dispatcher._record_service_state = meanwhile_b_flushes  # type: ignore[method-assign]
-        try:
-            asyncio.run(a.dispatcher.flush_once(now))
-        except IntegrityError:
-            pass  # what the daemon does with a failed job: log it, run again at the next tick
-        a.dispatcher._record_service_state = original  # type: ignore[method-assign]
-        assert len(smtp_receiver.messages) == 4  # everything went out once
-
-        # Later (past the 10-minute claim) both daemons flush again: nothing is due any more.
-        later = now + timedelta(minutes=11)
-        asyncio.run(a.dispatcher.flush_all(later))
-        asyncio.run(b.dispatcher.flush_all(later))
-        deliveries = Counter((m.message["Message-ID"], rcpt) for m in smtp_receiver.messages for rcpt in m.rcpt_tos)
-        assert len(deliveries) == 4 and set(deliveries.values()) == {1}, deliveries
-        with a.sessions() as session:
-            assert set(session.scalars(select(OutboxMessage.status)).all()) == {"sent"}
-    finally:
-        harness.close()
-
-
-def test_a_message_is_quarantined_only_after_max_attempts(dovecot, smtp_receiver, postgres_url):
-    harness = Harness(dovecot, smtp_receiver, postgres_url, dovecot.new_user())
-    try:
-        migrate(harness.database_url)
-        app = build_app(harness.settings(), clock=harness.clock, parser=AlwaysTimesOut())
-        harness.apps.append(app)
-        harness.deliver(report(sender="hangs@example.net"))
-        for attempt in (1, 2):  # max_attempts is 3
-            stats = app.intake.poll_once()
-            assert (stats.failed, stats.quarantined) == (1, 0), f"quarantined at attempt {attempt}"
-        assert app.intake.poll_once().quarantined == 1
-        with app.sessions() as session:
-            assert session.scalars(select(InboundMessage.attempts)).one() == 3
-        assert harness.folder_count("Quarantine") == 1
-    finally:
-        harness.close()
-
-
-def test_a_report_the_other_daemon_just_processed_is_not_quarantined(dovecot, smtp_receiver, postgres_url):
-    harness = Harness(dovecot, smtp_receiver, postgres_url, dovecot.new_user())
-    set_intake(harness, max_attempts=1)  # no retries: B's attempt after A's is one too many
-    try:
-        a, b = two_apps(harness)
-        harness.deliver(report(sender="raced@example.net"))
-        original = a.workflow.apply
-        blocked = blocked_on_a_lock(postgres_url)
-        errors: list[Exception] = []
-
-        def b_polls() -> None:
-            try:
-                b.intake.poll_once()
-            except MailboxUnavailable as exc:  # e.g. its MOVE of a message A moved already
-                errors.append(exc)
-
-        thread = threading.Thread(target=b_polls)
-
-        def apply_while_b_polls(session, row, parsed, result, now):  # type: ignore[no-untyped-def]
-            outcome = original(session, row, parsed, result, now)
-            thread.start()  # B polls while A still holds the row (its transaction is open)
-            assert wait_until(blocked, 10, step=0.02), "B never waited for A's row lock"
-            return outcome
-
-        a.workflow.apply = apply_while_b_polls  # type: ignore[method-assign]
-        assert a.intake.poll_once().processed == 1  # A opened the case
+    def meanwhile_b_flushes(session, outage, at):  # type: ignore[no-untyped-def]
+        original(session, outage, at)  # A found no "smtp" state row and adds one ...
+        thread = threading.Thread(target=lambda: asyncio.run(b.dispatcher.flush_once(now)))
+        thread.start()  # ... while B sends its half and records its own first state row
         thread.join(30)
-        with a.sessions() as session:
-            assert session.scalar(select(func.count()).select_from(Case)) == 1
-            row = session.scalars(select(InboundMessage)).one()
-            assert row.status == "processed", f"{row.status} after {row.attempts} attempts ({row.error})"
-            assert session.scalar(select(func.count()).select_from(Quarantine)) == 0
-            # The committee is not told that a report it has as a case could not be processed.
-            assert session.scalar(
-                select(func.count()).select_from(OutboxMessage).where(OutboxMessage.kind == "alert")) == 0
-    finally:
-        harness.close()
 
-
-def test_the_daemon_that_did_not_process_a_report_does_not_move_it(dovecot, smtp_receiver, postgres_url):
-    harness = Harness(dovecot, smtp_receiver, postgres_url, dovecot.new_user())
+    a.dispatcher._record_service_state = meanwhile_b_flushes  # type: ignore[method-assign]
     try:
-        a, b = two_apps(harness)
-        harness.deliver(report(sender="moved@example.net"))
-        original = a.intake.mailbox.move
+        asyncio.run(a.dispatcher.flush_once(now))
+    except IntegrityError:
+        pass  # what the daemon does with a failed job: log it, run again at the next tick
+    a.dispatcher._record_service_state = original  # type: ignore[method-assign]
+    assert len(smtp_receiver.messages) == 4  # everything went out once
 
-        def b_polls_first(uids, destination):  # type: ignore[no-untyped-def]
-            b.intake.poll_once()  # B polls between A's commit and A's move
-            return original(uids, destination)
+    # Later (past the 10-minute claim) both daemons flush again: nothing is due any more.
+    later = now + timedelta(minutes=11)
+    asyncio.run(a.dispatcher.flush_all(later))
+    asyncio.run(b.dispatcher.flush_all(later))
+    deliveries = Counter((m.message["Message-ID"], rcpt) for m in smtp_receiver.messages for rcpt in m.rcpt_tos)
+    assert len(deliveries) == 4 and set(deliveries.values()) == {1}, deliveries
+    with a.sessions() as session:
+        assert set(session.scalars(select(OutboxMessage.status)).all()) == {"sent"}
 
-        a.intake.mailbox.move = b_polls_first  # type: ignore[method-assign]
+
+def test_a_message_is_quarantined_only_after_max_attempts(dovecot, smtp_receiver, postgres_url, make_harness):
+    harness = make_harness(postgres_url)
+    migrate(harness.database_url)
+    app = build_app(harness.settings(), clock=harness.clock, parser=AlwaysTimesOut())
+    harness.apps.append(app)
+    harness.deliver(report(sender="hangs@example.net"))
+    for attempt in (1, 2):  # max_attempts is 3
+        stats = app.intake.poll_once()
+        assert (stats.failed, stats.quarantined) == (1, 0), f"quarantined at attempt {attempt}"
+    assert app.intake.poll_once().quarantined == 1
+    with app.sessions() as session:
+        assert session.scalars(select(InboundMessage.attempts)).one() == 3
+    assert harness.folder_count("Quarantine") == 1
+
+
+def test_a_report_the_other_daemon_just_processed_is_not_quarantined(dovecot, smtp_receiver, postgres_url, make_harness):
+    harness = make_harness(postgres_url)
+    set_intake(harness, max_attempts=1)  # no retries: B's attempt after A's is one too many
+    a, b = two_apps(harness)
+    harness.deliver(report(sender="raced@example.net"))
+    original = a.workflow.apply
+    blocked = blocked_on_a_lock(postgres_url)
+    errors: list[Exception] = []
+
+    def b_polls() -> None:
         try:
-            stats = a.intake.poll_once()
-        except MailboxUnavailable as exc:
-            pytest.fail(f"the daemon that processed the report could not move it: {exc}")
-        assert stats.processed == 1
-        assert harness.folder_count("INBOX") == 0 and harness.folder_count("Processed") == 1
-    finally:
-        harness.close()
+            b.intake.poll_once()
+        except MailboxUnavailable as exc:  # e.g. its MOVE of a message A moved already
+            errors.append(exc)
+
+    thread = threading.Thread(target=b_polls)
+
+    def apply_while_b_polls(session, row, parsed, result, now):  # type: ignore[no-untyped-def]
+        outcome = original(session, row, parsed, result, now)
+        thread.start()  # B polls while A still holds the row (its transaction is open)
+        assert wait_until(blocked, 10, step=0.02), "B never waited for A's row lock"
+        return outcome
+
+    a.workflow.apply = apply_while_b_polls  # type: ignore[method-assign]
+    assert a.intake.poll_once().processed == 1  # A opened the case
+    thread.join(30)
+    with a.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Case)) == 1
+        row = session.scalars(select(InboundMessage)).one()
+        assert row.status == "processed", f"{row.status} after {row.attempts} attempts ({row.error})"
+        assert session.scalar(select(func.count()).select_from(Quarantine)) == 0
+        # The committee is not told that a report it has as a case could not be processed.
+        assert session.scalar(
+            select(func.count()).select_from(OutboxMessage).where(OutboxMessage.kind == "alert")) == 0
+
+
+def test_the_daemon_that_did_not_process_a_report_does_not_move_it(dovecot, smtp_receiver, postgres_url, make_harness):
+    harness = make_harness(postgres_url)
+    a, b = two_apps(harness)
+    harness.deliver(report(sender="moved@example.net"))
+    original = a.intake.mailbox.move
+
+    def b_polls_first(uids, destination):  # type: ignore[no-untyped-def]
+        b.intake.poll_once()  # B polls between A's commit and A's move
+        return original(uids, destination)
+
+    a.intake.mailbox.move = b_polls_first  # type: ignore[method-assign]
+    try:
+        stats = a.intake.poll_once()
+    except MailboxUnavailable as exc:
+        pytest.fail(f"the daemon that processed the report could not move it: {exc}")
+    assert stats.processed == 1
+    assert harness.folder_count("INBOX") == 0 and harness.folder_count("Processed") == 1

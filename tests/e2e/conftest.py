@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.daemons import Notifications
+from tests.oauth_harness import OAuthSetup, with_oauth
 
 
 @pytest.fixture
@@ -26,3 +27,15 @@ def started() -> Iterator[list[subprocess.Popen[bytes]]]:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+@pytest.fixture
+def oauth_harness(database, make_harness, dovecot_oauth, smtp_receiver_oauth, oauth_server):
+    """`oauth_harness(grant, **options)`: a harness on the OAuth Dovecot and receiver whose mailbox
+    and SMTP log in with tokens from the tests' authorization server (see tests/oauth_harness.py)."""
+
+    def build(grant: str, **options: str) -> OAuthSetup:
+        harness = make_harness(database.url, dovecot=dovecot_oauth, receiver=smtp_receiver_oauth)
+        return with_oauth(harness, oauth_server, grant, **options)
+
+    return build

@@ -20,7 +20,7 @@ from conduct_inbox.shell.wiring import build_app
 from conduct_inbox.store import db
 from conduct_inbox.store.models import Case, InboundMessage, Party
 from tests.daemons import conduct_inbox, finish, set_mailbox
-from tests.harness import Harness, report
+from tests.harness import report
 
 REPORTS = 20
 
@@ -101,12 +101,12 @@ def test_sigterm_mid_intake_loses_and_repeats_nothing(harness, smtp_receiver, no
     assert harness.folder_count("INBOX") == 0 and harness.folder_count("Processed") == REPORTS
 
 
-def test_tells_systemd_ready_and_stopping(dovecot, smtp_receiver, notify, started):
+def test_tells_systemd_ready_and_stopping(make_harness, notify, started):
     url = f"sqlite:///{tempfile.mkdtemp(prefix='ci-db-')}/cases.db"
     engine = db.make_engine(url)
     db.upgrade(engine)
     engine.dispose()
-    harness = Harness(dovecot, smtp_receiver, url, dovecot.new_user())
+    harness = make_harness(url)
     proc = conduct_inbox(harness.config_path, "run", notify_socket=notify.path)
     started.append(proc)
     assert notify.wait_for("READY=1", 15), finish(proc, 5)[1]

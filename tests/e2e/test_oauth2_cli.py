@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.oauth_harness import CLIENT_SECRET, oauth_harness
+from tests.oauth_harness import CLIENT_SECRET
 
 pytestmark = pytest.mark.one_database
 
@@ -27,9 +27,9 @@ def spawn(harness, *args: str, env: dict[str, str] | None = None) -> subprocess.
 
 
 def test_login_with_device_code_writes_the_token_0600_and_status_uses_it(
-    dovecot_oauth, smtp_receiver_oauth, oauth_server, database
+    dovecot_oauth, smtp_receiver_oauth, oauth_server, database, oauth_harness
 ):
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-cc")
+    setup = oauth_harness("generic-cc")
     h = setup.harness
     text = h.config_path.read_text()
     h.config_path.write_text(text + f'device_authorization_url = "{oauth_server.device_authorization_url}"\n'
@@ -66,8 +66,8 @@ def test_login_with_device_code_writes_the_token_0600_and_status_uses_it(
     assert not re.search(r"\bat-[A-Za-z0-9_-]{20,}", out + err)
 
 
-def test_login_with_loopback_redirect(dovecot_oauth, smtp_receiver_oauth, oauth_server, database):
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-cc")
+def test_login_with_loopback_redirect(dovecot_oauth, smtp_receiver_oauth, oauth_server, database, oauth_harness):
+    setup = oauth_harness("generic-cc")
     h = setup.harness
     h.config_path.write_text(h.config_path.read_text() + f'authorization_url = "{oauth_server.authorization_url}"\n')
     proc = spawn(h, "oauth", "login", "--timeout", "30")
@@ -88,8 +88,8 @@ def test_login_with_loopback_redirect(dovecot_oauth, smtp_receiver_oauth, oauth_
     assert "code=" not in rest + err
 
 
-def test_status_says_why_no_token_can_be_had(dovecot_oauth, smtp_receiver_oauth, oauth_server, database):
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-refresh")
+def test_status_says_why_no_token_can_be_had(dovecot_oauth, smtp_receiver_oauth, oauth_server, database, oauth_harness):
+    setup = oauth_harness("generic-refresh")
     h = setup.harness
     oauth_server.revoke(setup.refresh_token)
     proc = spawn(h, "oauth", "status")

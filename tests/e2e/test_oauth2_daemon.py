@@ -15,7 +15,6 @@ from sqlalchemy import create_engine, func, select
 from conduct_inbox.store.models import Case, MailboxState
 from tests.daemons import Notifications, Relay, conduct_inbox, finish, hangup, set_mailbox
 from tests.harness import MEMBERS, report
-from tests.oauth_harness import oauth_harness
 from tests.procs import wait_until
 
 pytestmark = pytest.mark.one_database
@@ -56,9 +55,9 @@ def start(harness, notify: Notifications, started: list, **mailbox: object) -> s
 
 
 def test_idle_reconnects_with_a_fresh_token_and_short_tokens_are_renewed(
-    dovecot_oauth, smtp_receiver_oauth, oauth_server, database, notify, started
+    dovecot_oauth, smtp_receiver_oauth, oauth_server, database, oauth_harness, notify, started
 ):
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-cc")
+    setup = oauth_harness("generic-cc")
     h = setup.harness
     oauth_server.expires_in = 4  # the daemon must renew by itself
     proc = start(h, notify, started, poll_seconds=3600)  # new mail comes in through IDLE only
@@ -90,9 +89,9 @@ def test_idle_reconnects_with_a_fresh_token_and_short_tokens_are_renewed(
 
 
 def test_revoked_refresh_token_is_named_until_login_and_reload(
-    dovecot_oauth, smtp_receiver_oauth, oauth_server, database, notify, started
+    dovecot_oauth, smtp_receiver_oauth, oauth_server, database, oauth_harness, notify, started
 ):
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-refresh")
+    setup = oauth_harness("generic-refresh")
     h = setup.harness
     proc = start(h, notify, started, poll_seconds=1)
     h.deliver(report(sender="r1@example.net", body="first"))
@@ -122,12 +121,11 @@ def test_revoked_refresh_token_is_named_until_login_and_reload(
     assert "a restart is needed" not in err  # a new refresh token applies without one
 
 
-def test_no_secret_or_token_in_any_output(dovecot_oauth, smtp_receiver_oauth, oauth_server, database):
+def test_no_secret_or_token_in_any_output(dovecot_oauth, smtp_receiver_oauth, oauth_server, database, oauth_harness):
     """Unique client secret; refresh and access tokens minted by the server (rt-…, at-…): none of
     them in stdout or stderr of any command, at -v too, on success and on every failure path."""
     secret = "SENTINEL-OAUTH2-CLIENT-SECRET-7731"
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-refresh",
-                          client_secret=secret)
+    setup = oauth_harness("generic-refresh", client_secret=secret)
     h = setup.harness
     refresh = setup.refresh_token
     outputs: list[str] = []

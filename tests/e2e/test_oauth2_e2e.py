@@ -16,7 +16,6 @@ from conduct_inbox.shell.daemon import run_once
 from conduct_inbox.shell.wiring import oauth2_config
 from conduct_inbox.store.models import Case, OutboxMessage
 from tests.harness import MEMBERS, count, report
-from tests.oauth_harness import oauth_harness
 
 pytestmark = pytest.mark.one_database
 
@@ -60,9 +59,9 @@ def statuses(app) -> list[str]:
     ("google-jwt", ("OAUTHBEARER",)),
     ("google-refresh", ("XOAUTH2", "OAUTHBEARER")),
 ])
-def test_each_grant_end_to_end(grant, smtp_mechanisms, dovecot_oauth, smtp_receiver_oauth, oauth_server, database):
+def test_each_grant_end_to_end(grant, smtp_mechanisms, dovecot_oauth, smtp_receiver_oauth, oauth_server, database, oauth_harness):
     smtp_receiver_oauth.mechanisms = smtp_mechanisms
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, grant)
+    setup = oauth_harness(grant)
     h = setup.harness
     h.deliver(report(subject="OAuth2 report", body="It happened at the sprint."))
     app = h.app()
@@ -81,8 +80,8 @@ def test_each_grant_end_to_end(grant, smtp_mechanisms, dovecot_oauth, smtp_recei
                                        "google-jwt": "jwt_bearer", "google-refresh": "refresh_token"}[grant]] == 1
 
 
-def test_tokens_are_refreshed_between_and_during_passes(dovecot_oauth, smtp_receiver_oauth, oauth_server, database):
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-refresh")
+def test_tokens_are_refreshed_between_and_during_passes(dovecot_oauth, smtp_receiver_oauth, oauth_server, database, oauth_harness):
+    setup = oauth_harness("generic-refresh")
     h = setup.harness
     clock = FakeClock()
     shared_source(oauth2_config(h.settings()), clock=clock)
@@ -121,9 +120,9 @@ def test_tokens_are_refreshed_between_and_during_passes(dovecot_oauth, smtp_rece
 
 
 def test_revoked_refresh_token_is_an_outage_then_everything_goes_through_once(
-    dovecot_oauth, smtp_receiver_oauth, oauth_server, database
+    dovecot_oauth, smtp_receiver_oauth, oauth_server, database, oauth_harness
 ):
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-refresh")
+    setup = oauth_harness("generic-refresh")
     h = setup.harness
     h.deliver(report(sender="r1@example.net", body="first"))
     app = h.app()
@@ -161,8 +160,8 @@ def test_revoked_refresh_token_is_an_outage_then_everything_goes_through_once(
     assert "oauth2" not in health(h)[1]  # (the harness's clock is not today's: health's staleness aside)
 
 
-def test_provider_down_or_failing_is_an_outage(dovecot_oauth, smtp_receiver_oauth, oauth_server, database):
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-cc")
+def test_provider_down_or_failing_is_an_outage(dovecot_oauth, smtp_receiver_oauth, oauth_server, database, oauth_harness):
+    setup = oauth_harness("generic-cc")
     h = setup.harness
     h.deliver(report(body="waits for the provider"))
     app = h.app()
@@ -185,10 +184,10 @@ def test_provider_down_or_failing_is_an_outage(dovecot_oauth, smtp_receiver_oaut
     assert h.folder_count("INBOX") == 0
 
 
-def test_wrong_user_for_the_token_is_refused_by_the_mailbox(dovecot_oauth, smtp_receiver_oauth, oauth_server, database):
+def test_wrong_user_for_the_token_is_refused_by_the_mailbox(dovecot_oauth, smtp_receiver_oauth, oauth_server, database, oauth_harness):
     """An app allowed some other mailbox: the token is fine, the mailbox refuses it (twice: once
     more with a fresh token), and the error says which step failed."""
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-cc")
+    setup = oauth_harness("generic-cc")
     h = setup.harness
     oauth_server.add_client("ci-app", "ci-client-secret-5121", username="someone-else@example.test")
     app = h.app()
@@ -198,9 +197,9 @@ def test_wrong_user_for_the_token_is_refused_by_the_mailbox(dovecot_oauth, smtp_
     assert oauth_server.token_requests["client_credentials"] == 2
 
 
-def test_smtp_xoauth2_refused_token_is_renewed_once(dovecot_oauth, smtp_receiver_oauth, oauth_server, database):
+def test_smtp_xoauth2_refused_token_is_renewed_once(dovecot_oauth, smtp_receiver_oauth, oauth_server, database, oauth_harness):
     smtp_receiver_oauth.mechanisms = ("XOAUTH2",)  # aiosmtplib's own XOAUTH2
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-cc")
+    setup = oauth_harness("generic-cc")
     h = setup.harness
     h.deliver(report(body="queued, then sent with a renewed token"))
     app = h.app()
@@ -212,9 +211,9 @@ def test_smtp_xoauth2_refused_token_is_renewed_once(dovecot_oauth, smtp_receiver
     assert oauth_server.token_requests["client_credentials"] == 2
 
 
-def test_smtp_server_without_oauth_mechanisms_is_an_outage(dovecot_oauth, smtp_receiver_oauth, oauth_server, database):
+def test_smtp_server_without_oauth_mechanisms_is_an_outage(dovecot_oauth, smtp_receiver_oauth, oauth_server, database, oauth_harness):
     smtp_receiver_oauth.mechanisms = ("PLAIN", "LOGIN")  # basic authentication only
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-cc")
+    setup = oauth_harness("generic-cc")
     h = setup.harness
     h.deliver(report(body="stays queued"))
     app = h.app()

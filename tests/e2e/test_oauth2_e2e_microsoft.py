@@ -12,7 +12,6 @@ from conduct_inbox.adapters.oauth2 import forget_sources
 from conduct_inbox.shell.daemon import run_once
 from conduct_inbox.store.models import Case
 from tests.harness import MEMBERS, count, report
-from tests.oauth_harness import oauth_harness
 
 pytestmark = pytest.mark.one_database
 
@@ -27,9 +26,9 @@ def oauth_server(oauth_server_tls, monkeypatch):
 
 
 @pytest.mark.parametrize("grant, requested", [("microsoft-cc", "client_credentials"), ("microsoft-refresh", "refresh_token")])
-def test_microsoft_end_to_end(grant, requested, dovecot_oauth, smtp_receiver_oauth, oauth_server, database):
+def test_microsoft_end_to_end(grant, requested, dovecot_oauth, smtp_receiver_oauth, oauth_server, database, oauth_harness):
     smtp_receiver_oauth.mechanisms = ("XOAUTH2",)  # what Exchange Online offers
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, grant, tenant="contoso")
+    setup = oauth_harness(grant, tenant="contoso")
     h = setup.harness
     h.deliver(report(body="a report to a Microsoft 365 mailbox"))
     app = h.app()
@@ -53,9 +52,8 @@ def test_microsoft_end_to_end(grant, requested, dovecot_oauth, smtp_receiver_oau
     assert f"oauth2: ok (microsoft, {requested} grant, valid 3600 s)" in done.stdout.splitlines()
 
 
-def test_microsoft_wrong_secret_and_unknown_tenant_in_check_config(dovecot_oauth, smtp_receiver_oauth, oauth_server, database):
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "microsoft-cc",
-                          client_secret="the-right-one")
+def test_microsoft_wrong_secret_and_unknown_tenant_in_check_config(dovecot_oauth, smtp_receiver_oauth, oauth_server, database, oauth_harness):
+    setup = oauth_harness("microsoft-cc", client_secret="the-right-one")
     h = setup.harness
     (setup.credentials / "oauth2-client-secret").write_text("an-old-one\n")
     done = subprocess.run([sys.executable, "-m", "conduct_inbox.cli", "check-config", "--config", str(h.config_path)],

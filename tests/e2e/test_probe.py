@@ -8,11 +8,9 @@ from conduct_inbox.cli import main
 from conduct_inbox.shell.daemon import run_once
 from conduct_inbox.store.models import Case, InboundMessage
 from tests.daemons import Relay
-from tests.harness import Harness
 
 
-def test_probe_round_trip_succeeds_and_the_daemon_files_it_as_our_own(dovecot, smtp_receiver, database, capsys):
-    harness = Harness(dovecot, smtp_receiver, database.url, dovecot.new_user())
+def test_probe_round_trip_succeeds_and_the_daemon_files_it_as_our_own(harness, dovecot, smtp_receiver, capsys):
     relay = Relay(smtp_receiver, dovecot, harness.user)
     try:
         assert main(["check-config", "--probe", "--probe-timeout", "20", "--config", str(harness.config_path)]) == 0
@@ -26,13 +24,8 @@ def test_probe_round_trip_succeeds_and_the_daemon_files_it_as_our_own(dovecot, s
             assert session.scalars(select(InboundMessage.kind)).all() == ["own_loop"]
     finally:
         relay.close()
-        harness.close()
 
 
-def test_probe_that_never_arrives_is_reported(dovecot, smtp_receiver, database, capsys):
-    harness = Harness(dovecot, smtp_receiver, database.url, dovecot.new_user())
-    try:
-        assert main(["check-config", "--probe", "--probe-timeout", "1", "--config", str(harness.config_path)]) == 1
-        assert "did not reach the mailbox within 1 s" in capsys.readouterr().err
-    finally:
-        harness.close()
+def test_probe_that_never_arrives_is_reported(harness, capsys):
+    assert main(["check-config", "--probe", "--probe-timeout", "1", "--config", str(harness.config_path)]) == 1
+    assert "did not reach the mailbox within 1 s" in capsys.readouterr().err

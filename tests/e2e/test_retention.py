@@ -15,12 +15,7 @@ from conduct_inbox.store.models import Case, InboundMessage, OutboxMessage, Part
 from tests.harness import Harness
 from tests.sentinels import database_dump, found_in, member_reply, run_lifecycle, sentinel_report
 
-
-@pytest.fixture
-def harness(dovecot, smtp_receiver, database):
-    h = Harness(dovecot, smtp_receiver, database.url, dovecot.new_user(), extra_config="[retention]\nclosed_case_days = 30\n")
-    yield h
-    h.close()
+pytestmark = pytest.mark.harness(extra_config="[retention]\nclosed_case_days = 30\n")
 
 
 def mailbox_text(harness: Harness) -> bytes:
