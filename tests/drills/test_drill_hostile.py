@@ -26,14 +26,13 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from conduct_inbox.adapters.maildir import deliver_to_maildir
-from conduct_inbox.config import load_settings
 from conduct_inbox.core import tokens
-from conduct_inbox.shell.wiring import App, build_app
+from conduct_inbox.shell.wiring import App
 from conduct_inbox.store import db
 from conduct_inbox.store.models import Event, InboundMessage, OutboxMessage, Quarantine
 from tests.fixtures.database import BACKENDS, fresh_postgres_database
 from tests.fixtures.smtp_receiver import SmtpReceiver
-from tests.harness import MEMBERS, SECRET, Clock, write_config
+from tests.harness import MEMBERS, SECRET, Clock, maildir_app
 
 CORPUS = sorted((Path(__file__).parent.parent / "data" / "eml").rglob("*.eml"))
 PARSE_TIMEOUT = 2  # seconds; three attempts at most before quarantine
@@ -135,14 +134,9 @@ def pipeline(request: pytest.FixtureRequest) -> Iterator[Pipeline]:
         receiver = SmtpReceiver()
         receiver.up()
         stack.callback(receiver.down)
-        path = write_config(
-            folder, database_url=url, mailbox={"maildir": str(folder / "Maildir")},
-            smtp={"host": "127.0.0.1", "port": receiver.port, "security": "none",
-                  "retry_initial_seconds": 1, "retry_max_seconds": 2},
-        )
-        path.write_text(path.read_text().replace("parse_timeout_seconds = 5", f"parse_timeout_seconds = {PARSE_TIMEOUT}"))
         clock = Clock()
-        app = build_app(load_settings(path, environ={}), clock=clock)
+        app = maildir_app(folder, url, receiver, clock=clock, smtp={"retry_initial_seconds": 1, "retry_max_seconds": 2},
+                          intake={"parse_timeout_seconds": PARSE_TIMEOUT})
         stack.callback(app.close)
         yield Pipeline(app, folder / "Maildir", receiver, clock)
 

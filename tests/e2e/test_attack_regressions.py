@@ -19,24 +19,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from conduct_inbox.adapters.maildir import deliver_to_maildir
-from conduct_inbox.config import load_settings
 from conduct_inbox.shell.daemon import run_once
-from conduct_inbox.shell.wiring import build_app
 from conduct_inbox.store.models import Case, OutboxMessage
 from tests import adversary
-from tests.harness import Clock, write_config
+from tests.harness import maildir_app
 
 
 @pytest.fixture
 def daemon(smtp_receiver, database):
     folder = Path(tempfile.mkdtemp(prefix="ci-attack-"))
-    config = write_config(
-        folder,
-        database_url=database.url,
-        mailbox={"maildir": str(folder / "Maildir"), "poll_seconds": 1},
-        smtp={"host": "127.0.0.1", "port": smtp_receiver.port, "security": "none"},
-    )
-    app = build_app(load_settings(config, environ={}), clock=Clock())
+    app = maildir_app(folder, database.url, smtp_receiver, mailbox={"poll_seconds": 1})
     yield app, folder / "Maildir"
     app.close()
 

@@ -47,14 +47,12 @@ from sqlalchemy.orm import selectinload, undefer
 from conduct_inbox.adapters.maildir import deliver_to_maildir
 from conduct_inbox.adapters.parsing import WorkerParser
 from conduct_inbox.cases.escalation import escalate_once, sla_policy
-from conduct_inbox.config import load_settings
 from conduct_inbox.core import routing
 from conduct_inbox.shell.daemon import run_once
-from conduct_inbox.shell.wiring import build_app
 from conduct_inbox.store.models import Case, Decision, Event, InboundMessage, OutboxMessage, Quarantine
 from tests import adversary
 from tests.faults import faulty_parse
-from tests.harness import MEMBERS, STEERING, Clock, report, write_config
+from tests.harness import MEMBERS, STEERING, Clock, maildir_app, report
 from tests.mailers import reply
 
 try:
@@ -675,17 +673,10 @@ def world_factory(smtp_receiver, database):
         while made:  # one daemon at a time: the previous example's is done
             made.pop().close()
         folder = Path(tempfile.mkdtemp(prefix="ci-prop-"))
-        config = write_config(
-            folder,
-            database_url=database.url,
-            mailbox={"maildir": str(folder / "Maildir"), "poll_seconds": 1},
-            smtp={"host": "127.0.0.1", "port": smtp_receiver.port, "security": "none", "retry_initial_seconds": 1,
-                  "retry_max_seconds": 2},
-        )
-        config.write_text(config.read_text().replace("[intake]\n", "[intake]\nmax_attempts = 1\n", 1))
         clock = Clock()
-        app = build_app(load_settings(config, environ={}), clock=clock,
-                        parser=WorkerParser(timeout=5.0, function=faulty_parse))
+        app = maildir_app(folder, database.url, smtp_receiver, clock=clock, mailbox={"poll_seconds": 1},
+                          smtp={"retry_initial_seconds": 1, "retry_max_seconds": 2}, intake={"max_attempts": 1},
+                          parser=WorkerParser(timeout=5.0, function=faulty_parse))
         made.append(app)
         with app.sessions() as session:
             first_outbox = session.scalar(select(func.max(OutboxMessage.id))) or 0
