@@ -12,8 +12,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+from conduct_inbox.store import crypto
 from tests.harness import Harness
+from tests.procs import wait_until
 
 
 def set_mailbox(harness: Harness, **values: object) -> None:
@@ -106,3 +109,41 @@ class Relay:
     def close(self) -> None:
         self.stop.set()
         self.thread.join(5)
+
+
+# ----- a `conduct-inbox run` process for reload tests, and key files -----------------------------
+
+CAROL = "[[committee.members]]\nname = \"Carol Chen\"\nemail = \"carol@example.org\"\naliases = [\"CC\"]\nchair = false\n"
+
+
+def start(harness, notify: Notifications, started: list) -> subprocess.Popen[bytes]:
+    set_mailbox(harness, poll_seconds=1)
+    proc = conduct_inbox(harness.config_path, "run", notify_socket=notify.path)
+    started.append(proc)
+    assert notify.wait_for("READY=1", 15), finish(proc, 5)[1]
+    return proc
+
+
+def processed(harness, count: int) -> bool:
+    return wait_until(lambda: harness.folder_count("Processed") >= count, 15)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    code, err = finish(proc)
+    assert code == 0, err
+    return err
+
+
+def set_keys(harness: Any, current: str, previous: str = "") -> None:
+    """[security] with these keys, as files: the current key and, during a rotation, the previous one."""
+    lines = [line for line in harness.config_path.read_text().splitlines()
+             if not line.startswith(("encryption_key_file", "previous_encryption_key_file"))]
+    keys = []
+    for name, key in (("encryption_key_file", current), ("previous_encryption_key_file", previous)):
+        if key:
+            path = harness.folder / f"{name}.{crypto.Cipher.from_text(key).fingerprint_hex}"
+            path.write_text(key + "\n")
+            keys.append(f'{name} = "{path}"')
+    at = lines.index("[security]") + 1
+    harness.config_path.write_text("\n".join(lines[:at] + keys + lines[at:]) + "\n")

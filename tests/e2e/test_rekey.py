@@ -19,6 +19,7 @@ from conduct_inbox.shell.intake import _EARLIER_COPY
 from conduct_inbox.shell.wiring import build_app
 from conduct_inbox.store import crypto, db, rekey
 from conduct_inbox.store.models import Base, Case, InboundMessage, OutboxMessage, Party, Sanction, _Sealed
+from tests.daemons import set_keys
 from tests.harness import report
 from tests.sentinels import ADDRESS, run_lifecycle
 
@@ -28,20 +29,6 @@ ORIGINAL_ID = "<rotation-original@example.net>"
 #: One message, delivered again during the rotation: the same bytes (MIME boundaries included).
 ORIGINAL = report(sender="original@example.net", message_id=ORIGINAL_ID,
                   attachments=[("evidence.txt", "text/plain", b"what was said")])
-
-
-def set_keys(harness: Any, current: str, previous: str = "") -> None:
-    """[security] with these keys, as files: the current key and, during a rotation, the previous one."""
-    lines = [line for line in harness.config_path.read_text().splitlines()
-             if not line.startswith(("encryption_key_file", "previous_encryption_key_file"))]
-    keys = []
-    for name, key in (("encryption_key_file", current), ("previous_encryption_key_file", previous)):
-        if key:
-            path = harness.folder / f"{name}.{crypto.Cipher.from_text(key).fingerprint_hex}"
-            path.write_text(key + "\n")
-            keys.append(f'{name} = "{path}"')
-    at = lines.index("[security]") + 1
-    harness.config_path.write_text("\n".join(lines[:at] + keys + lines[at:]) + "\n")
 
 
 def sealed_models() -> list[tuple[Any, list[str]]]:

@@ -4,38 +4,15 @@ copy, an invalid file keeps the running configuration and names each problem."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-
 from sqlalchemy import select
 
 from conduct_inbox.store.models import Case
-from tests.daemons import Notifications, conduct_inbox, finish, hangup, set_mailbox
+from tests.daemons import CAROL, hangup, processed, set_mailbox, start, stop
 from tests.harness import MEMBERS, parsed, report
 from tests.mailers import reply
 from tests.procs import wait_until
 
-CAROL = "[[committee.members]]\nname = \"Carol Chen\"\nemail = \"carol@example.org\"\naliases = [\"CC\"]\nchair = false\n"
 DAVE = "[[committee.members]]\nname = \"Dave Doe\"\nemail = \"dave@example.org\"\naliases = []\nchair = false\n"
-
-
-def start(harness, notify: Notifications, started: list) -> subprocess.Popen[bytes]:
-    set_mailbox(harness, poll_seconds=1)
-    proc = conduct_inbox(harness.config_path, "run", notify_socket=notify.path)
-    started.append(proc)
-    assert notify.wait_for("READY=1", 15), finish(proc, 5)[1]
-    return proc
-
-
-def processed(harness, count: int) -> bool:
-    return wait_until(lambda: harness.folder_count("Processed") >= count, 15)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> str:
-    proc.send_signal(signal.SIGTERM)
-    code, err = finish(proc)
-    assert code == 0, err
-    return err
 
 
 def test_removed_member_token_dies_at_once(harness, smtp_receiver, notify, started, database):

@@ -20,21 +20,12 @@ from conduct_inbox.shell.daemon import run_once
 from conduct_inbox.shell.recovery import recover
 from conduct_inbox.store import crypto, db
 from conduct_inbox.store.models import Case
+from tests.daemons import CAROL as CAROL_ENTRY
+from tests.daemons import Notifications, conduct_inbox, finish, hangup, processed, set_keys, set_mailbox  # noqa: F401
+from tests.daemons import start as start_daemon
+from tests.daemons import stop as stop_daemon
 from tests.harness import SECRET, parsed, report, text_of
-from tests.test_committee_e2e import reply
-from tests.test_daemon import (  # noqa: F401
-    Notifications,
-    conduct_inbox,
-    finish,
-    notify,
-    set_mailbox,
-    started,
-)
-from tests.test_rekey import set_keys
-from tests.test_reload import CAROL as CAROL_ENTRY
-from tests.test_reload import hangup, processed
-from tests.test_reload import start as start_daemon
-from tests.test_reload import stop as stop_daemon
+from tests.mailers import reply
 
 ALICE, BOB, CAROL = "alice@example.org", "bob@example.org", "carol@example.org"
 EARLY, LATE, STUCK, NEWER = "early@example.net", "late@example.net", "stuck@example.net", "newer@example.net"
