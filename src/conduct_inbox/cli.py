@@ -189,7 +189,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
     settings = _settings(args)
     when = restore(settings, Path(args.backup), force=args.force)
     print(f"database restored from {args.backup} (backup taken {when:%Y-%m-%d %H:%M:%S} UTC)")
-    _print_recovered(recover(settings, utcnow))
+    try:
+        _print_recovered(recover(settings, utcnow))
+    finally:
+        from conduct_inbox.shell.backup import owned_like_their_folder
+
+        owned_like_their_folder(Path(str(db.sqlite_path(settings.database.url))))
     return OK
 
 

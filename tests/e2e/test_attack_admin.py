@@ -571,9 +571,6 @@ def test_backups_taken_while_the_daemon_writes_restore_to_one_case_and_one_ack_p
 # ----- README's cron backup and restore run as root beside a service-owned database ----------------------
 
 
-@pytest.mark.xfail(strict=True, reason="README's `sudo conduct-inbox restore` (database file lost) leaves cases.db, "
-                   "cases.db-wal, cases.db-shm and cases.db.lock owned by root beside the service's (DynamicUser) state: "
-                   "the service user cannot write its restored database")
 def test_backup_and_restore_as_root_leave_the_database_owned_by_the_service_user(harness, smtp_receiver, sqlite_only,
                                                                                  tmp_path):
     """README runs `backup` from root's crontab and `sudo ... restore` (the disk died: no database file), while the

@@ -118,6 +118,19 @@ def _check(path: Path) -> None:
         raise BackupFailed(f"{path} is not a conduct-inbox database")
 
 
+def owned_like_their_folder(database: Path) -> None:
+    """Run as root (a cron job, `sudo ... restore`), SQLite may leave the database and its side files
+    (-wal, -shm, -sent, .lock) owned by root beside a daemon running as its own user, which then
+    cannot open them: they get the owner of the folder they are in, as the daemon's own files have."""
+    if os.geteuid() != 0:
+        return
+    folder = database.parent.stat()
+    for path in database.parent.glob(database.name + "*"):
+        info = path.lstat()
+        if (info.st_uid, info.st_gid) != (folder.st_uid, folder.st_gid) and not path.is_symlink():
+            os.chown(path, folder.st_uid, folder.st_gid)
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -174,6 +187,8 @@ def backup(settings: Settings, dest: Path, now: datetime) -> BackupResult:
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    finally:
+        owned_like_their_folder(source)
     return BackupResult(dest, now, folded)
 
 
@@ -243,4 +258,5 @@ def restore(settings: Settings, source: Path, *, force: bool = False) -> datetim
             engine.dispose()
     finally:
         lock.release()
+        owned_like_their_folder(target)
     return when
