@@ -125,9 +125,6 @@ def test_backup_copied_into_place_by_hand_cannot_reissue_lost_references(harness
     assert not newer or newer[0].ref != "2026-0002", "a reference of the lost stretch was issued again"
 
 
-@pytest.mark.xfail(strict=True, reason="!concerns Carol sent in the lost stretch is 'not replayed' by recovery, and the "
-                   "recovered case is routed to Carol again: the reporter's lost-stretch follow-up, which Carol never saw "
-                   "while recused, is forwarded to her (a concerned member reads new case content) and she holds a token")
 def test_concerns_in_the_lost_stretch_keeps_that_member_out_after_recovery(harness, smtp_receiver, sqlite_only, tmp_path):
     app = harness.app()
     harness.deliver(report(sender=EARLY))

@@ -26,7 +26,7 @@ from conduct_inbox.core.party_mail import OutwardDraft
 from conduct_inbox.core.roster import Person
 from conduct_inbox.mail.compose import Draft
 from conduct_inbox.mail.parse import InboundMessage as Parsed
-from conduct_inbox.store.models import Case, Decision, InboundMessage, OutboxMessage, Party, Recusal, Sanction
+from conduct_inbox.store.models import Case, Decision, Event, InboundMessage, OutboxMessage, Party, Recusal, Sanction
 from conduct_inbox.store.outbox import enqueue
 
 if TYPE_CHECKING:
@@ -588,6 +588,36 @@ class Desk:
         if case.status != status:
             self._event(session, case, member, "status_changed", now, old=case.status, new=status)
             case.status = status
+
+    def replay_recusals(self, session: Session, msg: Parsed, case_id: int | None, now: datetime) -> list[str]:
+        """Recovery after a restore replays no command, but a recusal it skipped would show a member a case
+        they were kept out of: an authenticated `!concerns` or `!recuse` on a case the database holds is
+        applied again (more recusal never shows anyone anything). Returns the members recused."""
+        case = session.get(Case, case_id) if case_id is not None else None
+        auth = self.authenticate(msg, case)
+        if case is not None:
+            cases = [case] if auth.member is not None and (auth.case_token or auth.dmarc) else []
+        elif auth.member is not None and auth.unknown_case_token and msg.case_ref and fences.is_lost_ref(session, msg.case_ref):
+            # About a case of the lost stretch, now taken in again under a new reference that cannot be
+            # told: the recusal applies to every case taken in again (more recusal is the safe side).
+            cases = list(session.scalars(select(Case).join(Event, Event.case_id == Case.id)
+                                         .where(Event.action == "recovered_after_restore").distinct()))
+        else:
+            cases = []
+        parsed = cmd.new_commands(msg.subject, [])
+        if not cases or isinstance(parsed, cmd.CommandError):
+            return []
+        assert auth.member is not None
+        recused = []
+        for c in parsed:
+            person = self.wf.roster.find(c.name) if isinstance(c, cmd.Concerns) else (
+                auth.member if isinstance(c, cmd.Recuse) else None)
+            for target in cases if person is not None else []:
+                if person.email not in self.wf.recused(target):
+                    self._recuse(session, target, person.email, "concerns" if isinstance(c, cmd.Concerns) else "self",
+                                 now, automatic=False)
+                    recused.append(person.email)
+        return recused
 
     def _recuse(self, session: Session, case: Case, email: str, reason: str, now: datetime, automatic: bool) -> None:
         existing = next((r for r in case.recusals if r.member_email == email), None)

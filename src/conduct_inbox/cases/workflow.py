@@ -254,7 +254,11 @@ class Workflow:
         if self.options.recovering and result.kind not in _RECOVERABLE:
             row.status = "dropped"
             event(session, None, "system", "not_replayed_after_restore", now, inbound_id=row.id, kind=result.kind)
-            return f"{result.kind} mail from before the restore: recorded, not replayed"
+            recused = []
+            if result.kind == "committee":
+                recused = self.desk.replay_recusals(session, msg, result.case.id if result.case else None, now)
+            return f"{result.kind} mail from before the restore: recorded, not replayed" + (
+                f" (its recusals applied again: {len(recused)})" if recused else "")
         handler = getattr(self, f"_on_{result.kind}")
         outcome: str = handler(session, row, msg, result, now)
         return outcome
