@@ -19,6 +19,7 @@ from conduct_inbox.cases.steering import reconsider
 from conduct_inbox.cases.threads import earlier_subjects
 from conduct_inbox.core import command_types as ct
 from conduct_inbox.core import commands as cmd
+from conduct_inbox.core.admission import PersonalFacts, PersonalWay, personal_way
 from conduct_inbox.core.roster import Person
 from conduct_inbox.mail.parse import InboundMessage as Parsed
 from conduct_inbox.store.models import InboundMessage
@@ -35,28 +36,35 @@ def caseless(ctx: Context, session: Session, row: InboundMessage, msg: Parsed, m
     row.status, row.kind = "processed", "personal"
     # A forwarded report's own subject cannot carry a command (`Fwd: ... !concerns Carol`).
     parsed = cmd.new_commands(msg.subject, earlier_subjects(session, msg))
-    is_caseless = not isinstance(parsed, cmd.CommandError) and any(isinstance(c, (cmd.Reconsider, cmd.New)) for c in parsed)
-    if msg.case_ref and not is_caseless:
+    commands = [] if isinstance(parsed, cmd.CommandError) else parsed
+    way = personal_way(PersonalFacts(
+        parsed=not isinstance(parsed, cmd.CommandError),
+        case_ref=bool(msg.case_ref),
+        caseless=any(isinstance(c, (cmd.Reconsider, cmd.New)) for c in commands),
+        new=any(isinstance(c, cmd.New) for c in commands),
+        others_beside_new=any(not isinstance(c, (cmd.New, cmd.Concerns, cmd.Urgent)) for c in commands),
+        unknown_concerns=any(isinstance(c, cmd.Concerns) and ctx.roster.find(c.name) is None for c in commands),
+    ))
+    if way is PersonalWay.NO_SUCH_CASE:
         _refusal(ctx, session, row, member, now, [f"there is no case {msg.case_ref} you can act on"])
         return "personal mail about an unknown case"
-    if isinstance(parsed, cmd.CommandError):
+    if way is PersonalWay.MALFORMED:
+        assert isinstance(parsed, cmd.CommandError)
         _refusal(ctx, session, row, member, now, list(parsed.problems))
         return "personal commands refused"
-    news = [c for c in parsed if isinstance(c, cmd.New)]
-    others = [c for c in parsed if not isinstance(c, (cmd.New, cmd.Concerns, cmd.Urgent))]
-    if news and others:
+    if way is PersonalWay.NEW_WITH_OTHERS:
         _refusal(ctx, session, row, member, now, [
             "!new takes only !concerns and !urgent beside it; send the other commands on the new case's mail"])
         return "personal commands refused"
-    unknown = [c for c in parsed if isinstance(c, cmd.Concerns) and ctx.roster.find(c.name) is None]
-    if news and unknown:  # the report must not reach the member it is about because of a typo
+    if way is PersonalWay.NEW_UNKNOWN_CONCERNS:
         _refusal(ctx, session, row, member, now, ["!concerns: no member by that name; no case was opened"])
         return "personal commands refused"
-    if news:
-        return open_forwarded_case(ctx, session, row, msg, member, news[0], [c for c in parsed if isinstance(c, cmd.Concerns)],
-                                   now, urgent=any(isinstance(c, cmd.Urgent) for c in parsed))
+    if way is PersonalWay.OPEN_FORWARDED:
+        new = next(c for c in commands if isinstance(c, cmd.New))
+        return open_forwarded_case(ctx, session, row, msg, member, new, [c for c in commands if isinstance(c, cmd.Concerns)],
+                                   now, urgent=any(isinstance(c, cmd.Urgent) for c in commands))
     done = []
-    for c in parsed:
+    for c in commands:
         run = PERSONAL.get(type(c))
         if run is None:
             _refusal(ctx, session, row, member, now, [f"!{ct.typed_name(c)} needs a case: reply to that case's mail"])

@@ -1,5 +1,6 @@
-"""Which way a member's mail to the desk goes, decided from the facts of its authentication
-(the `classify` shape: the desk looks the facts up, this table decides, the desk applies).
+"""Which way a member's mail to the desk goes (`admit`), and what a personal token's case-less
+commands do (`personal_way`), each decided from facts the desk looked up (the `classify`
+shape: look the facts up, a first-match table decides, the desk applies).
 
 A command counts only on the member's valid reply token for the case (or, for notes and
 status commands, a trusted DMARC pass); a personal token never authorises anything on a case.
@@ -59,3 +60,37 @@ def admit(f: DeskFacts) -> Admission:
             return Admission(Way.REFUSE, "personal token used on a case")
         return Admission(Way.NOT_OWN_ADDRESS, "no valid case token")
     return Admission(Way.ON_CASE)
+
+
+class PersonalWay(enum.Enum):
+    NO_SUCH_CASE = "no_such_case"  # a case reference without `!new`/`!reconsider`: no case the member can act on
+    MALFORMED = "malformed"  # the commands do not parse
+    NEW_WITH_OTHERS = "new_with_others"  # `!new` takes only `!concerns` and `!urgent` beside it
+    NEW_UNKNOWN_CONCERNS = "new_unknown_concerns"  # `!concerns` names no member: no case is opened
+    OPEN_FORWARDED = "open_forwarded"  # `!new`: open a case for the forwarded report
+    COMMANDS = "commands"  # `!help`, `!list`, `!reconsider` (anything else needs a case)
+
+
+@dataclass(frozen=True)
+class PersonalFacts:
+    parsed: bool  # the subject's new commands parse
+    case_ref: bool  # the subject names a case reference
+    caseless: bool  # among them `!new` or `!reconsider`
+    new: bool  # among them `!new`
+    others_beside_new: bool  # commands other than `!new`, `!concerns`, `!urgent`
+    unknown_concerns: bool  # a `!concerns` naming no member
+
+
+def personal_way(f: PersonalFacts) -> PersonalWay:
+    """First match wins."""
+    if f.case_ref and not f.caseless:
+        return PersonalWay.NO_SUCH_CASE
+    if not f.parsed:
+        return PersonalWay.MALFORMED
+    if f.new and f.others_beside_new:
+        return PersonalWay.NEW_WITH_OTHERS
+    if f.new and f.unknown_concerns:  # the report must not reach the member it is about because of a typo
+        return PersonalWay.NEW_UNKNOWN_CONCERNS
+    if f.new:
+        return PersonalWay.OPEN_FORWARDED
+    return PersonalWay.COMMANDS
