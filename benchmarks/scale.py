@@ -29,7 +29,8 @@ from pathlib import Path
 import _common as C  # noqa: E402  (puts src/ and the repository root on sys.path)
 from sqlalchemy import func, insert, select, text
 
-from conduct_inbox.cases.escalation import escalate_once, sla_policy
+from conduct_inbox.cases.deadlines import sla_policy
+from conduct_inbox.cases.escalate import escalate_once
 from conduct_inbox.config import load_settings
 from conduct_inbox.shell.wiring import build_app
 from conduct_inbox.store import db
@@ -159,14 +160,14 @@ def run_backend(backend: str, args: argparse.Namespace, dovecot: C.DovecotServer
         policy = sla_policy(app.settings)
         try:
             # The daemon's escalate job has run since start: connections and compiled statements are warm.
-            escalate_once(app.sessions, app.workflow, policy, now - timedelta(days=1))
+            escalate_once(app.sessions, app.inbound.ctx, policy, now - timedelta(days=1))
             t0 = time.perf_counter()
-            sent = escalate_once(app.sessions, app.workflow, policy, now)
+            sent = escalate_once(app.sessions, app.inbound.ctx, policy, now)
             first = time.perf_counter() - t0
             routine = []
             for i in range(5):
                 t0 = time.perf_counter()
-                again = escalate_once(app.sessions, app.workflow, policy, now + timedelta(seconds=60 * (i + 1)))
+                again = escalate_once(app.sessions, app.inbound.ctx, policy, now + timedelta(seconds=60 * (i + 1)))
                 routine.append(time.perf_counter() - t0)
                 assert again == 0, again
             with app.sessions() as session:

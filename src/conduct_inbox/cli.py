@@ -439,19 +439,19 @@ def _inspect_config(args: argparse.Namespace) -> tuple[Settings | None, str]:
 
 
 def _daemon_facts(settings: Settings, msg: Any) -> tuple[Any, Any]:
-    """Facts and policy as the daemon's intake would look them up (app.make_workflow, Workflow.facts),
+    """Facts and policy as the daemon's intake would look them up (app.make_inbound, Inbound.facts),
     read in a session that is rolled back: nothing is written, nothing is sent."""
     from sqlalchemy import inspect as sa_inspect
     from sqlalchemy import text
 
-    from conduct_inbox.shell.wiring import make_workflow
+    from conduct_inbox.shell.wiring import make_inbound
 
     path = db.sqlite_path(settings.database.url)
     if path is not None and not path.exists():
         raise DatabaseNotCurrent(f"no database at {path}: run `conduct-inbox db upgrade`")
     engine = engine_for(settings)
     try:
-        workflow = make_workflow(settings)
+        inbound = make_inbound(settings)
         with db.session_factory(engine)() as session:
             try:
                 connection = session.connection()
@@ -461,10 +461,10 @@ def _daemon_facts(settings: Settings, msg: Any) -> tuple[Any, Any]:
                 if current != db.SCHEMA_HEAD:
                     raise DatabaseNotCurrent(f"database schema is at {current or 'nothing'}, code expects {db.SCHEMA_HEAD}")
                 db.verify_key(session, getattr(engine.dialect, "conduct_cipher", None))
-                facts = workflow.facts(session, msg)
+                facts = inbound.facts(session, msg)
             finally:
                 session.rollback()
-        return facts, workflow.policy
+        return facts, inbound.policy
     finally:
         engine.dispose()
 
@@ -687,8 +687,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_escalations(args: argparse.Namespace) -> int:
     """What reminders and escalations are due at --at (default now), and to whom; sends nothing."""
-    from conduct_inbox.cases.escalation import preview, sla_policy
-    from conduct_inbox.shell.wiring import make_workflow
+    from conduct_inbox.cases.deadlines import sla_policy
+    from conduct_inbox.cases.escalate import preview
+    from conduct_inbox.shell.wiring import make_inbound
 
     at = datetime.now(timezone.utc)
     if args.at:
@@ -701,7 +702,7 @@ def cmd_escalations(args: argparse.Namespace) -> int:
     settings = _settings(args, READ_ONLY)
     engine = _engine(settings)
     try:
-        rows = preview(db.session_factory(engine), make_workflow(settings), sla_policy(settings), at)
+        rows = preview(db.session_factory(engine), make_inbound(settings).ctx, sla_policy(settings), at)
     finally:
         engine.dispose()
     if args.json:

@@ -330,7 +330,7 @@ def test_a_report_the_other_daemon_just_processed_is_not_quarantined(dovecot, sm
     set_intake(harness, max_attempts=1)  # no retries: B's attempt after A's is one too many
     a, b = two_apps(harness)
     harness.deliver(report(sender="raced@example.net"))
-    original = a.workflow.apply
+    original = a.inbound.apply
     blocked = blocked_on_a_lock(postgres_url)
     errors: list[Exception] = []
 
@@ -348,7 +348,7 @@ def test_a_report_the_other_daemon_just_processed_is_not_quarantined(dovecot, sm
         assert wait_until(blocked, 10, step=0.02), "B never waited for A's row lock"
         return outcome
 
-    a.workflow.apply = apply_while_b_polls  # type: ignore[method-assign]
+    a.inbound.apply = apply_while_b_polls  # type: ignore[method-assign]
     assert a.intake.poll_once().processed == 1  # A opened the case
     thread.join(30)
     with a.sessions() as session:

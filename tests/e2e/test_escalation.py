@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from conduct_inbox.cases.escalation import escalate_once, refresh_next_due, sla_policy
+from conduct_inbox.cases.deadlines import refresh_next_due, sla_policy
+from conduct_inbox.cases.escalate import escalate_once
 from conduct_inbox.cli import main
 from conduct_inbox.shell.daemon import run_once
 from conduct_inbox.store.models import Case, EscalationFired, Event, OutboxMessage, Recusal
@@ -200,7 +201,7 @@ def test_two_daemons_at_once_send_each_escalation_once(harness, smtp_receiver):
 
     def tick(a):
         barrier.wait()
-        results.append(escalate_once(a.sessions, a.workflow, sla_policy(a.settings), now))
+        results.append(escalate_once(a.sessions, a.inbound.ctx, sla_policy(a.settings), now))
 
     threads = [threading.Thread(target=tick, args=(a,)) for a in (app, other)]
     for t in threads:

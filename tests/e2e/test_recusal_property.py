@@ -46,7 +46,8 @@ from sqlalchemy.orm import selectinload, undefer
 
 from conduct_inbox.adapters.maildir import deliver_to_maildir
 from conduct_inbox.adapters.parsing import WorkerParser
-from conduct_inbox.cases.escalation import escalate_once, sla_policy
+from conduct_inbox.cases.deadlines import sla_policy
+from conduct_inbox.cases.escalate import escalate_once
 from conduct_inbox.core import routing
 from conduct_inbox.shell.daemon import run_once
 from conduct_inbox.store.models import Case, Decision, Event, InboundMessage, OutboxMessage, Quarantine
@@ -162,7 +163,7 @@ SANCTIONS = {"vacation", "temporary-ban", "permanent-ban", "public-reprimand", "
 
 def model_command(world: World, case: CaseModel, who: str, spec: str, target: str, text: str, party: tuple[str, str] | None) -> None:
     """Apply one command as DESIGN says; raises Refused when the daemon must refuse it."""
-    roster = world.app.workflow.roster  # type: ignore[attr-defined]
+    roster = world.app.inbound.roster  # type: ignore[attr-defined]
     person = roster.person(who)
     if spec == "ack":
         if case.status == "new":
@@ -399,7 +400,7 @@ def apply_step(world: World, step: tuple) -> None:  # type: ignore[type-arg]
         elif role == "unknown":
             address, name = f"{world.unique('stranger')}@example.com", "Some Stranger"
         else:
-            found = [p for p in case.parties if p[0] == role and app.workflow.roster.person(p[1]) is None]  # type: ignore[attr-defined]
+            found = [p for p in case.parties if p[0] == role and app.inbound.roster.person(p[1]) is None]  # type: ignore[attr-defined]
             if not found:
                 return _finish(world, kind, None, None)
             address, name = found[-1][1], "A Party"
@@ -481,7 +482,7 @@ def apply_step(world: World, step: tuple) -> None:  # type: ignore[type-arg]
         world.receiver.reject_rcpt[step[1]] = "550 5.1.1 no such user"  # type: ignore[attr-defined]
     elif kind == "tick":
         world.clock.advance(hours=step[1])
-        escalate_once(app.sessions, app.workflow, sla_policy(app.settings), world.clock())  # type: ignore[attr-defined]
+        escalate_once(app.sessions, app.inbound.ctx, sla_policy(app.settings), world.clock())  # type: ignore[attr-defined]
     _finish(world, kind, raw, expected, new_report)
 
 
@@ -493,7 +494,7 @@ class _Record:
 def _model_member_mail(world: World, case: CaseModel, who: str, spec: str, target: str, text: str,
                        party: tuple[str, str, str] | None) -> bool:
     """Apply a member's mail to the model; False when it is refused (nothing changes)."""
-    roster = world.app.workflow.roster  # type: ignore[attr-defined]
+    roster = world.app.inbound.roster  # type: ignore[attr-defined]
     if not routing.may_see(roster, case.recused(), who):
         return False  # a recused member's token no longer works: nothing changes
     saved = (case.status, case.urgent, case.spam, list(case.parties), [list(d) for d in case.decisions],

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import bindparam, func, select, text
 
-from conduct_inbox.cases.workflow import _ACKS_SINCE
+from conduct_inbox.cases.acks import ACKS_SINCE as _ACKS_SINCE
 from conduct_inbox.cli import main
 from conduct_inbox.config import load_settings
 from conduct_inbox.errors import ConfigError, EncryptionError, KeyNotConfigured

@@ -16,12 +16,13 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from conduct_inbox.cases.workflow import Workflow, event
+from conduct_inbox.cases import mailer
+from conduct_inbox.cases.audit import event
+from conduct_inbox.cases.context import Context, recused
 from conduct_inbox.core import routing
 from conduct_inbox.mail.compose import Draft
 from conduct_inbox.store.db import dialect_insert
 from conduct_inbox.store.models import Case, DatabaseMeta, EscalationFired, Sanction
-from conduct_inbox.store.outbox import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +96,15 @@ def post_urgent_webhooks(sessions: sessionmaker[Session], url: str, now: datetim
 # ----- spam digest ------------------------------------------------------------------------------
 
 
-def send_spam_digest(sessions: sessionmaker[Session], workflow: Workflow, now: datetime) -> int:
+def send_spam_digest(sessions: sessionmaker[Session], ctx: Context, now: datetime) -> int:
     """Once a day, one mail per member listing the spam-flagged cases they may see; returns cases listed."""
     try:
-        return _spam_digest(sessions, workflow, now)
+        return _spam_digest(sessions, ctx, now)
     except _Overtaken:
         return 0  # another daemon sent it a moment ago
 
 
-def _spam_digest(sessions: sessionmaker[Session], workflow: Workflow, now: datetime) -> int:
+def _spam_digest(sessions: sessionmaker[Session], ctx: Context, now: datetime) -> int:
     with sessions() as session, session.begin():
         last = session.get(DatabaseMeta, _LAST_DIGEST)
         if last is not None and datetime.fromisoformat(last.value) > now - DIGEST_EVERY:
@@ -115,23 +116,22 @@ def _spam_digest(sessions: sessionmaker[Session], workflow: Workflow, now: datet
         ).all()
         if not cases:
             return 0
-        audience = routing.committee(workflow.roster, {})
+        audience = routing.committee(ctx.roster, {})
 
         def body_for(person: routing.Person) -> str:
-            visible = [c for c in cases if routing.may_see(workflow.roster, workflow.recused(c), person.email)]
+            visible = [c for c in cases if routing.may_see(ctx.roster, recused(c), person.email)]
             if not visible:
                 return ""
-            return workflow.renderer.render(
+            return ctx.renderer.render(
                 "spam_digest", marker=audience.marker_line(), cases=[
                     {"ref": c.ref, "received": c.created_at.strftime("%Y-%m-%d %H:%M UTC"), "title": c.title}
                     for c in visible
                 ],
             )
 
-        subject = f"[{workflow.options.case_tag}] Spam digest: {len(cases)} message(s) set aside"
-        for draft in workflow.committee_drafts(None, audience, "spam_digest", subject, body_for):
-            if draft.body:
-                enqueue(session, draft, workflow.sender, now)
+        subject = f"[{ctx.options.case_tag}] Spam digest: {len(cases)} message(s) set aside"
+        drafts = mailer.committee_drafts(ctx, None, audience, "spam_digest", subject, body_for)
+        mailer.send(session, ctx, [d for d in drafts if d.body], now)
         for case in cases:
             session.add(EscalationFired(case_id=case.id, key=DIGEST_KEY, level=0, fired_at=now))
         _advance_marker(session, _LAST_DIGEST, last.value if last else None, now.isoformat())
@@ -142,7 +142,7 @@ def _spam_digest(sessions: sessionmaker[Session], workflow: Workflow, now: datet
 # ----- sanctions ending soon --------------------------------------------------------------------
 
 
-def remind_sanctions_ending(sessions: sessionmaker[Session], workflow: Workflow, now: datetime, days: int) -> int:
+def remind_sanctions_ending(sessions: sessionmaker[Session], ctx: Context, now: datetime, days: int) -> int:
     """Tell the members who may see the case that a sanction ends within `days`; once per sanction."""
     if days <= 0:
         return 0
@@ -168,15 +168,15 @@ def remind_sanctions_ending(sessions: sessionmaker[Session], workflow: Workflow,
             case = session.scalars(
                 select(Case).options(selectinload(Case.recusals)).where(Case.ref == sanction.case_ref)
             ).first()
-            audience = routing.committee(workflow.roster, workflow.recused(case))
-            body = workflow.renderer.render(
+            audience = routing.committee(ctx.roster, recused(case))
+            body = ctx.renderer.render(
                 "sanction_reminder", marker=audience.marker_line(), ref=sanction.case_ref, kind=sanction.kind,
                 scope=sanction.scope, ends_on=sanction.ends_on.isoformat(),
                 days_left=(sanction.ends_on - now.date()).days,
             )
-            subject = f"[{workflow.options.case_tag} #{sanction.case_ref}] Reminder: {sanction.kind} ends {sanction.ends_on.isoformat()}"
-            for draft in workflow.committee_drafts(case, audience, "sanction_reminder", subject, lambda _p: body):  # noqa: B023 (used at once)
-                enqueue(session, draft, workflow.sender, now, case_id=case.id if case else None)
+            subject = f"[{ctx.options.case_tag} #{sanction.case_ref}] Reminder: {sanction.kind} ends {sanction.ends_on.isoformat()}"
+            drafts = mailer.committee_drafts(ctx, case, audience, "sanction_reminder", subject, lambda _p: body)  # noqa: B023 (used at once)
+            mailer.send(session, ctx, drafts, now, case_id=case.id if case else None)
             event(session, case.id if case else None, "system", "sanction_reminder_sent", now, sanction_id=sanction_id)
             reminded += 1
     return reminded
@@ -188,7 +188,7 @@ _LAST_STATISTICS = "statistics_sent_month"
 
 
 def send_statistics(
-    sessions: sessionmaker[Session], workflow: Workflow, address: str, every_months: int, now: datetime
+    sessions: sessionmaker[Session], ctx: Context, address: str, every_months: int, now: datetime
 ) -> bool:
     """Every `every_months` months (on the first pass of the month), mail the anonymous statistics of
     the last 12 full months to the steering address. Counts only, small ones hidden (stats.py)."""
@@ -207,9 +207,9 @@ def send_statistics(
             until = first_of_month - timedelta(days=1)
             text = render_text(collect(session, since, until, today=now.date()))
             draft = Draft(kind="statistics", audience="steering", recipient=address,
-                          subject=f"[{workflow.options.case_tag}] Statistics {since.isoformat()} to {until.isoformat()}",
+                          subject=f"[{ctx.options.case_tag}] Statistics {since.isoformat()} to {until.isoformat()}",
                           body=text)
-            enqueue(session, draft, workflow.sender, now)
+            mailer.send(session, ctx, [draft], now)
             _advance_marker(session, _LAST_STATISTICS, last.value if last else None, str(month))
     except _Overtaken:
         return False  # another daemon sent them a moment ago

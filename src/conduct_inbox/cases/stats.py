@@ -55,13 +55,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from conduct_inbox.core import states
 from conduct_inbox.core.commands import DECISIONS
 from conduct_inbox.store.models import Case, Decision
 
 THRESHOLD = 5
 MARKER = "x"
 #: Case states in workflow order; a state not listed here (a newer version's) is counted after them.
-STATUSES = ("new", "acknowledged", "investigating", "waiting", "decided", "reconsideration", "closed")
+STATUSES = states.ALL
 
 
 @dataclass(frozen=True)

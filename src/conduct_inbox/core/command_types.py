@@ -397,3 +397,8 @@ def _canonical(word: str) -> str:
     """The command name for a typed `!word` (lowercase, aliases resolved)."""
     word = word.lower()
     return _ALIASES.get(word, word)
+
+
+def typed_name(command: Command) -> str:
+    """The command word as a member types it (`not-urgent`), for messages and refusals."""
+    return _TYPE_NAMES[type(command)]

@@ -1,7 +1,7 @@
 """The one scan that content from outside the committee passes before any member can see it.
 
 New reports, follow-ups from parties and from unknown senders, and reports a member forwards
-with `!new` all become `Scanned` here; `Workflow.committee_drafts` takes a sender's words and
+with `!new` all become `Scanned` here; `cases.mailer.committee_drafts` takes a sender's words and
 attachments only as a `Scanned`, so no path can forward content the scan did not read. Pure:
 the parser already extracted every readable text (`InboundMessage.readable`, DESIGN "Routing and
 recusal"); this module decides who is named and what members are shown.

@@ -18,5 +18,5 @@ _HEAD_BYTES = 1 << 20  # bytes read first: where the header block is checked
 #: handed to the MIME parser whole (see _BlobFilter). Smaller messages take the plain path.
 _BLOB_MIN = 1 << 20
 #: Text attachments up to this size keep their content whatever the attachment limit: the
-#: workflow scans them for the names of committee members (recusal).
+#: the case services scan them for the names of committee members (recusal).
 TEXT_SCAN_BYTES = 5 * 1024 * 1024

@@ -16,7 +16,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.exc import SQLAlchemyError
 
 from conduct_inbox.cases import chores
-from conduct_inbox.cases.escalation import escalate_once, sla_policy
+from conduct_inbox.cases.deadlines import sla_policy
+from conduct_inbox.cases.escalate import escalate_once
 from conduct_inbox.errors import ConfigError, MailboxUnavailable, where
 from conduct_inbox.ports import Mailbox
 from conduct_inbox.shell import retention
@@ -60,7 +61,7 @@ def run_once(app: App) -> int:
         log.error("mailbox unavailable: %s", exc)
         code = 1
     try:
-        sent = escalate_once(app.sessions, app.workflow, sla_policy(app.settings), app.clock())
+        sent = escalate_once(app.sessions, app.inbound.ctx, sla_policy(app.settings), app.clock())
         log.info("escalations: %d sent", sent)
         chores.post_urgent_webhooks(app.sessions, app.settings.sla.urgent_webhook_url, app.clock())
     except SQLAlchemyError as exc:
@@ -87,10 +88,10 @@ def housekeeping_once(app: App) -> None:
     """The hourly chores: the spam digest (daily), sanction reminders, statistics, and the retention purge
     (with its own mailbox connection, not the intake's)."""
     now = app.clock()
-    chores.send_spam_digest(app.sessions, app.workflow, now)
-    chores.remind_sanctions_ending(app.sessions, app.workflow, now, app.settings.sla.sanction_reminder_days)
+    chores.send_spam_digest(app.sessions, app.inbound.ctx, now)
+    chores.remind_sanctions_ending(app.sessions, app.inbound.ctx, now, app.settings.sla.sanction_reminder_days)
     committee = app.settings.committee
-    chores.send_statistics(app.sessions, app.workflow, committee.steering_address, committee.statistics_every_months, now)
+    chores.send_statistics(app.sessions, app.inbound.ctx, committee.steering_address, committee.statistics_every_months, now)
     days = app.settings.retention.closed_case_days
     if days > 0:
         mailbox = make_mailbox(app.settings)
@@ -201,7 +202,7 @@ class Daemon:
     async def escalate(self) -> None:
         if self._stopping.is_set():
             return
-        sent = await asyncio.to_thread(escalate_once, self.app.sessions, self.app.workflow, self.policy, self.app.clock())
+        sent = await asyncio.to_thread(escalate_once, self.app.sessions, self.app.inbound, self.policy, self.app.clock())
         await asyncio.to_thread(chores.post_urgent_webhooks, self.app.sessions, self.app.settings.sla.urgent_webhook_url,
                                 self.app.clock())
         if sent:
@@ -341,7 +342,7 @@ class Daemon:
             if reloaded.needs_restart:
                 log.warning("reload: a restart is needed for changes to %s; they do not apply yet",
                             ", ".join(reloaded.needs_restart))
-            roster = self.app.workflow.roster
+            roster = self.app.inbound.roster
             log.info("configuration reloaded: %d committee members, %d steering members, quorum %d",
                      len(roster.members), len(roster.steering), roster.quorum)
             return True

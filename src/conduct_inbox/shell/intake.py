@@ -20,7 +20,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from conduct_inbox.adapters.parsing import ParseFailed, ParseTimeout
-from conduct_inbox.cases.workflow import Workflow, dedupe_key, event
+from conduct_inbox.cases.audit import event
+from conduct_inbox.cases.inbound import Inbound, dedupe_key
 from conduct_inbox.core.classify import Policy, classify
 from conduct_inbox.errors import MailboxUnavailable, where
 from conduct_inbox.mail.parse import InboundMessage as Parsed
@@ -104,7 +105,7 @@ class Intake:
         self,
         engine: Engine,
         mailbox: Mailbox,
-        workflow: Workflow,
+        inbound: Inbound,
         policy: Policy,
         parser: Callable[[bytes], Parsed],
         clock: Callable[[], datetime],
@@ -125,10 +126,10 @@ class Intake:
         #: Counting attempts: each statement commits on its own.
         self._attempt_connection = HeldConnection(self.attempt_engine, autocommit=True)
         self.mailbox = mailbox
-        self.workflow = workflow
+        self.inbound = inbound
         self.policy = policy
-        #: A workflow handed over by a reload (`use_workflow`), taken up before the next message.
-        self._next_workflow: Workflow | None = None
+        #: The case services handed over by a reload (`use_inbound`), taken up before the next message.
+        self._next_inbound: Inbound | None = None
         self._next_lock = threading.Lock()
         self.parser = parser
         self.clock = clock
@@ -139,17 +140,17 @@ class Intake:
         #: One parse ahead of the message being applied; the parser itself runs one at a time.
         self._parsing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conduct-inbox-parse")
 
-    def use_workflow(self, workflow: Workflow) -> None:
-        """From any thread: apply `workflow` (and its policy) from the next message on; the
+    def use_inbound(self, inbound: Inbound) -> None:
+        """From any thread: apply `inbound` (and its policy) from the next message on; the
         message under way, if any, ends with the one it started with."""
         with self._next_lock:
-            self._next_workflow = workflow
+            self._next_inbound = inbound
 
-    def _take_next_workflow(self) -> None:
+    def _take_next_inbound(self) -> None:
         with self._next_lock:
-            workflow, self._next_workflow = self._next_workflow, None
-        if workflow is not None:
-            self.workflow, self.policy = workflow, workflow.policy
+            inbound, self._next_inbound = self._next_inbound, None
+        if inbound is not None:
+            self.inbound, self.policy = inbound, inbound.policy
 
     def close(self) -> None:
         """End the background parse thread (after the parse under way, if any)."""
@@ -279,7 +280,7 @@ class Intake:
     def _complete(self, job: _Prepared, stats: IntakeStats) -> str | None:
         """Returns the folder to move the message to once done, or None to leave it for a retry."""
         uid, row_id, attempts = job.uid, job.row_id, job.attempts
-        self._take_next_workflow()  # between messages: a reload applies from this one on
+        self._take_next_inbound()  # between messages: a reload applies from this one on
         if row_id is None:
             return None  # another daemon holds it
         if job.parsing is None:  # too many attempts
@@ -355,7 +356,7 @@ class Intake:
             if parsed.message_id:
                 key = dedupe_key(parsed.message_id, parsed.body_hash)
                 earlier = session.execute(_EARLIER_COPY, {"message_id": message_id, "row_id": row.id, "key": key}).first()
-            if not parsed.message_id and self.workflow.options.recovering:
+            if not parsed.message_id and self.inbound.options.recovering:
                 # Taken in again after a restore: without a Message-ID, the same text from the same sender is the same message.
                 sender = (parsed.reporter_address or parsed.from_address or "")[:320] or None
                 earlier = session.execute(_SAME_TEXT, {"body_hash": parsed.body_hash, "sender": sender, "row_id": row.id}).first()
@@ -366,13 +367,13 @@ class Intake:
                 row.case_id = earlier.case_id
                 event(session, earlier.case_id, "system", "duplicate_delivery", now, inbound_id=row.id, original_id=earlier.id)
                 return f"repeated delivery of inbound #{earlier.id}: nothing new"
-            facts = self.workflow.facts(session, parsed)  # queried before the row changes: one UPDATE for all
+            facts = self.inbound.facts(session, parsed)  # queried before the row changes: one UPDATE for all
             row.message_id, row.body_hash = message_id, parsed.body_hash
             if parsed.message_id:
                 row.message_id_reused = earlier is not None
                 row.dedupe_key = key  # claimed at the next flush: a racing copy fails there
             result = classify(parsed, facts, self.policy)
-            outcome = self.workflow.apply(session, row, parsed, result, now)
+            outcome = self.inbound.apply(session, row, parsed, result, now)
             if row.message_id_reused:
                 event(session, row.case_id, "system", "message_id_reused", now, inbound_id=row.id)
                 outcome += " (Message-ID reused by a different message: flagged)"
@@ -399,7 +400,7 @@ class Intake:
             row = session.get(InboundMessage, row_id, with_for_update=True, populate_existing=True)
             if row is None or row.status != "pending":
                 return False
-            self.workflow.quarantine(session, row, reason, now)
+            self.inbound.quarantine(session, row, reason, now)
         log.warning("inbound #%d quarantined: %s", row_id, reason)
         self.on_commit()
         return True

@@ -198,7 +198,7 @@ def recover(
     log.info("recovery: references fenced, %d message(s) in the processed folder since the backup", len(found))
     before = _max_case_id(engine)
     app = build_app(settings, mailbox=box, engine=engine, clock=clock)  # type: ignore[arg-type]
-    app.workflow.options = dataclasses.replace(app.workflow.options, recovering=True)
+    app.inbound.options = dataclasses.replace(app.inbound.options, recovering=True)
     try:
         stats = app.intake.poll_once()
     finally:
@@ -213,9 +213,8 @@ def recover(
     outcomes["failed"] += stats.failed
     with sessions() as session, session.begin():
         new_cases = list(session.scalars(select(Case.ref).where(Case.id > before).order_by(Case.id)))
-        workflow = dataclasses.replace(app.workflow.options, recovering=False)
-        app.workflow.options = workflow
-        app.workflow.alert(session, None, _summary(point, fenced, new_cases, outcomes, held), now)
+        app.inbound.options = dataclasses.replace(app.inbound.options, recovering=False)
+        app.inbound.alert(session, None, _summary(point, fenced, new_cases, outcomes, held), now)
         meta = session.get(DatabaseMeta, RECOVERY_PENDING)
         if meta is not None:
             session.delete(meta)

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, delete, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker, undefer
 
+from conduct_inbox.core import states
 from conduct_inbox.ports import Mailbox, MailCopy
 from conduct_inbox.store.models import Attachment, Case, Decision, Event, InboundMessage, OutboxMessage, Party, Recusal
 
@@ -53,7 +54,7 @@ class PurgeResult:
 
 
 def _due_cases(cutoff: datetime):  # type: ignore[no-untyped-def]
-    closed = (Case.status == "closed") & (Case.closed_at <= cutoff)
+    closed = (Case.status == states.CLOSED) & (Case.closed_at <= cutoff)
     spam = Case.spam.is_(True) & (Case.updated_at <= cutoff)
     return select(Case).where(Case.purged_at.is_(None), or_(closed, spam)).order_by(Case.id)
 

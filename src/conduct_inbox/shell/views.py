@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from conduct_inbox.core import states
 from conduct_inbox.core.classify import Classification
 from conduct_inbox.core.roster import Roster
 from conduct_inbox.mail.parse import InboundMessage as Parsed
@@ -36,7 +37,7 @@ def case_summary(case: Case) -> dict[str, Any]:
 def list_cases(session: Session, include_closed: bool = False) -> list[dict[str, Any]]:
     query = select(Case).options(selectinload(Case.parties), selectinload(Case.recusals)).order_by(Case.id)
     if not include_closed:
-        query = query.where(Case.status != "closed")
+        query = query.where(Case.status != states.CLOSED)
     return [case_summary(c) for c in session.scalars(query)]
 
 

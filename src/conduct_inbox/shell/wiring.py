@@ -12,8 +12,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from conduct_inbox.adapters.parsing import InlineParser, WorkerParser
+from conduct_inbox.cases.context import Context, Options
+from conduct_inbox.cases.deadlines import sla_policy
+from conduct_inbox.cases.inbound import Inbound
 from conduct_inbox.cases.render import Renderer
-from conduct_inbox.cases.workflow import Options, Workflow
 from conduct_inbox.config import Settings
 from conduct_inbox.core.classify import Policy
 from conduct_inbox.core.roster import Roster, roster_from_settings
@@ -43,7 +45,9 @@ def make_policy(settings: Settings) -> Policy:
     )
 
 
-def make_workflow(settings: Settings, roster: Roster | None = None) -> Workflow:
+def make_inbound(settings: Settings, roster: Roster | None = None) -> Inbound:
+    """The case services for these settings (the intake's entry point, and the context the
+    escalations and chores take: `.ctx`)."""
     options = Options(
         committee_name=settings.committee.name,
         case_tag=settings.committee.case_tag,
@@ -60,29 +64,26 @@ def make_workflow(settings: Settings, roster: Roster | None = None) -> Workflow:
         urgent_phrases=tuple(settings.sla.urgent_phrases),
         steering_address=settings.committee.steering_address,
     )
-    from conduct_inbox.cases.escalation import sla_policy
-
-    workflow = Workflow(
+    return Inbound(Context(
         roster or roster_from_settings(settings),
         make_policy(settings),
         Sender(settings.committee.address.lower(), settings.committee.name),
         Renderer(settings.templates.dir or None),
         options,
-    )
-    workflow.sla_policy = sla_policy(settings)
-    return workflow
+        sla_policy(settings),
+    ))
 
 
-def make_dispatcher(settings: Settings, engine: Engine, workflow: Workflow, transport: Transport | None = None) -> Dispatcher:
+def make_dispatcher(settings: Settings, engine: Engine, inbound: Inbound, transport: Transport | None = None) -> Dispatcher:
     """The outbox dispatcher; `engine` ideally made with db.make_engine(crash_safe_only=True)."""
     return Dispatcher(
         engine,
         transport or make_transport(settings),
-        workflow.sender,
-        workflow.on_delivery_failure,
+        inbound.sender,
+        inbound.on_delivery_failure,
         Backoff(settings.smtp.retry_initial_seconds, settings.smtp.retry_max_seconds),
         settings.smtp.batch_size,
-        verp_secret=workflow.options.token_secret,
+        verp_secret=inbound.options.token_secret,
     )
 
 
@@ -171,7 +172,7 @@ class App:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
-    workflow: Workflow
+    inbound: Inbound
     intake: Intake
     dispatcher: Dispatcher
     clock: Callable[[], datetime]
@@ -181,14 +182,14 @@ class App:
 
     def reconfigure(self, settings: Settings) -> None:
         """Use reloaded settings (reload.merge: the parts fixed at start unchanged) from the next
-        message on: a new workflow (roster, token checks, templates, SLA times) for the intake,
+        message on: new case services (roster, token checks, templates, SLA times) for the intake,
         escalations, chores and this process's dispatcher."""
-        workflow = make_workflow(settings)
+        inbound = make_inbound(settings)
         make_token_source(settings)  # a new refresh token or client secret (reload.merge) applies
-        self.settings, self.workflow = settings, workflow
-        self.intake.use_workflow(workflow)
-        self.dispatcher.sender = workflow.sender
-        self.dispatcher.on_failure = workflow.on_delivery_failure
+        self.settings, self.inbound = settings, inbound
+        self.intake.use_inbound(inbound)
+        self.dispatcher.sender = inbound.sender
+        self.dispatcher.on_failure = inbound.on_delivery_failure
 
     def close(self) -> None:
         self.intake.close()
@@ -219,7 +220,7 @@ def build_app(
         crash_safe_only=True,
     )
     sessions = db.session_factory(engine)
-    workflow = make_workflow(settings)
+    inbound = make_inbound(settings)
     stop = threading.Event()
     if parser is None:
         timeout = settings.intake.parse_timeout_seconds
@@ -233,8 +234,8 @@ def build_app(
     intake = Intake(
         engine,
         mailbox or make_mailbox(settings),
-        workflow,
-        workflow.policy,
+        inbound,
+        inbound.policy,
         parser,  # type: ignore[arg-type]
         clock,
         max_attempts=settings.intake.max_attempts,
@@ -242,5 +243,5 @@ def build_app(
         on_commit=on_commit,
         attempt_engine=crash_safe_engine,
     )
-    dispatcher = make_dispatcher(settings, crash_safe_engine, workflow, transport)
-    return App(settings, engine, sessions, workflow, intake, dispatcher, clock, stop, crash_safe_engine)
+    dispatcher = make_dispatcher(settings, crash_safe_engine, inbound, transport)
+    return App(settings, engine, sessions, inbound, intake, dispatcher, clock, stop, crash_safe_engine)

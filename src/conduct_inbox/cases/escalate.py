@@ -17,69 +17,16 @@ from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from conduct_inbox.cases.workflow import Workflow
+from conduct_inbox.cases import mailer
+from conduct_inbox.cases.context import Context, recused, subject
+from conduct_inbox.cases.deadlines import case_clock, refresh_next_due
 from conduct_inbox.core import routing, sla
 from conduct_inbox.store.models import Case, EscalationFired, Event, OutboxMessage
-from conduct_inbox.store.outbox import enqueue
 
 log = logging.getLogger(__name__)
 
 #: The key `sla` gives the one alert about an automatic acknowledgement still unsent.
 AUTO_ACK_KEY = "auto_ack_unsent"
-
-
-def sla_policy(settings: Any) -> sla.SlaPolicy:
-    """The SLA policy from loaded Settings (`[sla]`, and `committee.auto_ack_alert_hours`)."""
-    s = settings.sla
-    return sla.SlaPolicy(
-        ack_hours=s.ack_hours,
-        urgent_ack_hours=s.urgent_ack_hours,
-        second_level_hours=s.second_level_hours,
-        urgent_second_level_hours=s.urgent_second_level_hours,
-        response_days=s.response_days,
-        reminder_hours_before=s.reminder_hours_before,
-        auto_ack_alert_hours=getattr(settings.committee, "auto_ack_alert_hours", 1),
-        urgent_phrases=tuple(s.urgent_phrases),
-    )
-
-
-def case_clock(session: Session, case: Case) -> sla.CaseClock:
-    """The facts of a stored case that the SLA rules need, fired escalations included."""
-    fired = session.scalars(select(EscalationFired.key).where(EscalationFired.case_id == case.id)).all()
-    pending_ack = session.scalar(
-        select(OutboxMessage.created_at)
-        .where(OutboxMessage.case_id == case.id, OutboxMessage.kind == "ack", OutboxMessage.status == "pending")
-        .order_by(OutboxMessage.created_at)
-        .limit(1)
-    )
-    return _clock(case, frozenset(fired), pending_ack)
-
-
-def _clock(case: Case, fired: frozenset[str], pending_ack: datetime | None) -> sla.CaseClock:
-    return sla.CaseClock(
-        case_id=case.id,
-        ref=case.ref,
-        status=case.status,
-        urgent=case.urgent,
-        spam=case.spam,
-        auto=case.auto,
-        created_at=case.created_at,
-        human_ack_at=case.human_ack_at,
-        last_response_at=case.last_response_at,
-        auto_ack_pending_since=pending_ack,
-        fired=fired,
-    )
-
-
-def refresh_next_due(session: Session, case: Case, policy: sla.SlaPolicy) -> None:
-    """Recompute the case's next due time after anything that changes its clocks."""
-    case.next_due_at = sla.next_due_at(case_clock(session, case), policy)
-
-
-def new_case_due(case: Case, ack_queued_at: datetime | None, policy: sla.SlaPolicy) -> datetime | None:
-    """`refresh_next_due` for a case opened in this very transaction: nothing has fired yet, and
-    its acknowledgement (if any) was queued at `ack_queued_at`."""
-    return sla.next_due_at(_clock(case, frozenset(), ack_queued_at), policy)
 
 
 def _due_case_ids(session: Session, policy: sla.SlaPolicy, now: datetime) -> list[int]:
@@ -107,23 +54,22 @@ def _due_case_ids(session: Session, policy: sla.SlaPolicy, now: datetime) -> lis
     return list(by_index) + extra
 
 
-def _audience(workflow: Workflow, case: Case, level: int) -> routing.Audience:
+def _audience(ctx: Context, case: Case, level: int) -> routing.Audience:
     """A reminder goes to the committee; an escalation up the ladder (`routing.escalation`)."""
-    recused = workflow.recused(case)
     if level == 0:
-        return routing.committee(workflow.roster, recused)
-    return routing.escalation(workflow.roster, recused, level)
+        return routing.committee(ctx.roster, recused(case))
+    return routing.escalation(ctx.roster, recused(case), level)
 
 
-def _subject(workflow: Workflow, case: Case, level: int) -> str:
+def _subject(ctx: Context, case: Case, level: int) -> str:
     label = "Reminder:" if level == 0 else "Overdue:"
-    return workflow.subject(case, f"URGENT {label}" if case.urgent else label)
+    return subject(ctx, case, f"URGENT {label}" if case.urgent else label)
 
 
-def _send(session: Session, workflow: Workflow, case: Case, esc: sla.Escalation, now: datetime) -> int:
+def _send(session: Session, ctx: Context, case: Case, esc: sla.Escalation, now: datetime) -> int:
     """Queue one mail per recipient of the escalation and audit it. Returns the recipient count."""
-    audience = _audience(workflow, case, esc.level)
-    body = workflow.renderer.render(
+    audience = _audience(ctx, case, esc.level)
+    body = ctx.renderer.render(
         "escalation",
         marker=audience.marker_line(),
         ref=case.ref,
@@ -134,15 +80,14 @@ def _send(session: Session, workflow: Workflow, case: Case, esc: sla.Escalation,
         due=esc.due_at.strftime("%Y-%m-%d %H:%M UTC"),
         steering=audience.steering_included,
     )
-    drafts = workflow.committee_drafts(case, audience, "escalation", _subject(workflow, case, esc.level), lambda _p: body)
-    for draft in drafts:
-        enqueue(session, draft, workflow.sender, now, case_id=case.id)
+    drafts = mailer.committee_drafts(ctx, case, audience, "escalation", _subject(ctx, case, esc.level), lambda _p: body)
+    mailer.send(session, ctx, drafts, now, case_id=case.id)
     session.add(Event(case_id=case.id, at=now, actor="system", action="escalation_sent",
                       detail={"key": esc.key, "level": esc.level}))
     return len(drafts)
 
 
-def _escalate_case(sessions: sessionmaker[Session], workflow: Workflow, policy: sla.SlaPolicy, case_id: int, now: datetime) -> int:
+def _escalate_case(sessions: sessionmaker[Session], ctx: Context, policy: sla.SlaPolicy, case_id: int, now: datetime) -> int:
     """One case in one transaction: record what is due, queue its mail, move its next due time."""
     with sessions() as session, session.begin():
         # SKIP LOCKED: a case another daemon is working on right now is left to it.
@@ -154,20 +99,20 @@ def _escalate_case(sessions: sessionmaker[Session], workflow: Workflow, policy: 
             session.add(EscalationFired(case_id=case.id, key=esc.key, level=esc.level, fired_at=now))
         session.flush()  # a key another daemon fired already fails here, before any mail is queued
         for esc in due:
-            count = _send(session, workflow, case, esc, now)
+            count = _send(session, ctx, case, esc, now)
             log.info("case %s: %s (level %d) queued to %d recipient(s)", case.ref, esc.key, esc.level, count)
         refresh_next_due(session, case, policy)
         return len(due)
 
 
-def escalate_once(sessions: sessionmaker[Session], workflow: Workflow, policy: sla.SlaPolicy, now: datetime) -> int:
+def escalate_once(sessions: sessionmaker[Session], ctx: Context, policy: sla.SlaPolicy, now: datetime) -> int:
     """Send every reminder and escalation due at `now` that was not sent before. Returns how many."""
     with sessions() as session:
         case_ids = _due_case_ids(session, policy, now)
     sent = 0
     for case_id in case_ids:
         try:
-            sent += _escalate_case(sessions, workflow, policy, case_id, now)
+            sent += _escalate_case(sessions, ctx, policy, case_id, now)
         except IntegrityError:
             log.info("case #%d: escalation already recorded by another daemon; skipped", case_id)
         except OperationalError as exc:
@@ -175,7 +120,7 @@ def escalate_once(sessions: sessionmaker[Session], workflow: Workflow, policy: s
     return sent
 
 
-def preview(sessions: sessionmaker[Session], workflow: Workflow, policy: sla.SlaPolicy, at: datetime) -> list[dict[str, Any]]:
+def preview(sessions: sessionmaker[Session], ctx: Context, policy: sla.SlaPolicy, at: datetime) -> list[dict[str, Any]]:
     """What `escalate_once(at)` would send, and to whom. Records and sends nothing."""
     found: list[dict[str, Any]] = []
     with sessions() as session:
@@ -191,7 +136,7 @@ def preview(sessions: sessionmaker[Session], workflow: Workflow, policy: sla.Sla
                     "key": esc.key,
                     "due_at": esc.due_at.isoformat(),
                     "description": esc.description,
-                    "recipients": [p.email for p in _audience(workflow, case, esc.level).recipients],
+                    "recipients": [p.email for p in _audience(ctx, case, esc.level).recipients],
                 })
     found.sort(key=lambda e: (e["due_at"], e["ref"], e["level"]))
     return found

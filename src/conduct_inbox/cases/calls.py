@@ -1,0 +1,40 @@
+"""What a command handler works on: one authenticated member's message on one case."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from conduct_inbox.cases.audit import event
+from conduct_inbox.cases.context import Context
+from conduct_inbox.core.roster import Person
+from conduct_inbox.mail.parse import InboundMessage as Parsed
+from conduct_inbox.store.models import Case, InboundMessage
+
+
+class Refused(Exception):
+    """A command cannot be applied; the message goes to the sender only."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """One member's commands on one case, inside the desk's savepoint."""
+
+    ctx: Context
+    session: Session
+    row: InboundMessage
+    case: Case
+    member: Person
+    msg: Parsed
+    now: datetime
+
+    def event(self, action: str, **detail: object) -> None:
+        """An audit entry by the member on the case."""
+        event(self.session, self.case.id, self.member.email, action, self.now, **detail)
+
+    def set_status(self, status: str) -> None:
+        if self.case.status != status:
+            self.event("status_changed", old=self.case.status, new=status)
+            self.case.status = status

@@ -1,0 +1,274 @@
+"""One function per command on a case, and the table that finds it by command type.
+
+Each handler changes the case inside the desk's savepoint and returns the line the member's
+confirmation shows, or raises `Refused` (then nothing of the message applies).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from conduct_inbox.cases import decisions, mailer, recusals
+from conduct_inbox.cases.calls import Call, Refused
+from conduct_inbox.cases.context import Context, recused
+from conduct_inbox.cases.reports import announce_urgent
+from conduct_inbox.cases.steering import steering_report
+from conduct_inbox.core import command_types as ct
+from conduct_inbox.core import routing, states
+from conduct_inbox.core.outward import outward_text
+from conduct_inbox.core.roster import Person
+from conduct_inbox.mail.parse import InboundMessage as Parsed
+from conduct_inbox.store.models import Case, InboundMessage, Party
+
+SHINGLE = 8  # words: a shared run this long between a reply and an internal note is a leak
+NOTE_WITH_COMMANDS = "commands_note"
+#: Inbound rows whose own text is an internal note (a !reply or !send must not repeat it).
+NOTE_KINDS = ("note", NOTE_WITH_COMMANDS)
+
+
+# ----- texts to parties -----------------------------------------------------------------------
+
+
+def _norm_words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.casefold())
+
+
+def leaks_note(text: str, notes: Sequence[str]) -> bool:
+    """Whether `text` contains a passage of any internal note (a run of SHINGLE words, or a whole short note)."""
+    words = _norm_words(text)
+    joined = " " + " ".join(words) + " "
+    shingles = {tuple(words[i : i + SHINGLE]) for i in range(max(0, len(words) - SHINGLE + 1))}
+    for note in notes:
+        nwords = _norm_words(note)
+        if not nwords:
+            continue
+        if len(nwords) < SHINGLE:
+            if len(nwords) >= 4 and f" {' '.join(nwords)} " in joined:
+                return True
+            continue
+        if any(tuple(nwords[i : i + SHINGLE]) in shingles for i in range(len(nwords) - SHINGLE + 1)):
+            return True
+    return False
+
+
+def _attachments_left_out(msg: Parsed) -> str:
+    """Parties receive the committee's text only: say so when the member attached files."""
+    attached = sum(1 for a in msg.attachments if not a.inline)
+    return f" (text only: your {attached} attachment(s) were not sent; parties receive text only)" if attached else ""
+
+
+def _outgoing_text(call: Call, what: str) -> str:
+    """The member's text as a party may receive it: signature blocks removed, refused while it
+    still identifies the member (parties hear from conduct@, never from a person) or repeats
+    an internal note."""
+    roster = call.ctx.roster
+    result = outward_text(call.msg.own_text, call.member, committee_address=call.ctx.policy.address,
+                          people=(*roster.members, *roster.steering))
+    if result.refusal is not None:
+        raise Refused(f"{what}: {result.refusal}")
+    text = result.text
+    notes = call.session.scalars(
+        select(InboundMessage.own_text).where(InboundMessage.case_id == call.case.id, InboundMessage.kind.in_(NOTE_KINDS))
+    ).all()
+    if leaks_note(text, [n or "" for n in notes]):
+        raise Refused(f"{what}: the text contains a passage of an internal note of this case; nothing was sent")
+    return text
+
+
+def _parties(n: int) -> str:
+    return f"part{'y' if n == 1 else 'ies'}"
+
+
+# ----- the handlers ---------------------------------------------------------------------------
+
+
+def ack(call: Call, c: ct.Ack) -> str:
+    case = call.case
+    if case.human_ack_at is None:
+        case.human_ack_at = call.now
+    if case.status == states.NEW:
+        call.set_status(states.TRANSITIONS[(states.NEW, "ack")])
+    if case.assignee is None and not call.member.steering:
+        case.assignee = call.member.email
+    return "acknowledged"
+
+
+def assign(call: Call, c: ct.Assign) -> str:
+    roster, case = call.ctx.roster, call.case
+    person = roster.find(c.name)
+    if person is None or person.steering and person not in routing.committee(roster, recused(case)).recipients:
+        raise Refused("!assign: no committee member by that name")
+    if person.email in recused(case):
+        raise Refused("!assign: that member is recused from this case")
+    case.assignee = person.email
+    return f"assigned to {person.name}"
+
+
+def status(call: Call, c: ct.Status) -> str:
+    case = call.case
+    if case.status not in states.STATUS_SETTABLE_FROM:
+        raise Refused(f"!status {c.state}: not possible while the case is {case.status}"
+                      + (" (send !ack first)" if case.status == states.NEW else ""))
+    call.set_status(c.state)
+    return f"status {c.state}"
+
+
+def reply(call: Call, c: ct.Reply) -> str:
+    case = call.case
+    reporter = case.party("reporter")
+    if reporter is None:
+        raise Refused("!reply: this case has no reporter address")
+    text = _outgoing_text(call, "!reply")
+    mailer.send_to_party(call.session, call.ctx, case, reporter, text, call.now, kind="reply")
+    mailer.copy_to_committee(call.session, call.ctx, case, call.member, "the reporter", text, call.now)
+    case.last_response_at = call.now
+    return "reply sent to the reporter" + _attachments_left_out(call.msg)
+
+
+def send(call: Call, c: ct.Send) -> str:
+    case = call.case
+    parties = [p for p in case.parties if p.role == c.role]
+    if not parties:
+        raise Refused(f"!send {c.role}: the case has no party with that role (add one with !party)")
+    text = _outgoing_text(call, f"!send {c.role}")
+    for party in parties:
+        mailer.send_to_party(call.session, call.ctx, case, party, text, call.now, kind="send")
+    mailer.copy_to_committee(call.session, call.ctx, case, call.member, f"the {c.role} {_parties(len(parties))}", text, call.now)
+    if c.role == "reporter":
+        case.last_response_at = call.now
+    return f"message sent to {len(parties)} {c.role} {_parties(len(parties))}" + _attachments_left_out(call.msg)
+
+
+def party(call: Call, c: ct.Party) -> str:
+    session, case = call.session, call.case
+    accused = call.ctx.roster.person(c.address)
+    if accused is not None and c.role == "reported":
+        recusals.recuse(call.ctx, session, case, accused.email, "concerns", call.now, automatic=False)
+    session.add(Party(case_id=case.id, role=c.role, address=c.address.lower(), name=c.name, created_at=call.now))
+    session.flush()
+    session.refresh(case)
+    return f"{c.role} party recorded"
+
+
+def urgent(call: Call, c: ct.Urgent) -> str:
+    if not call.case.urgent:
+        call.case.urgent = True
+        announce_urgent(call.ctx, call.session, call.case, call.now)
+    return "marked urgent"
+
+
+def not_urgent(call: Call, c: ct.NotUrgent) -> str:
+    call.case.urgent = False
+    return "no longer urgent"
+
+
+def spam(call: Call, c: ct.Spam) -> str:
+    call.case.spam = True
+    return "marked as spam: clocks stopped, nothing more is sent"
+
+
+def concerns(call: Call, c: ct.Concerns) -> str:
+    person = call.ctx.roster.find(c.name)
+    if person is None:
+        raise Refused("!concerns: no member by that name")
+    recusals.recuse(call.ctx, call.session, call.case, person.email, "concerns", call.now, automatic=False)
+    return f"{person.name} recused (the case concerns them)"
+
+
+def recuse(call: Call, c: ct.Recuse) -> str:
+    recusals.recuse(call.ctx, call.session, call.case, call.member.email, "self", call.now, automatic=False)
+    return "you are recused from this case"
+
+
+def include(call: Call, c: ct.Include) -> str:
+    case, member = call.case, call.member
+    person = call.ctx.roster.find(c.name)
+    recusal = next((r for r in case.recusals if person and r.member_email == person.email and r.active), None)
+    if person is None or recusal is None:
+        raise Refused("!include: that member is not recused from this case")
+    if not recusal.automatic:
+        raise Refused("!include: only an automatic recusal (a name found in the report) can be undone")
+    recusal.include_proposed_by = member.email
+    mailer.announce(call.session, call.ctx, case, call.now, f"{member.name} proposes to include {person.name} in this case again "
+                    "(automatically excluded because named in the report). A second member must send !confirm.",
+                    kind=decisions.INCLUDE_PROPOSAL)
+    return f"inclusion of {person.name} proposed; waiting for a second member's !confirm"
+
+
+def reopen(call: Call, c: ct.Reopen) -> str:
+    case = call.case
+    if case.status not in states.REOPENABLE_FROM:
+        raise Refused(f"!reopen: the case is {case.status}, not closed or decided")
+    call.set_status(states.TRANSITIONS[(case.status, "reopen")])
+    case.closed_at = None
+    return "case reopened (investigating)"
+
+
+def steering(call: Call, c: ct.Steering) -> str:
+    steering_report(call.ctx, call.session, call.case, call.now, reason="requested")
+    return "report sent to the steering committee"
+
+
+def help_(call: Call | None, c: ct.Help) -> str:
+    return "the command list is below"
+
+
+def list_(call: Call, c: ct.List) -> str:
+    return "your open cases:\n" + list_text(call.ctx, call.session, call.member)
+
+
+def list_text(ctx: Context, session: Session, member: Person) -> str:
+    """The open cases the member may see, one line each."""
+    lines = []
+    for case in session.scalars(select(Case).where(Case.status != states.CLOSED, Case.spam.is_(False)).order_by(Case.id)):
+        if routing.may_see(ctx.roster, recused(case), member.email):
+            lines.append(f"  {case.ref}  {case.status:<15} {case.title}")
+    return "\n".join(lines) or "  (none)"
+
+
+@dataclass(frozen=True)
+class On:
+    """A command's handler and the audit action recorded when it applied."""
+
+    run: Callable[[Call, Any], str]
+    action: str
+
+
+#: The commands that act on a case, by type. `!new` and `!reconsider` are case-less (personal.py).
+ON_CASE: dict[type, On] = {
+    ct.Ack: On(ack, "command_ack"),
+    ct.Assign: On(assign, "command_assign"),
+    ct.Status: On(status, "command_status"),
+    ct.Reply: On(reply, "command_reply"),
+    ct.Send: On(send, "command_send"),
+    ct.Party: On(party, "command_party"),
+    ct.Urgent: On(urgent, "command_urgent"),
+    ct.NotUrgent: On(not_urgent, "command_noturgent"),
+    ct.Spam: On(spam, "command_spam"),
+    ct.Concerns: On(concerns, "command_concerns"),
+    ct.Recuse: On(recuse, "command_recuse"),
+    ct.Include: On(include, "command_include"),
+    ct.Decide: On(decisions.decide, "command_decide"),
+    ct.Confirm: On(decisions.confirm, "command_confirm"),
+    ct.Close: On(decisions.close, "command_close"),
+    ct.Reopen: On(reopen, "command_reopen"),
+    ct.Steering: On(steering, "command_steering"),
+    ct.Help: On(help_, "command_help"),
+    ct.List: On(list_, "command_list"),
+}
+
+
+def run(call: Call, command: ct.Command) -> str:
+    """Apply one command to the call's case; its audit entry follows. Raises Refused."""
+    on = ON_CASE.get(type(command))
+    if on is None:
+        raise Refused(f"!{ct.typed_name(command)} cannot be used on a case")
+    text = on.run(call, command)
+    call.event(on.action, inbound_id=call.row.id)
+    return text

@@ -1,0 +1,152 @@
+"""The only code that turns case events into outbox rows. Committee recipients come from
+`core.routing` (never a recused member), one draft per recipient with only them in To: and their
+own reply token; a sender's attachments travel only inside scanned content (`core.scanning`).
+Everything is written in the caller's transaction: nothing is sent until it commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from conduct_inbox.cases.context import Context, member_reply_to, personal_reply_to, recused, subject
+from conduct_inbox.core import commands as cmd
+from conduct_inbox.core import routing, scanning
+from conduct_inbox.core.party_mail import OutwardDraft
+from conduct_inbox.core.roster import Person
+from conduct_inbox.mail.compose import Draft, OutgoingAttachment
+from conduct_inbox.store.models import Case, InboundMessage, Party
+from conduct_inbox.store.outbox import enqueue_all
+
+log = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+
+
+def send(session: Session, ctx: Context, drafts: Sequence[Draft], now: datetime, case_id: int | None = None,
+         inbound_id: int | None = None, correspondent: str | None = None) -> None:
+    """Write these drafts to the outbox (one INSERT, in this order)."""
+    enqueue_all(session, drafts, ctx.sender, now, case_id=case_id, inbound_id=inbound_id, correspondent=correspondent)
+
+
+def size_text(size: int) -> str:
+    return f"{size / MB:.1f} MB" if size >= MB else f"{max(1, size // 1024)} KB"
+
+
+def attachments(ctx: Context, content: scanning.Scanned) -> tuple[list[dict[str, Any]], tuple[OutgoingAttachment, ...]]:
+    """The scanned attachments as listed in the committee's copy, and those small enough to forward."""
+    limit = ctx.options.max_forward_attachment_mb * MB
+    listed, attached = [], []
+    for att in content.attachments:
+        forwarded = att.size <= limit
+        listed.append({"filename": att.filename, "content_type": att.content_type, "size_text": size_text(att.size),
+                       "forwarded": forwarded, "scanned": att.scanned})
+        if forwarded:
+            attached.append(OutgoingAttachment(att.filename or "attachment", att.content_type, att.content))
+    return listed, tuple(attached)
+
+
+def committee_drafts(
+    ctx: Context, case: Case | None, audience: routing.Audience, kind: str, subject_: str,
+    body_for: Callable[[Person], str], content: scanning.Scanned | None = None,
+) -> list[Draft]:
+    """One draft per recipient, only them in To:, with their own reply token. A sender's
+    attachments come only with `content`, the member scan's result: nothing unscanned."""
+    attached = attachments(ctx, content)[1] if content is not None else ()
+    return [
+        Draft(
+            kind=kind,
+            audience="steering" if person.steering else "member",
+            recipient=person.email,
+            recipient_name=person.name,
+            subject=subject_,
+            body=body_for(person),
+            reply_to=member_reply_to(ctx, case, person),
+            attachments=attached,
+        )
+        for person in audience.recipients
+    ]
+
+
+def to_committee(session: Session, ctx: Context, case: Case, audience: routing.Audience, kind: str, now: datetime,
+                 heading: str, text: str, subject_: str | None = None) -> None:
+    """A committee note (announcement, internal note, copy of what was sent) to `audience`."""
+    body = ctx.renderer.render("committee_note", marker=audience.marker_line(), heading=heading, ref=case.ref, text=text)
+    drafts = committee_drafts(ctx, case, audience, kind, subject_ or subject(ctx, case), lambda _p: body)
+    send(session, ctx, drafts, now, case_id=case.id)
+
+
+def announce(session: Session, ctx: Context, case: Case, now: datetime, text: str, kind: str = "announcement") -> None:
+    """An announcement to every member who may see the case (recusals as they stand now)."""
+    session.flush()
+    session.refresh(case)
+    audience = routing.committee(ctx.roster, recused(case))
+    to_committee(session, ctx, case, audience, kind, now, heading="Announcement", text=text)
+
+
+def copy_to_committee(session: Session, ctx: Context, case: Case, member: Person, to_whom: str, text: str, now: datetime) -> None:
+    """The members get a copy of exactly what was sent to a party."""
+    audience = routing.committee(ctx.roster, recused(case))
+    to_committee(session, ctx, case, audience, "sent_copy", now, heading=f"{member.name} sent this to {to_whom}", text=text)
+
+
+def note_to_others(session: Session, ctx: Context, case: Case, member: Person, text: str, now: datetime) -> str:
+    """An internal note to the other members who may see the case; returns their names."""
+    audience = routing.committee(ctx.roster, recused(case))
+    others = routing.Audience(
+        tuple(p for p in audience.recipients if p.email != member.email), audience.excluded, audience.steering_included
+    )
+    to_committee(session, ctx, case, others, "note", now, heading=f"Internal note from {member.name}", text=text)
+    return ", ".join(p.name for p in others.recipients)
+
+
+def reply_to_member(session: Session, ctx: Context, case: Case | None, member: Person, kind: str, now: datetime,
+                    **context: object) -> None:
+    """A confirmation or refusal to the sender alone (only if they may see the case)."""
+    if case is not None and not routing.may_see(ctx.roster, recused(case), member.email):
+        return
+    audience = routing.Audience((member,))
+    body = ctx.renderer.render(
+        kind, marker=audience.marker_line(), ref=case.ref if case else None, help=cmd.HELP_TEXT,
+        done=context.get("done", []), problems=context.get("problems", []),
+    )
+    subject_ = subject(ctx, case) if case is not None else f"[{ctx.options.case_tag}] Your commands"
+    reply_to = member_reply_to(ctx, case, member) if case is not None else personal_reply_to(ctx, member)
+    draft = Draft(kind=kind, audience="steering" if member.steering else "member", recipient=member.email,
+                  recipient_name=member.name, subject=subject_, body=body, reply_to=reply_to)
+    send(session, ctx, [draft], now, case_id=case.id if case else None)
+
+
+def send_to_party(session: Session, ctx: Context, case: Case, party: Party, text: str, now: datetime, kind: str) -> None:
+    """The committee's text to a party, from conduct@, answering the party's last mail on the case."""
+    last_in = session.scalars(
+        select(InboundMessage.message_id)
+        .where(InboundMessage.case_id == case.id, InboundMessage.sender == party.address, InboundMessage.message_id.is_not(None))
+        .order_by(InboundMessage.id.desc())
+        .limit(1)
+    ).first()
+    body = ctx.renderer.render("to_party", text=text, committee_name=ctx.options.committee_name, ref=case.ref)
+    draft = OutwardDraft(kind=kind, audience="reporter" if party.role == "reporter" else "party", recipient=party.address,
+                         recipient_name=party.name, body=body, in_reply_to=last_in, case_tag=ctx.options.case_tag,
+                         ref=case.ref, committee_name=ctx.options.committee_name)
+    send(session, ctx, [draft], now, case_id=case.id)
+
+
+def alert(session: Session, ctx: Context, case: Case | None, text: str, now: datetime, kind: str = "alert", extra: str = "Alert:",
+          correspondent: str | None = None) -> None:
+    """An operational alert (ids only) to everyone who may see the case, or the whole committee;
+    `correspondent`: the canonical address whose rate limit it reports (recorded, never shown)."""
+    audience = routing.committee(ctx.roster, recused(case))
+    if case is not None:
+        # Not subject(): alerts carry ids only, never the report's subject.
+        subject_ = f"[{ctx.options.case_tag} #{case.ref}] {extra}".strip()
+    else:
+        subject_ = f"[{ctx.options.case_tag}] Alert"
+    body = ctx.renderer.render("alert", marker=audience.marker_line(), text=text)
+    drafts = committee_drafts(ctx, case, audience, kind, subject_, lambda _p: body)
+    send(session, ctx, drafts, now, case_id=case.id if case else None, correspondent=correspondent)

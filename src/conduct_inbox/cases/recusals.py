@@ -1,0 +1,65 @@
+"""Recusals: members excluded from a case, automatically (named in what a reporter, witness or
+unknown sender wrote) or by a command (`!concerns`, `!recuse`, a reported member). A recused
+member is never an assignee and receives nothing more about the case (`core.routing`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from conduct_inbox.cases import mailer
+from conduct_inbox.cases.audit import event
+from conduct_inbox.cases.context import Context, recused
+from conduct_inbox.core import routing
+from conduct_inbox.store.models import Case, Recusal
+
+log = logging.getLogger(__name__)
+
+
+def recuse_named(session: Session, case: Case, found: Sequence[str], now: datetime) -> list[str]:
+    """Recuse these members (automatic recusal, reason "named"). Returns the ones newly recused."""
+    if not found:
+        return []
+    current = recused(case)
+    new = [email for email in found if email not in current]
+    for email in new:
+        existing = next((r for r in case.recusals if r.member_email == email), None)
+        if existing is not None:
+            existing.active, existing.reason, existing.automatic = True, "named", True
+        else:
+            session.add(Recusal(case_id=case.id, member_email=email, reason="named", automatic=True, active=True, created_at=now))
+        if case.assignee == email:
+            case.assignee = None
+        event(session, case.id, "system", "member_recused", now, reason="named", automatic=True)
+    if new:
+        session.flush()
+        session.refresh(case)
+        log.info("case %s: %d member(s) recused automatically", case.ref, len(new))
+    return new
+
+
+def recuse_before_sending(session: Session, case: Case, email: str, actor: str, now: datetime) -> None:
+    """`!new ... !concerns NAME`: recused before anything about the new case is sent (no announcement)."""
+    session.add(Recusal(case_id=case.id, member_email=email, reason="concerns", automatic=False, active=True, created_at=now))
+    event(session, case.id, actor, "member_recused", now, reason="concerns")
+
+
+def recuse(ctx: Context, session: Session, case: Case, email: str, reason: str, now: datetime, automatic: bool) -> None:
+    """Recuse a member by command, and tell the members who may still see the case."""
+    existing = next((r for r in case.recusals if r.member_email == email), None)
+    if existing is not None:
+        existing.active, existing.reason, existing.automatic, existing.include_proposed_by = True, reason, automatic, None
+    else:
+        session.add(Recusal(case_id=case.id, member_email=email, reason=reason, automatic=automatic, active=True, created_at=now))
+    session.flush()
+    session.refresh(case)
+    if case.assignee == email:
+        case.assignee = None
+    event(session, case.id, "system", "member_recused", now, reason=reason)
+    person = ctx.roster.person(email)
+    mailer.announce(session, ctx, case, now, f"{person.name if person else 'A member'} is excluded from this case "
+                    f"({routing.RECUSAL_REASONS.get(reason, reason)}) and receives nothing more about it.")
