@@ -286,7 +286,10 @@ class Detector:
                 (exact if single else folded).setdefault(pattern, []).append((index, how))
                 if single:
                     continue
-                skeletons.setdefault(_phrase_pattern(_skeleton_fold(_unmark(phrase))), []).append((index, how))
+                # The skeleton can lose every word the folding kept: "`" reads as "'", a separator.
+                pattern = _phrase_pattern(_skeleton_fold(_unmark(phrase)))
+                if pattern:
+                    skeletons.setdefault(pattern, []).append((index, how))
                 for fold, kind in ((_fold, folded), (_skeleton_fold, skeletons)):
                     pattern = _last_first_pattern(phrase, fold)
                     if pattern:
