@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from conduct_inbox.adapters.oauth2 import (
@@ -150,14 +150,12 @@ def _device_flow(config: OAuth2Config, scopes: tuple[str, ...], say: Say, timeou
 class _Redirect(BaseHTTPRequestHandler):
     """Receives the one redirect; the page shown says nothing of the code."""
 
-    result: dict[str, str]
-    done: threading.Event
-
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         query = parse_qs(urlsplit(self.path).query)
         if "code" in query or "error" in query:
-            self.server.result = {key: values[0] for key, values in query.items() if values}  # type: ignore[attr-defined]
-            self.server.done.set()  # type: ignore[attr-defined]
+            server = cast(_RedirectServer, self.server)
+            server.result = {key: values[0] for key, values in query.items() if values}
+            server.done.set()
             text = b"conduct-inbox: sign-in received. You can close this window."
             self.send_response(200)
         else:
@@ -172,13 +170,20 @@ class _Redirect(BaseHTTPRequestHandler):
         pass
 
 
+class _RedirectServer(HTTPServer):
+    """The loopback server: its handler leaves the redirect's query parameters in `result`."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(("127.0.0.1", port), _Redirect)
+        self.result: dict[str, str] = {}
+        self.done = threading.Event()
+
+
 def _loopback_flow(config: OAuth2Config, scopes: tuple[str, ...], say: Say, timeout: float, port: int) -> str:
     """Authorization code with PKCE (RFC 7636) and a loopback redirect (RFC 8252 section 7.3)."""
     import requests
 
-    server = HTTPServer(("127.0.0.1", port), _Redirect)
-    server.result = {}  # type: ignore[attr-defined]
-    server.done = threading.Event()  # type: ignore[attr-defined]
+    server = _RedirectServer(port)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
     try:
@@ -197,9 +202,9 @@ def _loopback_flow(config: OAuth2Config, scopes: tuple[str, ...], say: Say, time
         say("Open this address in a browser on this machine and sign in as the mailbox's user:")
         say(f"{base}{'&' if '?' in base else '?'}{urlencode(params)}")
         say(f"waiting for the redirect to {redirect_uri} ...")
-        if not server.done.wait(timeout):  # type: ignore[attr-defined]
+        if not server.done.wait(timeout):
             raise TokenUnavailable("oauth2: the sign-in did not complete in time")
-        result: dict[str, str] = server.result  # type: ignore[attr-defined]
+        result = server.result
     finally:
         server.shutdown()
         server.server_close()

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from conduct_inbox.adapters import parse_worker
 from conduct_inbox.errors import MalformedMessage
@@ -196,7 +196,7 @@ class WorkerParser:
         kind, value = reply
         del reply
         if kind == "ok":
-            return value  # type: ignore[no-any-return]
+            return cast(InboundMessage, value)  # what the worker's parse (or `function`) returned
         if kind == "malformed":
             raise ParseFailed(f"not a mail message: {value}")
         raise ParseFailed(str(value))

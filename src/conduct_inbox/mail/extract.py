@@ -204,9 +204,9 @@ def decode_text(data: bytes, charset: str | None = None) -> str | None:
     candidates = [charset] if charset else []
     candidates.append("utf-8")
     for codec in candidates:
-        text = _strict(data, codec.strip().strip("\"'").lower())
-        if text is not None:
-            return text if _plausible(text) else None
+        decoded = _strict(data, codec.strip().strip("\"'").lower())
+        if decoded is not None:
+            return decoded if _plausible(decoded) else None
     return _legacy(data)
 
 
@@ -240,8 +240,10 @@ _XML_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _TEXT = "{urn:oasis:names:tc:opendocument:xmlns:text:1.0}"
 #: Per format: elements whose text is content, that start a new line, that stand for a tab.
-_DOCX = ({_W + "t", _W + "delText"}, {_W + "p", _W + "br", _W + "cr", _W + "tc"}, {_W + "tab"})
-_ODF = (None, {_TEXT + "p", _TEXT + "h", _TEXT + "line-break"}, {_TEXT + "tab"})
+# (elements whose text counts, or None for all; elements that end a line; elements that are a tab)
+_Rules = tuple[set[str] | None, set[str], set[str]]
+_DOCX: _Rules = ({_W + "t", _W + "delText"}, {_W + "p", _W + "br", _W + "cr", _W + "tc"}, {_W + "tab"})
+_ODF: _Rules = (None, {_TEXT + "p", _TEXT + "h", _TEXT + "line-break"}, {_TEXT + "tab"})
 
 
 class _Sink:
@@ -263,7 +265,7 @@ class _Sink:
         return "".join(self.parts)[: self.limit]
 
 
-def _xml_text(root: etree._Element, rules: tuple, sink: _Sink) -> None:
+def _xml_text(root: etree._Element, rules: _Rules, sink: _Sink) -> None:
     """Text of an XML document in reading order; `rules` as in _DOCX/_ODF (None: all text counts)."""
     content, lines, tabs = rules
     for event, element in etree.iterwalk(root, events=("start", "end")):
@@ -329,7 +331,7 @@ def _package(archive: zipfile.ZipFile) -> str | None:
     return None
 
 
-def _package_text(archive: zipfile.ZipFile, rules: tuple, skip: frozenset[str], sink: _Sink) -> None:
+def _package_text(archive: zipfile.ZipFile, rules: _Rules, skip: frozenset[str], sink: _Sink) -> None:
     """Every XML part of a package, whatever its name (sniffed, not told by `.xml`): Word and
     LibreOffice show parts that the relationships or manifest name, whatever they are called."""
     for info in archive.infolist():

@@ -24,7 +24,7 @@ from conduct_inbox.cases.workflow import Workflow, dedupe_key, event
 from conduct_inbox.core.classify import Policy, classify
 from conduct_inbox.errors import MailboxUnavailable, where
 from conduct_inbox.mail.parse import InboundMessage as Parsed
-from conduct_inbox.ports import Mailbox
+from conduct_inbox.ports import Destination, Mailbox
 from conduct_inbox.store.db import DIALECT_INSERTS, HeldConnection, session_factory
 from conduct_inbox.store.models import InboundMessage, MailboxState
 
@@ -76,7 +76,8 @@ FETCH_CHUNK = 50
 #: A message done in the database but still in the intake folder is moved by whoever polls only
 #: after this long: until then the daemon that processed it (another one, perhaps) moves it itself.
 LEFTOVER_AFTER = timedelta(minutes=10)
-DONE = {"processed": "processed", "duplicate": "processed", "machine": "processed", "dropped": "processed",
+_FOLDERS: tuple[Destination, ...] = ("processed", "quarantine")
+DONE: dict[str, Destination] = {"processed": "processed", "duplicate": "processed", "machine": "processed", "dropped": "processed",
         "quarantined": "quarantine"}
 
 
@@ -167,22 +168,21 @@ class Intake:
     def _pass(self) -> IntakeStats:
         stats = IntakeStats()
         try:
-            uids = self._connected_uids()
+            uidvalidity, uids = self._connected_uids()
         except MailboxUnavailable as exc:
             self._uidvalidity = None
             self._record_contact(str(exc))
             raise
         self._record_contact(None)
-        uidvalidity = self._uidvalidity
         known, done_at = self._known(uidvalidity, uids)
         stale = self.clock() - LEFTOVER_AFTER
-        for destination in ("processed", "quarantine"):
+        for folder in _FOLDERS:
             leftover = [
                 uid for uid in uids
-                if DONE.get(known.get(uid, ""), "") == destination and (done_at.get(uid) is None or done_at[uid] <= stale)
+                if DONE.get(known.get(uid, "")) == folder and ((at := done_at.get(uid)) is None or at <= stale)
             ]
             if leftover:  # committed before a crash, never moved: move now, do nothing else
-                self._move(leftover, destination)  # type: ignore[arg-type]
+                self._move(leftover, folder)
                 stats.moved_only += len(leftover)
         todo = [uid for uid in uids if uid not in known or known[uid] == "pending"]
         for start in range(0, len(todo), FETCH_CHUNK):
@@ -190,7 +190,7 @@ class Intake:
                 break
             chunk = todo[start : start + FETCH_CHUNK]
             raws = self._fetch(chunk)
-            done: dict[str, list[int]] = {"processed": [], "quarantine": []}
+            done: dict[Destination, list[int]] = {folder: [] for folder in _FOLDERS}
             waiting = [(uid, raws.pop(uid)) for uid in chunk if uid in raws]  # absent: another daemon moved it
             del raws
             current = self._prepare(uidvalidity, *waiting.pop(0), stats) if waiting else None
@@ -203,23 +203,23 @@ class Intake:
                 if destination:
                     done[destination].append(current.uid)
                 current = following
-            for destination, moved in done.items():
+            for folder, moved in done.items():
                 if moved:
-                    self._move(moved, destination)  # type: ignore[arg-type]
+                    self._move(moved, folder)
         return stats
 
-    def _connected_uids(self) -> list[int]:
+    def _connected_uids(self) -> tuple[int, list[int]]:
         """The intake folder's UIDs, on the connection kept from the last pass if it still works:
         one the server closed meanwhile (a restart, a NAT dropping an idle connection) is replaced
-        at once, not after a failed pass and a poll interval."""
+        at once, not after a failed pass and a poll interval. Returns (UIDVALIDITY, UIDs)."""
         if self._uidvalidity is not None:
             try:
-                return self.mailbox.uids()
+                return self._uidvalidity, self.mailbox.uids()
             except MailboxUnavailable:
                 self._uidvalidity = None
                 log.info("mailbox connection lost since the last pass: connecting again")
-        self._uidvalidity = self.mailbox.connect()
-        return self.mailbox.uids()
+        self._uidvalidity = uidvalidity = self.mailbox.connect()
+        return uidvalidity, self.mailbox.uids()
 
     # ----- connections held for a pass ----------------------------------------------------------
 
@@ -238,9 +238,9 @@ class Intake:
             self._uidvalidity = None
             raise
 
-    def _move(self, uids: list[int], destination: str) -> None:
+    def _move(self, uids: list[int], destination: Destination) -> None:
         try:
-            self.mailbox.move(uids, destination)  # type: ignore[arg-type]
+            self.mailbox.move(uids, destination)
         except MailboxUnavailable:
             self._uidvalidity = None
             raise
@@ -276,7 +276,7 @@ class Intake:
             return _Prepared(uid, row_id, attempts, None)
         return _Prepared(uid, row_id, attempts, self._parsing.submit(self.parser, raw))
 
-    def _complete(self, job: _Prepared, stats: IntakeStats) -> str | None:
+    def _complete(self, job: _Prepared, stats: IntakeStats) -> Destination | None:
         """Returns the folder to move the message to once done, or None to leave it for a retry."""
         uid, row_id, attempts = job.uid, job.row_id, job.attempts
         self._take_next_workflow()  # between messages: a reload applies from this one on
@@ -352,6 +352,7 @@ class Intake:
                 return None  # another daemon is on it, or finished it
             message_id = parsed.message_id[:998] if parsed.message_id else None
             earlier = None
+            key: str | None = None
             if parsed.message_id:
                 key = dedupe_key(parsed.message_id, parsed.body_hash)
                 earlier = session.execute(_EARLIER_COPY, {"message_id": message_id, "row_id": row.id, "key": key}).first()
@@ -377,7 +378,7 @@ class Intake:
                 outcome += " (Message-ID reused by a different message: flagged)"
             return outcome
 
-    def _failed(self, row_id: int, attempts: int, reason: str, stats: IntakeStats) -> str | None:
+    def _failed(self, row_id: int, attempts: int, reason: str, stats: IntakeStats) -> Destination | None:
         log.warning("inbound #%d: attempt %d failed: %s", row_id, attempts, reason)
         with self._session() as session, session.begin():
             row = session.get(InboundMessage, row_id)

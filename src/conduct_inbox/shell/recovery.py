@@ -139,14 +139,14 @@ def recover(
             session.merge(DatabaseMeta(name=FENCED, value=point.isoformat()))
     log.info("recovery: references fenced, %d message(s) in the processed folder since the backup", len(found))
     before = _max_case_id(engine)
-    app = build_app(settings, mailbox=box, engine=engine, clock=clock)  # type: ignore[arg-type]
+    app = build_app(settings, mailbox=box, engine=engine, clock=clock)
     app.workflow.options = dataclasses.replace(app.workflow.options, recovering=True)
     try:
         stats = app.intake.poll_once()
     finally:
         app.intake.close()
         app.dispatcher.close()
-        app.intake.parser.close()  # type: ignore[attr-defined]
+        app.intake.parser.close()  # type: ignore[attr-defined]  # Intake types its parser as a plain callable; build_app gives one with close()
         box.close()
         if app.crash_safe_engine is not None:
             app.crash_safe_engine.dispose()

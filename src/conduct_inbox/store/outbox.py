@@ -17,9 +17,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, case, func, insert, null, or_, select, type_coerce, update
+from sqlalchemy import CursorResult, Engine, case, func, insert, null, or_, select, type_coerce, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, defer
 
@@ -230,7 +230,7 @@ class Dispatcher:
             select(OutboxMessage.id).where(*due).order_by(OutboxMessage.id).limit(self.batch_size)
             .with_for_update(skip_locked=True)
         ).all()
-        rows = []
+        rows: list[Any] = []
         for row_id in ids:
             try:
                 rows += session.execute(
@@ -425,12 +425,12 @@ def mark_failed(session: Session, row_id: int, reason: str, now: datetime, on_fa
     Only a row already handed to the server (`sent_at` set) can fail this way: nothing inbound
     cancels mail not yet sent. The caller has checked the DSN (signed VERP, the row's recipient).
     """
-    failed = session.execute(
+    failed = cast(CursorResult[Any], session.execute(  # an UPDATE's result is a CursorResult
         update(OutboxMessage)
         .where(OutboxMessage.id == row_id, OutboxMessage.sent_at.is_not(None), OutboxMessage.status != "failed")
         .values(status="failed", last_error=reason[:200])
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )).rowcount
     if not failed:
         return session.scalar(select(OutboxMessage.id).where(OutboxMessage.id == row_id, OutboxMessage.sent_at.is_not(None))) is not None
     row = session.get(OutboxMessage, row_id, populate_existing=True, options=[defer(OutboxMessage.data)])
