@@ -32,10 +32,6 @@ log = logging.getLogger("conduct_inbox")
 OK, FAILURE, USAGE = 0, 1, 2
 
 
-class UsageError(Exception):
-    pass
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)

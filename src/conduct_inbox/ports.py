@@ -63,10 +63,6 @@ class Mailbox(Protocol):
         ...
 
 
-class MailUnavailable(Exception):
-    """One mail's bytes cannot be had (stored altered or corrupt): that row fails, the batch goes on."""
-
-
 @dataclass(frozen=True)
 class OutgoingMail:
     """One outbox row ready to hand to SMTP: one envelope recipient, the exact bytes to send.

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from conduct_inbox.adapters import parse_worker
-from conduct_inbox.errors import MalformedMessage
+from conduct_inbox.errors import MalformedMessage, ParseFailed, ParseTimeout
 from conduct_inbox.mail.parse import InboundMessage, parse
 
 log = logging.getLogger(__name__)
@@ -36,18 +36,6 @@ ParseFunction = Callable[[bytes], InboundMessage]
 INLINE_BYTES = 1 << 20
 #: How long a new worker may take to start (imports), apart from the parse time limit.
 START_SECONDS = 60.0
-
-
-class ParseFailed(Exception):
-    """The parser raised or its worker died; `kind` is a content-free description."""
-
-    def __init__(self, kind: str):
-        self.kind = kind
-        super().__init__(kind)
-
-
-class ParseTimeout(Exception):
-    """The parser did not finish within the time limit."""
 
 
 class _Died(Exception):

@@ -22,8 +22,8 @@ import aiosmtplib
 import aiosmtplib.protocol
 
 from conduct_inbox.adapters.neterrors import in_words
-from conduct_inbox.errors import TokenUnavailable
-from conduct_inbox.ports import BatchResult, DeliveryResult, MailUnavailable, Outcome, OutgoingMail, ResultHook
+from conduct_inbox.errors import MailUnavailable, TokenUnavailable
+from conduct_inbox.ports import BatchResult, DeliveryResult, Outcome, OutgoingMail, ResultHook
 
 if TYPE_CHECKING:
     from conduct_inbox.adapters.oauth2 import TokenSource

@@ -24,17 +24,13 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from conduct_inbox.config import Settings
-from conduct_inbox.errors import ConductInboxError, ConfigError, InstanceLocked
+from conduct_inbox.errors import BackupFailed, ConfigError, InstanceLocked
 from conduct_inbox.shell.engines import cipher_for
 from conduct_inbox.store import db
 from conduct_inbox.store.sent_log import MARK_SENT, SideFileLog
 
 TAKEN_AT = "backup-taken-at"
 RECOVERY_PENDING = "recovery-pending"
-
-
-class BackupFailed(ConductInboxError):
-    """A backup or restore could not be made; the message says why in one line."""
 
 
 @dataclass(frozen=True)

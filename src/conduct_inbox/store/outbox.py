@@ -25,10 +25,10 @@ from sqlalchemy.orm import Session, defer
 
 from conduct_inbox.core import tokens
 from conduct_inbox.core.party_mail import check_outward
-from conduct_inbox.errors import EncryptionError
+from conduct_inbox.errors import EncryptionError, MailUnavailable
 from conduct_inbox.mail.addresses import canonical_address
 from conduct_inbox.mail.compose import Draft, Sender, build
-from conduct_inbox.ports import BatchResult, DeliveryResult, MailUnavailable, Outcome, OutgoingMail
+from conduct_inbox.ports import BatchResult, DeliveryResult, Outcome, OutgoingMail
 from conduct_inbox.ports import Sender as Transport
 from conduct_inbox.store.db import dialect_insert, session_factory
 from conduct_inbox.store.models import Case, OutboxMessage, ServiceState
