@@ -24,7 +24,7 @@ from conduct_inbox.cases.workflow import Workflow, dedupe_key, event
 from conduct_inbox.core.classify import Policy, classify
 from conduct_inbox.errors import MailboxUnavailable, where
 from conduct_inbox.mail.parse import InboundMessage as Parsed
-from conduct_inbox.ports import Destination, Mailbox
+from conduct_inbox.ports import Clock, Destination, Mailbox
 from conduct_inbox.store.db import DIALECT_INSERTS, HeldConnection, session_factory
 from conduct_inbox.store.models import InboundMessage, MailboxState
 
@@ -108,7 +108,7 @@ class Intake:
         workflow: Workflow,
         policy: Policy,
         parser: Callable[[bytes], Parsed],
-        clock: Callable[[], datetime],
+        clock: Clock,
         max_attempts: int = 3,
         stop: threading.Event | None = None,
         on_commit: Callable[[], None] | None = None,

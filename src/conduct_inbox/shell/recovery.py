@@ -24,14 +24,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, func, select
 
 from conduct_inbox.cases.fences import fence_refs
 from conduct_inbox.config import Settings
-from conduct_inbox.ports import Destination, Mailbox, MailCopy
+from conduct_inbox.ports import Clock, Destination, Mailbox, MailCopy
 from conduct_inbox.shell.backup import RECOVERY_PENDING, taken_at
 from conduct_inbox.shell.engines import engine_for
 from conduct_inbox.shell.wiring import build_app, make_mailbox
@@ -121,7 +121,7 @@ class Recovered:
 
 
 def recover(
-    settings: Settings, clock: Callable[[], datetime], *, since: datetime | None = None,
+    settings: Settings, clock: Clock, *, since: datetime | None = None,
     mailbox: Mailbox | None = None, engine: Engine | None = None,
 ) -> Recovered:
     engine = engine or engine_for(settings)

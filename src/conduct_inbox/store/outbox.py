@@ -28,7 +28,7 @@ from conduct_inbox.core.party_mail import check_outward
 from conduct_inbox.errors import EncryptionError, MailUnavailable
 from conduct_inbox.mail.addresses import canonical_address
 from conduct_inbox.mail.compose import Draft, Sender, build
-from conduct_inbox.ports import BatchResult, DeliveryResult, Outcome, OutgoingMail
+from conduct_inbox.ports import BatchResult, Clock, DeliveryResult, Outcome, OutgoingMail
 from conduct_inbox.ports import Sender as Transport
 from conduct_inbox.store.db import dialect_insert, session_factory
 from conduct_inbox.store.models import Case, OutboxMessage, ServiceState
@@ -336,7 +336,7 @@ class Dispatcher:
     def _update_sent(session: Session, rows: dict[int, tuple[str, datetime]]) -> None:
         session.execute(MARK_SENT, [{"row_id": row_id, "mid": mid, "sent": at} for row_id, (mid, at) in rows.items()])
 
-    async def flush_due(self, clock: Callable[[], datetime], ending: Callable[[], bool] = lambda: False) -> FlushReport:
+    async def flush_due(self, clock: Clock, ending: Callable[[], bool] = lambda: False) -> FlushReport:
         """Batches until nothing is due (a full batch means there may be more), the outgoing side
         is down, or `ending()` says to stop after the batch under way. Returns the totals."""
         total = FlushReport()
