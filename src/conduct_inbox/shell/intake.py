@@ -109,7 +109,7 @@ class Intake:
         policy: Policy,
         parser: Callable[[bytes], Parsed],
         clock: Clock,
-        max_attempts: int = 3,
+        max_attempts: int,  # [intake] max_attempts
         stop: threading.Event | None = None,
         on_commit: Callable[[], None] | None = None,
         attempt_engine: Engine | None = None,

@@ -138,8 +138,11 @@ def enqueue_all(
 
 @dataclass(frozen=True)
 class Backoff:
-    initial: float = 30.0
-    maximum: float = 3600.0
+    """Seconds before the next attempt, doubling per failure: [smtp] retry_initial_seconds and
+    retry_max_seconds (their defaults are in config.py)."""
+
+    initial: float
+    maximum: float
 
     def delay(self, failures: int) -> timedelta:
         return timedelta(seconds=min(self.maximum, self.initial * 2 ** max(0, failures - 1)))
@@ -166,8 +169,8 @@ class Dispatcher:
         transport: Transport,
         sender: Sender,
         on_failure: FailureHook,
-        backoff: Backoff = Backoff(),
-        batch_size: int = 200,
+        backoff: Backoff,
+        batch_size: int,  # [smtp] batch_size
         verp_secret: bytes = b"",
     ):
         #: Ideally an engine made with db.make_engine(crash_safe_only=True): losing one of these
