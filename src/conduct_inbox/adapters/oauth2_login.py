@@ -23,17 +23,9 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from conduct_inbox.adapters.oauth2 import (
-    GOOGLE_AUTH_URL,
-    GOOGLE_TOKEN_URL,
-    REFRESH_TOKEN,
-    OAuth2Config,
-    TokenSource,
-    _error_code,
-    _refused,
-    default_scopes,
-    token_request,
-)
+from conduct_inbox.adapters.oauth2 import TokenSource, token_request
+from conduct_inbox.adapters.oauth2_config import GOOGLE_AUTH_URL, GOOGLE_TOKEN_URL, REFRESH_TOKEN, OAuth2Config, default_scopes
+from conduct_inbox.adapters.oauth2_errors import _error_code, _refused
 from conduct_inbox.errors import TokenUnavailable
 
 Say = Callable[[str], None]
@@ -103,7 +95,7 @@ def _microsoft_device_flow(config: OAuth2Config, scopes: tuple[str, ...], say: S
     except ValueError:
         failure = TokenUnavailable("oauth2: the Microsoft authority refused the tenant's configuration (check oauth2.tenant)")
     except Exception as exc:
-        from conduct_inbox.adapters.oauth2 import _unexpected
+        from conduct_inbox.adapters.oauth2_errors import _unexpected
 
         failure = _unexpected(exc, config.authority_url)
     if failure is not None:
