@@ -171,10 +171,11 @@ class Intake:
             uidvalidity, uids = self._connected_uids()
         except MailboxUnavailable as exc:
             self._uidvalidity = None
-            self._record_contact(str(exc))
+            _record_contact(self.sessions, self.mailbox.identity, None, str(exc), self.clock())
             raise
-        self._record_contact(None)
-        known, done_at = self._known(uidvalidity, uids)
+        _record_contact(self.sessions, self.mailbox.identity, uidvalidity, None, self.clock())
+        with self._session() as session:
+            known, done_at = _known(session, self.mailbox.identity, uidvalidity, uids)
         stale = self.clock() - LEFTOVER_AFTER
         for folder in _FOLDERS:
             leftover = [
@@ -244,23 +245,6 @@ class Intake:
         except MailboxUnavailable:
             self._uidvalidity = None
             raise
-
-    def _known(self, uidvalidity: int, uids: list[int]) -> tuple[dict[int, str], dict[int, datetime | None]]:
-        """Status and time done (processed_at) of the UIDs already recorded."""
-        found: dict[int, str] = {}
-        done_at: dict[int, datetime | None] = {}
-        with self._session() as session:
-            for start in range(0, len(uids), 500):
-                rows = session.execute(
-                    select(InboundMessage.uid, InboundMessage.status, InboundMessage.processed_at).where(
-                        InboundMessage.mailbox == self.mailbox.identity,
-                        InboundMessage.uidvalidity == uidvalidity,
-                        InboundMessage.uid.in_(uids[start : start + 500]),
-                    )
-                )
-                for uid, status, processed_at in rows:
-                    found[uid], done_at[uid] = status, processed_at
-        return found, done_at
 
     # ----- one message ------------------------------------------------------------------------
 
@@ -404,18 +388,38 @@ class Intake:
         self.on_commit()
         return True
 
-    def _record_contact(self, error: str | None) -> None:
-        now = self.clock()
-        try:
-            with self.sessions() as session, session.begin():
-                state = session.get(MailboxState, self.mailbox.identity)
-                if state is None:
-                    state = MailboxState(mailbox=self.mailbox.identity)
-                    session.add(state)
-                state.last_attempt_at = now
-                state.uidvalidity = self._uidvalidity
-                state.last_error = error[:200] if error else None
-                if error is None:
-                    state.last_ok_at = now
-        except IntegrityError:
-            pass  # a second daemon recorded it at the same moment
+
+def _known(session: Session, mailbox: str, uidvalidity: int, uids: list[int]) -> tuple[dict[int, str], dict[int, datetime | None]]:
+    """Status and time done (processed_at) of the UIDs already recorded."""
+    found: dict[int, str] = {}
+    done_at: dict[int, datetime | None] = {}
+    for start in range(0, len(uids), 500):
+        rows = session.execute(
+            select(InboundMessage.uid, InboundMessage.status, InboundMessage.processed_at).where(
+                InboundMessage.mailbox == mailbox,
+                InboundMessage.uidvalidity == uidvalidity,
+                InboundMessage.uid.in_(uids[start : start + 500]),
+            )
+        )
+        for uid, status, processed_at in rows:
+            found[uid], done_at[uid] = status, processed_at
+    return found, done_at
+
+
+def _record_contact(
+    sessions: Callable[..., Session], mailbox: str, uidvalidity: int | None, error: str | None, now: datetime
+) -> None:
+    """The mailbox's last contact (for `status` and health): when, with which UIDVALIDITY, what failed."""
+    try:
+        with sessions() as session, session.begin():
+            state = session.get(MailboxState, mailbox)
+            if state is None:
+                state = MailboxState(mailbox=mailbox)
+                session.add(state)
+            state.last_attempt_at = now
+            state.uidvalidity = uidvalidity
+            state.last_error = error[:200] if error else None
+            if error is None:
+                state.last_ok_at = now
+    except IntegrityError:
+        pass  # a second daemon recorded it at the same moment
