@@ -93,7 +93,7 @@ class DatabaseCollector(Collector):
             reports = conn.scalar(select(func.count(InboundMessage.id)).where(InboundMessage.kind.in_(REPORT_KINDS)))
             kind = case((Case.spam.is_(True), "spam"), (Case.auto.is_(True), "auto"), else_="normal")
             cases: dict[str, int] = dict(conn.execute(select(kind, func.count(Case.id)).group_by(kind)).tuples().all())
-            outbox = dict(conn.execute(select(OutboxMessage.status, func.count(OutboxMessage.id))
+            outbox: dict[str, int] = dict(conn.execute(select(OutboxMessage.status, func.count(OutboxMessage.id))
                                        .group_by(OutboxMessage.status)).tuples().all())
             oldest_pending = conn.scalar(select(func.min(OutboxMessage.created_at))
                                          .where(OutboxMessage.status == "pending"))
