@@ -2,10 +2,11 @@
 builds the adapters from Settings and passes them in).
 
 - `Mailbox`: where reports arrive. adapters/imap.py (IMAP), adapters/maildir.py (a local Maildir,
-  for the demo and tests). Used by the shell's intake, retention, recovery and probe.
+  for the demo and tests). Used by the shell (intake, IDLE in the daemon, retention, recovery, probe).
 - `Sender`: where outgoing mail goes, a batch per connection. adapters/smtp.py (SMTP submission),
   adapters/maildir_sender.py (files). store/outbox.py hands it `OutgoingMail` and records the
-  `DeliveryResult`s; an outage of the whole batch is `BatchResult.outage`, not an exception.
+  `DeliveryResult`s; an outage of the whole batch is `BatchResult.outage`, not an exception, and
+  a mail whose stored bytes cannot be read raises errors.MailUnavailable from `content()`.
 - `Clock`: the current time, read by the shell's loops and the outbox flush; cases/ and core/ are
   given `now` instead.
 
