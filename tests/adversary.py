@@ -1,6 +1,6 @@
 """Mail an adversary writes to conduct@: hidden commands in subjects, member names hidden in
 attachments, encodings and alternatives. Pure builders (raw bytes), shared by the recusal property
-test and the deterministic regressions it found (tests/test_attack_regressions.py).
+test and the deterministic regressions it found (tests/e2e/test_attack_regressions.py).
 
 Every builder returns exactly the bytes a hostile sender's mail server would hand over; nothing
 here talks to the daemon.

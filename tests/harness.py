@@ -26,7 +26,8 @@ MEMBERS = [
 STEERING = [("Sam Steering", "sam@example.org")]
 
 
-def write_config(folder: Path, *, database_url: str, mailbox: dict[str, Any], smtp: dict[str, Any], extra: str = "") -> Path:
+def write_config(folder: Path, *, database_url: str, mailbox: dict[str, Any], smtp: dict[str, Any], extra: str = "",
+                 intake: dict[str, Any] | None = None) -> Path:
     def section(values: dict[str, Any]) -> str:
         lines = []
         for key, value in values.items():
@@ -67,7 +68,7 @@ steering_address = "steering@example.org"
 token_secret = "{SECRET}"
 
 [intake]
-parse_timeout_seconds = 5
+{section({'parse_timeout_seconds': 5, **(intake or {})})}
 
 {extra}
 """
@@ -137,6 +138,21 @@ class Harness:
     def close(self) -> None:
         for app in self.apps:
             app.close()
+
+
+def maildir_app(folder: Path, database_url: str, receiver: Any, *, clock: Any = None, mailbox: dict[str, Any] | None = None,
+                smtp: dict[str, Any] | None = None, intake: dict[str, Any] | None = None, **build: Any) -> App:
+    """A daemon reading a local Maildir (`folder`/Maildir) instead of Dovecot and sending to
+    `receiver`: for tests that feed thousands of messages or start many short-lived daemons. The
+    caller closes it; `build` goes to build_app (parser=, on_commit=)."""
+    config = write_config(
+        folder,
+        database_url=database_url,
+        mailbox={"maildir": str(folder / "Maildir"), **(mailbox or {})},
+        smtp={"host": "127.0.0.1", "port": receiver.port, "security": "none", **(smtp or {})},
+        intake=intake,
+    )
+    return build_app(load_settings(config, environ={}), clock=clock if clock is not None else Clock(), **build)
 
 
 def report(

@@ -30,13 +30,13 @@ class OAuthSetup:
         self.refresh_token = value
 
 
-def oauth_harness(dovecot, receiver, database_url: str, server, grant: str, *, client_secret: str = CLIENT_SECRET,
-                  tenant: str = "ci-tenant") -> OAuthSetup:
-    """grant: "generic-refresh", "generic-cc", "google-jwt", "google-refresh", "microsoft-cc" or
-    "microsoft-refresh"
-    (microsoft ones need the https server and REQUESTS_CA_BUNDLE)."""
-    user = dovecot.new_user()
-    harness = Harness(dovecot, receiver, database_url, user)
+def with_oauth(harness: Harness, server, grant: str, *, client_secret: str = CLIENT_SECRET,
+               tenant: str = "ci-tenant") -> OAuthSetup:
+    """`harness` (on the OAuth Dovecot and receiver) logging in with `grant`: "generic-refresh",
+    "generic-cc", "google-jwt", "google-refresh", "microsoft-cc" or "microsoft-refresh"
+    (microsoft ones need the https server and REQUESTS_CA_BUNDLE). The `oauth_harness` fixture
+    (tests/e2e/conftest.py) builds one."""
+    dovecot, user = harness.dovecot, harness.user
     path = harness.config_path
     text = path.read_text()
     text = text.replace(f'password = "{dovecot.password}"', 'auth = "oauth2"', 1)

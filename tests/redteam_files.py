@@ -1,4 +1,4 @@
-"""Attachment builders for tests/test_redteam_members.py (files that name Bob Builder)."""
+"""Attachment builders for tests/e2e/test_redteam_members.py (files that name Bob Builder)."""
 import base64
 import io
 import quopri

@@ -37,7 +37,7 @@ def with_encryption_key(harness: Harness, key: str) -> Path:
 
 
 def member_reply(record, sender: str, subject_suffix: str, body: str) -> bytes:
-    from tests.test_committee_e2e import reply
+    from tests.mailers import reply
 
     return reply(record, sender, subject_suffix, body)
 

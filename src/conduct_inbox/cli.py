@@ -96,6 +96,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         from conduct_inbox.shell.backup import require_no_pending_recovery
 
         require_no_pending_recovery(engine)
+        from conduct_inbox.shell.recovery import recover_if_behind
+        from conduct_inbox.shell.wiring import utcnow
+
+        # A database restored by any means (pg_restore, a file copy) must not hand out again the
+        # references the lost stretch issued: the processed folder shows the stretch.
+        recover_if_behind(settings, engine, utcnow)
     except BaseException:
         if worker is not None:
             worker.stop()
@@ -178,9 +184,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from conduct_inbox.shell.wiring import utcnow
 
     settings = _settings(args)
-    when = restore(settings, Path(args.backup))
+    when = restore(settings, Path(args.backup), force=args.force)
     print(f"database restored from {args.backup} (backup taken {when:%Y-%m-%d %H:%M:%S} UTC)")
-    _print_recovered(recover(settings, utcnow))
+    try:
+        _print_recovered(recover(settings, utcnow))
+    finally:
+        from conduct_inbox.shell.backup import owned_like_their_folder
+
+        owned_like_their_folder(Path(str(db.sqlite_path(settings.database.url))))
     return OK
 
 
@@ -757,6 +768,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dest", metavar="DEST", help="the backup file to write, or a folder to write a dated file in")
     p = command(sub, "restore", "put an SQLite backup in place (daemon stopped), then recover what came after", cmd_restore)
     p.add_argument("backup", metavar="BACKUP", help="a file written by `conduct-inbox backup`")
+    p.add_argument("--force", action="store_true",
+                   help="restore a backup whose committee address or mailbox account differs from the configuration's")
     p = command(sub, "recover", "after a restore (e.g. pg_restore): take in again the reports processed since the backup",
                 cmd_recover)
     p.add_argument("--since", metavar="TIME", help="the backup point, e.g. 2026-12-01T03:00 (UTC; default: what the "

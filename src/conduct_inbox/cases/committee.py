@@ -164,7 +164,7 @@ class Desk:
             return self._refuse_silently(session, row, case, "sender is not on the roster", now)
         member = auth.member
         if case is None:
-            if auth.unknown_case_token and not auth.personal:
+            if (auth.unknown_case_token or msg.case_ref) and not auth.personal:
                 return self._unknown_case(session, row, msg, member, now)
             if not auth.personal:
                 return self._refuse_silently(session, row, None, "no valid personal token", now)

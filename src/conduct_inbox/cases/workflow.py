@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
+from conduct_inbox.cases import fences
 from conduct_inbox.cases.committee import Desk, dmarc_pass
 from conduct_inbox.cases.render import Renderer
 from conduct_inbox.core import party_mail, routing, scanning, tokens
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 MB = 1024 * 1024
 _RATE_LIMITED = "acknowledgement rate limit for this address reached"
 _LAW_TASK = "notify law enforcement?"
+_LOST_REF = "it answers mail about a case reference lost in a restore from a backup (acknowledged then)"
 RECOVERED = "recovered after a database restore (acknowledged when it first arrived)"
 #: What recovery takes in again: what reporters and parties wrote. Committee commands, delivery
 #: reports and our own mail are recorded only: replaying a command on a database that has moved on
@@ -176,7 +178,8 @@ class Workflow:
             and dmarc_pass(msg, self.options.trusted_authserv_id, member.email)
         )
         return Facts(own_message=own, case=case, token_owners=self.desk.token_owners(found, case.ref if case else msg.case_ref),
-                     member_dmarc_pass=dmarc, member_sender=member is not None, **bounce)
+                     member_dmarc_pass=dmarc, member_sender=member is not None,
+                     unknown_case_ref=bool(msg.case_ref) and case_row is None, **bounce)
 
     def _bounce_facts(self, session: Session, msg: Parsed) -> dict[str, Any]:
         """What a DSN's signed VERP address says: its row, whether that row was sent, whether the
@@ -213,7 +216,19 @@ class Workflow:
                     .limit(1)
                 ).first()
                 case = session.get(Case, case_id) if case_id is not None else None
+        if case is None and msg.case_ref and msg.reporter_address and fences.is_lost_ref(session, msg.case_ref):
+            case = self._recovered_case_of(session, msg.reporter_address)
         return case
+
+    def _recovered_case_of(self, session: Session, reporter: str) -> Case | None:
+        """The one case taken in again after a restore whose reporter is `reporter`: where their mail
+        about a reference lost in the restore belongs (several, or none: no guess)."""
+        ids = session.scalars(
+            select(Party.case_id).join(Event, Event.case_id == Party.case_id)
+            .where(Party.role == "reporter", Party.address == reporter, Event.action == "recovered_after_restore")
+            .distinct().limit(2)
+        ).all()
+        return session.get(Case, ids[0]) if len(ids) == 1 else None
 
     # ----- applying ---------------------------------------------------------------------------
 
@@ -278,6 +293,8 @@ class Workflow:
         urgent = self._is_urgent(case, msg)
         case.urgent = urgent
         no_ack = self._no_ack_reason(session, case, msg.reporter_address, now)
+        if not no_ack and msg.case_ref and fences.is_lost_ref(session, msg.case_ref):
+            no_ack = _LOST_REF  # they were acknowledged for it before the restore
         self.start_clock(case, ack_queued_at=None if no_ack else now)
         row.case, row.status = case, "processed"
         session.add(case)
@@ -293,6 +310,8 @@ class Workflow:
             self.recuse_named(session, case, named, now)
         if urgent:
             entries += [("system", "marked_urgent", {"automatic": True}), ("system", "task_opened", {"task": _LAW_TASK})]
+        if self.options.recovering:
+            entries.append(("system", "recovered_after_restore", {}))
         if no_ack == _RATE_LIMITED:
             entries = _written(session, case, now, entries)
             self._note_rate_limit(session, case, msg.reporter_address or "", now)

@@ -59,6 +59,9 @@ class Facts:
     member_dmarc_pass: bool = False
     #: `From:` is a roster member's address (authenticated or not).
     member_sender: bool = False
+    #: The subject names a case reference the database does not hold (mistyped, purged, or issued
+    #: in a stretch lost to a restore from a backup).
+    unknown_case_ref: bool = False
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,10 @@ def committee_mail(msg: InboundMessage, facts: Facts, policy: Policy) -> Classif
         # Claims to be a member about a case, without a token: the desk refuses it (audited, the
         # member told at their roster address); never a stranger's follow-up that could recuse.
         return Classification("committee", case=facts.case)
+    if facts.member_sender and facts.case is None and facts.unknown_case_ref:
+        # A member's mail about a case we do not hold: the desk refuses it as an unknown case and
+        # tells them; never a new report opened in a member's name.
+        return Classification("committee")
     return None
 
 

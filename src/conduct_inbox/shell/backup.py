@@ -15,7 +15,9 @@ PostgreSQL has its own tools (pg_dump / pg_restore); README shows them. Then `re
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +33,13 @@ from conduct_inbox.store.sent_log import MARK_SENT, SideFileLog
 
 TAKEN_AT = "backup-taken-at"
 RECOVERY_PENDING = "recovery-pending"
+COMMITTEE = "backup-committee"  # whose database: the committee address and the mailbox account
+
+
+def _owner(settings: Settings) -> str:
+    box = settings.mailbox
+    account = f"{box.username}@{box.host}" if box.host else str(box.maildir)
+    return f"{settings.committee.address.lower()} {account}"[:200]
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,19 @@ def _check(path: Path) -> None:
         raise BackupFailed(f"{path} is not a conduct-inbox database")
 
 
+def owned_like_their_folder(database: Path) -> None:
+    """Run as root (a cron job, `sudo ... restore`), SQLite may leave the database and its side files
+    (-wal, -shm, -sent, .lock) owned by root beside a daemon running as its own user, which then
+    cannot open them: they get the owner of the folder they are in, as the daemon's own files have."""
+    if os.geteuid() != 0:
+        return
+    folder = database.parent.stat()
+    for path in database.parent.glob(database.name + "*"):
+        info = path.lstat()
+        if (info.st_uid, info.st_gid) != (folder.st_uid, folder.st_gid) and not path.is_symlink():
+            os.chown(path, folder.st_uid, folder.st_gid)
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -118,8 +140,15 @@ def backup(settings: Settings, dest: Path, now: datetime) -> BackupResult:
     source = _database_file(settings)
     if not source.exists():
         raise BackupFailed(f"no database at {source} (run `conduct-inbox db upgrade` first)")
-    if dest.is_dir():
-        dest = dest / f"{source.stem}-{now.strftime('%Y%m%dT%H%M%SZ')}{source.suffix or '.db'}"
+    if dest.is_dir() or str(dest).endswith(os.sep) or not dest.suffix:
+        # A folder (created if absent): a dated file named for the committee too, so that several
+        # committees (conduct-inbox@NAME, each with its cases.db) can back up into one folder.
+        dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+        owner = re.sub(r"[^a-z0-9.@-]+", "_", settings.committee.address.lower()).replace("@", "_at_")
+        instance = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:8]  # one per database file
+        dest = dest / f"{source.stem}-{now.strftime('%Y%m%dT%H%M%SZ')}-{owner}-{instance}{source.suffix or '.db'}"
+    elif not dest.parent.is_dir():
+        raise BackupFailed(f"no folder {dest.parent} for the backup")
     if dest.resolve() == source.resolve():
         raise BackupFailed("the backup must not be the database itself")
     partial = dest.with_name(dest.name + ".partial")
@@ -134,7 +163,11 @@ def backup(settings: Settings, dest: Path, now: datetime) -> BackupResult:
         try:
             folded = _fold_side_file(engine, source.with_name(source.name + "-sent"))
             _set_meta(engine, TAKEN_AT, now.isoformat())
-            _set_meta(engine, RECOVERY_PENDING, None)
+            _set_meta(engine, COMMITTEE, _owner(settings))
+            # The copy itself says it needs a recovery: put in place by any means (`restore`, or a
+            # plain file copy), the daemon refuses to run on it until `recover` has fenced off the
+            # references issued since and taken the lost reports in again.
+            _set_meta(engine, RECOVERY_PENDING, now.isoformat())
         finally:
             engine.dispose()
         # A backup is one self-contained file: no write-ahead log beside it.
@@ -150,7 +183,20 @@ def backup(settings: Settings, dest: Path, now: datetime) -> BackupResult:
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    finally:
+        owned_like_their_folder(source)
     return BackupResult(dest, now, folded)
+
+
+def _backup_facts(path: Path) -> tuple[datetime | None, str | None]:
+    """When the backup file was taken and whose it is, read before anything is replaced."""
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = dict(connection.execute("SELECT name, value FROM database_meta WHERE name IN (?, ?)", (TAKEN_AT, COMMITTEE)))
+    finally:
+        connection.close()
+    taken = rows.get(TAKEN_AT)
+    return (datetime.fromisoformat(taken) if taken else None), rows.get(COMMITTEE)
 
 
 def taken_at(engine: Engine) -> datetime | None:
@@ -178,12 +224,18 @@ def require_no_pending_recovery(engine: Engine) -> None:
                            "run `conduct-inbox recover` first")
 
 
-def restore(settings: Settings, source: Path) -> datetime:
+def restore(settings: Settings, source: Path, *, force: bool = False) -> datetime:
     """Put the backup `source` in place of the database (no daemon may run); returns when it was taken."""
     target = _database_file(settings)
     if not source.is_file():
         raise BackupFailed(f"no backup at {source}")
     _check(source)
+    when, committee = _backup_facts(source)
+    if when is None:
+        raise BackupFailed(f"{source} does not say when it was taken (not made by `conduct-inbox backup`)")
+    if committee is not None and committee != _owner(settings) and not force:
+        raise BackupFailed(f"{source} is a backup of another committee's database (its committee address or mailbox "
+                           "account differs from this configuration's; --force if the mailbox was only renamed)")
     lock = db.InstanceLock(settings.database.url)
     try:
         lock.acquire()
@@ -195,9 +247,6 @@ def restore(settings: Settings, source: Path) -> datetime:
         _copy(source, target)
         engine = db.make_engine(settings.database.url, cipher_for(settings))
         try:
-            when = taken_at(engine)
-            if when is None:
-                raise BackupFailed(f"{source} does not say when it was taken (not made by `conduct-inbox backup`)")
             # Mail the live database recorded as sent since its last fold is not sent again.
             _fold_side_file(engine, target.with_name(target.name + "-sent"))
             _set_meta(engine, RECOVERY_PENDING, when.isoformat())
@@ -205,4 +254,5 @@ def restore(settings: Settings, source: Path) -> datetime:
             engine.dispose()
     finally:
         lock.release()
+        owned_like_their_folder(target)
     return when

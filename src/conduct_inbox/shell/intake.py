@@ -67,8 +67,8 @@ _EARLIER_COPY = (
 #: An earlier message with this text (recovery after a restore, for messages without a Message-ID).
 _SAME_TEXT = (
     select(InboundMessage.id, InboundMessage.case_id, InboundMessage.dedupe_key)
-    .where(InboundMessage.body_hash == bindparam("body_hash"), InboundMessage.id != bindparam("row_id"),
-           InboundMessage.status != "pending")
+    .where(InboundMessage.body_hash == bindparam("body_hash"), InboundMessage.sender == bindparam("sender"),
+           InboundMessage.id != bindparam("row_id"), InboundMessage.status != "pending")
     .limit(1)
 )
 
@@ -341,8 +341,9 @@ class Intake:
                 key = dedupe_key(parsed.message_id, parsed.body_hash)
                 earlier = session.execute(_EARLIER_COPY, {"message_id": message_id, "row_id": row.id, "key": key}).first()
             if not parsed.message_id and self.workflow.options.recovering:
-                # Taken in again after a restore: without a Message-ID, the same text is the same message.
-                earlier = session.execute(_SAME_TEXT, {"body_hash": parsed.body_hash, "row_id": row.id}).first()
+                # Taken in again after a restore: without a Message-ID, the same text from the same sender is the same message.
+                sender = (parsed.reporter_address or parsed.from_address or "")[:320] or None
+                earlier = session.execute(_SAME_TEXT, {"body_hash": parsed.body_hash, "sender": sender, "row_id": row.id}).first()
                 key = earlier.dedupe_key if earlier is not None else None
             if earlier is not None and earlier.dedupe_key == key:
                 row.message_id, row.body_hash = message_id, parsed.body_hash

@@ -26,11 +26,15 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from email.parser import BytesHeaderParser
+from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
 from conduct_inbox.cases.fences import fence_refs
 from conduct_inbox.config import Settings
+from conduct_inbox.errors import MailboxUnavailable
+from conduct_inbox.mail.headers import _message_ids as message_ids
 from conduct_inbox.ports import Clock, Destination, Mailbox, MailCopy
 from conduct_inbox.shell.backup import RECOVERY_PENDING, taken_at
 from conduct_inbox.shell.engines import engine_for
@@ -41,7 +45,10 @@ from conduct_inbox.store.models import Case, DatabaseMeta, Event, InboundMessage
 log = logging.getLogger(__name__)
 
 #: References skipped beyond one per message found: mail moved out of the processed folder by hand.
-FENCE_MARGIN = 50
+FENCE_MARGIN = 500
+#: How long before the backup a message may have arrived and still have been processed after it
+#: (the daemon down for days while backups ran; a message moved back from the quarantine).
+LOOK_BACK = timedelta(days=14)
 FENCED = "recovery-fenced"  # the backup point whose references are fenced (a rerun fences no more)
 
 
@@ -60,7 +67,7 @@ class _ProcessedFolder:
         search = getattr(self.inner, "uids_since", None)
         if search is None:  # a Maildir (the demo): all of it
             return self.inner.uids()
-        return list(search((self.since - timedelta(days=1)).date()))
+        return list(search((self.since - LOOK_BACK).date()))
 
     def fetch(self, uids: Sequence[int]) -> dict[int, bytes]:
         return self.inner.fetch(uids)
@@ -111,6 +118,56 @@ def _backup_point(engine: Engine, since: datetime | None) -> datetime:
     return max(known)
 
 
+#: At most this many of the newest processed messages are read at start (a day's mail, usually).
+START_CHECK_LIMIT = 200
+
+
+def unrecorded_since_newest(settings: Settings, engine: Engine, mailbox: Mailbox | None = None) -> int:
+    """How many messages that reached the processed folder on or after the day of the newest message
+    this database recorded it does not know: more than none means the database is older than the
+    mailbox (restored from a backup by any means: pg_restore, a file copy), or mail was filed there
+    by hand. Checked when the daemon starts; messages without a Message-ID are not counted."""
+    with engine.connect() as connection:
+        newest = connection.execute(select(func.max(InboundMessage.received_at))).scalar()
+    if newest is None:
+        return 0
+    box = mailbox or _processed_folder_mailbox(settings)
+    search = getattr(box, "uids_since", None)
+    if search is None:
+        return 0  # a Maildir (the demo)
+    try:
+        box.connect()
+        uids = list(search(newest.date()))[-START_CHECK_LIMIT:]
+        raws = box.fetch(uids) if uids else {}
+    finally:
+        box.close()
+    parser = BytesHeaderParser()
+    unknown = 0
+    with engine.connect() as connection:
+        for raw in raws.values():
+            ids = message_ids(str(parser.parsebytes(raw).get("Message-ID") or ""))
+            if not ids:
+                continue
+            known = connection.execute(select(InboundMessage.id).where(
+                InboundMessage.message_id == ids[0][:998]).limit(1)).first()
+            unknown += known is None
+    return unknown
+
+
+def recover_if_behind(settings: Settings, engine: Engine, clock: Clock) -> Recovered | None:
+    """At start: recover when the processed folder shows that the database is older than the mailbox."""
+    try:
+        unknown = unrecorded_since_newest(settings, engine)
+    except MailboxUnavailable as exc:
+        log.warning("start-up check of the processed folder skipped: %s", exc)
+        return None
+    if not unknown:
+        return None
+    log.warning("the processed folder holds %d message(s) this database never recorded (restored from an older "
+                "backup?): recovering before anything else", unknown)
+    return recover(settings, clock, engine=engine)
+
+
 @dataclasses.dataclass
 class Recovered:
     backup_point: datetime
@@ -137,6 +194,7 @@ def recover(
         if done is None or done.value != point.isoformat():
             fenced = fence_refs(session, range(point.year, now.year + 1), len(found) + FENCE_MARGIN)
             session.merge(DatabaseMeta(name=FENCED, value=point.isoformat()))
+    held = _hold_outward_mail(sessions, point)
     log.info("recovery: references fenced, %d message(s) in the processed folder since the backup", len(found))
     before = _max_case_id(engine)
     app = build_app(settings, mailbox=box, engine=engine, clock=clock)
@@ -157,7 +215,7 @@ def recover(
         new_cases = list(session.scalars(select(Case.ref).where(Case.id > before).order_by(Case.id)))
         workflow = dataclasses.replace(app.workflow.options, recovering=False)
         app.workflow.options = workflow
-        app.workflow.alert(session, None, _summary(point, fenced, new_cases, outcomes), now)
+        app.workflow.alert(session, None, _summary(point, fenced, new_cases, outcomes, held), now)
         meta = session.get(DatabaseMeta, RECOVERY_PENDING)
         if meta is not None:
             session.delete(meta)
@@ -181,7 +239,25 @@ def _outcome_kind(outcome: str) -> str:
     return "other"
 
 
-def _summary(point: datetime, fenced: dict[int, tuple[int, int]], new_cases: list[str], outcomes: Counter[str]) -> str:
+def _hold_outward_mail(sessions: Any, point: datetime) -> list[str]:
+    """Mail to reporters and parties still waiting in the restored outbox: it may have gone out after
+    the backup was taken (an acknowledgement is queued seconds before it is sent), and a reporter
+    must not be acknowledged twice. It is held, not sent; the committee is told the cases."""
+    with sessions() as session, session.begin():
+        rows = session.execute(
+            select(OutboxMessage.id, Case.ref).outerjoin(Case, Case.id == OutboxMessage.case_id)
+            .where(OutboxMessage.status == "pending", OutboxMessage.audience.in_(("reporter", "party")),
+                   OutboxMessage.created_at <= point)
+        ).all()
+        if rows:
+            session.execute(update(OutboxMessage).where(OutboxMessage.id.in_([r.id for r in rows]))
+                            .values(status="held", claimed_until=None,
+                                    last_error="held after a restore: it may have been sent before it"))
+    return sorted({r.ref for r in rows if r.ref})
+
+
+def _summary(point: datetime, fenced: dict[int, tuple[int, int]], new_cases: list[str], outcomes: Counter[str],
+             held: list[str]) -> str:
     lines = [
         f"The case database was restored from a backup taken {point:%Y-%m-%d %H:%M} UTC. Mail processed after",
         "that moment was looked for again in the processed folder.",
@@ -193,6 +269,9 @@ def _summary(point: datetime, fenced: dict[int, tuple[int, int]], new_cases: lis
         f"Committee commands and delivery reports recorded but not carried out again: {outcomes['not replayed']}"
         + (" - please send again any command you sent after the backup." if outcomes["not replayed"] else "."),
     ]
+    if held:
+        lines.append(f"Mail to reporters or parties that was waiting to be sent when the backup was taken may have gone out "
+                     f"before the restore; it was not sent again (cases {', '.join(held)}): write with !reply if it did not.")
     if outcomes["quarantined"] or outcomes["failed"]:
         lines.append(f"Could not be read: {outcomes['quarantined'] + outcomes['failed']} (see the quarantine).")
     if fenced:
