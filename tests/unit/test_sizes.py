@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parent.parent / "src" / "conduct_inbox"
+SRC = Path(__file__).resolve().parents[2] / "src" / "conduct_inbox"
 MAX_MODULE_LINES = 450
 MAX_CLASS_LINES = 300
 LARGER_ALLOWED = {"cli.py", "config.py"}
