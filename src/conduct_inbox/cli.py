@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from sqlalchemy import select
 
@@ -23,6 +23,7 @@ from conduct_inbox.shell import logsetup
 from conduct_inbox.shell import views as casefile
 from conduct_inbox.shell.engines import engine_for
 from conduct_inbox.store import db
+from conduct_inbox.store.rekey import BATCH as REKEY_BATCH
 
 if TYPE_CHECKING:
     from conduct_inbox.shell.metrics import MetricsServer
@@ -32,12 +33,8 @@ log = logging.getLogger("conduct_inbox")
 OK, FAILURE, USAGE = 0, 1, 2
 
 
-class UsageError(Exception):
-    pass
-
-
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         print(f"conduct-inbox: {message}", file=sys.stderr)
         raise SystemExit(USAGE)
@@ -765,8 +762,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(dbsub, "rekey", "move every sealed value to the current encryption key (after a key rotation)", cmd_rekey)
     p.add_argument("--check", action="store_true",
                    help="only count values not yet under the current key; exit 0 when none are left")
-    p.add_argument("--batch", type=_positive, default=200, metavar="ROWS",
-                   help="rows per transaction (default 200); a crash loses at most one batch of work")
+    p.add_argument("--batch", type=_positive, default=REKEY_BATCH, metavar="ROWS",
+                   help=f"rows per transaction (default {REKEY_BATCH}); a crash loses at most one batch of work")
 
     p = command(sub, "backup", "copy the SQLite database consistently while the daemon runs", cmd_backup)
     p.add_argument("dest", metavar="DEST", help="the backup file to write, or a folder to write a dated file in")

@@ -42,6 +42,8 @@ from conduct_inbox.config_sources import (
     resolve_maildirs,
 )
 from conduct_inbox.core.commands import DECISIONS
+from conduct_inbox.core.roster import Roster
+from conduct_inbox.core.sla import SlaPolicy
 from conduct_inbox.errors import ConfigError, EncryptionError
 from conduct_inbox.store.crypto import parse_key
 
@@ -390,9 +392,9 @@ class Committee(_Section):
     name: str = "Code of Conduct Committee"
     steering_address: str = ""
     case_tag: str = "conduct"
-    quorum: PositiveInt = 2
+    quorum: PositiveInt = Roster.quorum
     severe_decisions: list[str] = ["public-reprimand", "temporary-ban", "permanent-ban"]
-    auto_ack_alert_hours: PositiveInt = 1
+    auto_ack_alert_hours: PositiveInt = SlaPolicy.auto_ack_alert_hours
     #: Mail anonymous statistics (the last 12 months) to steering_address every this many months; 0: never.
     statistics_every_months: NonNegativeInt = 0
     members: list[Member]
@@ -486,13 +488,14 @@ class Intake(_Section):
 class Sla(_Section):
     """The policy's promises, as deadlines and escalation steps."""
 
-    ack_hours: PositiveInt = 24
-    urgent_ack_hours: PositiveInt = 1
-    second_level_hours: PositiveInt = 24
-    urgent_second_level_hours: PositiveInt = 2
-    response_days: PositiveInt = 7
-    reminder_hours_before: PositiveInt = 48
-    urgent_phrases: list[str] = ["physical danger", "unsafe", "threat", "police", "self-harm", "suicide"]
+    # The defaults live in core/sla.py (SlaPolicy), beside the rules that use them.
+    ack_hours: PositiveInt = SlaPolicy.ack_hours
+    urgent_ack_hours: PositiveInt = SlaPolicy.urgent_ack_hours
+    second_level_hours: PositiveInt = SlaPolicy.second_level_hours
+    urgent_second_level_hours: PositiveInt = SlaPolicy.urgent_second_level_hours
+    response_days: PositiveInt = SlaPolicy.response_days
+    reminder_hours_before: PositiveInt = SlaPolicy.reminder_hours_before
+    urgent_phrases: list[str] = list(SlaPolicy.urgent_phrases)
     urgent_webhook_url: str = ""
     #: Members are reminded this many days before a sanction ends (0: no reminders).
     sanction_reminder_days: NonNegativeInt = 14
@@ -711,7 +714,7 @@ class Settings(BaseSettings):
 
 
 _SECTIONS: dict[str, type[BaseModel]] = {
-    name: field.annotation  # type: ignore[misc]
+    name: field.annotation  # type: ignore[misc]  # every field of Settings is a section model (checked in tests)
     for name, field in Settings.model_fields.items()
 }
 

@@ -1,15 +1,24 @@
-"""The project's own exceptions; adapters translate library errors into these.
+"""The project's own exceptions, all of them; adapters translate library errors into these.
 
     ConductInboxError
-    ├── ConfigError                 bad configuration (exit 2)
-    ├── DatabaseNotCurrent          schema not at the alembic head
-    ├── MalformedMessage            input that is not a mail message at all
+    ├── ConfigError                 bad configuration (CLI exit 2)
+    ├── DatabaseNotCurrent          schema not at the alembic head (CLI exit 1)
+    ├── InstanceLocked              another daemon already owns this SQLite database (CLI exit 1)
+    ├── BackupFailed                a backup or restore cannot be made or trusted (CLI exit 1)
+    ├── MalformedMessage            input that is not a mail message at all (mail.parse; `inspect` exits 1)
+    ├── ParseFailed                 the parser raised or its worker process died: a failed attempt
+    ├── ParseTimeout                the parser did not finish within its time limit: a failed attempt
     ├── MailboxUnavailable          IMAP/Maildir cannot be reached or logged into (retry later)
-    ├── DeliveryOutage              SMTP as a whole is unusable: connect, AUTH, MAIL FROM, 4xx (retry later)
+    ├── MailUnavailable             one outgoing mail's stored bytes cannot be read: that row fails
     ├── TokenUnavailable            no OAuth2 access token could be obtained (an outage of the mailbox / SMTP)
-    ├── InstanceLocked              another daemon already owns this SQLite database
+    ├── Refused                     a member's command cannot be applied: the reason goes to them alone
     └── EncryptionError             missing, malformed or wrong encryption key; sealed data altered
-        └── KeyNotConfigured        data is sealed with a key the configuration does not hold
+        └── KeyNotConfigured        data is sealed with a key the configuration does not hold (`db` commands exit 2)
+
+Any other ConductInboxError that reaches the CLI exits 1 with its message. Private exceptions
+(a leading underscore: _Outage, _Truncated, _Bad, ...) are control flow inside one module and
+never leave it. An outage of outgoing
+mail as a whole is not an exception: a Sender reports it in `ports.BatchResult.outage`.
 
 Messages of these exceptions never carry addresses, names, subjects or report text:
 they are logged and may reach alerts.
@@ -40,8 +49,8 @@ class MailboxUnavailable(ConductInboxError):
     """The mailbox cannot be reached, logged into or selected right now."""
 
 
-class DeliveryOutage(ConductInboxError):
-    """Outgoing mail cannot be sent at all right now (connection, AUTH, MAIL FROM, 4xx)."""
+class MailUnavailable(ConductInboxError):
+    """One mail's bytes cannot be had (stored altered or corrupt): that row fails, the batch goes on."""
 
 
 class TokenUnavailable(ConductInboxError):
@@ -58,6 +67,26 @@ class TokenUnavailable(ConductInboxError):
 
 class InstanceLocked(ConductInboxError):
     """Another daemon already runs against this database."""
+
+
+class BackupFailed(ConductInboxError):
+    """A backup or restore could not be made; the message says why in one line."""
+
+
+class ParseFailed(ConductInboxError):
+    """The parser raised or its worker died; `kind` is a content-free description."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        super().__init__(kind)
+
+
+class ParseTimeout(ConductInboxError):
+    """The parser did not finish within the time limit."""
+
+
+class Refused(ConductInboxError):
+    """A command cannot be applied; the message goes to the sender only."""
 
 
 class EncryptionError(ConductInboxError):

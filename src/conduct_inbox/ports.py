@@ -1,6 +1,19 @@
-"""The I/O boundaries of the daemon, as small protocols wired together in `daemon.py`.
+"""The I/O boundaries: what the layers below the shell know of the adapters (shell/wiring.py
+builds the adapters from Settings and passes them in).
 
-The pure core never imports an adapter; tests pass fakes or real loopback servers.
+- `Mailbox`: where reports arrive. adapters/imap.py (IMAP), adapters/maildir.py (a local Maildir,
+  for the demo and tests). Used by the shell (intake, IDLE in the daemon, retention, recovery, probe).
+- `Sender`: where outgoing mail goes, a batch per connection. adapters/smtp.py (SMTP submission),
+  adapters/maildir_sender.py (files). store/outbox.py hands it `OutgoingMail` and records the
+  `DeliveryResult`s; an outage of the whole batch is `BatchResult.outage`, not an exception, and
+  a mail whose stored bytes cannot be read raises errors.MailUnavailable from `content()`.
+- `Clock`: the current time, read by the shell's loops and the outbox flush; cases/ and core/ are
+  given `now` instead.
+
+The parser process (adapters/parsing.py) is a plain callable, raw bytes to mail.parse.InboundMessage,
+and the OAuth2 token source (adapters/oauth2.py) is used only inside the IMAP and SMTP adapters:
+neither needs a protocol here. ports.py imports nothing of the project (it sits with errors.py at
+the bottom of the layers); tests pass fakes or real loopback servers.
 """
 
 from __future__ import annotations
@@ -63,10 +76,6 @@ class Mailbox(Protocol):
         ...
 
 
-class MailUnavailable(Exception):
-    """One mail's bytes cannot be had (stored altered or corrupt): that row fails, the batch goes on."""
-
-
 @dataclass(frozen=True)
 class OutgoingMail:
     """One outbox row ready to hand to SMTP: one envelope recipient, the exact bytes to send.
@@ -122,7 +131,5 @@ class Sender(Protocol):
         ...
 
 
-class Clock(Protocol):
-    def now(self) -> datetime:
-        """The current time, timezone-aware UTC."""
-        ...
+#: The current time, timezone-aware UTC: shell.wiring.utcnow in the daemon, a settable fake in tests.
+Clock = Callable[[], datetime]

@@ -421,3 +421,11 @@ def test_last_name_first_with_a_long_separator_run_stays_linear() -> None:
     started = time.perf_counter()
     assert emails(text) == [CAROL.email]
     assert time.perf_counter() - started < 3
+
+
+def test_an_alias_whose_confusable_skeleton_has_no_word_does_not_break_the_detector() -> None:
+    # "`" is confusable with "'", a separator: the alias's skeleton has no word left. Building the
+    # detector used to raise TypeError (a None pattern), so no report could be scanned at all.
+    ann = Person("Ann Lee", "ann@example.org", ("` `",))
+    detector = Detector([BOB, ann])
+    assert [m.email for m in detector.find("Ann Lee and Bob Smith were there")] == ["bob@example.org", "ann@example.org"]

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import imaplib
-import io
 import ipaddress
 import logging
 import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from typing import TYPE_CHECKING, Literal
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 from imapclient import DELETED, IMAPClient
 from imapclient.exceptions import LoginError
 
+from conduct_inbox.adapters.imap_client import ensure_folder, fetch_large, fetch_pieces, has_new_mail, idle_once, message_sizes, shutdown
 from conduct_inbox.adapters.neterrors import in_words
 from conduct_inbox.errors import MailboxUnavailable, TokenUnavailable
 from conduct_inbox.ports import Destination, MailCopy
@@ -39,8 +39,6 @@ POLL_SECONDS = 30.0
 #: Messages larger than this (RFC822.SIZE) are fetched in pieces: imaplib and imapclient hold
 #: a literal several times over while they read and parse it.
 LARGE_MESSAGE_BYTES = 4 * 1024 * 1024
-#: The size of one piece (BODY.PEEK[]<offset.length>).
-FETCH_PIECE_BYTES = 1024 * 1024
 
 
 def is_loopback(host: str) -> bool:
@@ -138,10 +136,10 @@ class ImapMailbox:
             with _translated("folder setup"):
                 self._caps = frozenset(client.capabilities())
                 for name in self._folders.values():
-                    self._ensure_folder(client, name)
+                    ensure_folder(client, name)
                 selected = client.select_folder(self.folder)
         except BaseException:
-            _shutdown(client)
+            shutdown(client)
             raise
         self._client = client
         uidvalidity = int(selected[b"UIDVALIDITY"])
@@ -184,18 +182,6 @@ class ImapMailbox:
             "and that the app may use this mailbox)"
         )
 
-    @staticmethod
-    def _ensure_folder(client: IMAPClient, name: str) -> None:
-        if client.folder_exists(name):
-            return
-        try:
-            client.create_folder(name)
-        except imaplib.IMAP4.error:
-            # Another client may have created it a moment ago.
-            if not client.folder_exists(name):
-                raise
-        client.subscribe_folder(name)
-
     def close(self) -> None:
         """Log out (best effort) and drop the connection."""
         client, self._client = self._client, None
@@ -204,7 +190,7 @@ class ImapMailbox:
         try:
             client.logout()
         except Exception:
-            _shutdown(client)
+            shutdown(client)
 
     def _conn(self) -> IMAPClient:
         if self._client is None:
@@ -247,14 +233,14 @@ class ImapMailbox:
 
     def fetch(self, uids: Sequence[int]) -> dict[int, bytes]:
         """Raw messages by UID (never sets \\Seen; the caller chunks): their sizes first, then the
-        small ones in one FETCH BODY.PEEK[], each large one in pieces of FETCH_PIECE_BYTES."""
+        small ones in one FETCH BODY.PEEK[], each large one in pieces of imap_client.FETCH_PIECE_BYTES."""
         if not uids:
             return {}
         client = self._conn()
         found: dict[int, bytes] = {}
         try:
             with _translated("FETCH"):
-                sizes = _sizes(client, uids)
+                sizes = message_sizes(client, uids)
                 small = [uid for uid, size in sizes.items() if size <= LARGE_MESSAGE_BYTES]
                 if small:
                     data = client.fetch(small, ["BODY.PEEK[]"])
@@ -265,7 +251,7 @@ class ImapMailbox:
                     del data
                 for uid, size in sizes.items():
                     if size > LARGE_MESSAGE_BYTES:
-                        body = _fetch_large(client, uid, size)
+                        body = fetch_large(client, uid, size)
                         if body is not None:
                             found[uid] = body
         except MailboxUnavailable as exc:
@@ -333,9 +319,9 @@ class ImapMailbox:
                             found = client.search(["LARGER", copy.size - 1, "SMALLER", copy.size + 1])
                         if not found:
                             continue
-                        for uid, size in _sizes(client, found).items():
+                        for uid, size in message_sizes(client, found).items():
                             digest = hashlib.sha256()
-                            if _fetch_pieces(client, uid, size, digest.update) and digest.hexdigest() == copy.sha256:
+                            if fetch_pieces(client, uid, size, digest.update) and digest.hexdigest() == copy.sha256:
                                 doomed.append(uid)
                     if doomed:
                         client.add_flags(doomed, [DELETED], silent=True)
@@ -364,33 +350,14 @@ class ImapMailbox:
             with _translated("IDLE"):
                 # Mail that arrived since the last command is reported to a NOOP.
                 _, pending = client.noop()
-                if _has_new_mail(pending):
+                if has_new_mail(pending):
                     return True
                 while (remaining := deadline - time.monotonic()) > 0:
-                    if self._idle_once(client, min(remaining, MAX_IDLE_SECONDS)):
+                    if idle_once(client, min(remaining, MAX_IDLE_SECONDS)):
                         return True
                 return False
         except MailboxUnavailable as exc:
             raise self._fail(exc) from None
-
-    @staticmethod
-    def _idle_once(client: IMAPClient, seconds: float) -> bool:
-        """One IDLE of at most `seconds`; True if it reported EXISTS or RECENT."""
-        client.idle()
-        found = False
-        end = time.monotonic() + seconds
-        try:
-            while not found and (left := end - time.monotonic()) > 0:
-                responses = client.idle_check(timeout=left)
-                found = _has_new_mail(responses)
-                if not responses and end - time.monotonic() > 0.05:
-                    # Woken with nothing parsed: imapclient swallows EOF here. Ending IDLE
-                    # below surfaces a dead connection as an error.
-                    break
-        finally:
-            _, responses = client.idle_done()
-        return found or _has_new_mail(responses)
-
 
 class _SaslBearer:
     """The client side of XOAUTH2 / OAUTHBEARER (RFC 7628): the token first; to the server's error
@@ -414,63 +381,3 @@ class _SaslBearer:
             return self._dummy
         self._sent = True
         return self._first
-
-
-def _sizes(client: IMAPClient, uids: Sequence[int]) -> dict[int, int]:
-    """RFC822.SIZE by UID, in the order asked; UIDs no longer there are absent."""
-    wanted = list(dict.fromkeys(int(uid) for uid in uids))
-    data = client.fetch(wanted, ["RFC822.SIZE"])
-    return {uid: int(data[uid][b"RFC822.SIZE"]) for uid in wanted if b"RFC822.SIZE" in data.get(uid, {})}
-
-
-def _fetch_large(client: IMAPClient, uid: int, size: int) -> bytes | None:
-    """One message fetched in pieces into one buffer of its size, or None if it is gone."""
-    buffer = io.BytesIO()
-    # Sized once up front: grown piece by piece it would be copied as it grows.
-    buffer.seek(size - 1)
-    buffer.write(b"\0")
-    buffer.seek(0)
-    if not _fetch_pieces(client, uid, size, buffer.write):
-        return None
-    buffer.truncate()  # when the message was shorter than its RFC822.SIZE
-    return buffer.getvalue()  # the buffer's own bytes object, not a copy
-
-
-def _fetch_pieces(client: IMAPClient, uid: int, size: int, write: Callable[[bytes], object]) -> bool:
-    """Hand one message to `write` in pieces (BODY.PEEK[]<offset.length>: never sets \\Seen);
-    False if it is no longer there. The end is a short piece, whatever RFC822.SIZE said."""
-    offset = 0
-    while True:
-        item = client.fetch([uid], [f"BODY.PEEK[]<{offset}.{FETCH_PIECE_BYTES}>"]).get(uid, {})
-        key = f"BODY[]<{offset}>".encode()
-        if key not in item:
-            return False  # expunged meanwhile
-        piece = item[key] or b""
-        write(piece)
-        offset += len(piece)
-        if len(piece) < FETCH_PIECE_BYTES:
-            return True
-        if offset > 2 * size + FETCH_PIECE_BYTES:
-            raise imaplib.IMAP4.error("message larger than its RFC822.SIZE")
-
-
-def _has_new_mail(responses: Sequence[object]) -> bool:
-    for resp in responses:
-        if isinstance(resp, tuple) and len(resp) >= 2 and resp[1] in (b"EXISTS", b"RECENT"):
-            if resp[1] == b"RECENT" and resp[0] == 0:
-                continue
-            return True
-        if isinstance(resp, tuple) and resp and resp[0] == b"BYE":
-            raise imaplib.IMAP4.abort("server said BYE")
-    return False
-
-
-def _shutdown(client: IMAPClient) -> None:
-    """Close the socket without talking to the server."""
-    try:
-        client.shutdown()
-    except (OSError, imaplib.IMAP4.error):
-        pass
-    except Exception:  # a half-open connection can fail in odd ways; it is going away anyway
-        logger.debug("IMAP shutdown error ignored")
-

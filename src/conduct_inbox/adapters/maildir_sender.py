@@ -14,7 +14,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from conduct_inbox.ports import BatchResult, DeliveryResult, MailUnavailable, Outcome, OutgoingMail, ResultHook
+from conduct_inbox.errors import MailUnavailable
+from conduct_inbox.ports import BatchResult, DeliveryResult, Outcome, OutgoingMail, ResultHook
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,9 @@ not fetched on every use), and after `invalidate()` (the server refused the toke
 shared by the intake, the IDLE thread and the SMTP sender: a lock makes concurrent callers wait for
 one request rather than each making their own.
 
-Failures raise `TokenUnavailable`, one line starting with "oauth2: " that names the cause in words
+The identity (`OAuth2Config`, grants, providers' URLs and scopes) is in oauth2_config.py; the
+wording of failures in oauth2_errors.py. Failures raise `TokenUnavailable`, one line starting
+with "oauth2: " that names the cause in words
 and the provider's error code (a fixed vocabulary), never a secret, a token, the provider's error
 description or a library's exception text. The libraries' own loggers are silenced (`SILENT`): msal
 logs response bodies on errors, urllib3 logs URLs.
@@ -24,9 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -34,9 +33,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-from conduct_inbox.adapters.neterrors import in_words
+from conduct_inbox.adapters.oauth2_config import (
+    CLIENT_CREDENTIALS,
+    GOOGLE_TOKEN_URL,
+    JWT_BEARER,
+    REFRESH_TOKEN,
+    OAuth2Config,
+    default_scopes,
+    url_problem,
+)
+from conduct_inbox.adapters.oauth2_errors import _error_code, _refused, _unexpected, _words_for_network
 from conduct_inbox.errors import TokenUnavailable
 
 log = logging.getLogger(__name__)
@@ -47,20 +55,6 @@ SILENT = ("msal", "urllib3", "requests", "google", "google_auth_httplib2", "oaut
 for _name in SILENT:
     logging.getLogger(_name).setLevel(logging.CRITICAL + 1)
 
-REFRESH_TOKEN = "refresh_token"
-JWT_BEARER = "jwt_bearer"
-CLIENT_CREDENTIALS = "client_credentials"
-
-MICROSOFT_AUTHORITY = "https://login.microsoftonline.com"
-GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
-GOOGLE_AUTH_URL = "https://accounts.google.com/o/oauth2/v2/auth"
-MICROSOFT_DELEGATED_SCOPES = (
-    "https://outlook.office365.com/IMAP.AccessAsUser.All",
-    "https://outlook.office365.com/SMTP.Send",
-    "offline_access",
-)
-MICROSOFT_APP_SCOPES = ("https://outlook.office365.com/.default",)
-GOOGLE_SCOPES = ("https://mail.google.com/",)
 #: Scopes msal adds by itself and refuses to be given.
 _MSAL_RESERVED = frozenset({"openid", "profile", "offline_access"})
 
@@ -71,84 +65,6 @@ MARGIN_FRACTION = 0.2
 #: When the provider says nothing about the lifetime.
 DEFAULT_LIFETIME_SECONDS = 3600.0
 
-_ERROR_CODE = re.compile(r"^[a-z][a-z0-9_]{0,48}$")
-
-
-def default_scopes(provider: str, grant: str) -> tuple[str, ...]:
-    """The scopes used when `oauth2.scopes` is empty."""
-    if provider == "microsoft":
-        return MICROSOFT_APP_SCOPES if grant == CLIENT_CREDENTIALS else MICROSOFT_DELEGATED_SCOPES
-    if provider == "google":
-        return GOOGLE_SCOPES
-    return ()
-
-
-def is_loopback_url(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
-        return True
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def url_problem(url: str) -> str | None:
-    """Why `url` may not be used for OAuth2 (https only, plain http for loopback), or None."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return None
-    if parts.scheme == "http" and parts.hostname:
-        return None if is_loopback_url(url) else "must be an https:// URL (http:// only for a loopback host)"
-    return "must be an https:// URL"
-
-
-@dataclass(frozen=True)
-class OAuth2Config:
-    """One identity, from `[oauth2]` and the mailbox's user name. Secrets stay out of the repr."""
-
-    provider: str
-    client_id: str = ""
-    tenant: str = ""
-    #: microsoft: the authority host (national clouds, tests); default login.microsoftonline.com.
-    authority: str = ""
-    token_url: str = ""
-    scopes: tuple[str, ...] = ()
-    client_secret: str = field(default="", repr=False)
-    refresh_token: str = field(default="", repr=False)
-    #: Where the refresh token came from: read again at each refresh (a new `oauth login`).
-    refresh_token_file: str = ""
-    #: google: the service account's JSON key (the file's contents).
-    service_account: str = field(default="", repr=False)
-    #: The mailbox user: the SASL user and the JWT subject.
-    username: str = ""
-    authorization_url: str = ""
-    device_authorization_url: str = ""
-    timeout: float = 30.0
-
-    @property
-    def grant(self) -> str:
-        if self.refresh_token or self.refresh_token_file:
-            return REFRESH_TOKEN
-        if self.provider == "google" and self.service_account:
-            return JWT_BEARER
-        return CLIENT_CREDENTIALS
-
-    @property
-    def effective_scopes(self) -> tuple[str, ...]:
-        return self.scopes or default_scopes(self.provider, self.grant)
-
-    @property
-    def identity(self) -> tuple[str, ...]:
-        """What makes two configurations the same identity (secrets aside)."""
-        return (self.provider, self.client_id, self.tenant, self.authority, self.token_url, self.username,
-                " ".join(self.scopes), self.grant)
-
-    @property
-    def authority_url(self) -> str:
-        return f"{(self.authority or MICROSOFT_AUTHORITY).rstrip('/')}/{self.tenant or 'organizations'}"
 
 
 @dataclass(frozen=True)
@@ -174,69 +90,6 @@ class _Obtained:
     refresh_token: str = field(default="", repr=False)
 
 
-def _words_for_network(exc: BaseException, url: str) -> str:
-    """A failure to reach the token endpoint in words: the host and port, never the URL's path
-    or query, never the exception's text."""
-    parts = urlsplit(url)
-    host = parts.hostname or "the token endpoint"
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in chain and len(chain) < 10:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    # urllib3's connection errors subclass TimeoutError: look for the precise cause first.
-    for cause in chain:
-        if isinstance(cause, ConnectionRefusedError):
-            return f"connection refused by {host}:{port}"
-        if isinstance(cause, socket.gaierror):
-            return f"cannot resolve {host}"
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return f"the TLS certificate of {host}:{port} is not trusted"
-    for cause in chain:
-        words = in_words(cause, host, port)
-        if words:
-            return words
-    for cause in chain:
-        if isinstance(cause, OSError) and cause.errno is not None:
-            return f"{host}:{port}: {type(cause).__name__}"
-    return type(exc).__name__
-
-
-def _error_code(value: Any) -> str:
-    """The provider's error code if it is one of the usual identifiers; never free text."""
-    if isinstance(value, str) and _ERROR_CODE.match(value):
-        return value
-    return "unexpected error"
-
-
-def _refused(code: str, grant: str, provider: str) -> TokenUnavailable:
-    """The provider answered with an OAuth2 error: say what to do about it."""
-    if code == "invalid_grant" and grant == REFRESH_TOKEN:
-        return TokenUnavailable(
-            "oauth2: refresh token rejected by the provider (invalid_grant); run `conduct-inbox oauth login`",
-            needs_login=True,
-        )
-    if code == "invalid_grant" and grant == JWT_BEARER:
-        return TokenUnavailable(
-            "oauth2: the service account's grant was refused (invalid_grant): check domain-wide delegation "
-            "of its client id with the scope, and that mailbox.username is a user of the domain",
-            needs_login=True,
-        )
-    if code == "invalid_client":
-        what = "client secret" if grant != JWT_BEARER else "service account key"
-        return TokenUnavailable(f"oauth2: {what} refused (invalid_client)", needs_login=True)
-    if code == "unauthorized_client":
-        return TokenUnavailable(
-            f"oauth2: this client may not use the {grant} grant (unauthorized_client)", needs_login=True
-        )
-    if code == "invalid_scope":
-        return TokenUnavailable("oauth2: scopes refused (invalid_scope): check oauth2.scopes", needs_login=True)
-    if code in ("invalid_request", "access_denied", "consent_required", "interaction_required"):
-        return TokenUnavailable(f"oauth2: token request refused ({code})", needs_login=True)
-    if code in ("server_error", "temporarily_unavailable"):
-        return TokenUnavailable(f"oauth2: token endpoint failed ({code})")
-    return TokenUnavailable(f"oauth2: token request failed ({code})")
 
 
 class TokenSource:
@@ -473,17 +326,6 @@ class TokenSource:
         rotated = getattr(credentials, "refresh_token", None) if self.grant == REFRESH_TOKEN else None
         return _Obtained(credentials.token, expires_in, _text(rotated))
 
-
-def _unexpected(exc: Exception, url: str) -> TokenUnavailable:
-    """A library or network error, in words; never the exception's text."""
-    import requests
-
-    if isinstance(exc, requests.RequestException | OSError):
-        return TokenUnavailable(f"oauth2: token endpoint unreachable ({_words_for_network(exc, url)})")
-    status = re.fullmatch(r"HTTP Error: (\d{3})", str(exc)) if type(exc).__name__ == "MsalServiceError" else None
-    if status:  # msal raises this (fixed text) for a 5xx answer
-        return TokenUnavailable(f"oauth2: token endpoint failed (HTTP {status.group(1)})")
-    return TokenUnavailable(f"oauth2: token request failed ({type(exc).__name__})")
 
 
 def _seconds(value: Any) -> float:

@@ -20,20 +20,12 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from conduct_inbox.adapters.oauth2 import (
-    GOOGLE_AUTH_URL,
-    GOOGLE_TOKEN_URL,
-    REFRESH_TOKEN,
-    OAuth2Config,
-    TokenSource,
-    _error_code,
-    _refused,
-    default_scopes,
-    token_request,
-)
+from conduct_inbox.adapters.oauth2 import TokenSource, token_request
+from conduct_inbox.adapters.oauth2_config import GOOGLE_AUTH_URL, GOOGLE_TOKEN_URL, REFRESH_TOKEN, OAuth2Config, default_scopes
+from conduct_inbox.adapters.oauth2_errors import _error_code, _refused
 from conduct_inbox.errors import TokenUnavailable
 
 Say = Callable[[str], None]
@@ -103,7 +95,7 @@ def _microsoft_device_flow(config: OAuth2Config, scopes: tuple[str, ...], say: S
     except ValueError:
         failure = TokenUnavailable("oauth2: the Microsoft authority refused the tenant's configuration (check oauth2.tenant)")
     except Exception as exc:
-        from conduct_inbox.adapters.oauth2 import _unexpected
+        from conduct_inbox.adapters.oauth2_errors import _unexpected
 
         failure = _unexpected(exc, config.authority_url)
     if failure is not None:
@@ -150,14 +142,12 @@ def _device_flow(config: OAuth2Config, scopes: tuple[str, ...], say: Say, timeou
 class _Redirect(BaseHTTPRequestHandler):
     """Receives the one redirect; the page shown says nothing of the code."""
 
-    result: dict[str, str]
-    done: threading.Event
-
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         query = parse_qs(urlsplit(self.path).query)
         if "code" in query or "error" in query:
-            self.server.result = {key: values[0] for key, values in query.items() if values}  # type: ignore[attr-defined]
-            self.server.done.set()  # type: ignore[attr-defined]
+            server = cast(_RedirectServer, self.server)
+            server.result = {key: values[0] for key, values in query.items() if values}
+            server.done.set()
             text = b"conduct-inbox: sign-in received. You can close this window."
             self.send_response(200)
         else:
@@ -172,13 +162,20 @@ class _Redirect(BaseHTTPRequestHandler):
         pass
 
 
+class _RedirectServer(HTTPServer):
+    """The loopback server: its handler leaves the redirect's query parameters in `result`."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(("127.0.0.1", port), _Redirect)
+        self.result: dict[str, str] = {}
+        self.done = threading.Event()
+
+
 def _loopback_flow(config: OAuth2Config, scopes: tuple[str, ...], say: Say, timeout: float, port: int) -> str:
     """Authorization code with PKCE (RFC 7636) and a loopback redirect (RFC 8252 section 7.3)."""
     import requests
 
-    server = HTTPServer(("127.0.0.1", port), _Redirect)
-    server.result = {}  # type: ignore[attr-defined]
-    server.done = threading.Event()  # type: ignore[attr-defined]
+    server = _RedirectServer(port)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
     try:
@@ -197,9 +194,9 @@ def _loopback_flow(config: OAuth2Config, scopes: tuple[str, ...], say: Say, time
         say("Open this address in a browser on this machine and sign in as the mailbox's user:")
         say(f"{base}{'&' if '?' in base else '?'}{urlencode(params)}")
         say(f"waiting for the redirect to {redirect_uri} ...")
-        if not server.done.wait(timeout):  # type: ignore[attr-defined]
+        if not server.done.wait(timeout):
             raise TokenUnavailable("oauth2: the sign-in did not complete in time")
-        result: dict[str, str] = server.result  # type: ignore[attr-defined]
+        result = server.result
     finally:
         server.shutdown()
         server.server_close()

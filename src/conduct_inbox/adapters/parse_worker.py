@@ -90,6 +90,7 @@ def main() -> int:
             return 0
         kind, value = request
         del request
+        result: tuple[str, object]
         try:
             if kind == "file":
                 with _open_and_unlink(value) as stream:

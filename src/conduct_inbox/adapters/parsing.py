@@ -22,10 +22,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from conduct_inbox.adapters import parse_worker
-from conduct_inbox.errors import MalformedMessage
+from conduct_inbox.errors import MalformedMessage, ParseFailed, ParseTimeout
 from conduct_inbox.mail.parse import InboundMessage, parse
 
 log = logging.getLogger(__name__)
@@ -36,18 +36,6 @@ ParseFunction = Callable[[bytes], InboundMessage]
 INLINE_BYTES = 1 << 20
 #: How long a new worker may take to start (imports), apart from the parse time limit.
 START_SECONDS = 60.0
-
-
-class ParseFailed(Exception):
-    """The parser raised or its worker died; `kind` is a content-free description."""
-
-    def __init__(self, kind: str):
-        self.kind = kind
-        super().__init__(kind)
-
-
-class ParseTimeout(Exception):
-    """The parser did not finish within the time limit."""
 
 
 class _Died(Exception):
@@ -196,7 +184,7 @@ class WorkerParser:
         kind, value = reply
         del reply
         if kind == "ok":
-            return value  # type: ignore[no-any-return]
+            return cast(InboundMessage, value)  # what the worker's parse (or `function`) returned
         if kind == "malformed":
             raise ParseFailed(f"not a mail message: {value}")
         raise ParseFailed(str(value))

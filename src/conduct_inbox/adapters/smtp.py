@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Literal
 import aiosmtplib
 import aiosmtplib.protocol
 
-from conduct_inbox.adapters.neterrors import in_words
-from conduct_inbox.errors import TokenUnavailable
-from conduct_inbox.ports import BatchResult, DeliveryResult, MailUnavailable, Outcome, OutgoingMail, ResultHook
+from conduct_inbox.adapters.smtp_replies import connection_reason, reply_status
+from conduct_inbox.errors import MailUnavailable, TokenUnavailable
+from conduct_inbox.ports import BatchResult, DeliveryResult, Outcome, OutgoingMail, ResultHook
 
 if TYPE_CHECKING:
     from conduct_inbox.adapters.oauth2 import TokenSource
@@ -52,9 +52,6 @@ aiosmtplib.protocol.normalize_message_line_endings = _normalize_line_endings
 
 Security = Literal["tls", "starttls", "none"]
 
-_ENHANCED = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
-
-
 class _Outage(Exception):
     """Internal: the batch must stop for `reason`; `result` is the current row's, if known."""
 
@@ -74,25 +71,6 @@ async def _auth_oauthbearer(client: aiosmtplib.SMTP, username: str, token: str) 
         response = await client.execute_command(base64.b64encode(b"\x01"))
     if response.code != 235:
         raise aiosmtplib.SMTPAuthenticationError(response.code, response.message)
-
-
-def _status(code: int, message: str) -> str:
-    """`550 5.1.1` from a reply: the code and its enhanced status code, nothing the server wrote."""
-    match = _ENHANCED.match(message or "")
-    return f"{code} {match.group(1)}" if match else str(code)
-
-
-def _connection_reason(what: str, exc: BaseException, host: str = "", port: int | None = None) -> str:
-    """A short reason for a transport-level failure: in words when we know them, else the error class."""
-    cause = exc.__cause__ if isinstance(exc, aiosmtplib.SMTPException) and exc.__cause__ else exc
-    words = in_words(exc, host, port) if host else None
-    if words:
-        return f"SMTP {what} failed: {words}"
-    if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
-        return f"SMTP {what} timed out"
-    if isinstance(cause, ssl.SSLError):
-        return f"SMTP TLS failed during {what} ({type(cause).__name__})"
-    return f"SMTP {what} failed ({type(cause).__name__})"
 
 
 #: A batch opens a second connection only when it has at least this many mails per connection.
@@ -293,9 +271,9 @@ class SmtpSender:
                     raise _Outage("SMTP AUTH not offered by the server")
                 await client.login(self.username, self.password or "")
         except aiosmtplib.SMTPResponseException as exc:
-            raise _Outage(f"SMTP {stage} refused ({_status(exc.code, exc.message)})") from None
+            raise _Outage(f"SMTP {stage} refused ({reply_status(exc.code, exc.message)})") from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise _Outage(_connection_reason(stage, exc, self.host, self.port)) from None
+            raise _Outage(connection_reason(stage, exc, self.host, self.port)) from None
 
     async def _oauth2_login(self, client: aiosmtplib.SMTP) -> None:
         """AUTH XOAUTH2 (aiosmtplib's) or OAUTHBEARER (RFC 7628, sent through aiosmtplib's command
@@ -323,7 +301,7 @@ class SmtpSender:
                     await _auth_oauthbearer(client, username, token)
                 return
             except aiosmtplib.SMTPAuthenticationError as exc:
-                status = _status(exc.code, exc.message)
+                status = reply_status(exc.code, exc.message)
             source.invalidate(token)
             if attempt == 2 or not 500 <= int(status.split()[0]) < 600:
                 break
@@ -393,7 +371,7 @@ class SmtpSender:
                     raise
                 log.info("outbox row %d: data refused %s", mail.row_id, exc.code)
                 result = DeliveryResult(
-                    Outcome.REJECTED, exc.code, f"{_status(exc.code, exc.message)} message refused"
+                    Outcome.REJECTED, exc.code, f"{reply_status(exc.code, exc.message)} message refused"
                 )
                 await self._reset(client, result)
                 return result
@@ -402,16 +380,16 @@ class SmtpSender:
                 raise
             batch.accepted(mail.row_id, DeliveryResult(Outcome.SENT, 250))
         except aiosmtplib.SMTPResponseException as exc:
-            raise _Outage(f"SMTP {stage} refused ({_status(exc.code, exc.message)})") from None
+            raise _Outage(f"SMTP {stage} refused ({reply_status(exc.code, exc.message)})") from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise _Outage(_connection_reason(stage, exc, self.host, self.port)) from None
+            raise _Outage(connection_reason(stage, exc, self.host, self.port)) from None
         log.debug("outbox row %d: sent", mail.row_id)
         return DeliveryResult(Outcome.SENT, 250)
 
     def _recipient_refused(
         self, mail: OutgoingMail, exc: aiosmtplib.SMTPRecipientRefused
     ) -> DeliveryResult:
-        status = _status(exc.code, exc.message)
+        status = reply_status(exc.code, exc.message)
         if 500 <= exc.code < 600:
             log.info("outbox row %d: recipient refused %s", mail.row_id, status)
             return DeliveryResult(Outcome.REJECTED, exc.code, f"{status} recipient refused")
@@ -433,9 +411,9 @@ class SmtpSender:
         try:
             await client.rset()
         except aiosmtplib.SMTPResponseException as exc:
-            raise _Outage(f"SMTP RSET refused ({_status(exc.code, exc.message)})", result) from None
+            raise _Outage(f"SMTP RSET refused ({reply_status(exc.code, exc.message)})", result) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise _Outage(_connection_reason("RSET", exc, self.host, self.port), result) from None
+            raise _Outage(connection_reason("RSET", exc, self.host, self.port), result) from None
 
     @staticmethod
     def _mail_options(client: aiosmtplib.SMTP, data: bytes, utf8: bool) -> list[str]:

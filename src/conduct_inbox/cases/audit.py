@@ -7,14 +7,14 @@ transaction; details carry ids only.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from conduct_inbox.store.models import Case, Event
 
-_INSERT_EVENT = insert(cast(Table, Event.__table__))
+_INSERT_EVENT = insert(Event.__table__)
 
 Entry = tuple[str, str, dict[str, Any]]
 

@@ -14,10 +14,6 @@ from conduct_inbox.mail.parse import InboundMessage as Parsed
 from conduct_inbox.store.models import Case, InboundMessage
 
 
-class Refused(Exception):
-    """A command cannot be applied; the message goes to the sender only."""
-
-
 @dataclass(frozen=True)
 class Call:
     """One member's commands on one case, inside the desk's savepoint."""

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import Exists, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -20,6 +20,7 @@ from conduct_inbox.cases import mailer
 from conduct_inbox.cases.audit import event
 from conduct_inbox.cases.context import Context, recused
 from conduct_inbox.core import routing
+from conduct_inbox.core.roster import Person
 from conduct_inbox.mail.compose import Draft
 from conduct_inbox.store.db import dialect_insert
 from conduct_inbox.store.models import Case, DatabaseMeta, EscalationFired, Sanction
@@ -48,7 +49,7 @@ def _advance_marker(session: Session, name: str, old: str | None, new: str) -> N
         raise _Overtaken
 
 
-def _fired(key: str):  # type: ignore[no-untyped-def]
+def _fired(key: str) -> Exists:
     return exists().where(EscalationFired.case_id == Case.id, EscalationFired.key == key)
 
 
@@ -118,7 +119,7 @@ def _spam_digest(sessions: sessionmaker[Session], ctx: Context, now: datetime) -
             return 0
         audience = routing.committee(ctx.roster, {})
 
-        def body_for(person: routing.Person) -> str:
+        def body_for(person: Person) -> str:
             visible = [c for c in cases if routing.may_see(ctx.roster, recused(c), person.email)]
             if not visible:
                 return ""

@@ -12,11 +12,12 @@ from sqlalchemy.orm import Session
 
 from conduct_inbox.cases import mailer
 from conduct_inbox.cases.audit import event
-from conduct_inbox.cases.calls import Call, Refused
+from conduct_inbox.cases.calls import Call
 from conduct_inbox.cases.context import recused
 from conduct_inbox.cases.steering import steering_report
 from conduct_inbox.core import routing, states
 from conduct_inbox.core.command_types import Close, Confirm, Decide
+from conduct_inbox.errors import Refused
 from conduct_inbox.mail.parse import InboundMessage as Parsed
 from conduct_inbox.store.models import Case, Decision, OutboxMessage, Sanction
 

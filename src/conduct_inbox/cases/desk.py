@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from conduct_inbox.cases import fences, handlers, mailer, personal, recusals
 from conduct_inbox.cases.audit import event
-from conduct_inbox.cases.calls import Call, Refused
+from conduct_inbox.cases.calls import Call
 from conduct_inbox.cases.context import Context, recused
 from conduct_inbox.cases.deadlines import refresh_clock
 from conduct_inbox.cases.notes import file_note
@@ -27,6 +27,7 @@ from conduct_inbox.core import routing, tokens
 from conduct_inbox.core.admission import DeskFacts, Way, admit
 from conduct_inbox.core.classify import Classification, dmarc_verdict
 from conduct_inbox.core.roster import Person
+from conduct_inbox.errors import Refused
 from conduct_inbox.mail.parse import InboundMessage as Parsed
 from conduct_inbox.store.models import Case, Event, InboundMessage
 

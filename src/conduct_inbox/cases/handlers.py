@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conduct_inbox.cases import decisions, mailer, recusals
-from conduct_inbox.cases.calls import Call, Refused
+from conduct_inbox.cases.calls import Call
 from conduct_inbox.cases.context import Context, recused
 from conduct_inbox.cases.reports import announce_urgent
 from conduct_inbox.cases.steering import steering_report
@@ -23,6 +23,7 @@ from conduct_inbox.core import command_types as ct
 from conduct_inbox.core import routing, states
 from conduct_inbox.core.outward import outward_text
 from conduct_inbox.core.roster import Person
+from conduct_inbox.errors import Refused
 from conduct_inbox.mail.parse import InboundMessage as Parsed
 from conduct_inbox.store.models import Case, InboundMessage, Party
 

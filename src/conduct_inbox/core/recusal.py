@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -205,7 +205,7 @@ def _phrase_pattern(text: str) -> str | None:
     return _bounded(_SEP.join(re.escape(t) for t in tokens), _WORD) + rf"(?!{_WORD})"
 
 
-def _last_first_pattern(phrase: str, fold) -> str | None:  # type: ignore[no-untyped-def]
+def _last_first_pattern(phrase: str, fold: Callable[[str], str]) -> str | None:
     """A multi-word name with its last word first, as directories and spreadsheets list people
     ("Builder, Bob", "Builder;Bob"): a cell separator between the last word and the others."""
     words = phrase.split()
@@ -286,7 +286,10 @@ class Detector:
                 (exact if single else folded).setdefault(pattern, []).append((index, how))
                 if single:
                     continue
-                skeletons.setdefault(_phrase_pattern(_skeleton_fold(_unmark(phrase))), []).append((index, how))
+                # The skeleton can lose every word the folding kept: "`" reads as "'", a separator.
+                pattern = _phrase_pattern(_skeleton_fold(_unmark(phrase)))
+                if pattern:
+                    skeletons.setdefault(pattern, []).append((index, how))
                 for fold, kind in ((_fold, folded), (_skeleton_fold, skeletons)):
                     pattern = _last_first_pattern(phrase, fold)
                     if pattern:

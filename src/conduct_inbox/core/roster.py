@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from conduct_inbox.mail.addresses import canonical_address
 
@@ -51,8 +52,10 @@ class Roster:
         return None
 
 
-def roster_from_settings(settings: object) -> Roster:
-    """Build the roster from loaded Settings (committee.members, steering.members, committee.quorum)."""
+def roster_from_settings(settings: Any) -> Roster:
+    """Build the roster from loaded Settings (committee.members, steering.members, committee.quorum).
+
+    `settings` is a config.Settings, typed loosely because config/ sits above core/ in the layers."""
     committee = settings.committee
     steering = settings.steering
     members = tuple(

@@ -33,15 +33,16 @@ CLOSED_STATES = frozenset({"closed"})  # "decided" still owes the reporter a res
 
 @dataclass(frozen=True)
 class SlaPolicy:
-    """The configurable promises; defaults follow the reporting policy."""
+    """The configurable promises, in whole hours and days; the defaults follow the reporting
+    policy and are the configuration's defaults too (config.Sla reads them from here)."""
 
-    ack_hours: float = 24
-    urgent_ack_hours: float = 1
-    second_level_hours: float = 24
-    urgent_second_level_hours: float = 2
-    response_days: float = 7
-    reminder_hours_before: float = 48
-    auto_ack_alert_hours: float = 1
+    ack_hours: int = 24
+    urgent_ack_hours: int = 1
+    second_level_hours: int = 24
+    urgent_second_level_hours: int = 2
+    response_days: int = 7
+    reminder_hours_before: int = 48
+    auto_ack_alert_hours: int = 1
     urgent_phrases: tuple[str, ...] = (
         "physical danger", "unsafe", "threat", "police", "self-harm", "suicide",
     )

@@ -25,6 +25,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
+from typing import Any
 from urllib.parse import quote
 
 from conduct_inbox.mail.parse import LOOP_HEADER
@@ -172,8 +173,8 @@ def _unstructured(name: str, value: str, allow_long: bool = False) -> str:
     looks_encoded = not allow_long and "=?" in value
     if _PLAIN.match(value) and len(first) + len(value) <= MAX_LINE and not looks_encoded:
         return first + value if value else first.rstrip()
-    # (encoded, leading whitespace, text); consecutive encoded words share one element
-    elems: list[list] = []
+    # [encoded, leading whitespace, text]; consecutive encoded words share one element
+    elems: list[list[Any]] = []
     for token in _TOKEN.findall(value):
         word = token.lstrip(" \t")
         ws = token[: len(token) - len(word)]
@@ -250,7 +251,7 @@ def _param(name: str, value: str) -> list[str]:
             return [simple]
     encoded = quote(value, safe="", errors="strict")
     room = MAX_LINE - 2 - len(f"{name}*00*=utf-8''") - 1
-    pieces = []
+    pieces: list[str] = []
     i = 0
     while i < len(encoded) or not pieces:
         end = min(len(encoded), i + room)
@@ -360,10 +361,13 @@ def build(draft: Draft, sender: Sender, message_id: str, date: datetime, encoded
         part_head = (
             f"{_content_type(att.content_type)}\r\nContent-Transfer-Encoding: base64\r\n{_disposition(att.filename)}\r\n\r\n"
         )
-        if encoded is None:
+        cached = encoded.get(id(att)) if encoded is not None else None
+        if cached is not None:
+            part = cached
+        else:
             part = _base64(att.content)
-        elif (part := encoded.get(id(att))) is None:
-            part = encoded[id(att)] = _base64(att.content)
+            if encoded is not None:
+                encoded[id(att)] = part
         chunks += [b"\r\n", delim, part_head.encode("ascii"), part]
     chunks.append(f"\r\n--{boundary}--\r\n".encode("ascii"))
     return b"".join(chunks)

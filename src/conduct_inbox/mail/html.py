@@ -211,7 +211,7 @@ def to_text(markup: str, *, without_quotes: bool = False) -> str:
         if without_quotes:
             _strip_quotes(root)
             _strip_signatures(root)
-        text = Inscriptis(root, _CONFIG).get_text()
+        text: str = Inscriptis(root, _CONFIG).get_text()
     except Exception:  # lxml/inscriptis on markup they did not foresee (absurd nesting, odd text)
         text = root.text_content()
     return text.strip()

@@ -26,7 +26,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from conduct_inbox.config import Settings
-from conduct_inbox.errors import ConductInboxError, ConfigError, InstanceLocked
+from conduct_inbox.errors import BackupFailed, ConfigError, InstanceLocked
 from conduct_inbox.shell.engines import cipher_for
 from conduct_inbox.store import db
 from conduct_inbox.store.sent_log import MARK_SENT, SideFileLog
@@ -40,10 +40,6 @@ def _owner(settings: Settings) -> str:
     box = settings.mailbox
     account = f"{box.username}@{box.host}" if box.host else str(box.maildir)
     return f"{settings.committee.address.lower()} {account}"[:200]
-
-
-class BackupFailed(ConductInboxError):
-    """A backup or restore could not be made; the message says why in one line."""
 
 
 @dataclass(frozen=True)

@@ -202,7 +202,7 @@ class Daemon:
     async def escalate(self) -> None:
         if self._stopping.is_set():
             return
-        sent = await asyncio.to_thread(escalate_once, self.app.sessions, self.app.inbound, self.policy, self.app.clock())
+        sent = await asyncio.to_thread(escalate_once, self.app.sessions, self.app.inbound.ctx, self.policy, self.app.clock())
         await asyncio.to_thread(chores.post_urgent_webhooks, self.app.sessions, self.app.settings.sla.urgent_webhook_url,
                                 self.app.clock())
         if sent:

@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Literal
 
 from conduct_inbox.shell.engines import cipher_for
 from conduct_inbox.store.outbox import FlushReport
@@ -156,7 +156,7 @@ class DispatchWorker:
         self.settings = settings
         self.log_level = logging.getLogger().getEffectiveLevel() if log_level is None else log_level
         forkable = "fork" in multiprocessing.get_all_start_methods()
-        self._first_start = "fork" if fork_first and forkable else "spawn"
+        self._first_start: Literal["fork", "spawn"] = "fork" if fork_first and forkable else "spawn"
         self._process: Any = None
         self._conn: Connection | None = None
         self._lock = threading.Lock()
@@ -173,7 +173,7 @@ class DispatchWorker:
         if self._conn is not None:  # the pipe to a worker that died
             self._conn.close()
             self._conn = None
-        context = multiprocessing.get_context(method)
+        context = multiprocessing.get_context("fork") if method == "fork" else multiprocessing.get_context("spawn")
         parent_end, child_end = context.Pipe()
         process = context.Process(
             target=serve, args=(self.settings, child_end, self.log_level), name="conduct-inbox-dispatch", daemon=True

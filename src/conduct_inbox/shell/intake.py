@@ -25,7 +25,7 @@ from conduct_inbox.cases.inbound import Inbound, dedupe_key
 from conduct_inbox.core.classify import Policy, classify
 from conduct_inbox.errors import MailboxUnavailable, where
 from conduct_inbox.mail.parse import InboundMessage as Parsed
-from conduct_inbox.ports import Mailbox
+from conduct_inbox.ports import Clock, Destination, Mailbox
 from conduct_inbox.store.db import DIALECT_INSERTS, HeldConnection, session_factory
 from conduct_inbox.store.models import InboundMessage, MailboxState
 
@@ -77,7 +77,8 @@ FETCH_CHUNK = 50
 #: A message done in the database but still in the intake folder is moved by whoever polls only
 #: after this long: until then the daemon that processed it (another one, perhaps) moves it itself.
 LEFTOVER_AFTER = timedelta(minutes=10)
-DONE = {"processed": "processed", "duplicate": "processed", "machine": "processed", "dropped": "processed",
+_FOLDERS: tuple[Destination, ...] = ("processed", "quarantine")
+DONE: dict[str, Destination] = {"processed": "processed", "duplicate": "processed", "machine": "processed", "dropped": "processed",
         "quarantined": "quarantine"}
 
 
@@ -108,8 +109,8 @@ class Intake:
         inbound: Inbound,
         policy: Policy,
         parser: Callable[[bytes], Parsed],
-        clock: Callable[[], datetime],
-        max_attempts: int = 3,
+        clock: Clock,
+        max_attempts: int,  # [intake] max_attempts
         stop: threading.Event | None = None,
         on_commit: Callable[[], None] | None = None,
         attempt_engine: Engine | None = None,
@@ -168,22 +169,22 @@ class Intake:
     def _pass(self) -> IntakeStats:
         stats = IntakeStats()
         try:
-            uids = self._connected_uids()
+            uidvalidity, uids = self._connected_uids()
         except MailboxUnavailable as exc:
             self._uidvalidity = None
-            self._record_contact(str(exc))
+            _record_contact(self.sessions, self.mailbox.identity, None, str(exc), self.clock())
             raise
-        self._record_contact(None)
-        uidvalidity = self._uidvalidity
-        known, done_at = self._known(uidvalidity, uids)
+        _record_contact(self.sessions, self.mailbox.identity, uidvalidity, None, self.clock())
+        with self._session() as session:
+            known, done_at = _known(session, self.mailbox.identity, uidvalidity, uids)
         stale = self.clock() - LEFTOVER_AFTER
-        for destination in ("processed", "quarantine"):
+        for folder in _FOLDERS:
             leftover = [
                 uid for uid in uids
-                if DONE.get(known.get(uid, ""), "") == destination and (done_at.get(uid) is None or done_at[uid] <= stale)
+                if DONE.get(known.get(uid, "")) == folder and ((at := done_at.get(uid)) is None or at <= stale)
             ]
             if leftover:  # committed before a crash, never moved: move now, do nothing else
-                self._move(leftover, destination)  # type: ignore[arg-type]
+                self._move(leftover, folder)
                 stats.moved_only += len(leftover)
         todo = [uid for uid in uids if uid not in known or known[uid] == "pending"]
         for start in range(0, len(todo), FETCH_CHUNK):
@@ -191,7 +192,7 @@ class Intake:
                 break
             chunk = todo[start : start + FETCH_CHUNK]
             raws = self._fetch(chunk)
-            done: dict[str, list[int]] = {"processed": [], "quarantine": []}
+            done: dict[Destination, list[int]] = {folder: [] for folder in _FOLDERS}
             waiting = [(uid, raws.pop(uid)) for uid in chunk if uid in raws]  # absent: another daemon moved it
             del raws
             current = self._prepare(uidvalidity, *waiting.pop(0), stats) if waiting else None
@@ -204,23 +205,23 @@ class Intake:
                 if destination:
                     done[destination].append(current.uid)
                 current = following
-            for destination, moved in done.items():
+            for folder, moved in done.items():
                 if moved:
-                    self._move(moved, destination)  # type: ignore[arg-type]
+                    self._move(moved, folder)
         return stats
 
-    def _connected_uids(self) -> list[int]:
+    def _connected_uids(self) -> tuple[int, list[int]]:
         """The intake folder's UIDs, on the connection kept from the last pass if it still works:
         one the server closed meanwhile (a restart, a NAT dropping an idle connection) is replaced
-        at once, not after a failed pass and a poll interval."""
+        at once, not after a failed pass and a poll interval. Returns (UIDVALIDITY, UIDs)."""
         if self._uidvalidity is not None:
             try:
-                return self.mailbox.uids()
+                return self._uidvalidity, self.mailbox.uids()
             except MailboxUnavailable:
                 self._uidvalidity = None
                 log.info("mailbox connection lost since the last pass: connecting again")
-        self._uidvalidity = self.mailbox.connect()
-        return self.mailbox.uids()
+        self._uidvalidity = uidvalidity = self.mailbox.connect()
+        return uidvalidity, self.mailbox.uids()
 
     # ----- connections held for a pass ----------------------------------------------------------
 
@@ -239,29 +240,12 @@ class Intake:
             self._uidvalidity = None
             raise
 
-    def _move(self, uids: list[int], destination: str) -> None:
+    def _move(self, uids: list[int], destination: Destination) -> None:
         try:
-            self.mailbox.move(uids, destination)  # type: ignore[arg-type]
+            self.mailbox.move(uids, destination)
         except MailboxUnavailable:
             self._uidvalidity = None
             raise
-
-    def _known(self, uidvalidity: int, uids: list[int]) -> tuple[dict[int, str], dict[int, datetime | None]]:
-        """Status and time done (processed_at) of the UIDs already recorded."""
-        found: dict[int, str] = {}
-        done_at: dict[int, datetime | None] = {}
-        with self._session() as session:
-            for start in range(0, len(uids), 500):
-                rows = session.execute(
-                    select(InboundMessage.uid, InboundMessage.status, InboundMessage.processed_at).where(
-                        InboundMessage.mailbox == self.mailbox.identity,
-                        InboundMessage.uidvalidity == uidvalidity,
-                        InboundMessage.uid.in_(uids[start : start + 500]),
-                    )
-                )
-                for uid, status, processed_at in rows:
-                    found[uid], done_at[uid] = status, processed_at
-        return found, done_at
 
     # ----- one message ------------------------------------------------------------------------
 
@@ -277,7 +261,7 @@ class Intake:
             return _Prepared(uid, row_id, attempts, None)
         return _Prepared(uid, row_id, attempts, self._parsing.submit(self.parser, raw))
 
-    def _complete(self, job: _Prepared, stats: IntakeStats) -> str | None:
+    def _complete(self, job: _Prepared, stats: IntakeStats) -> Destination | None:
         """Returns the folder to move the message to once done, or None to leave it for a retry."""
         uid, row_id, attempts = job.uid, job.row_id, job.attempts
         self._take_next_inbound()  # between messages: a reload applies from this one on
@@ -353,6 +337,7 @@ class Intake:
                 return None  # another daemon is on it, or finished it
             message_id = parsed.message_id[:998] if parsed.message_id else None
             earlier = None
+            key: str | None = None
             if parsed.message_id:
                 key = dedupe_key(parsed.message_id, parsed.body_hash)
                 earlier = session.execute(_EARLIER_COPY, {"message_id": message_id, "row_id": row.id, "key": key}).first()
@@ -379,7 +364,7 @@ class Intake:
                 outcome += " (Message-ID reused by a different message: flagged)"
             return outcome
 
-    def _failed(self, row_id: int, attempts: int, reason: str, stats: IntakeStats) -> str | None:
+    def _failed(self, row_id: int, attempts: int, reason: str, stats: IntakeStats) -> Destination | None:
         log.warning("inbound #%d: attempt %d failed: %s", row_id, attempts, reason)
         with self._session() as session, session.begin():
             row = session.get(InboundMessage, row_id)
@@ -405,18 +390,38 @@ class Intake:
         self.on_commit()
         return True
 
-    def _record_contact(self, error: str | None) -> None:
-        now = self.clock()
-        try:
-            with self.sessions() as session, session.begin():
-                state = session.get(MailboxState, self.mailbox.identity)
-                if state is None:
-                    state = MailboxState(mailbox=self.mailbox.identity)
-                    session.add(state)
-                state.last_attempt_at = now
-                state.uidvalidity = self._uidvalidity
-                state.last_error = error[:200] if error else None
-                if error is None:
-                    state.last_ok_at = now
-        except IntegrityError:
-            pass  # a second daemon recorded it at the same moment
+
+def _known(session: Session, mailbox: str, uidvalidity: int, uids: list[int]) -> tuple[dict[int, str], dict[int, datetime | None]]:
+    """Status and time done (processed_at) of the UIDs already recorded."""
+    found: dict[int, str] = {}
+    done_at: dict[int, datetime | None] = {}
+    for start in range(0, len(uids), 500):
+        rows = session.execute(
+            select(InboundMessage.uid, InboundMessage.status, InboundMessage.processed_at).where(
+                InboundMessage.mailbox == mailbox,
+                InboundMessage.uidvalidity == uidvalidity,
+                InboundMessage.uid.in_(uids[start : start + 500]),
+            )
+        )
+        for uid, status, processed_at in rows:
+            found[uid], done_at[uid] = status, processed_at
+    return found, done_at
+
+
+def _record_contact(
+    sessions: Callable[..., Session], mailbox: str, uidvalidity: int | None, error: str | None, now: datetime
+) -> None:
+    """The mailbox's last contact (for `status` and health): when, with which UIDVALIDITY, what failed."""
+    try:
+        with sessions() as session, session.begin():
+            state = session.get(MailboxState, mailbox)
+            if state is None:
+                state = MailboxState(mailbox=mailbox)
+                session.add(state)
+            state.last_attempt_at = now
+            state.uidvalidity = uidvalidity
+            state.last_error = error[:200] if error else None
+            if error is None:
+                state.last_ok_at = now
+    except IntegrityError:
+        pass  # a second daemon recorded it at the same moment

@@ -82,12 +82,12 @@ class _Demote(logging.Filter):
 _handler: logging.Handler | None = None
 
 
-class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+class _CurrentStderr(logging.StreamHandler[TextIO]):
     """Writes to `sys.stderr` as it is when a line is logged, not as it was at setup: a stream
     replaced since (a test's captured output, closed when the test ends) must not make a later
     line from a background thread fail with a logging error."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stderr
 

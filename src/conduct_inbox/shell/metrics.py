@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 from wsgiref.simple_server import WSGIServer
@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from conduct_inbox.core.sla import CLOSED_STATES
 from conduct_inbox.errors import where
+from conduct_inbox.ports import Clock
 from conduct_inbox.store.models import Case, InboundMessage, MailboxState, OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def _age(now: datetime, then: datetime | None) -> float:
 class DatabaseCollector(Collector):
     """Gauges from aggregate queries at scrape time; one `up`-style gauge says whether they worked."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+    def __init__(self, engine: Engine, clock: Clock = lambda: datetime.now(timezone.utc)):
         self.engine = engine
         self.clock = clock
 
@@ -91,8 +92,8 @@ class DatabaseCollector(Collector):
         with self.engine.connect() as conn:
             reports = conn.scalar(select(func.count(InboundMessage.id)).where(InboundMessage.kind.in_(REPORT_KINDS)))
             kind = case((Case.spam.is_(True), "spam"), (Case.auto.is_(True), "auto"), else_="normal")
-            cases = dict(conn.execute(select(kind, func.count(Case.id)).group_by(kind)).tuples().all())
-            outbox = dict(conn.execute(select(OutboxMessage.status, func.count(OutboxMessage.id))
+            cases: dict[str, int] = dict(conn.execute(select(kind, func.count(Case.id)).group_by(kind)).tuples().all())
+            outbox: dict[str, int] = dict(conn.execute(select(OutboxMessage.status, func.count(OutboxMessage.id))
                                        .group_by(OutboxMessage.status)).tuples().all())
             oldest_pending = conn.scalar(select(func.min(OutboxMessage.created_at))
                                          .where(OutboxMessage.status == "pending"))

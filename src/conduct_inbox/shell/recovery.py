@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
 from typing import Any
@@ -35,7 +35,7 @@ from conduct_inbox.cases.fences import fence_refs
 from conduct_inbox.config import Settings
 from conduct_inbox.errors import MailboxUnavailable
 from conduct_inbox.mail.headers import _message_ids as message_ids
-from conduct_inbox.ports import Destination, Mailbox, MailCopy
+from conduct_inbox.ports import Clock, Destination, Mailbox, MailCopy
 from conduct_inbox.shell.backup import RECOVERY_PENDING, taken_at
 from conduct_inbox.shell.engines import engine_for
 from conduct_inbox.shell.wiring import build_app, make_mailbox
@@ -154,7 +154,7 @@ def unrecorded_since_newest(settings: Settings, engine: Engine, mailbox: Mailbox
     return unknown
 
 
-def recover_if_behind(settings: Settings, engine: Engine, clock: Callable[[], datetime]) -> Recovered | None:
+def recover_if_behind(settings: Settings, engine: Engine, clock: Clock) -> Recovered | None:
     """At start: recover when the processed folder shows that the database is older than the mailbox."""
     try:
         unknown = unrecorded_since_newest(settings, engine)
@@ -178,7 +178,7 @@ class Recovered:
 
 
 def recover(
-    settings: Settings, clock: Callable[[], datetime], *, since: datetime | None = None,
+    settings: Settings, clock: Clock, *, since: datetime | None = None,
     mailbox: Mailbox | None = None, engine: Engine | None = None,
 ) -> Recovered:
     engine = engine or engine_for(settings)
@@ -197,14 +197,14 @@ def recover(
     held = _hold_outward_mail(sessions, point)
     log.info("recovery: references fenced, %d message(s) in the processed folder since the backup", len(found))
     before = _max_case_id(engine)
-    app = build_app(settings, mailbox=box, engine=engine, clock=clock)  # type: ignore[arg-type]
+    app = build_app(settings, mailbox=box, engine=engine, clock=clock)
     app.inbound.options = dataclasses.replace(app.inbound.options, recovering=True)
     try:
         stats = app.intake.poll_once()
     finally:
         app.intake.close()
         app.dispatcher.close()
-        app.intake.parser.close()  # type: ignore[attr-defined]
+        app.intake.parser.close()  # type: ignore[attr-defined]  # Intake types its parser as a plain callable; build_app gives one with close()
         box.close()
         if app.crash_safe_engine is not None:
             app.crash_safe_engine.dispose()

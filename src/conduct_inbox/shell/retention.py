@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, delete, or_, select, text, update
+from sqlalchemy import ColumnElement, Engine, Select, delete, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker, undefer
 
 from conduct_inbox.core import states
@@ -53,15 +53,15 @@ class PurgeResult:
     mailbox_copies: int = 0
 
 
-def _due_cases(cutoff: datetime):  # type: ignore[no-untyped-def]
+def _due_cases(cutoff: datetime) -> Select[Case]:
     closed = (Case.status == states.CLOSED) & (Case.closed_at <= cutoff)
     spam = Case.spam.is_(True) & (Case.updated_at <= cutoff)
     return select(Case).where(Case.purged_at.is_(None), or_(closed, spam)).order_by(Case.id)
 
 
-def _messages(case_ids: list[int], cutoff: datetime, orphan_ids: list[int] | None = None):  # type: ignore[no-untyped-def]
+def _messages(case_ids: list[int], cutoff: datetime, orphan_ids: list[int] | None = None) -> Select[InboundMessage]:
     """The messages of these cases, and old ones that never became a case (only `orphan_ids` if given)."""
-    orphan = InboundMessage.case_id.is_(None) & InboundMessage.status.in_(_ORPHAN_STATUSES) & (
+    orphan: ColumnElement[bool] = InboundMessage.case_id.is_(None) & InboundMessage.status.in_(_ORPHAN_STATUSES) & (
         InboundMessage.received_at <= cutoff
     )
     if orphan_ids is not None:
@@ -69,7 +69,7 @@ def _messages(case_ids: list[int], cutoff: datetime, orphan_ids: list[int] | Non
     return select(InboundMessage).where(or_(InboundMessage.case_id.in_(case_ids), orphan))
 
 
-def _outgoing(case_ids: list[int], cutoff: datetime):  # type: ignore[no-untyped-def]
+def _outgoing(case_ids: list[int], cutoff: datetime) -> ColumnElement[bool]:
     # Alerts without a case (quarantine, failed delivery) go too once old and settled.
     orphan = OutboxMessage.case_id.is_(None) & OutboxMessage.status.in_(("sent", "failed")) & (
         OutboxMessage.created_at <= cutoff

@@ -42,7 +42,7 @@ def make_engine(url: str, cipher: Cipher | None = None, *, crash_safe_only: bool
         if crash_safe_only:
             options["options"] = "-c synchronous_commit=off"
         engine = create_engine(url, hide_parameters=True, pool_pre_ping=True, connect_args=options)
-    engine.dialect.conduct_cipher = cipher  # type: ignore[attr-defined]
+    engine.dialect.conduct_cipher = cipher  # type: ignore[attr-defined]  # our attribute on the dialect: the sealed types read it at bind time
     return engine
 
 
@@ -182,10 +182,10 @@ def reseal(engine: Engine, batch: int = 200) -> int:
                             flag_modified(row, name)
                 count += len(rows)
                 if rows:
-                    last = getattr(rows[-1], key.key)
+                    last = mapper.primary_key_from_instance(rows[-1])[0]
             if len(rows) < batch:
                 break
-    cipher = engine.dialect.conduct_cipher  # type: ignore[attr-defined]
+    cipher = engine.dialect.conduct_cipher  # type: ignore[attr-defined]  # set by make_engine
     if previous_of(cipher) is not None:  # every value was written again with the current key
         with Session(engine) as session, session.begin():
             session.merge(DatabaseMeta(name=_KEY_FINGERPRINT, value=cipher.fingerprint_hex))

@@ -17,18 +17,18 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, case, func, insert, null, or_, select, type_coerce, update
+from sqlalchemy import CursorResult, Engine, case, func, insert, null, or_, select, type_coerce, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, defer
 
 from conduct_inbox.core import tokens
 from conduct_inbox.core.party_mail import check_outward
-from conduct_inbox.errors import EncryptionError
+from conduct_inbox.errors import EncryptionError, MailUnavailable
 from conduct_inbox.mail.addresses import canonical_address
 from conduct_inbox.mail.compose import Draft, Sender, build
-from conduct_inbox.ports import BatchResult, DeliveryResult, MailUnavailable, Outcome, OutgoingMail
+from conduct_inbox.ports import BatchResult, Clock, DeliveryResult, Outcome, OutgoingMail
 from conduct_inbox.ports import Sender as Transport
 from conduct_inbox.store.db import dialect_insert, session_factory
 from conduct_inbox.store.models import Case, OutboxMessage, ServiceState
@@ -138,8 +138,11 @@ def enqueue_all(
 
 @dataclass(frozen=True)
 class Backoff:
-    initial: float = 30.0
-    maximum: float = 3600.0
+    """Seconds before the next attempt, doubling per failure: [smtp] retry_initial_seconds and
+    retry_max_seconds (their defaults are in config.py)."""
+
+    initial: float
+    maximum: float
 
     def delay(self, failures: int) -> timedelta:
         return timedelta(seconds=min(self.maximum, self.initial * 2 ** max(0, failures - 1)))
@@ -166,8 +169,8 @@ class Dispatcher:
         transport: Transport,
         sender: Sender,
         on_failure: FailureHook,
-        backoff: Backoff = Backoff(),
-        batch_size: int = 200,
+        backoff: Backoff,
+        batch_size: int,  # [smtp] batch_size
         verp_secret: bytes = b"",
     ):
         #: Ideally an engine made with db.make_engine(crash_safe_only=True): losing one of these
@@ -230,7 +233,7 @@ class Dispatcher:
             select(OutboxMessage.id).where(*due).order_by(OutboxMessage.id).limit(self.batch_size)
             .with_for_update(skip_locked=True)
         ).all()
-        rows = []
+        rows: list[Any] = []
         for row_id in ids:
             try:
                 rows += session.execute(
@@ -336,7 +339,7 @@ class Dispatcher:
     def _update_sent(session: Session, rows: dict[int, tuple[str, datetime]]) -> None:
         session.execute(MARK_SENT, [{"row_id": row_id, "mid": mid, "sent": at} for row_id, (mid, at) in rows.items()])
 
-    async def flush_due(self, clock: Callable[[], datetime], ending: Callable[[], bool] = lambda: False) -> FlushReport:
+    async def flush_due(self, clock: Clock, ending: Callable[[], bool] = lambda: False) -> FlushReport:
         """Batches until nothing is due (a full batch means there may be more), the outgoing side
         is down, or `ending()` says to stop after the batch under way. Returns the totals."""
         total = FlushReport()
@@ -425,12 +428,12 @@ def mark_failed(session: Session, row_id: int, reason: str, now: datetime, on_fa
     Only a row already handed to the server (`sent_at` set) can fail this way: nothing inbound
     cancels mail not yet sent. The caller has checked the DSN (signed VERP, the row's recipient).
     """
-    failed = session.execute(
+    failed = cast(CursorResult[Any], session.execute(  # an UPDATE's result is a CursorResult
         update(OutboxMessage)
         .where(OutboxMessage.id == row_id, OutboxMessage.sent_at.is_not(None), OutboxMessage.status != "failed")
         .values(status="failed", last_error=reason[:200])
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )).rowcount
     if not failed:
         return session.scalar(select(OutboxMessage.id).where(OutboxMessage.id == row_id, OutboxMessage.sent_at.is_not(None))) is not None
     row = session.get(OutboxMessage, row_id, populate_existing=True, options=[defer(OutboxMessage.data)])

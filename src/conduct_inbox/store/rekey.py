@@ -21,9 +21,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Column, Engine, Table, Text, func, literal, select, type_coerce, update
+from sqlalchemy import Column, CursorResult, Engine, Table, Text, func, literal, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from conduct_inbox.errors import EncryptionError, KeyNotConfigured
@@ -80,14 +80,21 @@ def _raw_tables() -> Iterator[tuple[Table, Column[Any], list[Column[Any]]]]:
         yield table, key, sealed
 
 
+def _sealed(column: Column[Any]) -> _Sealed:
+    """The sealed type of a column _raw_tables gave."""
+    kind = column.type
+    assert isinstance(kind, _Sealed), column
+    return kind
+
+
 def _raw(column: Column[Any]) -> Any:
     """The column read and written as stored: sealed text or bytes, not opened."""
-    return type_coerce(column, column.type.impl_instance)
+    return type_coerce(column, _sealed(column).impl_instance)
 
 
 def _prefix(column: Column[Any]) -> Any:
-    length = FINGERPRINT_PREFIX_TEXT if isinstance(column.type.impl_instance, Text) else FINGERPRINT_PREFIX_BYTES
-    return func.substr(_raw(column), 1, length, type_=column.type.impl_instance).label(column.name)
+    length = FINGERPRINT_PREFIX_TEXT if isinstance(_sealed(column).impl_instance, Text) else FINGERPRINT_PREFIX_BYTES
+    return func.substr(_raw(column), 1, length, type_=_sealed(column).impl_instance).label(column.name)
 
 
 def _classify(cipher: Cipher, prefix: Any) -> str:
@@ -211,15 +218,15 @@ def _move_row(session: Session, cipher: Cipher, key: Column[Any], row_id: Any, c
             continue
         if kind not in ("previous", "plain"):
             raise EncryptionError(f"a value in {column.table.name} row {row_id} is sealed with an unknown key ({kind})")
-        new = seal_value(cipher, open_value(cipher, old), deterministic=column.type.deterministic)
-        done = session.execute(
+        new = seal_value(cipher, open_value(cipher, old), deterministic=_sealed(column).deterministic)
+        done = cast(CursorResult[Any], session.execute(  # an UPDATE's result is a CursorResult
             update(column.table)
             .where(key == row_id, _raw(column) == old)
             .values({column.name: _raw_value(column, new)})
-        )
+        ))
         moved += done.rowcount or 0
     return moved
 
 
 def _raw_value(column: Column[Any], value: Any) -> Any:
-    return literal(value, type_=column.type.impl_instance)
+    return literal(value, type_=_sealed(column).impl_instance)
