@@ -38,7 +38,8 @@ class _Hostile(ThreadingHTTPServer):
 
 
 @contextmanager
-def hostile(answer: Callable[[BaseHTTPRequestHandler, bytes], None], host: str = HOST) -> Iterator[tuple[str, list[bytes]]]:
+def hostile(answer: Callable[[BaseHTTPRequestHandler, bytes], None], host: str = HOST,
+            tls: object = None) -> Iterator[tuple[str, list[bytes]]]:
     """An HTTP server answering every POST with `answer(handler, body)`; yields (base URL, bodies)."""
     bodies: list[bytes] = []
 
@@ -56,10 +57,12 @@ def hostile(answer: Callable[[BaseHTTPRequestHandler, bytes], None], host: str =
         do_GET = do_POST  # noqa: N815
 
     server = _Hostile((host, 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield f"http://{host}:{server.server_address[1]}", bodies
+        yield f"{'https' if tls is not None else 'http'}://{host}:{server.server_address[1]}", bodies
     finally:
         server.shutdown()
         server.server_close()
@@ -120,6 +123,48 @@ def test_google_token_request_does_not_follow_a_redirect_to_another_host():
     stolen = _redirect_attack(lambda url: OAuth2Config(
         provider="google", client_id="g-app", token_url=url, client_secret=SECRET, refresh_token=REFRESH,
         username="conduct@example.org"))
+    leaked = b"".join(stolen)
+    assert REFRESH.encode() not in leaked and SECRET.encode() not in leaked, stolen[:1]
+
+
+@pytest.mark.xfail(strict=True, reason="microsoft: msal posts through a requests Session that follows redirects: a "
+                   "307 from the token endpoint sends the refresh token and client secret on to another host, "
+                   "here over plain http (the https-only rule for oauth2 endpoints does not cover it)")
+def test_microsoft_token_request_does_not_follow_a_redirect_to_another_host(tmp_path):
+    import ssl
+
+    import requests
+    import trustme
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(HOST, "localhost").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    with hostile(lambda h, b: send(h, 200, b'{"error":"invalid_grant"}'), host="localhost") as (thief, stolen):
+        holder: dict[str, str] = {}
+
+        def answer(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+            base = holder["base"]
+            if handler.command == "GET":  # tenant discovery
+                send(handler, 200, json.dumps({
+                    "issuer": f"{base}/t1/v2.0", "authorization_endpoint": f"{base}/t1/oauth2/v2.0/authorize",
+                    "token_endpoint": f"{base}/t1/oauth2/v2.0/token",
+                    "device_authorization_endpoint": f"{base}/t1/oauth2/v2.0/devicecode",
+                }).encode())
+            else:
+                send(handler, 307, b"", {"Location": thief + "/steal"})
+
+        with hostile(answer, tls=context) as (base, _):
+            holder["base"] = base
+            session = requests.Session()
+            session.trust_env = False
+            session.verify = str(ca_file)
+            config = OAuth2Config(provider="microsoft", client_id="ms-app", tenant="t1", authority=base,
+                                  client_secret=SECRET, refresh_token=REFRESH, username="conduct@example.org",
+                                  timeout=5)
+            with pytest.raises(TokenUnavailable):
+                TokenSource(config, session=session).token()
     leaked = b"".join(stolen)
     assert REFRESH.encode() not in leaked and SECRET.encode() not in leaked, stolen[:1]
 
