@@ -496,3 +496,69 @@ def test_oauth_status_with_an_absurd_expires_in(dovecot_oauth, smtp_receiver_oau
     assert "Traceback" not in out, out
     assert done.returncode in (0, 1), out
     assert "at-absurd-lifetime-token" not in out
+
+
+@pytest.mark.one_database
+def test_token_for_another_user_is_an_outage_not_a_loss(dovecot_oauth, smtp_receiver_oauth, oauth_server, database):
+    """The app's token acts as someone else (a wrong client, a wrong app permission): the mailbox
+    refuses it; the report stays in INBOX, the command fails naming the mailbox's refusal."""
+    import subprocess
+    import sys
+
+    from tests.harness import report
+    from tests.oauth_harness import CLIENT_SECRET, oauth_harness
+
+    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-cc")
+    h = setup.harness
+    oauth_server.add_client("ci-app", CLIENT_SECRET, username="someone-else@example.org")
+    h.deliver(report(sender="r1@example.net", body="for the committee"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDUCT_INBOX_", "CREDENTIALS_DIRECTORY"))}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "conduct_inbox.cli", *args, "--config", str(h.config_path)],
+                              capture_output=True, text=True, timeout=120, env=env)
+
+    assert cli("db", "upgrade").returncode == 0
+    run = cli("run", "--once", "-v")
+    assert run.returncode != 0, run.stderr
+    assert h.folder_count("INBOX") == 1
+    assert not smtp_receiver_oauth.messages
+    check = cli("check-config")
+    assert check.returncode == 1
+    assert "mailbox refused the OAuth2 token" in check.stderr, check.stderr
+    assert "Traceback" not in run.stderr + check.stderr
+
+
+@pytest.mark.one_database
+@pytest.mark.xfail(strict=True, reason="`oauth login` with $CREDENTIALS_DIRECTORY set prints 'the token goes to the "
+                   "credentials/ folder next to the config file' but writes it into $CREDENTIALS_DIRECTORY "
+                   "(systemd's read-only copy); nothing lands next to the config file")
+def test_oauth_login_under_credentials_directory_writes_where_it_says(dovecot_oauth, smtp_receiver_oauth,
+                                                                      oauth_server, database, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.oauth_harness import CLIENT_SECRET, oauth_harness
+
+    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-cc")
+    h = setup.harness
+    h.config_path.write_text(h.config_path.read_text() + f'device_authorization_url = "{oauth_server.device_authorization_url}"\n'
+                                                         'refresh_token_file = "oauth2-refresh-token"\n')
+    systemd_copy = tmp_path / "run-credentials"
+    systemd_copy.mkdir()
+    (systemd_copy / "oauth2-client-secret").write_text(CLIENT_SECRET)
+
+    def approve() -> None:
+        flow = oauth_server.wait_for_device_flow(timeout=30)
+        oauth_server.approve_device(flow.user_code, h.user)
+
+    approver = threading.Thread(target=approve)
+    approver.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDUCT_INBOX_", "CREDENTIALS_DIRECTORY"))}
+    env["CREDENTIALS_DIRECTORY"] = str(systemd_copy)
+    done = subprocess.run([sys.executable, "-m", "conduct_inbox.cli", "oauth", "login", "--config", str(h.config_path)],
+                          capture_output=True, text=True, timeout=90, env=env)
+    approver.join()
+    assert done.returncode == 0, done.stderr
+    assert "the token goes to the credentials/ folder next to the config file" in done.stderr
+    assert (setup.credentials / "oauth2-refresh-token").is_file(), (done.stdout, sorted(p.name for p in systemd_copy.iterdir()))
