@@ -657,3 +657,61 @@ def test_sigterm_during_a_refresh_token_outage(dovecot_oauth, smtp_receiver_oaut
     assert proc.returncode == 0, err.decode()[-2000:]
     assert time.monotonic() - t0 < 40
     assert h.folder_count("INBOX") == 1
+
+
+@pytest.mark.one_database
+def test_smtp_only_oauth2_with_the_provider_down_is_an_outage_health_names(dovecot_oauth, smtp_receiver_oauth,
+                                                                          oauth_server, database):
+    """Mailbox by password, SMTP by OAuth2; the token endpoint refuses connections: the report
+    becomes a case, its mail waits in the outbox (not failed), and `health` fails naming oauth2."""
+    import subprocess
+    import sys
+
+    from sqlalchemy import create_engine, select
+
+    from conduct_inbox.store.models import OutboxMessage
+    from tests.harness import report
+    from tests.oauth_harness import oauth_harness
+
+    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-refresh")
+    h = setup.harness
+    text = h.config_path.read_text()
+    h.config_path.write_text(text.replace('auth = "oauth2"', f'password = "{dovecot_oauth.password}"', 1))
+    oauth_server.set_mode("down")
+    h.deliver(report(sender="r1@example.net", body="while the provider is down"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDUCT_INBOX_", "CREDENTIALS_DIRECTORY"))}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "conduct_inbox.cli", *args, "--config", str(h.config_path)],
+                              capture_output=True, text=True, timeout=120, env=env)
+
+    assert cli("db", "upgrade").returncode == 0
+    run = cli("run", "--once")
+    assert "Traceback" not in run.stderr, run.stderr
+    assert h.folder_count("INBOX") == 0  # the mailbox works: the report became a case
+    assert not smtp_receiver_oauth.messages
+    engine = create_engine(database.url)
+    try:
+        with engine.connect() as conn:
+            statuses = [row[0] for row in conn.execute(select(OutboxMessage.status))]
+    finally:
+        engine.dispose()
+    assert statuses and set(statuses) == {"pending"}, statuses
+    health = cli("health")
+    assert health.returncode != 0, health.stdout + health.stderr
+    assert "oauth2: token endpoint unreachable" in health.stdout + health.stderr, health.stdout + health.stderr
+    oauth_server.set_mode("ok")
+    assert cli("run", "--once").returncode == 0
+    smtp_receiver_oauth.wait_for(len(statuses), timeout=20)
+
+
+def test_service_account_token_uri_over_plain_http_elsewhere_is_refused(oauth_server):
+    """A key file whose token_uri is plain http to another host: no assertion is sent there."""
+    key = oauth_server.add_service_account()
+    key["token_uri"] = "http://192.0.2.10/token"
+    config = OAuth2Config(provider="google", service_account=json.dumps(key), username="conduct@example.org",
+                          timeout=2)
+    with pytest.raises(TokenUnavailable) as info:
+        TokenSource(config, session=_no_env_session()).token()
+    assert "https" in str(info.value)
+    assert "PRIVATE KEY" not in str(info.value)
