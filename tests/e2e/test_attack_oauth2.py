@@ -22,7 +22,6 @@ import pytest
 
 from conduct_inbox.adapters.oauth2 import OAuth2Config, TokenSource
 from conduct_inbox.errors import TokenUnavailable
-from tests.test_daemon import notify, started  # noqa: F401 (fixtures)
 
 HOST = "127.0.0.1"
 REFRESH = "SENTINEL-RT-attack13-0b5e1d"
@@ -446,11 +445,10 @@ def _point_token_url(setup, url: str) -> None:
                    "daemon does not exit within 45 s of SIGTERM (systemd's TimeoutStopSec=60 then SIGKILLs it)")
 def test_sigterm_while_the_token_endpoint_trickles(dovecot_oauth, smtp_receiver_oauth, oauth_server, database,
                                                    notify, started):
+    from tests.daemons import conduct_inbox, finish, set_mailbox
     from tests.harness import report
-    from tests.oauth_harness import oauth_harness
-    from tests.test_daemon import conduct_inbox, finish, set_mailbox
 
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-refresh")
+    setup = _old_oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-refresh")
     h = setup.harness
     stop = threading.Event()
 
@@ -492,9 +490,8 @@ def test_oauth_status_with_an_absurd_expires_in(dovecot_oauth, smtp_receiver_oau
     import subprocess
     import sys
 
-    from tests.oauth_harness import oauth_harness
 
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-refresh")
+    setup = _old_oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-refresh")
     body = b'{"access_token":"at-absurd-lifetime-token","token_type":"Bearer","expires_in":1e300}'
     with hostile(lambda h, b: send(h, 200, body)) as (url, _):
         _point_token_url(setup, url + "/token")
@@ -516,9 +513,9 @@ def test_token_for_another_user_is_an_outage_not_a_loss(dovecot_oauth, smtp_rece
     import sys
 
     from tests.harness import report
-    from tests.oauth_harness import CLIENT_SECRET, oauth_harness
+    from tests.oauth_harness import CLIENT_SECRET
 
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-cc")
+    setup = _old_oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-cc")
     h = setup.harness
     oauth_server.add_client("ci-app", CLIENT_SECRET, username="someone-else@example.org")
     h.deliver(report(sender="r1@example.net", body="for the committee"))
@@ -548,9 +545,9 @@ def test_oauth_login_under_credentials_directory_writes_where_it_says(dovecot_oa
     import subprocess
     import sys
 
-    from tests.oauth_harness import CLIENT_SECRET, oauth_harness
+    from tests.oauth_harness import CLIENT_SECRET
 
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-cc")
+    setup = _old_oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-cc")
     h = setup.harness
     h.config_path.write_text(h.config_path.read_text() + f'device_authorization_url = "{oauth_server.device_authorization_url}"\n'
                                                          'refresh_token_file = "oauth2-refresh-token"\n')
@@ -586,13 +583,11 @@ def test_login_then_reload_under_load_credential(dovecot_oauth, smtp_receiver_oa
     import subprocess
     import sys
 
+    from tests.daemons import finish, hangup, set_mailbox
     from tests.harness import MEMBERS, report
-    from tests.oauth_harness import oauth_harness
-    from tests.test_daemon import finish, set_mailbox
-    from tests.test_reload import hangup
 
     mails = 1 + len(MEMBERS)
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-refresh")
+    setup = _old_oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-refresh")
     h = setup.harness
     set_mailbox(h, poll_seconds=1)
     systemd_copy = tmp_path / "run-credentials"  # what LoadCredential= copied at start
@@ -630,11 +625,10 @@ def test_sigterm_during_a_refresh_token_outage(dovecot_oauth, smtp_receiver_oaut
                                                notify, started, reload_first):
     """The refresh token is revoked (an outage the daemon rides out): SIGTERM must still stop the
     daemon promptly (systemd: TimeoutStopSec=60), with the report left in INBOX."""
+    from tests.daemons import conduct_inbox, set_mailbox
     from tests.harness import MEMBERS, report
-    from tests.oauth_harness import oauth_harness
-    from tests.test_daemon import conduct_inbox, set_mailbox
 
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-refresh")
+    setup = _old_oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-refresh")
     h = setup.harness
     set_mailbox(h, poll_seconds=1)
     import subprocess
@@ -652,7 +646,7 @@ def test_sigterm_during_a_refresh_token_outage(dovecot_oauth, smtp_receiver_oaut
     cause = "oauth2: refresh token rejected by the provider (invalid_grant); run `conduct-inbox oauth login`"
     assert notify.wait_for(f"STATUS=mailbox unavailable, retrying: {cause}", 30), notify.received
     if reload_first:  # the admin tries `systemctl reload` (nothing new to read)
-        from tests.test_reload import hangup
+        from tests.daemons import hangup
 
         hangup(proc, notify)
     time.sleep(3)
@@ -681,9 +675,8 @@ def test_smtp_only_oauth2_with_the_provider_down_is_an_outage_health_names(dovec
 
     from conduct_inbox.store.models import OutboxMessage
     from tests.harness import report
-    from tests.oauth_harness import oauth_harness
 
-    setup = oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-refresh")
+    setup = _old_oauth_harness(dovecot_oauth, smtp_receiver_oauth, database.url, oauth_server, "generic-refresh")
     h = setup.harness
     text = h.config_path.read_text()
     h.config_path.write_text(text.replace('auth = "oauth2"', f'password = "{dovecot_oauth.password}"', 1))
@@ -725,3 +718,12 @@ def test_service_account_token_uri_over_plain_http_elsewhere_is_refused(oauth_se
         TokenSource(config, session=_no_env_session()).token()
     assert "https" in str(info.value)
     assert "PRIVATE KEY" not in str(info.value)
+
+
+def _old_oauth_harness(dovecot, receiver, url, server, grant):  # type: ignore[no-untyped-def]
+    """A harness on the OAuth Dovecot and receiver logging in with `grant` (tests/oauth_harness.py)."""
+    from tests.harness import Harness
+    from tests.oauth_harness import with_oauth
+
+    return with_oauth(Harness(dovecot, receiver, url, dovecot.new_user()), server, grant)
+
