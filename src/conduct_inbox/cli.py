@@ -373,11 +373,12 @@ def cmd_oauth_login(args: argparse.Namespace) -> int:
     if o.refresh_token.get_secret_value():
         raise ConfigError(["oauth2.refresh_token: set inline; use refresh_token_file for `oauth login` to write to"])
     config_path = settings.config_path or Path("config.toml")
-    target = secret_path(config_path.parent, os.environ.get("CREDENTIALS_DIRECTORY", ""), o.refresh_token_file,
-                         "oauth2-refresh-token")
+    # Always the file systemd copies from (the credentials/ folder next to the config file, or an
+    # absolute path), never $CREDENTIALS_DIRECTORY: that is systemd's read-only copy.
+    target = secret_path(config_path.parent, "", o.refresh_token_file, "oauth2-refresh-token")
     if os.environ.get("CREDENTIALS_DIRECTORY") and not o.refresh_token_file.startswith("/"):
-        print("note: $CREDENTIALS_DIRECTORY is set: systemd's copy is read-only; run this from a shell "
-              "(the token goes to the credentials/ folder next to the config file)", file=sys.stderr)
+        print("note: $CREDENTIALS_DIRECTORY is set (systemd's read-only copy): the token goes to the credentials/ "
+              "folder next to the config file, which systemd copies at the next start", file=sys.stderr)
     config = oauth2_config(settings)
     if o.provider == "microsoft" and config.client_secret:
         print("note: the device code sign-in makes a public-client refresh token: enable \"Allow public client "
@@ -385,7 +386,8 @@ def cmd_oauth_login(args: argparse.Namespace) -> int:
     token = login(config, lambda line: print(line, flush=True), timeout=args.timeout, port=args.port)
     write_secret_file(target, token)
     print(f"refresh token written to {target} (mode 0600)")
-    print("the running daemon uses it from its next token request; `systemctl reload conduct-inbox` makes that now")
+    print("the running daemon reads it at its next token request; under systemd (LoadCredential= copies credentials "
+          "only at start) run `systemctl restart conduct-inbox`")
     return OK
 
 

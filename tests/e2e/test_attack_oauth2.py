@@ -115,9 +115,6 @@ def test_generic_token_request_does_not_follow_a_redirect_to_another_host():
     assert REFRESH.encode() not in leaked and SECRET.encode() not in leaked, stolen
 
 
-@pytest.mark.xfail(strict=True, reason="google refresh grant: google-auth's Request(session) follows a 307 from "
-                   "the token endpoint to another host and re-POSTs refresh_token and client_secret to it "
-                   "(token_request's allow_redirects=False only covers provider generic)")
 def test_google_token_request_does_not_follow_a_redirect_to_another_host():
     stolen = _redirect_attack(lambda url: OAuth2Config(
         provider="google", client_id="g-app", token_url=url, client_secret=SECRET, refresh_token=REFRESH,
@@ -126,9 +123,6 @@ def test_google_token_request_does_not_follow_a_redirect_to_another_host():
     assert REFRESH.encode() not in leaked and SECRET.encode() not in leaked, stolen[:1]
 
 
-@pytest.mark.xfail(strict=True, reason="microsoft: msal posts through a requests Session that follows redirects: a "
-                   "307 from the token endpoint sends the refresh token and client secret on to another host, "
-                   "here over plain http (the https-only rule for oauth2 endpoints does not cover it)")
 def test_microsoft_token_request_does_not_follow_a_redirect_to_another_host(tmp_path):
     import ssl
 
@@ -168,9 +162,6 @@ def test_microsoft_token_request_does_not_follow_a_redirect_to_another_host(tmp_
     assert REFRESH.encode() not in leaked and SECRET.encode() not in leaked, stolen[:1]
 
 
-@pytest.mark.xfail(strict=True, reason="google JWT-bearer grant: a 307 from the token endpoint makes google-auth "
-                   "re-POST the signed service-account assertion (good for an hour's token to the impersonated "
-                   "mailbox) to another host")
 def test_google_service_account_assertion_does_not_follow_a_redirect(oauth_server):
     key = oauth_server.add_service_account()
     stolen = _redirect_attack(lambda url: OAuth2Config(
@@ -181,9 +172,6 @@ def test_google_service_account_assertion_does_not_follow_a_redirect(oauth_serve
 # -- 2. error codes that are really secrets -----------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="an `error` field that is an identifier-shaped string is shown verbatim: "
-                   "a token endpoint answering {\"error\": <the refresh token>} puts a lowercase refresh token "
-                   "into 'oauth2: token request failed (<token>)', the WARNING log line, health and the status line")
 def test_error_code_echoing_the_refresh_token_is_not_shown(caplog):
     refresh = "d3adbeef5ca1ab1e0c0ffee0ddba11f00d4ca7e5"  # a lowercase hex refresh token, as many providers issue
     body = json.dumps({"error": refresh, "error_description": refresh}).encode()
@@ -228,9 +216,6 @@ def test_odd_expires_in_still_gives_a_token(expires):
         assert len(requests_seen) <= 2
 
 
-@pytest.mark.xfail(strict=True, reason="expires_in 1e999 (JSON number, or the string \"1e999\") becomes float inf; "
-                   "TokenSource.token() then raises OverflowError (int(inf) in its log line) instead of returning the "
-                   "token or raising TokenUnavailable: IMAP _login and SMTP _oauth2_login catch TokenUnavailable only")
 @pytest.mark.parametrize("expires", [b"1e999", b'"1e999"', b'"Infinity"'])
 def test_infinite_expires_in_is_no_crash(expires):
     body = b'{"access_token":"at-odd-token","token_type":"Bearer","expires_in":' + expires + b"}"
@@ -245,9 +230,6 @@ def test_infinite_expires_in_is_no_crash(expires):
 # -- 4. a token endpoint that never finishes its answer -----------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="the token request has no overall deadline: requests' timeout is per socket "
-                   "read, so an endpoint trickling one header byte every 0.5 s keeps token() (and the lock every "
-                   "IMAP/IDLE/SMTP login waits on) busy far beyond oauth2 timeout (2 s here; 30 s in the daemon)")
 def test_trickling_token_endpoint_is_bounded_by_the_timeout():
     stop = threading.Event()
 
@@ -366,14 +348,16 @@ def test_forged_redirect_code_is_not_exchanged(oauth_server):
         urllib.request.urlopen(f"{redirect}?code=code-forged-by-another-process&state=guess", timeout=5).read()
     except Exception:  # noqa: BLE001
         pass
-    thread.join(20)
+    thread.join(2)
+    # Ignored: the login goes on waiting for the admin's own redirect (see the next test), and the
+    # forged code never reaches the token endpoint.
+    assert not result or not isinstance(result[0], str), "a forged code became our refresh token"
+    assert oauth_server.token_requests["authorization_code"] == 0
+    thread.join(40)  # the login ends at its own timeout
     assert result and isinstance(result[0], TokenUnavailable)
     assert oauth_server.token_requests["authorization_code"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="any local process can abort `oauth login`: the loopback listener takes the "
-                   "first request carrying code= or error= whatever its state, and the login then fails with "
-                   "'the redirect's state does not match'; the admin's real sign-in redirect is never accepted")
 def test_forged_redirect_does_not_abort_the_admins_login(oauth_server):
     thread, said, result = _start_loopback_login(oauth_server)
     url = next(line for line in said if line.startswith(oauth_server.authorization_url))
@@ -440,9 +424,6 @@ def _point_token_url(setup, url: str) -> None:
 
 
 @pytest.mark.one_database
-@pytest.mark.xfail(strict=True, reason="SIGTERM while the token endpoint trickles its answer: the intake's token "
-                   "request never ends (no overall deadline, mailbox.timeout_seconds = 3 is per read), so the "
-                   "daemon does not exit within 45 s of SIGTERM (systemd's TimeoutStopSec=60 then SIGKILLs it)")
 def test_sigterm_while_the_token_endpoint_trickles(dovecot_oauth, smtp_receiver_oauth, oauth_server, database,
                                                    notify, started):
     from tests.daemons import conduct_inbox, finish, set_mailbox
@@ -484,8 +465,6 @@ def test_sigterm_while_the_token_endpoint_trickles(dovecot_oauth, smtp_receiver_
 
 
 @pytest.mark.one_database
-@pytest.mark.xfail(strict=True, reason="`oauth status` crashes with a Python traceback (OverflowError in "
-                   "datetime.fromtimestamp) when the provider answers expires_in 1e300, instead of one line")
 def test_oauth_status_with_an_absurd_expires_in(dovecot_oauth, smtp_receiver_oauth, oauth_server, database):
     import subprocess
     import sys
@@ -537,9 +516,6 @@ def test_token_for_another_user_is_an_outage_not_a_loss(dovecot_oauth, smtp_rece
 
 
 @pytest.mark.one_database
-@pytest.mark.xfail(strict=True, reason="`oauth login` with $CREDENTIALS_DIRECTORY set prints 'the token goes to the "
-                   "credentials/ folder next to the config file' but writes it into $CREDENTIALS_DIRECTORY "
-                   "(systemd's read-only copy); nothing lands next to the config file")
 def test_oauth_login_under_credentials_directory_writes_where_it_says(dovecot_oauth, smtp_receiver_oauth,
                                                                       oauth_server, database, tmp_path):
     import subprocess

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -110,7 +111,7 @@ class TokenSource:
         #: file's contents when last read (a change there is a new `oauth login`: it wins).
         self._refresh = config.refresh_token
         self._file_value = config.refresh_token
-        self._session = session
+        self._session = _without_redirects(session) if session is not None else None
         #: Token requests made (successful or not): for `oauth status` and tests.
         self.requests = 0
         self.last_error: TokenUnavailable | None = None
@@ -190,12 +191,34 @@ class TokenSource:
 
     def _http(self) -> Any:
         if self._session is None:
-            import requests
-
-            self._session = requests.Session()
+            self._session = _no_redirects_session()
         return self._session
 
     def _obtain(self) -> _Obtained:
+        """A token, within a deadline for the whole exchange: a read timeout bounds each read only,
+        and an endpoint that trickles its answer a byte at a time would hold every login (and the
+        daemon's stop) for as long as it likes. A request past the deadline is abandoned to its thread."""
+        done: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                done["token"] = self._obtain_now()
+            except BaseException as exc:  # handed to the caller below
+                done["error"] = exc
+
+        worker = threading.Thread(target=run, name="oauth2-token-request", daemon=True)
+        worker.start()
+        deadline = 2 * self._config.timeout + 5
+        worker.join(deadline)
+        if worker.is_alive():
+            self._session = None  # the abandoned request keeps its session; the next one gets a new one
+            raise TokenUnavailable(f"oauth2: the token endpoint did not answer within {deadline:.0f} s")
+        if "error" in done:
+            raise done["error"]
+        token: _Obtained = done["token"]
+        return token
+
+    def _obtain_now(self) -> _Obtained:
         self.requests += 1
         config = self._config
         try:
@@ -329,10 +352,30 @@ class TokenSource:
 
 
 def _seconds(value: Any) -> float:
+    """`expires_in` as seconds; 0 (unknown) for anything that is not a finite number, and at most a
+    day (a provider's answer decides how long we trust a token only within reason)."""
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        seconds = float(value)
+    except (TypeError, ValueError, OverflowError):
         return 0.0
+    if not math.isfinite(seconds):
+        return 0.0
+    return min(seconds, 86400.0)
+
+
+def _no_redirects_session() -> Any:
+    import requests
+
+    return _without_redirects(requests.Session())
+
+
+def _without_redirects(session: Any) -> Any:
+    """`session`, never following a redirect: a token request carries the client secret, the refresh
+    token or a signed assertion, and a redirect could send them to another host (msal and google-auth
+    post through this session). A 3xx answer is an error of the endpoint."""
+    session.get_redirect_target = lambda response: None
+    session.max_redirects = 0
+    return session
 
 
 def _text(value: Any) -> str:

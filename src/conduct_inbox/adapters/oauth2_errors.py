@@ -46,9 +46,19 @@ def _words_for_network(exc: BaseException, url: str) -> str:
     return type(exc).__name__
 
 
+#: The error codes a token endpoint may answer (RFC 6749 5.2, RFC 8628 3.5, and Entra ID's): only
+#: these are shown; any other string could be anything the endpoint chose to send, a secret included.
+KNOWN_ERROR_CODES = frozenset({
+    "invalid_request", "invalid_client", "invalid_grant", "unauthorized_client", "unsupported_grant_type",
+    "invalid_scope", "access_denied", "server_error", "temporarily_unavailable", "authorization_pending",
+    "slow_down", "expired_token", "interaction_required", "consent_required", "login_required",
+    "invalid_resource", "unsupported_response_type", "invalid_token", "insufficient_scope",
+})
+
+
 def _error_code(value: Any) -> str:
-    """The provider's error code if it is one of the usual identifiers; never free text."""
-    if isinstance(value, str) and _ERROR_CODE.match(value):
+    """The provider's error code if it is one of the known identifiers; never free text."""
+    if isinstance(value, str) and _ERROR_CODE.match(value) and value in KNOWN_ERROR_CODES:
         return value
     return "unexpected error"
 

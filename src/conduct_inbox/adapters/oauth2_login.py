@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 import secrets
 import threading
@@ -144,8 +145,9 @@ class _Redirect(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         query = parse_qs(urlsplit(self.path).query)
-        if "code" in query or "error" in query:
-            server = cast(_RedirectServer, self.server)
+        server = cast(_RedirectServer, self.server)
+        state = (query.get("state") or [""])[0]
+        if ("code" in query or "error" in query) and hmac.compare_digest(state, server.state):
             server.result = {key: values[0] for key, values in query.items() if values}
             server.done.set()
             text = b"conduct-inbox: sign-in received. You can close this window."
@@ -169,6 +171,9 @@ class _RedirectServer(HTTPServer):
         super().__init__(("127.0.0.1", port), _Redirect)
         self.result: dict[str, str] = {}
         self.done = threading.Event()
+        #: Only a redirect carrying this state ends the wait: another local process cannot end (or
+        #: spoil) the admin's sign-in by calling the loopback address first.
+        self.state = secrets.token_urlsafe(16)
 
 
 def _loopback_flow(config: OAuth2Config, scopes: tuple[str, ...], say: Say, timeout: float, port: int) -> str:
@@ -182,7 +187,7 @@ def _loopback_flow(config: OAuth2Config, scopes: tuple[str, ...], say: Say, time
         redirect_uri = f"http://127.0.0.1:{server.server_address[1]}/"
         verifier = secrets.token_urlsafe(48)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-        state = secrets.token_urlsafe(16)
+        state = server.state
         params = {
             "client_id": config.client_id, "redirect_uri": redirect_uri, "response_type": "code",
             "scope": " ".join(scopes), "state": state, "code_challenge": challenge, "code_challenge_method": "S256",
