@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conduct_inbox.adapters import imap
+from conduct_inbox.adapters import imap, imap_client
 from conduct_inbox.adapters.parsing import INLINE_BYTES, InlineParser, ParseFailed, ParseTimeout, WorkerParser
 from conduct_inbox.errors import MalformedMessage
 from conduct_inbox.mail import blobs as blobs_module
@@ -314,7 +314,7 @@ def test_large_messages_are_fetched_in_pieces_unchanged_and_unseen(
     dovecot: DovecotServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(imap, "LARGE_MESSAGE_BYTES", 64 * 1024)
-    monkeypatch.setattr(imap, "FETCH_PIECE_BYTES", 16 * 1024)
+    monkeypatch.setattr(imap_client, "FETCH_PIECE_BYTES", 16 * 1024)
     user = dovecot.new_user()
     small = b"From: a@example.org\r\nSubject: small\r\n\r\nhello\r\n"
     large = _report([("video/mp4", "clip.mp4", os.urandom(150_000))], nl="\r\n")
@@ -343,7 +343,7 @@ def test_large_messages_are_fetched_in_pieces_unchanged_and_unseen(
 
 
 def test_retention_deletes_a_large_copy_checked_in_pieces(dovecot: DovecotServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(imap, "FETCH_PIECE_BYTES", 16 * 1024)
+    monkeypatch.setattr(imap_client, "FETCH_PIECE_BYTES", 16 * 1024)
     user = dovecot.new_user()
     large = _report([("video/mp4", "clip.mp4", os.urandom(100_000))], nl="\r\n")
     other = large.replace(b"Subject: recording", b"Subject: recordinG")

@@ -291,10 +291,6 @@ def test_plain_http_token_url_to_another_host_is_refused_before_any_request():
 # -- 5. rotated refresh tokens ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a rotated refresh token is kept in memory only, never written back to "
-                   "the refresh-token file: after the provider ends the file's (no longer used) token - Microsoft "
-                   "after 90 days, rotating providers at first use - the next start of the daemon fails with "
-                   "invalid_grant although the daemon had a valid refresh token all along")
 def test_rotated_refresh_token_survives_a_restart(oauth_server, tmp_path):
     oauth_server.add_client("ci-app", SECRET)
     oauth_server.rotate_refresh_tokens = True

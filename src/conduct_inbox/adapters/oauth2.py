@@ -111,6 +111,7 @@ class TokenSource:
         #: file's contents when last read (a change there is a new `oauth login`: it wins).
         self._refresh = config.refresh_token
         self._file_value = config.refresh_token
+        self._warned_unsaved = False
         self._session = _without_redirects(session) if session is not None else None
         #: Token requests made (successful or not): for `oauth status` and tests.
         self.requests = 0
@@ -149,8 +150,9 @@ class TokenSource:
                 log.warning("%s", exc)
                 raise
             self.last_error = None
-            if obtained.refresh_token:
+            if obtained.refresh_token and obtained.refresh_token != self._refresh:
                 self._refresh = obtained.refresh_token
+                self._save_rotated(obtained.refresh_token)
             lifetime = obtained.expires_in if obtained.expires_in > 0 else DEFAULT_LIFETIME_SECONDS
             self._token = AccessToken(obtained.token, now + lifetime, now)
             log.info("oauth2: new access token (%s grant), valid %d s", self.grant, int(lifetime))
@@ -174,6 +176,25 @@ class TokenSource:
             self._config = config
 
     # -- requests -------------------------------------------------------------------------------
+
+    def _save_rotated(self, value: str) -> None:
+        """A provider that rotates refresh tokens ends the old one sooner or later (Microsoft: 90
+        days after it was issued): the new one goes to the credential file, so that a restart does not
+        find only the ended one. A read-only file (systemd's copy of a credential) keeps it in memory."""
+        path = self._config.refresh_token_file
+        if not path:
+            return
+        from conduct_inbox.adapters.oauth2_login import write_secret_file
+
+        try:
+            write_secret_file(Path(path), value)
+        except OSError:
+            if not self._warned_unsaved:
+                self._warned_unsaved = True
+                log.warning("oauth2: the provider rotated the refresh token and the credential file is read-only: the "
+                            "new one is used from memory; after a restart, `conduct-inbox oauth login` may be needed")
+            return
+        self._file_value = value
 
     def _current_refresh_token(self) -> str:
         """The refresh token to use: the file's when it changed since last read, else ours."""
