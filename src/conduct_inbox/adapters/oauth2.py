@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from conduct_inbox.adapters.oauth2_config import (
     CLIENT_CREDENTIALS,
@@ -46,6 +45,8 @@ from conduct_inbox.adapters.oauth2_config import (
     url_problem,
 )
 from conduct_inbox.adapters.oauth2_errors import _error_code, _refused, _unexpected, _words_for_network
+from conduct_inbox.adapters.oauth2_http import no_redirects_session, token_request, without_redirects
+from conduct_inbox.adapters.secret_files import write_secret_file
 from conduct_inbox.errors import TokenUnavailable
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class TokenSource:
         self._refresh = config.refresh_token
         self._file_value = config.refresh_token
         self._warned_unsaved = False
-        self._session = _without_redirects(session) if session is not None else None
+        self._session = without_redirects(session) if session is not None else None
         #: Token requests made (successful or not): for `oauth status` and tests.
         self.requests = 0
         self.last_error: TokenUnavailable | None = None
@@ -184,8 +185,6 @@ class TokenSource:
         path = self._config.refresh_token_file
         if not path:
             return
-        from conduct_inbox.adapters.oauth2_login import write_secret_file
-
         try:
             write_secret_file(Path(path), value)
         except OSError:
@@ -212,7 +211,7 @@ class TokenSource:
 
     def _http(self) -> Any:
         if self._session is None:
-            self._session = _no_redirects_session()
+            self._session = no_redirects_session()
         return self._session
 
     def _obtain(self) -> _Obtained:
@@ -384,60 +383,8 @@ def _seconds(value: Any) -> float:
     return min(seconds, 86400.0)
 
 
-def _no_redirects_session() -> Any:
-    import requests
-
-    return _without_redirects(requests.Session())
-
-
-def _without_redirects(session: Any) -> Any:
-    """`session`, never following a redirect: a token request carries the client secret, the refresh
-    token or a signed assertion, and a redirect could send them to another host (msal and google-auth
-    post through this session). A 3xx answer is an error of the endpoint."""
-    session.get_redirect_target = lambda response: None
-    session.max_redirects = 0
-    return session
-
-
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
-
-
-def token_request(
-    session: Any, url: str, data: dict[str, str], client_id: str, client_secret: str, timeout: float
-) -> dict[str, Any]:
-    """POST a token request (RFC 6749): client authentication by HTTP Basic when there is a
-    secret (section 2.3.1, form-encoded id and secret), else the client id in the body. Returns
-    the JSON object; an HTTP error without an OAuth2 error body raises TokenUnavailable."""
-    import requests
-
-    problem = url_problem(url)
-    if problem:
-        raise TokenUnavailable(f"oauth2: the token URL {problem}")
-    auth = None
-    data = dict(data)
-    if client_secret:
-        auth = (quote(client_id, safe=""), quote(client_secret, safe=""))
-    elif client_id:
-        data["client_id"] = client_id
-    failure: TokenUnavailable | None = None
-    try:
-        response = session.post(
-            url, data=data, auth=auth, timeout=timeout, allow_redirects=False, headers={"Accept": "application/json"}
-        )
-    except requests.RequestException as exc:
-        failure = TokenUnavailable(f"oauth2: token endpoint unreachable ({_words_for_network(exc, url)})")
-    if failure is not None:
-        raise failure
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and (response.status_code == 200 or "error" in body):
-        return body
-    if response.status_code >= 500:
-        raise TokenUnavailable(f"oauth2: token endpoint failed (HTTP {response.status_code})")
-    raise TokenUnavailable(f"oauth2: token endpoint answered HTTP {response.status_code} without a token")
 
 
 # -- one source per identity in this process ------------------------------------------------------

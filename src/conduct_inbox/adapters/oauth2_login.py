@@ -14,51 +14,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from conduct_inbox.adapters.oauth2 import TokenSource, token_request
+from conduct_inbox.adapters.oauth2 import TokenSource
 from conduct_inbox.adapters.oauth2_config import GOOGLE_AUTH_URL, GOOGLE_TOKEN_URL, REFRESH_TOKEN, OAuth2Config, default_scopes
 from conduct_inbox.adapters.oauth2_errors import _error_code, _refused
+from conduct_inbox.adapters.oauth2_http import token_request
+from conduct_inbox.adapters.secret_files import write_secret_file  # noqa: F401 (oauth login writes with it)
 from conduct_inbox.errors import TokenUnavailable
 
 Say = Callable[[str], None]
-
-
-def write_secret_file(path: Path, value: str) -> None:
-    """Write `value` to `path` atomically, never readable by others at any moment: a new file
-    created with mode 0600 next to it (O_EXCL), flushed, then renamed over the old one."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(value + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
 
 
 def login(config: OAuth2Config, say: Say, *, timeout: float = 300.0, port: int = 0) -> str:
