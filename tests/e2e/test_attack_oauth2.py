@@ -326,7 +326,7 @@ def _start_loopback_login(oauth_server) -> tuple[threading.Thread, list[str], li
                           username="conduct@example.org", timeout=5)
     said: list[str] = []
     result: list[object] = []
-    thread = threading.Thread(target=lambda: result.append(_call(lambda: login(config, said.append, timeout=30))),
+    thread = threading.Thread(target=lambda: result.append(_call(lambda: login(config, said.append, timeout=8))),
                               daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -349,7 +349,7 @@ def test_forged_redirect_code_is_not_exchanged(oauth_server):
     # forged code never reaches the token endpoint.
     assert not result or not isinstance(result[0], str), "a forged code became our refresh token"
     assert oauth_server.token_requests["authorization_code"] == 0
-    thread.join(40)  # the login ends at its own timeout
+    thread.join(20)  # the login ends at its own timeout
     assert result and isinstance(result[0], TokenUnavailable)
     assert oauth_server.token_requests["authorization_code"] == 0
 
