@@ -199,26 +199,27 @@ def _backup_facts(path: Path) -> tuple[datetime | None, str | None]:
     return (datetime.fromisoformat(taken) if taken else None), rows.get(COMMITTEE)
 
 
-def taken_at(engine: Engine) -> datetime | None:
-    """When the backup this database was restored from (or is) was taken, if it says."""
+def meta_value(engine: Engine, name: str) -> str | None:
+    """One fact the database records about itself (`database_meta`), if it records it."""
     from sqlalchemy import select
 
     from conduct_inbox.store.models import DatabaseMeta
 
     with engine.connect() as connection:
-        value = connection.execute(select(DatabaseMeta.value).where(DatabaseMeta.name == TAKEN_AT)).scalar()
+        value: str | None = connection.execute(select(DatabaseMeta.value).where(DatabaseMeta.name == name)).scalar()
+    return value
+
+
+def taken_at(engine: Engine) -> datetime | None:
+    """When the backup this database was restored from (or is) was taken, if it says."""
+    value = meta_value(engine, TAKEN_AT)
     return datetime.fromisoformat(value) if value else None
 
 
 def require_no_pending_recovery(engine: Engine) -> None:
     """Refuse to run on a restored database whose recovery has not run: it would hand out again the
     case references issued after the backup."""
-    from sqlalchemy import select
-
-    from conduct_inbox.store.models import DatabaseMeta
-
-    with engine.connect() as connection:
-        pending = connection.execute(select(DatabaseMeta.value).where(DatabaseMeta.name == RECOVERY_PENDING)).scalar()
+    pending = meta_value(engine, RECOVERY_PENDING)
     if pending:
         raise BackupFailed("this database was restored from a backup and its recovery has not run: "
                            "run `conduct-inbox recover` first")

@@ -36,7 +36,7 @@ from conduct_inbox.config import Settings
 from conduct_inbox.errors import MailboxUnavailable
 from conduct_inbox.mail.headers import _message_ids as message_ids
 from conduct_inbox.ports import Clock, Destination, Mailbox, MailCopy
-from conduct_inbox.shell.backup import RECOVERY_PENDING, taken_at
+from conduct_inbox.shell.backup import RECOVERY_PENDING, meta_value, taken_at
 from conduct_inbox.shell.engines import engine_for
 from conduct_inbox.shell.wiring import build_app, make_mailbox
 from conduct_inbox.store import db
@@ -101,8 +101,7 @@ def _processed_folder_mailbox(settings: Settings) -> Mailbox:
 def _backup_point(engine: Engine, since: datetime | None) -> datetime:
     if since is not None:
         return since
-    with engine.connect() as connection:
-        pending = connection.execute(select(DatabaseMeta.value).where(DatabaseMeta.name == RECOVERY_PENDING)).scalar()
+    pending = meta_value(engine, RECOVERY_PENDING)
     if pending:
         return datetime.fromisoformat(pending)
     taken = taken_at(engine)
