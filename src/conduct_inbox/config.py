@@ -18,11 +18,13 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     PrivateAttr,
     SecretStr,
     Strict,
@@ -397,7 +399,24 @@ class Committee(_Section):
     auto_ack_alert_hours: PositiveInt = SlaPolicy.auto_ack_alert_hours
     #: Mail anonymous statistics (the last 12 months) to steering_address every this many months; 0: never.
     statistics_every_months: NonNegativeInt = 0
+    #: IANA time zone in which committee mail states due times and the weekly overview is sent.
+    timezone: str = "UTC"
+    #: "changes": a command that changes a case is announced to the other non-recused members.
+    announce: Literal["changes", "none"] = "changes"
+    #: "weekly": each member gets an overview of the open cases they may see on digest_weekday at digest_hour.
+    digest: Literal["weekly", "off"] = "weekly"
+    digest_weekday: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"] = "monday"
+    digest_hour: Annotated[int, Field(ge=0, le=23)] = 8
     members: list[Member]
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone name such as Europe/Berlin or UTC") from None
+        return value
 
     @field_validator("address")
     @classmethod

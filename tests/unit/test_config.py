@@ -327,3 +327,18 @@ def test_common_word_aliases_are_reported(tmp_path: Path) -> None:
 def test_example_is_valid_toml_for_other_tools() -> None:
     data = tomllib.loads(EXAMPLE.read_text())
     assert data["committee"]["members"][0]["chair"] is True
+
+
+def test_committee_time_zone_announcements_and_weekly_overview(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path), {})
+    committee = settings.committee
+    assert (committee.timezone, committee.announce, committee.digest) == ("UTC", "changes", "weekly")
+    assert (committee.digest_weekday, committee.digest_hour) == ("monday", 8)
+    environ = {"CONDUCT_INBOX_COMMITTEE__TIMEZONE": "Europe/Berlin", "CONDUCT_INBOX_COMMITTEE__DIGEST": "off"}
+    assert load_settings(write(tmp_path), environ).committee.timezone == "Europe/Berlin"
+    problems = problems_of(write(tmp_path), {"CONDUCT_INBOX_COMMITTEE__TIMEZONE": "Mars/Olympus",
+                                             "CONDUCT_INBOX_COMMITTEE__DIGEST_HOUR": "24",
+                                             "CONDUCT_INBOX_COMMITTEE__ANNOUNCE": "all"})
+    assert any(p.startswith("committee.timezone: must be an IANA time zone") for p in problems), problems
+    assert any(p.startswith("committee.digest_hour") for p in problems), problems
+    assert any(p.startswith("committee.announce") for p in problems), problems

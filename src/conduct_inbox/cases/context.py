@@ -38,6 +38,10 @@ class Options:
     severe_decisions: tuple[str, ...] = ("public-reprimand", "temporary-ban", "permanent-ban")
     urgent_phrases: tuple[str, ...] = ()
     steering_address: str = ""
+    #: IANA zone in which committee mail states due times (committee.timezone).
+    timezone: str = "UTC"
+    #: "changes": commands that change a case are announced to the other members; "none".
+    announce: str = "changes"
     #: Taking in again, after a restore from a backup, reports that were processed before it:
     #: their reporters were acknowledged then, and commands and delivery reports are not replayed.
     recovering: bool = False

@@ -63,6 +63,8 @@ def make_inbound(settings: Settings, roster: Roster | None = None) -> Inbound:
         severe_decisions=tuple(settings.committee.severe_decisions),
         urgent_phrases=tuple(settings.sla.urgent_phrases),
         steering_address=settings.committee.steering_address,
+        timezone=settings.committee.timezone,
+        announce=settings.committee.announce,
     )
     return Inbound(Context(
         roster or roster_from_settings(settings),
