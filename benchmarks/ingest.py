@@ -1,7 +1,7 @@
 """Ingest throughput: N reports waiting in the INBOX until every case exists and every
 acknowledgement and committee copy has been accepted by the SMTP receiver.
 
-Ours: the real daemon (build_app + Daemon, as `conduct-inbox run` wires it: on_commit kicks the
+Ours: the real daemon (build_app + Daemon, as shell/wiring.build_daemon wires it: on_commit kicks the
 outbox flush), IDLE off, one poll at start. Baseline, in the same run and against the same
 Dovecot and receiver: the protocol work alone - one imapclient FETCH of the same messages,
 parsing each with `email`, and as many outgoing messages sent with aiosmtplib over one connection.
@@ -31,9 +31,9 @@ from imapclient import IMAPClient
 from sqlalchemy import func, select
 
 from conduct_inbox.config import load_settings
+from conduct_inbox.shell.app import build_app
 from conduct_inbox.shell.daemon import Daemon
 from conduct_inbox.shell.dispatch_worker import DispatchWorker
-from conduct_inbox.shell.wiring import build_app
 from conduct_inbox.store.models import Case, InboundMessage
 
 PER_REPORT = 1 + len(C.MEMBER_EMAILS)  # the acknowledgement and one copy per member
@@ -114,9 +114,8 @@ def ours(dovecot: C.DovecotServer, receiver: C.Receiver, url: str, reports: list
     worker.start()
     if not worker.wait_ready(60):
         raise RuntimeError("the dispatch worker did not start")
-    holder: dict[str, Daemon] = {}
-    app = build_app(settings, on_commit=lambda: holder["daemon"].kick_flush() if "daemon" in holder else None)
-    daemon = holder["daemon"] = Daemon(app, poll_seconds=3600, idle=False, dispatch_worker=worker)
+    app = build_app(settings)
+    daemon = Daemon(app, poll_seconds=3600, idle=False, dispatch_worker=worker)  # kicks its flush after each commit
     marks: dict[str, float] = {}
     profiles: list[cProfile.Profile] = []
     original = app.intake.poll_once

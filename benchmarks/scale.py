@@ -32,7 +32,7 @@ from sqlalchemy import func, insert, select, text
 from conduct_inbox.cases.deadlines import sla_policy
 from conduct_inbox.cases.escalate import escalate_once
 from conduct_inbox.config import load_settings
-from conduct_inbox.shell.wiring import build_app
+from conduct_inbox.shell.app import build_app
 from conduct_inbox.store import db
 from conduct_inbox.store.models import Case, CaseCounter, EscalationFired, Event, OutboxMessage, Party
 

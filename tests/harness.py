@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from conduct_inbox.config import Settings, load_settings
-from conduct_inbox.shell.wiring import App, build_app
+from conduct_inbox.shell.app import App, build_app
 
 SECRET = "test-token-secret-0123456789abcdef"
 MEMBERS = [

@@ -75,9 +75,10 @@ def _start_metrics(settings: Settings) -> MetricsServer:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from conduct_inbox.shell.app import build_app
     from conduct_inbox.shell.daemon import Daemon, run_once, watchdog_interval
     from conduct_inbox.shell.dispatch_worker import DispatchWorker
-    from conduct_inbox.shell.wiring import build_app
+    from conduct_inbox.shell.wiring import build_daemon
 
     settings = _settings(args)
     from conduct_inbox.cases.render import check_templates
@@ -96,8 +97,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from conduct_inbox.shell.backup import require_no_pending_recovery
 
         require_no_pending_recovery(engine)
+        from conduct_inbox.shell.components import utcnow
         from conduct_inbox.shell.recovery import recover_if_behind
-        from conduct_inbox.shell.wiring import utcnow
 
         # A database restored by any means (pg_restore, a file copy) must not hand out again the
         # references the lost stretch issued: the processed folder shows the stretch.
@@ -106,17 +107,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         if worker is not None:
             worker.stop()
         raise
-    holder: dict[str, Daemon] = {}
     app = None
     metrics: MetricsServer | None = None
     try:
-        app = build_app(settings, engine=engine, on_commit=lambda: holder["daemon"].kick_flush() if "daemon" in holder else None)
         if args.once:
+            app = build_app(settings, engine=engine)
             return run_once(app)
+        daemon: Daemon = build_daemon(settings, engine, watchdog_interval(), dispatch_worker=worker)
+        app = daemon.app
         if settings.metrics.listen:
             metrics = _start_metrics(settings)
-        daemon = Daemon(app, settings.mailbox.poll_seconds, watchdog_interval(), dispatch_worker=worker)
-        holder["daemon"] = daemon
         asyncio.run(daemon.run())
         return OK
     finally:
@@ -156,7 +156,7 @@ def cmd_reseal(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     from conduct_inbox.shell.backup import backup
-    from conduct_inbox.shell.wiring import utcnow
+    from conduct_inbox.shell.components import utcnow
 
     settings = _settings(args, READ_ONLY)
     result = backup(settings, Path(args.dest), utcnow())
@@ -180,8 +180,8 @@ def _print_recovered(recovered: Any) -> None:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     from conduct_inbox.shell.backup import restore
+    from conduct_inbox.shell.components import utcnow
     from conduct_inbox.shell.recovery import recover
-    from conduct_inbox.shell.wiring import utcnow
 
     settings = _settings(args)
     when = restore(settings, Path(args.backup), force=args.force)
@@ -196,8 +196,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
+    from conduct_inbox.shell.components import utcnow
     from conduct_inbox.shell.recovery import recover
-    from conduct_inbox.shell.wiring import utcnow
 
     settings = _settings(args)
     try:
@@ -282,7 +282,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         from conduct_inbox.adapters.neterrors import database_in_words
 
         problems.append(f"database: {database_in_words(exc, settings.database.url)}")
-    from conduct_inbox.shell.wiring import make_mailbox, make_transport
+    from conduct_inbox.shell.components import make_mailbox, make_transport
 
     token_ok = _check_oauth2(settings, problems)
     mailbox = make_mailbox(settings)
@@ -334,7 +334,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def _check_oauth2(settings: Settings, problems: list[str]) -> bool:
     """check-config's OAuth2 step: can a token be had? Prints the grant, never a token."""
     from conduct_inbox.errors import TokenUnavailable
-    from conduct_inbox.shell.wiring import make_token_source
+    from conduct_inbox.shell.components import make_token_source
 
     source = make_token_source(settings)
     if source is None:
@@ -365,7 +365,7 @@ def cmd_oauth_login(args: argparse.Namespace) -> int:
     """Get a refresh token interactively; write it to the refresh-token file with mode 0600."""
     from conduct_inbox.adapters.oauth2_login import login, write_secret_file
     from conduct_inbox.config_sources import secret_path
-    from conduct_inbox.shell.wiring import oauth2_config
+    from conduct_inbox.shell.components import oauth2_config
 
     # The refresh token is what we are about to get: its file need not exist yet.
     settings = _oauth2_settings(args, frozenset({"oauth2.client_secret"}))
@@ -394,7 +394,7 @@ def cmd_oauth_login(args: argparse.Namespace) -> int:
 def cmd_oauth_status(args: argparse.Namespace) -> int:
     """Which grant, whether a token can be had now and when it would expire; never a secret."""
     from conduct_inbox.errors import TokenUnavailable
-    from conduct_inbox.shell.wiring import make_token_source
+    from conduct_inbox.shell.components import make_token_source
 
     settings = _oauth2_settings(args, OAUTH2_SECRETS)
     source = make_token_source(settings)
@@ -443,7 +443,7 @@ def _daemon_facts(settings: Settings, msg: Any) -> tuple[Any, Any]:
     from sqlalchemy import inspect as sa_inspect
     from sqlalchemy import text
 
-    from conduct_inbox.shell.wiring import make_inbound
+    from conduct_inbox.shell.components import make_inbound
 
     path = db.sqlite_path(settings.database.url)
     if path is not None and not path.exists():
@@ -490,7 +490,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     facts, policy = Facts(), Policy(address="conduct@example.org")
     basis = ""
     if settings is not None:
-        from conduct_inbox.shell.wiring import make_policy
+        from conduct_inbox.shell.components import make_policy
 
         policy = make_policy(settings)
         try:
@@ -604,7 +604,7 @@ def _at(value: str | None) -> datetime | None:
 def cmd_purge(args: argparse.Namespace) -> int:
     """Delete the contents of cases closed longer than retention.closed_case_days (see retention.py)."""
     from conduct_inbox.shell import retention
-    from conduct_inbox.shell.wiring import make_mailbox
+    from conduct_inbox.shell.components import make_mailbox
 
     try:
         now = _at(args.at) or datetime.now(timezone.utc)
@@ -688,7 +688,7 @@ def cmd_escalations(args: argparse.Namespace) -> int:
     """What reminders and escalations are due at --at (default now), and to whom; sends nothing."""
     from conduct_inbox.cases.deadlines import sla_policy
     from conduct_inbox.cases.escalate import preview
-    from conduct_inbox.shell.wiring import make_inbound
+    from conduct_inbox.shell.components import make_inbound
 
     at = datetime.now(timezone.utc)
     if args.at:

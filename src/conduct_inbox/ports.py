@@ -1,4 +1,4 @@
-"""The I/O boundaries: what the layers below the shell know of the adapters (shell/wiring.py
+"""The I/O boundaries: what the layers below the shell know of the adapters (shell/components.py
 builds the adapters from Settings and passes them in).
 
 - `Mailbox`: where reports arrive. adapters/imap.py (IMAP), adapters/maildir.py (a local Maildir,
@@ -72,6 +72,10 @@ class Mailbox(Protocol):
         """Block up to `timeout` seconds (IMAP IDLE where supported); True if new mail may be there."""
         ...
 
+    def interrupt(self) -> None:
+        """From another thread: make a blocked wait_for_mail return now (the daemon is stopping)."""
+        ...
+
     def close(self) -> None:
         ...
 
@@ -131,5 +135,5 @@ class Sender(Protocol):
         ...
 
 
-#: The current time, timezone-aware UTC: shell.wiring.utcnow in the daemon, a settable fake in tests.
+#: The current time, timezone-aware UTC: shell.components.utcnow in the daemon, a settable fake in tests.
 Clock = Callable[[], datetime]

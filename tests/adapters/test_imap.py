@@ -219,6 +219,28 @@ def test_wait_for_mail_times_out_quietly(mailbox: ImapMailbox, monkeypatch: pyte
     assert mailbox.uids() == []
 
 
+def test_interrupt_from_another_thread_ends_a_wait_at_once(mailbox: ImapMailbox) -> None:
+    """The daemon's stop: a thread blocked in IDLE gives up its wait, and the mailbox reconnects."""
+    outcome: list[object] = []
+
+    def wait() -> None:
+        try:
+            outcome.append(mailbox.wait_for_mail(30))
+        except MailboxUnavailable as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=wait)
+    t.start()
+    time.sleep(0.5)  # let it enter IDLE (nothing to pass a clock to: this is a socket wait)
+    start = time.monotonic()
+    mailbox.interrupt()
+    t.join(5)
+    assert not t.is_alive() and time.monotonic() - start < 3
+    assert outcome and outcome[0] is not True  # no mail was claimed
+    mailbox.connect()
+    assert mailbox.uids() == []
+
+
 def test_restart_breaks_the_connection_and_connect_recovers(
     dovecot_running: DovecotServer, user: str
 ) -> None:

@@ -114,3 +114,11 @@ def test_unusable_maildir_is_unavailable(tmp_path: Path) -> None:
         MaildirMailbox(blocker / "Maildir").connect()
     with pytest.raises(MailboxUnavailable):
         MaildirMailbox(tmp_path / "x").uids()  # not connected
+
+
+def test_interrupt_from_another_thread_ends_a_wait_at_once(box: MaildirMailbox) -> None:
+    box.connect()
+    threading.Timer(0.2, box.interrupt).start()
+    start = time.monotonic()
+    assert box.wait_for_mail(30) is False
+    assert time.monotonic() - start < 3

@@ -30,7 +30,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from conduct_inbox.shell.wiring import build_app
+from conduct_inbox.shell.app import build_app
 from conduct_inbox.store import db
 from conduct_inbox.store.models import Case, InboundMessage, OutboxMessage, Party
 from tests.harness import MEMBERS, Harness, report

@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 
 from conduct_inbox.adapters.maildir import deliver_to_maildir
 from conduct_inbox.core import tokens
-from conduct_inbox.shell.wiring import App
+from conduct_inbox.shell.app import App
 from conduct_inbox.store import db
 from conduct_inbox.store.models import Event, InboundMessage, OutboxMessage, Quarantine
 from tests.fixtures.database import BACKENDS, fresh_postgres_database

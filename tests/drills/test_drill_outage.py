@@ -21,8 +21,8 @@ import pytest
 from sqlalchemy import func, select
 
 from conduct_inbox.shell import daemon as daemon_module
+from conduct_inbox.shell.app import App, build_app
 from conduct_inbox.shell.daemon import Daemon
-from conduct_inbox.shell.wiring import App, build_app
 from conduct_inbox.store import db
 from conduct_inbox.store.models import Case, InboundMessage, OutboxMessage, Quarantine, ServiceState
 from tests.fixtures.pg_cluster import PgCluster
@@ -92,17 +92,15 @@ def quick_flush_timer(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def make_daemon(harness: Harness, clock: MovableClock, after_commit: Callable[[int], None] | None = None) -> tuple[App, Daemon]:
     """An in-process daemon; `after_commit(n)` runs in the intake thread after its n-th commit."""
-    holder: dict[str, Daemon] = {}
     commits = iter(range(1, 1_000_000))
 
     def on_commit() -> None:
         if after_commit is not None:
             after_commit(next(commits))
-        holder["daemon"].kick_flush()
 
     app = build_app(harness.settings(), clock=clock, on_commit=on_commit)
     harness.apps.append(app)
-    daemon = holder["daemon"] = Daemon(app, poll_seconds=1)
+    daemon = Daemon(app, poll_seconds=1)  # it kicks its flush after each commit, after on_commit
     return app, daemon
 
 

@@ -28,7 +28,7 @@ from sqlalchemy.pool import NullPool
 
 from conduct_inbox.adapters.parsing import InlineParser, ParseTimeout
 from conduct_inbox.errors import MailboxUnavailable
-from conduct_inbox.shell.wiring import App, build_app
+from conduct_inbox.shell.app import App, build_app
 from conduct_inbox.store import db
 from conduct_inbox.store.models import Case, Event, InboundMessage, OutboxMessage, Party, Quarantine
 from tests.fixtures.database import BACKENDS, fresh_postgres_database

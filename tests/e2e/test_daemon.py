@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from sqlalchemy import func, select
 
+from conduct_inbox.shell.app import build_app
 from conduct_inbox.shell.daemon import Daemon
-from conduct_inbox.shell.wiring import build_app
 from conduct_inbox.store import db
 from conduct_inbox.store.models import Case, InboundMessage, Party
 from tests.daemons import conduct_inbox, finish, set_mailbox
@@ -36,10 +36,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
 
 def test_idle_brings_new_mail_in_at_once(harness, dovecot, smtp_receiver):
     set_mailbox(harness, poll_seconds=300, idle=True)  # only IDLE can notice the second report
-    holder: dict[str, Daemon] = {}
-    app = build_app(harness.settings(), on_commit=lambda: holder["daemon"].kick_flush())
+    app = build_app(harness.settings())
     harness.apps.append(app)
-    daemon = holder["daemon"] = Daemon(app, poll_seconds=300)
+    daemon = Daemon(app, poll_seconds=300)
     harness.deliver(report(sender="first@example.net"))  # taken by the poll at start (warms the parser)
 
     async def scenario() -> float:

@@ -13,21 +13,19 @@ import time
 
 import pytest
 
+from conduct_inbox.shell.app import build_app
 from conduct_inbox.shell.daemon import Daemon
 from conduct_inbox.shell.dispatch_worker import DispatchWorker
-from conduct_inbox.shell.wiring import build_app
 from tests.harness import MEMBERS, Harness, report
 from tests.procs import wait_until
 
 
 def _daemon(harness: Harness) -> tuple[Daemon, DispatchWorker]:
-    holder: dict[str, Daemon] = {}
     settings = harness.settings()
-    app = build_app(settings, on_commit=lambda: holder["daemon"].kick_flush())  # the real clock, as the worker's
+    app = build_app(settings)  # the real clock, as the worker's
     harness.apps.append(app)
     worker = DispatchWorker(settings)
-    holder["daemon"] = Daemon(app, poll_seconds=1, idle=False, dispatch_worker=worker)
-    return holder["daemon"], worker
+    return Daemon(app, poll_seconds=1, idle=False, dispatch_worker=worker), worker
 
 
 @pytest.mark.timeout(90)

@@ -10,9 +10,9 @@ from sqlalchemy import select
 from conduct_inbox.cli import main
 from conduct_inbox.config import load_settings
 from conduct_inbox.errors import ConfigError, EncryptionError
+from conduct_inbox.shell.app import build_app
 from conduct_inbox.shell.daemon import run_once
 from conduct_inbox.shell.engines import engine_for
-from conduct_inbox.shell.wiring import build_app
 from conduct_inbox.store import crypto, db
 from conduct_inbox.store.models import Case, InboundMessage, Party
 from tests.sentinels import (

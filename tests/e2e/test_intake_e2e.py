@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 
 from conduct_inbox.adapters.imap import ImapMailbox
 from conduct_inbox.adapters.parsing import WorkerParser
+from conduct_inbox.shell.app import build_app
 from conduct_inbox.shell.daemon import run_once
-from conduct_inbox.shell.wiring import build_app
 from conduct_inbox.store.models import Case, InboundMessage, OutboxMessage, Quarantine
 from tests.faults import faulty_parse
 from tests.harness import MEMBERS, count, parsed, report, text_of
@@ -182,7 +182,7 @@ class CrashAfterCommit(ImapMailbox):
 def test_crash_between_commit_and_move_creates_nothing_new(harness, smtp_receiver, dovecot):
     harness.deliver(report())
     settings = harness.settings()
-    from conduct_inbox.shell.wiring import build_app
+    from conduct_inbox.shell.app import build_app
 
     box = CrashAfterCommit(dovecot.host, dovecot.port, "none", harness.user, dovecot.password)
     crashed = build_app(settings, mailbox=box, clock=harness.clock)

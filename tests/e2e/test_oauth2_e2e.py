@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from conduct_inbox.adapters.oauth2 import forget_sources, shared_source
+from conduct_inbox.shell.components import oauth2_config
 from conduct_inbox.shell.daemon import run_once
-from conduct_inbox.shell.wiring import oauth2_config
 from conduct_inbox.store.models import Case, OutboxMessage
 from tests.harness import MEMBERS, count, report
 

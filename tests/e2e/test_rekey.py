@@ -13,10 +13,10 @@ from conduct_inbox.cases.acks import ACKS_SINCE as _ACKS_SINCE
 from conduct_inbox.cli import main
 from conduct_inbox.config import load_settings
 from conduct_inbox.errors import ConfigError, EncryptionError, KeyNotConfigured
+from conduct_inbox.shell.app import build_app
 from conduct_inbox.shell.daemon import run_once
 from conduct_inbox.shell.engines import cipher_for, engine_for
 from conduct_inbox.shell.intake import _EARLIER_COPY
-from conduct_inbox.shell.wiring import build_app
 from conduct_inbox.store import crypto, db, rekey
 from conduct_inbox.store.models import Base, Case, InboundMessage, OutboxMessage, Party, Sanction, _Sealed
 from tests.daemons import set_keys

@@ -28,7 +28,7 @@ from conduct_inbox.adapters.oauth2 import (
 from conduct_inbox.adapters.oauth2_login import write_secret_file
 from conduct_inbox.config import load_settings
 from conduct_inbox.errors import ConfigError, TokenUnavailable
-from conduct_inbox.shell.wiring import oauth2_config
+from conduct_inbox.shell.components import oauth2_config
 from tests.configs import MINIMAL, problems_of, write
 
 SECRET = "SENTINEL-CLIENT-SECRET-4417"
@@ -277,7 +277,7 @@ def test_reload_takes_a_new_refresh_token_and_names_identity_changes_only(tmp_pa
 
 def test_a_reloaded_refresh_token_replaces_the_shared_sources(tmp_path: Path) -> None:
     from conduct_inbox.adapters.oauth2 import forget_sources
-    from conduct_inbox.shell.wiring import make_token_source
+    from conduct_inbox.shell.components import make_token_source
 
     forget_sources()
     base = 'provider = "generic"\nclient_id = "a"\ntoken_url = "https://idp.example/t"\n'

@@ -241,12 +241,11 @@ def test_a_person_listed_twice_is_reported_once() -> None:
         "bob+" * 10,
     ],
 )
-def test_megabytes_of_text_are_scanned_quickly(filler: str) -> None:
+def test_megabytes_of_hostile_text_are_scanned_to_the_end(filler: str) -> None:
+    """A name after 5 MB of backtracking bait is still found (the time target is benchmarks/scan.py;
+    a catastrophic pattern would hit the suite's timeout here)."""
     text = (filler * (5_000_000 // len(filler) + 1))[:5_000_000] + " Carol Jones"
-    started = time.perf_counter()
-    found = emails(text)
-    assert time.perf_counter() - started < 3
-    assert CAROL.email in found
+    assert CAROL.email in emails(text)
 
 
 names = st.text(min_size=0, max_size=20)

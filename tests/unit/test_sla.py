@@ -177,12 +177,11 @@ def test_keys_are_stable_across_time_zones_and_sub_second_noise():
     assert keys(a, T0 + 10 * D) == keys(b, T0 + 10 * D) != []
 
 
-def test_due_is_fast_over_many_cases():
+def test_nothing_is_due_over_many_acknowledged_cases():
+    # The routine pass's time target over 100,000 cases is in benchmarks/scale.py.
     cases = [case(case_id=i, created_at=T0 - timedelta(minutes=i % 600), human_ack_at=T0)
              for i in range(100_000)]
-    started = time.perf_counter()
     assert due(cases, T0 + H, POLICY) == []
-    assert time.perf_counter() - started < 0.5  # generous for slow CI; typically ~0.05 s
 
 
 # --- consistency (property) -----------------------------------------------------------

@@ -20,7 +20,16 @@ from typing import TYPE_CHECKING, Literal
 from imapclient import DELETED, IMAPClient
 from imapclient.exceptions import LoginError
 
-from conduct_inbox.adapters.imap_client import ensure_folder, fetch_large, fetch_pieces, has_new_mail, idle_once, message_sizes, shutdown
+from conduct_inbox.adapters.imap_client import (
+    ensure_folder,
+    fetch_large,
+    fetch_pieces,
+    has_new_mail,
+    idle_once,
+    interrupt,
+    message_sizes,
+    shutdown,
+)
 from conduct_inbox.adapters.neterrors import in_words
 from conduct_inbox.errors import MailboxUnavailable, TokenUnavailable
 from conduct_inbox.ports import Destination, MailCopy
@@ -191,6 +200,12 @@ class ImapMailbox:
             client.logout()
         except Exception:
             shutdown(client)
+
+    def interrupt(self) -> None:
+        """Wake the thread blocked in wait_for_mail (from another thread); it then reconnects."""
+        client = self._client
+        if client is not None:
+            interrupt(client)
 
     def _conn(self) -> IMAPClient:
         if self._client is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import imaplib
 import io
 import logging
+import socket
 import time
 from collections.abc import Callable, Sequence
 
@@ -96,6 +97,16 @@ def has_new_mail(responses: Sequence[object]) -> bool:
         if isinstance(resp, tuple) and resp and resp[0] == b"BYE":
             raise imaplib.IMAP4.abort("server said BYE")
     return False
+
+
+def interrupt(client: IMAPClient) -> None:
+    """Wake a thread blocked reading from `client` (in IDLE): shutting the socket down without
+    closing it is safe from another thread; the blocked read sees end-of-file and its thread
+    drops the connection itself."""
+    try:
+        client.socket().shutdown(socket.SHUT_RDWR)
+    except (OSError, AttributeError):
+        pass  # already closed
 
 
 def shutdown(client: IMAPClient) -> None:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -85,6 +86,7 @@ class MaildirMailbox:
         self._uidvalidity: int | None = None
         #: base name -> (uid, current path), from the last scan.
         self._files: dict[str, tuple[int, Path]] = {}
+        self._interrupted = threading.Event()
 
     def __repr__(self) -> str:
         return f"MaildirMailbox({self.identity!r})"
@@ -241,7 +243,13 @@ class MaildirMailbox:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                time.sleep(min(self.poll_interval, left))
+                if self._interrupted.wait(min(self.poll_interval, left)):
+                    self._interrupted.clear()
+                    return False
+
+    def interrupt(self) -> None:
+        """Make a wait_for_mail in another thread return now."""
+        self._interrupted.set()
 
     def _has_unknown(self) -> bool:
         known = self._files

@@ -21,8 +21,8 @@ from conduct_inbox.cases.escalate import escalate_once
 from conduct_inbox.errors import ConfigError, MailboxUnavailable, where
 from conduct_inbox.ports import Mailbox
 from conduct_inbox.shell import retention
+from conduct_inbox.shell.app import App
 from conduct_inbox.shell.dispatch_worker import DispatchWorker
-from conduct_inbox.shell.wiring import App, make_mailbox
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def housekeeping_once(app: App) -> None:
     chores.send_statistics(app.sessions, app.inbound.ctx, committee.steering_address, committee.statistics_every_months, now)
     days = app.settings.retention.closed_case_days
     if days > 0:
-        mailbox = make_mailbox(app.settings)
+        mailbox = app.open_mailbox()
         try:
             mailbox.connect()
             result = retention.purge_all(app.sessions, mailbox, app.clock(), days)
@@ -105,26 +105,6 @@ def housekeeping_once(app: App) -> None:
                 retention.compact(app.engine)
         finally:
             mailbox.close()
-
-
-def _wake(mailbox: Mailbox) -> None:
-    """Wake a thread blocked in IDLE on `mailbox` so that it notices the stop.
-
-    Shutting the socket down (without closing it) is safe from another thread: the blocked
-    read sees end-of-file and the IDLE thread drops the connection itself. ImapMailbox offers
-    no public way to do this, so reach for its client when it has one.
-    """
-    interrupt = getattr(mailbox, "interrupt", None)
-    if callable(interrupt):
-        interrupt()
-        return
-    client = getattr(mailbox, "_client", None)
-    if client is None:
-        return
-    try:
-        client.socket().shutdown(socket.SHUT_RDWR)
-    except (OSError, AttributeError):
-        pass  # already closed
 
 
 class Daemon:
@@ -148,6 +128,14 @@ class Daemon:
         self._mailbox_failures = 0
         self._idle_thread: threading.Thread | None = None
         self._idle_box: Mailbox | None = None
+        # What the intake just committed is sent now, not at the next flush tick (after the App's own hook).
+        before = app.intake.on_commit
+
+        def after_commit() -> None:
+            before()
+            self.kick_flush()
+
+        app.intake.on_commit = after_commit
         self._idle_lock = threading.Lock()
 
     # ----- jobs -------------------------------------------------------------------------------
@@ -255,7 +243,7 @@ class Daemon:
         while not stop.is_set():
             box: Mailbox | None = None
             try:
-                box = make_mailbox(self.app.settings)
+                box = self.app.open_mailbox()
                 with self._idle_lock:
                     self._idle_box = box
                 if stop.is_set():
@@ -300,7 +288,7 @@ class Daemon:
         with self._idle_lock:
             box = self._idle_box
         if box is not None:
-            _wake(box)
+            box.interrupt()
         thread.join(timeout=10)
         if thread.is_alive():
             log.warning("IDLE thread did not end in time; leaving it behind")

@@ -90,9 +90,9 @@ def prepare(directory: Path) -> Path:
 
 def run_demo(directory: Path, keep_running: bool = False) -> int:
     from conduct_inbox.adapters.maildir import deliver_to_maildir
+    from conduct_inbox.shell.app import build_app
     from conduct_inbox.shell.daemon import Daemon, run_once
     from conduct_inbox.shell.views import list_cases
-    from conduct_inbox.shell.wiring import build_app
 
     config = prepare(directory)
     settings = load_settings(config)

@@ -64,11 +64,11 @@ def serve(settings: Any, conn: Connection, log_level: int) -> None:
     grace = settings.smtp.timeout_seconds + ORPHAN_GRACE_SECONDS
     threading.Thread(target=_watch_parent, args=(os.getppid(), orphaned, grace), name="parent-watch", daemon=True).start()
 
-    from conduct_inbox.shell.wiring import make_dispatcher, make_inbound
+    from conduct_inbox.shell.components import make_context, make_dispatcher
     from conduct_inbox.store import db
 
     engine = db.make_engine(settings.database.url, cipher_for(settings), crash_safe_only=True)
-    dispatcher = make_dispatcher(settings, engine, make_inbound(settings))
+    dispatcher = make_dispatcher(settings, engine, make_context(settings))
     conn.send("ready")
     try:
         asyncio.run(_serve(dispatcher, conn, orphaned))
@@ -119,12 +119,12 @@ async def _serve(dispatcher: Any, conn: Connection, orphaned: threading.Event) -
         if stopping or orphaned.is_set():
             break
         if reloaded:
-            from conduct_inbox.shell.wiring import make_inbound, make_token_source
+            from conduct_inbox.shell.components import delivery_hooks, make_context, make_token_source
 
             make_token_source(reloaded[-1])  # a new refresh token or client secret applies
-            inbound = make_inbound(reloaded[-1])  # the roster told of delivery failures
+            # the roster told of delivery failures, and the From of our mail, as reloaded
+            dispatcher.sender, dispatcher.on_failure = delivery_hooks(make_context(reloaded[-1]))
             reloaded.clear()
-            dispatcher.sender, dispatcher.on_failure = inbound.sender, inbound.on_delivery_failure
         try:
             report = await dispatcher.flush_due(lambda: datetime.now(timezone.utc), lambda: stopping or orphaned.is_set())
         except Exception as exc:  # a database outage, say: try again at the next kick or tick

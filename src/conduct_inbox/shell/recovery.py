@@ -36,9 +36,10 @@ from conduct_inbox.config import Settings
 from conduct_inbox.errors import MailboxUnavailable
 from conduct_inbox.mail.headers import _message_ids as message_ids
 from conduct_inbox.ports import Clock, Destination, Mailbox, MailCopy
+from conduct_inbox.shell.app import build_app
 from conduct_inbox.shell.backup import RECOVERY_PENDING, meta_value, taken_at
+from conduct_inbox.shell.components import make_mailbox
 from conduct_inbox.shell.engines import engine_for
-from conduct_inbox.shell.wiring import build_app, make_mailbox
 from conduct_inbox.store import db
 from conduct_inbox.store.models import Case, DatabaseMeta, Event, InboundMessage, OutboxMessage
 
@@ -83,6 +84,9 @@ class _ProcessedFolder:
 
     def wait_for_mail(self, timeout: float) -> bool:
         return False
+
+    def interrupt(self) -> None:
+        self.inner.interrupt()
 
     def close(self) -> None:
         self.inner.close()
