@@ -20,7 +20,7 @@ from conduct_inbox.core import tokens
 from conduct_inbox.core.commands import HELP_TEXT
 from conduct_inbox.store.models import Sanction
 from tests.case_store import Store
-from tests.harness import SECRET
+from tests.harness import SECRET, report
 from tests.mailers import ALICE, BOB, CAROL, PAT, REPORTER, SAM
 
 COVERED: set[type] = set()
@@ -144,6 +144,19 @@ def test_reply_refused_without_text_or_repeating_an_internal_note(store):
     assert "!reply" in done_lines(store.latest(ALICE)) and "reply sent" not in done_lines(store.latest(ALICE))
     assert [m.recipient for m in store.mail_after(mark)] == [ALICE] * 3  # the refusals, nothing else
     assert store.case().last_response_at is None
+
+
+def test_reply_refused_repeating_the_note_a_member_wrote_beside_a_forwarded_report(store):
+    """The words a member writes beside a report they forward (`!new`) are an internal note like
+    any other: a `!reply` must not carry them to the reporter."""
+    store.personal(CAROL, "Fwd: Something happened !new direct@example.net",
+                   "FORWARD-NOTE: the person named has two earlier warnings on file from other events",
+                   attach=report(sender="direct@example.net", subject="Something happened", body="It happened again."))
+    assert "FORWARD-NOTE" in store.latest(ALICE, "note").text
+    mark = store.outbox_mark()
+    store.command(ALICE, "!reply", "Thank you. The person named has two earlier warnings on file from other events.")
+    assert "internal note" in done_lines(store.latest(ALICE))
+    assert all(m.recipient != "direct@example.net" for m in store.mail_after(mark))
 
 
 @covers(ct.Party, ct.Send)
