@@ -175,6 +175,19 @@ def test_party_then_send_to_that_role(store):
     assert store.case().last_response_at is None  # the reporter is still waiting for an answer
 
 
+@covers(ct.Party, ct.Send)
+def test_a_party_recorded_twice_gets_one_mail(store):
+    store.report()
+    store.command(ALICE, "!party witness pat@example.net Pat Person")
+    store.command(BOB, "!party witness Pat@Example.net Pat")
+    assert "witness party already recorded" in done_lines(store.latest(BOB))
+    assert [p.role for p in store.case().parties] == ["reporter", "witness"]
+    mark = store.outbox_mark()
+    store.command(ALICE, "!send witness", "Can you tell us what you saw?")
+    assert [m.recipient for m in store.mail_after(mark) if m.audience == "party"] == [PAT]
+    assert "message sent to 1 witness party" in done_lines(store.latest(ALICE))
+
+
 @covers(ct.Party)
 def test_a_member_recorded_as_reported_party_is_recused(store):
     store.report()

@@ -155,6 +155,8 @@ def send(call: Call, c: ct.Send) -> str:
 
 def party(call: Call, c: ct.Party) -> str:
     session, case = call.session, call.case
+    if any(p.role == c.role and p.address == c.address.lower() for p in case.parties):
+        return f"{c.role} party already recorded"  # recorded twice, they would get each !send twice
     accused = call.ctx.roster.person(c.address)
     if accused is not None and c.role == "reported":
         recusals.recuse(call.ctx, session, case, accused.email, "concerns", call.now, automatic=False)
