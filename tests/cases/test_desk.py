@@ -8,8 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from conduct_inbox.core import tokens
 from conduct_inbox.core.commands import HELP_TEXT
 from tests.case_store import Store
+from tests.harness import SECRET
 from tests.mailers import ALICE, BOB, CAROL, REPORTER, personal_address, reply
 
 HELP_LINE = HELP_TEXT.splitlines()[0]
@@ -162,3 +164,13 @@ def test_case_less_commands_on_a_cases_reply_address_are_refused(store, subject)
     answer = store.latest(ALICE)
     assert answer.kind == "refusal" and "cannot be used on a case" in answer.text
     assert len(store.events("case_opened")) == 1 and store.case().status == "new"
+
+
+def test_a_case_token_for_a_reference_the_database_does_not_hold(store):
+    store.report()
+    address = tokens.reply_address("conduct", "example.org", tokens.mint(SECRET.encode(), "case", "2026-0999", ALICE))
+    mark = store.outbox_mark()
+    store.personal(ALICE, "Re: [conduct #2026-0999] Old case !ack", to=address)  # not in a thread we know
+    [answer] = store.mail_after(mark)
+    assert answer.kind == "refusal" and "there is no case 2026-0999 you can act on" in answer.text
+    assert unchanged(store) and len(store.events("case_opened")) == 1  # never a new report in a member's name

@@ -9,6 +9,8 @@ fails for a handler added without one."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 from collections.abc import Iterator
 from datetime import date, timedelta
 
@@ -20,8 +22,8 @@ from conduct_inbox.core import tokens
 from conduct_inbox.core.commands import HELP_TEXT
 from conduct_inbox.store.models import Sanction
 from tests.case_store import Store
-from tests.harness import SECRET, report
-from tests.mailers import ALICE, BOB, CAROL, PAT, REPORTER, SAM
+from tests.harness import SECRET, parsed, report
+from tests.mailers import ALICE, BOB, CAROL, PAT, REPORTER, SAM, reply
 
 COVERED: set[type] = set()
 
@@ -130,6 +132,17 @@ def test_reply_sends_the_new_text_alone_to_the_reporter_and_a_copy_to_the_member
     assert copies == {ALICE, BOB, CAROL}
     assert store.case().last_response_at is not None
     assert "reply sent to the reporter" in done_lines(store.latest(BOB))
+
+
+@covers(ct.Reply)
+def test_reply_sends_text_only_and_says_the_attachment_stayed_behind(store):
+    store.report()
+    msg = email.message_from_bytes(reply(store.copy_of(BOB), BOB, "!reply", "Our answer."), policy=email.policy.default)
+    msg.add_attachment(b"%PDF-1.4 internal minutes", maintype="application", subtype="pdf", filename="minutes.pdf")
+    store.take_in(msg.as_bytes())
+    to_reporter = store.latest(REPORTER, "reply")
+    assert "Our answer." in to_reporter.text and list(parsed(to_reporter).iter_attachments()) == []
+    assert "your 1 attachment(s) were not sent" in done_lines(store.latest(BOB))
 
 
 def test_reply_refused_without_text_or_repeating_an_internal_note(store):
