@@ -69,6 +69,9 @@ class Store:
         self.inbound = inbound
         self.now = START
         self._uid = 0
+        #: False: the outbox is sent after each message, as the dispatcher does within seconds;
+        #: True: mail waits in the outbox (an SMTP outage).
+        self.outage = False
 
     # ----- taking mail in ----------------------------------------------------------------------
 
@@ -87,7 +90,10 @@ class Store:
             if msg.message_id:
                 row.dedupe_key = dedupe_key(msg.message_id, msg.body_hash)
             result = classify(msg, facts, self.inbound.policy)
-            return self.inbound.apply(session, row, msg, result, self.now)
+            outcome = self.inbound.apply(session, row, msg, result, self.now)
+        if not self.outage:
+            self.dispatched()
+        return outcome
 
     def report(self, **fields: Any) -> Case:
         """A report (tests.harness.report's fields) taken in; returns its case."""
@@ -115,8 +121,7 @@ class Store:
         return self.take_in(msg.as_bytes())
 
     def dispatched(self) -> None:
-        """Every pending outbox row sent, as the dispatcher records it (the clocks of unsent
-        automatic acknowledgements stop)."""
+        """Every pending outbox row sent, as the dispatcher records it."""
         with self.sessions() as session, session.begin():
             session.execute(update(OutboxMessage).where(OutboxMessage.status == "pending")
                             .values(status="sent", sent_at=self.now, attempts=1))

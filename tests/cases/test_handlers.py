@@ -218,7 +218,6 @@ def test_a_member_recorded_as_reported_party_is_recused(store):
 @covers(ct.Urgent, ct.NotUrgent)
 def test_urgent_alerts_the_members_and_shortens_the_deadline(store):
     case = store.report()
-    store.dispatched()  # the reporter's acknowledgement went out: the members' own clock runs
     store.command(BOB, "!help")
     assert store.case().next_due_at == case.created_at + timedelta(hours=24)
     mark = store.outbox_mark()
@@ -258,6 +257,33 @@ def test_concerns_recuses_that_member_who_hears_nothing_more(store):
     assert {m.recipient for m in store.mail_after(mark)} == {BOB, CAROL, SAM}
     store.command(CAROL, "", "a note Alice must not see")
     assert all(m.recipient != ALICE for m in store.mail_after(mark))
+
+
+@pytest.mark.parametrize("subject", [
+    "!reply !concerns Bob", "!urgent !concerns Bob", "!steering !concerns Sam",
+    "!party reported pat@example.net !decide temporary-ban until=2027-01-31 !concerns Bob",
+    "!reply !party reported bob@example.org",
+])
+def test_mail_queued_by_earlier_commands_of_the_subject_never_reaches_the_member_it_recuses(store, subject):
+    """The commands of a subject apply together: a member recused by one of them gets nothing the
+    others wrote about the case, whatever their order."""
+    store.report()
+    mark = store.outbox_mark()
+    store.command(ALICE, subject, "Thank you for telling us.")
+    [recused] = store.case().recused_members()
+    assert store.events("command_concerns") or store.events("command_party")
+    assert [m.kind for m in store.mail_after(mark) if m.recipient == recused and m.audience != "party"] == []
+
+
+def test_case_mail_not_yet_sent_is_withdrawn_when_its_member_is_recused(store):
+    """In an outage mail waits in the outbox; a member recused meanwhile must not get it later."""
+    store.outage = True
+    store.report()
+    store.command(ALICE, "", "a note for the others")
+    assert {m.kind for m in store.mail_to(BOB)} == {"report", "note"}
+    store.command(ALICE, "!concerns Bob")
+    assert store.mail_to(BOB) == []
+    assert {m.kind for m in store.mail_to(CAROL)} >= {"report", "note", "announcement"}
 
 
 def test_concerns_refuses_an_unknown_name(store):
