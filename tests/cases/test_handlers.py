@@ -62,6 +62,7 @@ def test_ack_makes_the_member_assignee_and_stops_the_acknowledgement_clock(store
     store.command(ALICE, "!ack")
     case = store.case()
     assert (case.status, case.assignee) == ("acknowledged", ALICE) and case.human_ack_at is not None
+    assert case.next_due_at > case.created_at + timedelta(hours=24)  # past the acknowledgement deadline
     answer = store.latest(ALICE)
     assert answer.kind == "confirmation" and "acknowledged" in done_lines(answer)
     # a second !ack by another member keeps the first assignee

@@ -4,18 +4,44 @@ through the intake's path against SQLite, without servers."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
+
+from conduct_inbox.cases.personal import PERSONAL
+from conduct_inbox.core import command_types as ct
 from conduct_inbox.core.commands import HELP_TEXT
 from tests.case_store import Store
 from tests.harness import report
 from tests.mailers import ALICE, BOB, CAROL, SAM, personal_address
 
 HELP_LINE = HELP_TEXT.splitlines()[0]
+COVERED: set[type] = set()
+
+
+def covers(*types: type):
+    """This test applies these personal-address commands (checked after it ran: they applied)."""
+    COVERED.update(types)
+    return pytest.mark.covers(commands=types)
+
+
+@pytest.fixture(autouse=True)
+def _applied_what_it_covers(request: pytest.FixtureRequest, store: Store) -> Iterator[None]:
+    yield
+    if request.node.get_closest_marker("covers"):
+        assert store.events("personal_commands"), "no personal-address command applied in this test"
+
+
+def test_every_personal_address_command_has_a_test():
+    missing = sorted(t.__name__ for t in set(PERSONAL) - COVERED)
+    assert not missing, f"personal-address commands without a test in tests/cases/test_personal.py: {missing}"
 
 
 def own_lines(mail) -> str:
     return mail.text.split(HELP_LINE)[0]
 
 
+@covers(ct.Help)
 def test_help_answers_with_the_command_list(store):
     store.personal(BOB, "!help")
     [answer] = store.mail()
@@ -24,6 +50,7 @@ def test_help_answers_with_the_command_list(store):
     assert answer.reply_to == personal_address(BOB)
 
 
+@covers(ct.List)
 def test_list_shows_the_open_cases_the_member_may_see(store):
     seen = store.report()
     about_carol = store.report(sender="other@example.net", subject="About Carol", body="Carol Chen was rude.")
@@ -91,6 +118,7 @@ def test_someone_elses_personal_address_is_refused_silently(store):
     assert [e.detail["why"] for e in store.events("command_refused")] == ["no valid personal token"]
 
 
+@covers(ct.Reconsider)
 def test_reconsider_is_for_steering_members_on_a_closed_case(store: Store):
     case = store.report()
     store.personal(SAM, f"!reconsider {case.ref}")
