@@ -380,6 +380,21 @@ def test_a_steering_member_confirms_only_when_too_few_members_are_left(store):
         (first.id, "pending", None), (second.id, "effective", SAM)]
 
 
+@covers(ct.Decide, ct.Include, ct.Confirm)
+def test_confirm_with_a_decision_and_an_inclusion_waiting_asks_which_or_follows_the_mail_it_answers(store):
+    store.report(body="Bob Builder was there too.")
+    store.command(ALICE, "!party reported pat@example.net")
+    store.command(ALICE, "!decide temporary-ban until=2027-01-31 !include Bob")
+    store.command(CAROL, "!confirm")
+    assert "send !confirm decision or !confirm include" in done_lines(store.latest(CAROL))
+    assert [d.status for d in store.decisions()] == ["pending"] and store.case().recused_members() == {BOB}
+    # an answer to the announcement of the decision confirms the decision, not the inclusion
+    store.take_in(reply(store.latest(CAROL, "decision_proposal"), CAROL, "!confirm"))
+    assert [d.status for d in store.decisions()] == ["effective"] and store.case().recused_members() == {BOB}
+    store.command(CAROL, "!confirm include")
+    assert store.case().recused_members() == set()
+
+
 def test_decide_refuses_a_sanction_without_a_target_and_confirm_without_anything_pending(store):
     store.report()
     store.command(ALICE, "!decide private-reprimand")
