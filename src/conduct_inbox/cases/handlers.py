@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from conduct_inbox.cases import decisions, mailer, recusals
@@ -25,7 +25,7 @@ from conduct_inbox.core.outward import outward_text
 from conduct_inbox.core.roster import Person
 from conduct_inbox.errors import Refused
 from conduct_inbox.mail.parse import InboundMessage as Parsed
-from conduct_inbox.store.models import Case, InboundMessage, Party
+from conduct_inbox.store.models import Case, Event, InboundMessage, Party
 
 SHINGLE = 8  # words: a shared run this long between a reply and an internal note is a leak
 NOTE_WITH_COMMANDS = "commands_note"
@@ -74,12 +74,19 @@ def _outgoing_text(call: Call, what: str) -> str:
     if result.refusal is not None:
         raise Refused(f"{what}: {result.refusal}")
     text = result.text
-    notes = call.session.scalars(
-        select(InboundMessage.own_text).where(InboundMessage.case_id == call.case.id, InboundMessage.kind.in_(NOTE_KINDS))
-    ).all()
-    if leaks_note(text, [n or "" for n in notes]):
+    if leaks_note(text, note_texts(call.session, call.case.id)):
         raise Refused(f"{what}: the text contains a passage of an internal note of this case; nothing was sent")
     return text
+
+
+def note_texts(session: Session, case_id: int) -> list[str]:
+    """The case's internal notes: mail filed as a note (NOTE_KINDS), and the words a member wrote
+    beside a report they forwarded (`!new`), whose `note_added` entry names that mail."""
+    noted = [d.get("inbound_id") for d in session.scalars(
+        select(Event.detail).where(Event.case_id == case_id, Event.action == "note_added"))]
+    notes = session.scalars(select(InboundMessage.own_text).where(InboundMessage.case_id == case_id, or_(
+        InboundMessage.kind.in_(NOTE_KINDS), InboundMessage.id.in_([i for i in noted if isinstance(i, int)])))).all()
+    return [n or "" for n in notes]
 
 
 def _parties(n: int) -> str:
@@ -148,6 +155,8 @@ def send(call: Call, c: ct.Send) -> str:
 
 def party(call: Call, c: ct.Party) -> str:
     session, case = call.session, call.case
+    if any(p.role == c.role and p.address == c.address.lower() for p in case.parties):
+        return f"{c.role} party already recorded"  # recorded twice, they would get each !send twice
     accused = call.ctx.roster.person(c.address)
     if accused is not None and c.role == "reported":
         recusals.recuse(call.ctx, session, case, accused.email, "concerns", call.now, automatic=False)

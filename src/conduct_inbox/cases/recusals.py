@@ -9,15 +9,27 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from conduct_inbox.cases import mailer
 from conduct_inbox.cases.audit import event
 from conduct_inbox.cases.context import Context, recused
 from conduct_inbox.core import routing
-from conduct_inbox.store.models import Case, Recusal
+from conduct_inbox.store.models import Case, OutboxMessage, Recusal
 
 log = logging.getLogger(__name__)
+
+
+def withdraw_unsent(session: Session, case: Case, email: str) -> None:
+    """Case mail to a member just recused that has not gone out (queued by an earlier command of
+    the same subject, or waiting out an outage) never will: they receive nothing more about it."""
+    session.execute(
+        delete(OutboxMessage)
+        .where(OutboxMessage.case_id == case.id, OutboxMessage.recipient == email, OutboxMessage.status == "pending",
+               OutboxMessage.audience.in_(("member", "steering")))
+        .execution_options(synchronize_session=False)
+    )
 
 
 def recuse_named(session: Session, case: Case, found: Sequence[str], now: datetime) -> list[str]:
@@ -34,6 +46,7 @@ def recuse_named(session: Session, case: Case, found: Sequence[str], now: dateti
             session.add(Recusal(case_id=case.id, member_email=email, reason="named", automatic=True, active=True, created_at=now))
         if case.assignee == email:
             case.assignee = None
+        withdraw_unsent(session, case, email)
         event(session, case.id, "system", "member_recused", now, reason="named", automatic=True)
     if new:
         session.flush()
@@ -59,6 +72,7 @@ def recuse(ctx: Context, session: Session, case: Case, email: str, reason: str, 
     session.refresh(case)
     if case.assignee == email:
         case.assignee = None
+    withdraw_unsent(session, case, email)
     event(session, case.id, "system", "member_recused", now, reason=reason)
     person = ctx.roster.person(email)
     mailer.announce(session, ctx, case, now, f"{person.name if person else 'A member'} is excluded from this case "
