@@ -134,11 +134,11 @@ def test_two_daemons_racing_send_each_week_once(harness):
         barrier = threading.Barrier(2)
         queued: list[int] = []
 
-        def tick(app) -> None:
+        def tick(app, barrier: threading.Barrier, queued: list[int]) -> None:
             barrier.wait()
             queued.append(weekly_overview_once(app))
 
-        threads = [threading.Thread(target=tick, args=(app,)) for app in (first, second)]
+        threads = [threading.Thread(target=tick, args=(app, barrier, queued)) for app in (first, second)]
         for t in threads:
             t.start()
         for t in threads:
