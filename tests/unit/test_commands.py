@@ -438,3 +438,16 @@ def test_pathological_subjects_are_handled_in_linear_time(subject: str) -> None:
     # Linear work on 200,000 characters takes milliseconds; quadratic work takes hours. The bound
     # is generous so that a loaded machine cannot fail it, and still far below quadratic.
     assert time.perf_counter() - started < 30.0
+
+
+def test_the_commands_that_change_a_case_are_announced_and_each_command_declares_it():
+    from typing import get_args
+
+    from conduct_inbox.core import command_types as ct
+
+    changing = {cls.__name__ for cls in get_args(ct.Command) if cls.changes_case}
+    assert changing == {"Ack", "Assign", "Status", "Party", "Urgent", "NotUrgent", "Spam", "Concerns", "Recuse",
+                        "Include", "Decide", "Confirm", "Close", "Reopen"}
+    assert all("changes_case" in vars(cls) for cls in get_args(ct.Command))
+    with pytest.raises(TypeError):
+        type("Undeclared", (ct.Declared,), {})

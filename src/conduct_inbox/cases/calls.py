@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -12,6 +12,15 @@ from conduct_inbox.cases.context import Context
 from conduct_inbox.core.roster import Person
 from conduct_inbox.mail.parse import InboundMessage as Parsed
 from conduct_inbox.store.models import Case, InboundMessage
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A line the other members must read about what a command did (a recusal, a proposal
+    waiting for `!confirm`, an urgent mark); `kind` is the outbox kind it asks for, if any."""
+
+    text: str
+    kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -25,6 +34,13 @@ class Call:
     member: Person
     msg: Parsed
     now: datetime
+    #: What the handlers want the other members told: the desk sends it with the announcement of
+    #: the message's commands, in one mail (even with `committee.announce = "none"`).
+    notices: list[Notice] = field(default_factory=list)
+
+    def tell(self, text: str, kind: str | None = None) -> None:
+        """Tell the other members who may see the case, in the one mail about this message."""
+        self.notices.append(Notice(text, kind))
 
     def event(self, action: str, **detail: object) -> None:
         """An audit entry by the member on the case."""

@@ -1,5 +1,6 @@
-"""Periodic chores beside the SLA clocks: the urgent webhook, the daily spam digest, and reminders
-about sanctions ending soon. Each is once-only through the database, across restarts and daemons.
+"""Periodic chores beside the SLA clocks: the urgent webhook, the daily spam digest, reminders
+about sanctions ending soon, statistics and the members' weekly overview. Each is once-only
+through the database, across restarts and daemons.
 
 Recipients come from `routing` only; the webhook receives a case reference and nothing else.
 """
@@ -18,8 +19,9 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from conduct_inbox.cases import mailer
 from conduct_inbox.cases.audit import event
-from conduct_inbox.cases.context import Context, recused
-from conduct_inbox.core import routing
+from conduct_inbox.cases.context import Context, personal_reply_to, recused
+from conduct_inbox.core import routing, states, weekly
+from conduct_inbox.core.commands import title_of
 from conduct_inbox.core.roster import Person
 from conduct_inbox.mail.compose import Draft
 from conduct_inbox.store.db import dialect_insert
@@ -216,3 +218,66 @@ def send_statistics(
         return False  # another daemon sent them a moment ago
     log.info("statistics sent to the steering address")
     return True
+
+
+# ----- weekly overview --------------------------------------------------------------------------
+
+_LAST_OVERVIEW = "weekly_overview_week"
+
+
+def send_weekly_overview(sessions: sessionmaker[Session], ctx: Context, now: datetime, weekday: str, hour: int) -> int:
+    """Once a week, from `weekday` at `hour`:00 in the committee's time zone on, one mail to each
+    member listing the open cases routed to them (never one they are recused from), oldest first;
+    a member with none is told so in a line. The week is claimed in the database before anything
+    is written, so two daemons or a restart send it once; a daemon down at the hour sends it when
+    it comes back that week. The first run on a database only starts the count (the first
+    overview comes at the next hour due). Returns the mails queued."""
+    slot = weekly.last_slot(now, ctx.options.timezone, weekday, hour)
+    week = slot.date().isoformat()
+    try:
+        with sessions() as session, session.begin():
+            last = session.get(DatabaseMeta, _LAST_OVERVIEW)
+            if last is not None and last.value >= week:
+                return 0
+            _advance_marker(session, _LAST_OVERVIEW, last.value if last else None, week)
+            if last is None:
+                return 0
+            drafts = _overview_drafts(session, ctx)
+            mailer.send(session, ctx, drafts, now)
+    except _Overtaken:
+        return 0  # another daemon claimed this week a moment ago
+    log.info("weekly overview: %d mail(s)", len(drafts))
+    return len(drafts)
+
+
+def _overview_drafts(session: Session, ctx: Context) -> list[Draft]:
+    cases = session.scalars(
+        select(Case).options(selectinload(Case.recusals))
+        .where(Case.status != states.CLOSED, Case.spam.is_(False), Case.purged_at.is_(None))
+        .order_by(Case.created_at, Case.id)
+    ).all()
+    # Every member, and a steering member only where a case is routed to them (too few members left).
+    seen: dict[Person, list[Case]] = {p: [] for p in ctx.roster.members}
+    for case in cases:
+        for recipient in routing.committee(ctx.roster, recused(case)).recipients:
+            seen.setdefault(recipient, []).append(case)
+    zone, drafts = ctx.options.timezone, []
+    for person, visible in seen.items():
+        audience = routing.Audience((person,))
+        body = ctx.renderer.render("weekly_overview", marker=audience.marker_line(), zone=zone, cases=[{
+            "ref": c.ref, "title": title_of(c.title), "status": c.status, "urgent": c.urgent,
+            "opened": weekly.local_text(c.created_at, zone),
+            "assignee": _name(ctx, c.assignee), "due": weekly.local_text(c.next_due_at, zone) if c.next_due_at else "none",
+        } for c in visible])
+        drafts.append(Draft(kind="weekly_overview", audience="steering" if person.steering else "member",
+                            recipient=person.email, recipient_name=person.name, body=body,
+                            subject=f"[{ctx.options.case_tag}] Weekly overview: {len(visible)} open case(s)",
+                            reply_to=personal_reply_to(ctx, person)))
+    return drafts
+
+
+def _name(ctx: Context, email: str | None) -> str:
+    if email is None:
+        return "nobody"
+    person = ctx.roster.person(email)
+    return person.name if person is not None else "a former member"

@@ -10,7 +10,6 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conduct_inbox.cases import mailer
 from conduct_inbox.cases.audit import event
 from conduct_inbox.cases.calls import Call
 from conduct_inbox.cases.context import recused
@@ -54,8 +53,8 @@ def decide(call: Call, c: Decide) -> str:
     session.add(decision)
     session.flush()
     if severe:
-        mailer.announce(session, call.ctx, case, now, f"{member.name} proposes the decision {', '.join(c.values)}. It is a severe "
-                        "decision: it takes effect when a second member sends !confirm.", kind=DECISION_PROPOSAL)
+        call.tell(f"{member.name} proposes the decision {', '.join(c.values)}. It is a severe "
+                  "decision: it takes effect when a second member sends !confirm.", kind=DECISION_PROPOSAL)
         return f"decision {', '.join(c.values)} recorded as pending; a second member must !confirm"
     make_effective(session, case, decision, now)
     return f"decision {', '.join(c.values)} recorded"
@@ -102,8 +101,7 @@ def confirm(call: Call, c: Confirm) -> str:
     person = call.ctx.roster.person(include.member_email)
     session.flush()
     session.refresh(case)
-    mailer.announce(session, call.ctx, case, now, f"{person.name if person else 'A member'} is included in this case again "
-                    f"(confirmed by {member.name}).")
+    call.tell(f"{person.name if person else 'A member'} is included in this case again (confirmed by {member.name}).")
     return "inclusion confirmed"
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conduct_inbox.cases import fences, handlers, mailer, personal, recusals
+from conduct_inbox.cases import decisions, fences, handlers, mailer, personal, recusals
 from conduct_inbox.cases.audit import event
 from conduct_inbox.cases.calls import Call
 from conduct_inbox.cases.context import Context, recused
@@ -26,6 +26,7 @@ from conduct_inbox.core import commands as cmd
 from conduct_inbox.core import routing, tokens
 from conduct_inbox.core.admission import DeskFacts, Way, admit
 from conduct_inbox.core.classify import Classification, dmarc_verdict
+from conduct_inbox.core.command_types import typed_name
 from conduct_inbox.core.roster import Person
 from conduct_inbox.errors import Refused
 from conduct_inbox.mail.parse import InboundMessage as Parsed
@@ -183,10 +184,14 @@ def _apply(call: Call, parsed: list[cmd.Command], repeated: Sequence[str] = ()) 
     ctx, session, row, case, member, msg, now = call.ctx, call.session, call.row, call.case, call.member, call.msg, call.now
     row.status, row.kind = "processed", "commands"
     done: list[str] = [_repeated_line(repeated)] if repeated else []
+    changes: list[str] = []
     savepoint = session.begin_nested()
     try:
         for command in parsed:
-            done.append(handlers.run(call, command))
+            line = handlers.run(call, command)
+            done.append(line)
+            if command.changes_case:
+                changes.append(f"!{typed_name(command)}: {line}")
         session.flush()
     except Refused as exc:
         savepoint.rollback()
@@ -198,15 +203,36 @@ def _apply(call: Call, parsed: list[cmd.Command], repeated: Sequence[str] = ()) 
         return f"case {case.ref}: commands refused, nothing changed"
     savepoint.commit()
     case.updated_at = now
-    if not any(isinstance(c, TEXT_COMMANDS) for c in parsed) and msg.own_text.strip():
-        # Text written with commands is never dropped: it is an internal note.
+    # Text written with commands is never dropped: it is an internal note.
+    note = "" if any(isinstance(c, TEXT_COMMANDS) for c in parsed) else msg.own_text.strip()
+    if note:
         row.kind = handlers.NOTE_WITH_COMMANDS
-        sent_to = file_note(ctx, session, case, member, msg.own_text.strip(), now)
+    if ctx.options.announce != "changes":
+        changes = []
+    if changes or call.notices:
+        # One mail to the others about this message: the changes, what they made happen, the note.
+        if note:
+            event(session, case.id, member.email, "note_added", now)
+        sent_to = mailer.announce_to_others(session, ctx, case, member, now, changes=changes,
+                                            notices=[n.text for n in call.notices], note=note,
+                                            kind=_announcement_kind(call), urgent=any(n.kind == "urgent" for n in call.notices))
+        if note:
+            done.append("your text was recorded as an internal note" + (f" and sent to {sent_to} with the announcement"
+                                                                         if sent_to else ""))
+    elif note:
+        sent_to = file_note(ctx, session, case, member, note, now)
         done.append("your text was recorded as an internal note" + (f" and sent to {sent_to}" if sent_to else ""))
     refresh_clock(ctx, session, case)
     if routing.may_see(ctx.roster, recused(case), member.email):
         mailer.reply_to_member(session, ctx, case, member, "confirmation", now, done=done)
     return f"case {case.ref}: {len(done)} command(s) applied"
+
+
+def _announcement_kind(call: Call) -> str:
+    """The outbox kind of a message's announcement: the proposal it asks a `!confirm` for when it
+    carries exactly one (a reply to it then says what it confirms)."""
+    proposals = {n.kind for n in call.notices if n.kind in (decisions.DECISION_PROPOSAL, decisions.INCLUDE_PROPOSAL)}
+    return proposals.pop() if len(proposals) == 1 else "announcement"
 
 
 # ----- recovery after a restore -------------------------------------------------------------------

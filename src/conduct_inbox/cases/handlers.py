@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from conduct_inbox.cases import decisions, mailer, recusals
 from conduct_inbox.cases.calls import Call
 from conduct_inbox.cases.context import Context, recused
-from conduct_inbox.cases.reports import announce_urgent
+from conduct_inbox.cases.reports import urgent_task
 from conduct_inbox.cases.steering import steering_report
 from conduct_inbox.core import command_types as ct
 from conduct_inbox.core import routing, states
@@ -159,7 +159,7 @@ def party(call: Call, c: ct.Party) -> str:
         return f"{c.role} party already recorded"  # recorded twice, they would get each !send twice
     accused = call.ctx.roster.person(c.address)
     if accused is not None and c.role == "reported":
-        recusals.recuse(call.ctx, session, case, accused.email, "concerns", call.now, automatic=False)
+        recusals.recuse(call.ctx, session, case, accused.email, "concerns", call.now, automatic=False, tell=call.tell)
     session.add(Party(case_id=case.id, role=c.role, address=c.address.lower(), name=c.name, created_at=call.now))
     session.flush()
     session.refresh(case)
@@ -169,7 +169,7 @@ def party(call: Call, c: ct.Party) -> str:
 def urgent(call: Call, c: ct.Urgent) -> str:
     if not call.case.urgent:
         call.case.urgent = True
-        announce_urgent(call.ctx, call.session, call.case, call.now)
+        call.tell(urgent_task(call.session, call.case, call.now), kind="urgent")
     return "marked urgent"
 
 
@@ -187,13 +187,13 @@ def concerns(call: Call, c: ct.Concerns) -> str:
     person = call.ctx.roster.find(c.name)
     if person is None:
         raise Refused("!concerns: no member by that name")
-    recusals.recuse(call.ctx, call.session, call.case, person.email, "concerns", call.now, automatic=False)
+    recusals.recuse(call.ctx, call.session, call.case, person.email, "concerns", call.now, automatic=False, tell=call.tell)
     return f"{person.name} recused (the case concerns them)"
 
 
 def recuse(call: Call, c: ct.Recuse) -> str:
-    recusals.recuse(call.ctx, call.session, call.case, call.member.email, "self", call.now, automatic=False)
-    return "you are recused from this case"
+    recusals.recuse(call.ctx, call.session, call.case, call.member.email, "self", call.now, automatic=False, tell=call.tell)
+    return f"{call.member.name} recused (at their own request)"
 
 
 def include(call: Call, c: ct.Include) -> str:
@@ -205,9 +205,9 @@ def include(call: Call, c: ct.Include) -> str:
     if not recusal.automatic:
         raise Refused("!include: only an automatic recusal (a name found in the report) can be undone")
     recusal.include_proposed_by = member.email
-    mailer.announce(call.session, call.ctx, case, call.now, f"{member.name} proposes to include {person.name} in this case again "
-                    "(automatically excluded because named in the report). A second member must send !confirm.",
-                    kind=decisions.INCLUDE_PROPOSAL)
+    call.tell(f"{member.name} proposes to include {person.name} in this case again "
+              "(automatically excluded because named in the report). A second member must send !confirm.",
+              kind=decisions.INCLUDE_PROPOSAL)
     return f"inclusion of {person.name} proposed; waiting for a second member's !confirm"
 
 

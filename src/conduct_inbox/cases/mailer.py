@@ -95,13 +95,36 @@ def copy_to_committee(session: Session, ctx: Context, case: Case, member: Person
     to_committee(session, ctx, case, audience, "sent_copy", now, heading=f"{member.name} sent this to {to_whom}", text=text)
 
 
-def note_to_others(session: Session, ctx: Context, case: Case, member: Person, text: str, now: datetime) -> str:
-    """An internal note to the other members who may see the case; returns their names."""
+def _others(ctx: Context, case: Case, member: Person) -> routing.Audience:
+    """Everyone who may see the case (recusals as they stand now) but `member`."""
     audience = routing.committee(ctx.roster, recused(case))
-    others = routing.Audience(
+    return routing.Audience(
         tuple(p for p in audience.recipients if p.email != member.email), audience.excluded, audience.steering_included
     )
+
+
+def note_to_others(session: Session, ctx: Context, case: Case, member: Person, text: str, now: datetime) -> str:
+    """An internal note to the other members who may see the case; returns their names."""
+    others = _others(ctx, case, member)
     to_committee(session, ctx, case, others, "note", now, heading=f"Internal note from {member.name}", text=text)
+    return ", ".join(p.name for p in others.recipients)
+
+
+def announce_to_others(session: Session, ctx: Context, case: Case, member: Person, now: datetime, *, changes: Sequence[str],
+                       notices: Sequence[str], note: str, kind: str = "announcement", urgent: bool = False) -> str:
+    """One mail about one command message of `member` to the other members who may see the case
+    (recusals as the message left them): what they did, what the commands made happen, and their
+    text as an internal note. Returns the recipients' names."""
+    session.flush()
+    session.refresh(case)
+    parts = ["\n".join(f"- {line}" for line in changes)] if changes else []
+    parts += list(notices)
+    if note:
+        parts.append(f"Internal note from {member.name}:\n\n{note}")
+    heading = f"{member.name} changed this case" if changes else f"Announcement (from {member.name}'s mail)"
+    others = _others(ctx, case, member)
+    to_committee(session, ctx, case, others, kind, now, heading=heading, text="\n\n".join(parts),
+                 subject_=subject(ctx, case, "URGENT") if urgent else None)
     return ", ".join(p.name for p in others.recipients)
 
 

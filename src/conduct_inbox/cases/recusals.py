@@ -6,7 +6,7 @@ member is never an assignee and receives nothing more about the case (`core.rout
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from sqlalchemy import delete
@@ -61,8 +61,10 @@ def recuse_before_sending(session: Session, case: Case, email: str, actor: str, 
     event(session, case.id, actor, "member_recused", now, reason="concerns")
 
 
-def recuse(ctx: Context, session: Session, case: Case, email: str, reason: str, now: datetime, automatic: bool) -> None:
-    """Recuse a member by command, and tell the members who may still see the case."""
+def recuse(ctx: Context, session: Session, case: Case, email: str, reason: str, now: datetime, automatic: bool,
+           tell: Callable[[str], None] | None = None) -> None:
+    """Recuse a member by command, and tell the members who may still see the case (through
+    `tell`, a command's one announcement, when given; else in a mail of its own)."""
     existing = next((r for r in case.recusals if r.member_email == email), None)
     if existing is not None:
         existing.active, existing.reason, existing.automatic, existing.include_proposed_by = True, reason, automatic, None
@@ -75,5 +77,9 @@ def recuse(ctx: Context, session: Session, case: Case, email: str, reason: str, 
     withdraw_unsent(session, case, email)
     event(session, case.id, "system", "member_recused", now, reason=reason)
     person = ctx.roster.person(email)
-    mailer.announce(session, ctx, case, now, f"{person.name if person else 'A member'} is excluded from this case "
-                    f"({routing.RECUSAL_REASONS.get(reason, reason)}) and receives nothing more about it.")
+    text = (f"{person.name if person else 'A member'} is excluded from this case "
+            f"({routing.RECUSAL_REASONS.get(reason, reason)}) and receives nothing more about it.")
+    if tell is not None:
+        tell(text)
+    else:
+        mailer.announce(session, ctx, case, now, text)

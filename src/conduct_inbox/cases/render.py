@@ -114,6 +114,12 @@ SAMPLES: dict[str, list[dict[str, Any]]] = {
         {"closed": None, "flags": "", "decisions": [{"kinds": "temporary-ban", "target": None, "until": "2027-01-01", "status": "final"}]},
     ],
     "to_party": [{"text": "Sample text.", "committee_name": "Code of Conduct Committee", "ref": "2026-0007"}],
+    "weekly_overview": [
+        {"marker": _MARKER, "zone": "Europe/Berlin", "cases": [
+            {"ref": "2026-0007", "title": "Incident", "status": "investigating", "urgent": True,
+             "opened": "Tue 2026-11-24 10:00 CET", "assignee": "Bob Builder", "due": "Tue 2026-12-01 10:00 CET"}]},
+        {"cases": []},
+    ],
 }
 
 

@@ -192,11 +192,12 @@ def note_urgent(session: Session, case: Case, now: datetime) -> None:
            ("system", "task_opened", {"task": LAW_TASK}))
 
 
-def announce_urgent(ctx: Context, session: Session, case: Case, now: datetime) -> None:
-    """A member marked the case urgent: alert every non-recused member at once."""
+def urgent_task(session: Session, case: Case, now: datetime) -> str:
+    """The case became urgent: open the task of considering law enforcement; returns the alert's text."""
     event(session, case.id, "system", "task_opened", now, task=LAW_TASK)
-    mailer.alert(session, ctx, case, f"Case {case.ref} was marked URGENT. Its deadlines are now short. "
-                 "Consider whether law enforcement must be notified.", now, kind="urgent", extra="URGENT")
+    return (f"Case {case.ref} was marked URGENT. Its deadlines are now short. "
+            "Consider whether law enforcement must be notified.")
+
 
 
 # ----- copies for the committee ---------------------------------------------------------------

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from typing import ClassVar
 
 DECISIONS = (
     "no-action",
@@ -27,32 +28,47 @@ SEND_ROLES = ("reporter", "reported", "witness", "other")
 STATES = ("investigating", "waiting")
 
 
+class Declared:
+    """Base of every command: each declares, in its class line, whether applying it changes the
+    case in a way the other members are told of (`changes_case`): one announcement per command
+    message lists them. A command without the declaration is an error when this module loads.
+    `!reply` and `!send` change no state the others must hear of: they get a copy of the text sent.
+    """
+
+    changes_case: ClassVar[bool]
+
+    def __init_subclass__(cls, *, changes_case: bool, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.changes_case = changes_case
+
+
+
 @dataclass(frozen=True)
-class Ack:
+class Ack(Declared, changes_case=True):
     """`!ack`: human acknowledgement."""
 
 
 @dataclass(frozen=True)
-class Assign:
+class Assign(Declared, changes_case=True):
     """`!assign NAME`: set the assignee (name as typed; the caller resolves it)."""
 
     name: str
 
 
 @dataclass(frozen=True)
-class Status:
+class Status(Declared, changes_case=True):
     """`!status investigating|waiting`."""
 
     state: str
 
 
 @dataclass(frozen=True)
-class Reply:
+class Reply(Declared, changes_case=False):
     """`!reply`: the body goes to the reporter."""
 
 
 @dataclass(frozen=True)
-class Party:
+class Party(Declared, changes_case=True):
     """`!party ROLE ADDRESS [NAME]`: record a party of the case."""
 
     role: str
@@ -61,48 +77,48 @@ class Party:
 
 
 @dataclass(frozen=True)
-class Send:
+class Send(Declared, changes_case=False):
     """`!send ROLE`: the body goes to that party."""
 
     role: str
 
 
 @dataclass(frozen=True)
-class Urgent:
+class Urgent(Declared, changes_case=True):
     """`!urgent`."""
 
 
 @dataclass(frozen=True)
-class NotUrgent:
+class NotUrgent(Declared, changes_case=True):
     """`!not-urgent`."""
 
 
 @dataclass(frozen=True)
-class Spam:
+class Spam(Declared, changes_case=True):
     """`!spam`."""
 
 
 @dataclass(frozen=True)
-class Concerns:
+class Concerns(Declared, changes_case=True):
     """`!concerns NAME`: the case concerns that member; recuse them."""
 
     name: str
 
 
 @dataclass(frozen=True)
-class Recuse:
+class Recuse(Declared, changes_case=True):
     """`!recuse`: the sender recuses themself."""
 
 
 @dataclass(frozen=True)
-class Include:
+class Include(Declared, changes_case=True):
     """`!include NAME`: undo an automatic recusal (pending confirmation)."""
 
     name: str
 
 
 @dataclass(frozen=True)
-class Decide:
+class Decide(Declared, changes_case=True):
     """`!decide VALUE[,VALUE] [target=ROLE] [until=YYYY-MM-DD]`."""
 
     values: tuple[str, ...]
@@ -111,7 +127,7 @@ class Decide:
 
 
 @dataclass(frozen=True)
-class Confirm:
+class Confirm(Declared, changes_case=True):
     """`!confirm [decision|include]`: second member confirms a pending decision or inclusion
     (which one, when both wait)."""
 
@@ -119,7 +135,7 @@ class Confirm:
 
 
 @dataclass(frozen=True)
-class Close:
+class Close(Declared, changes_case=True):
     """`!close` or `!close silent REASON`."""
 
     silent: bool
@@ -127,34 +143,34 @@ class Close:
 
 
 @dataclass(frozen=True)
-class Reopen:
+class Reopen(Declared, changes_case=True):
     """`!reopen`."""
 
 
 @dataclass(frozen=True)
-class Steering:
+class Steering(Declared, changes_case=False):
     """`!steering`: report the case to the steering committee now."""
 
 
 @dataclass(frozen=True)
-class Reconsider:
+class Reconsider(Declared, changes_case=False):
     """`!reconsider REF`: open reconsideration of a closed case."""
 
     ref: str
 
 
 @dataclass(frozen=True)
-class Help:
+class Help(Declared, changes_case=False):
     """`!help`."""
 
 
 @dataclass(frozen=True)
-class List:
+class List(Declared, changes_case=False):
     """`!list`: the open cases the sender may see."""
 
 
 @dataclass(frozen=True)
-class New:
+class New(Declared, changes_case=False):
     """`!new ADDRESS [noack]`: open a case for a report a member received directly."""
 
     address: str

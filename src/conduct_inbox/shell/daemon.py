@@ -64,6 +64,7 @@ def run_once(app: App) -> int:
         sent = escalate_once(app.sessions, app.inbound.ctx, sla_policy(app.settings), app.clock())
         log.info("escalations: %d sent", sent)
         chores.post_urgent_webhooks(app.sessions, app.settings.sla.urgent_webhook_url, app.clock())
+        weekly_overview_once(app)
     except SQLAlchemyError as exc:
         log.error("escalation pass failed: %s", type(exc).__name__)
         code = 1
@@ -77,6 +78,14 @@ def run_once(app: App) -> int:
         log.error("outgoing mail unavailable: %s", report.outage)
         code = 1
     return code
+
+
+def weekly_overview_once(app: App) -> int:
+    """The members' weekly overview when its hour has come this week (once, across daemons); mails queued."""
+    committee = app.settings.committee
+    if committee.digest != "weekly":
+        return 0
+    return chores.send_weekly_overview(app.sessions, app.inbound.ctx, app.clock(), committee.digest_weekday, committee.digest_hour)
 
 
 def _expected_skips(record: logging.LogRecord) -> bool:
@@ -193,6 +202,7 @@ class Daemon:
         sent = await asyncio.to_thread(escalate_once, self.app.sessions, self.app.inbound.ctx, self.policy, self.app.clock())
         await asyncio.to_thread(chores.post_urgent_webhooks, self.app.sessions, self.app.settings.sla.urgent_webhook_url,
                                 self.app.clock())
+        sent += await asyncio.to_thread(weekly_overview_once, self.app)
         if sent:
             log.info("escalations: %d sent", sent)
             self._run_soon("flush")

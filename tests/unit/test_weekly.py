@@ -1,0 +1,31 @@
+"""The weekly overview's calendar: the week's slot in the committee's zone, across DST and date lines."""
+
+from datetime import datetime, timezone
+
+import pytest
+
+from conduct_inbox.core.weekly import last_slot, local_text
+
+UTC = timezone.utc
+
+
+@pytest.mark.parametrize(("now", "zone", "slot_utc"), [
+    # The week DST starts in Berlin (Sunday 2026-03-29): Monday 08:00 is 07:00 UTC before, 06:00 UTC after.
+    (datetime(2026, 3, 30, 5, 59, tzinfo=UTC), "Europe/Berlin", datetime(2026, 3, 23, 7, 0, tzinfo=UTC)),
+    (datetime(2026, 3, 30, 6, 0, tzinfo=UTC), "Europe/Berlin", datetime(2026, 3, 30, 6, 0, tzinfo=UTC)),
+    # The week it ends (Sunday 2026-10-25).
+    (datetime(2026, 10, 26, 6, 59, tzinfo=UTC), "Europe/Berlin", datetime(2026, 10, 19, 6, 0, tzinfo=UTC)),
+    (datetime(2026, 10, 26, 7, 0, tzinfo=UTC), "Europe/Berlin", datetime(2026, 10, 26, 7, 0, tzinfo=UTC)),
+    # Monday in UTC but still Sunday evening in Los Angeles: last week's slot.
+    (datetime(2026, 11, 30, 7, 0, tzinfo=UTC), "America/Los_Angeles", datetime(2026, 11, 23, 16, 0, tzinfo=UTC)),
+    # Sunday in UTC but already Monday 08:00 in Auckland.
+    (datetime(2026, 11, 29, 19, 0, tzinfo=UTC), "Pacific/Auckland", datetime(2026, 11, 29, 19, 0, tzinfo=UTC)),
+])
+def test_the_slot_is_monday_eight_local_time(now, zone, slot_utc):
+    assert last_slot(now, zone, "monday", 8) == slot_utc
+
+
+def test_the_slot_names_its_local_date_and_times_read_locally():
+    slot = last_slot(datetime(2026, 12, 2, 10, 0, tzinfo=UTC), "Europe/Berlin", "friday", 17)
+    assert slot.date().isoformat() == "2026-11-27"
+    assert local_text(datetime(2026, 12, 1, 9, 0, tzinfo=UTC), "Europe/Berlin") == "Tue 2026-12-01 10:00 CET"
