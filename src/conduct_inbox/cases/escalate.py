@@ -17,7 +17,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from conduct_inbox.cases import mailer
+from conduct_inbox.cases import mailer, standing
 from conduct_inbox.cases.context import Context, recused, subject
 from conduct_inbox.cases.deadlines import case_clock, refresh_next_due
 from conduct_inbox.core import routing, sla
@@ -77,7 +77,7 @@ def _send(session: Session, ctx: Context, case: Case, esc: sla.Escalation, now: 
         level=esc.level,
         urgent=case.urgent,
         description=esc.description,
-        due=esc.due_at.strftime("%Y-%m-%d %H:%M UTC"),
+        due=standing.when(ctx, esc.due_at),
         steering=audience.steering_included,
     )
     drafts = mailer.committee_drafts(ctx, case, audience, "escalation", _subject(ctx, case, esc.level), lambda _p: body)
