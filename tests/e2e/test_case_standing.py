@@ -82,8 +82,9 @@ def test_copy_states_the_due_times_the_escalations_keep(harness, smtp_receiver, 
     # The escalation mail at that moment states the same due time, and so does its block.
     harness.clock.current = ack_due
     run_once(app)
-    [overdue] = [m for m in smtp_receiver.to(ALICE) if "Overdue" in str(parsed(m)["Subject"])]
+    [overdue] = [m for m in smtp_receiver.to(ALICE) if "Overdue: case" in text_of(m)]
     assert f"Due: {ACK_DUE.search(text)[1]}" in text_of(overdue)
+    assert parsed(overdue)["Subject"] == parsed(copy)["Subject"]  # one conversation
 
     # After !ack, the confirmation drops the acknowledgement clock and keeps the response one.
     step(harness, app, reply(copies(smtp_receiver, BOB, "New report")[0], BOB, "!ack"))

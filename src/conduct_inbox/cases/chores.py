@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from conduct_inbox.cases import mailer
 from conduct_inbox.cases.audit import event
 from conduct_inbox.cases.context import Context, recused
+from conduct_inbox.cases.context import subject as case_subject
 from conduct_inbox.core import routing
 from conduct_inbox.core.roster import Person
 from conduct_inbox.mail.compose import Draft
@@ -175,7 +176,10 @@ def remind_sanctions_ending(sessions: sessionmaker[Session], ctx: Context, now: 
                 scope=sanction.scope, ends_on=sanction.ends_on.isoformat(),
                 days_left=(sanction.ends_on - now.date()).days,
             )
-            subject = f"[{ctx.options.case_tag} #{sanction.case_ref}] Reminder: {sanction.kind} ends {sanction.ends_on.isoformat()}"
+            # The case's own subject, so the reminder threads with the case; without the case
+            # (purged), the reference alone.
+            subject = (case_subject(ctx, case) if case is not None
+                       else f"[{ctx.options.case_tag} #{sanction.case_ref}] Reminder: {sanction.kind} ends {sanction.ends_on.isoformat()}")
             drafts = mailer.committee_drafts(ctx, case, audience, "sanction_reminder", subject, lambda _p: body)  # noqa: B023 (used at once)
             mailer.send(session, ctx, drafts, now, case_id=case.id if case else None)
             event(session, case.id if case else None, "system", "sanction_reminder_sent", now, sanction_id=sanction_id)

@@ -62,8 +62,9 @@ def _audience(ctx: Context, case: Case, level: int) -> routing.Audience:
 
 
 def _subject(ctx: Context, case: Case, level: int) -> str:
-    label = "Reminder:" if level == 0 else "Overdue:"
-    return subject(ctx, case, f"URGENT {label}" if case.urgent else label)
+    """The case's own subject: escalations thread with the rest of the case's mail (Gmail joins
+    only equal subjects); the body's first line says Reminder or Overdue."""
+    return subject(ctx, case)
 
 
 def _send(session: Session, ctx: Context, case: Case, esc: sla.Escalation, now: datetime) -> int:
@@ -76,7 +77,7 @@ def _send(session: Session, ctx: Context, case: Case, esc: sla.Escalation, now: 
         rule=esc.rule,
         level=esc.level,
         urgent=case.urgent,
-        description=esc.description,
+        description=esc.description.replace(sla.human(esc.due_at), standing.when(ctx, esc.due_at)),
         due=standing.when(ctx, esc.due_at),
         steering=audience.steering_included,
     )

@@ -68,15 +68,19 @@ def when(ctx: Context, moment: datetime) -> str:
 
 
 def with_block(body: str, block: list[str]) -> str:
-    """`body` with the block right below our reply marker (where every committee mail's own text
-    begins), or at its end when an admin's template has no marker."""
+    """`body` with the block after the first paragraph below our reply marker (the mail's own
+    heading: "New report: case ...", "Overdue: case ...", "Case ...: done."), or at its end
+    when an admin's template has no marker."""
     if not block:
         return body
     text = "\n".join(block) + "\n"
-    head, marker, rest = body.partition(REPLY_MARKER)
-    if not marker:
+    at = body.find(REPLY_MARKER)
+    if at < 0:
         return body.rstrip("\n") + "\n\n" + text
-    eol = rest.find("\n")
-    if eol < 0:
-        return body + "\n\n" + text
-    return head + marker + rest[: eol + 1] + "\n" + text + rest[eol + 1:]
+    start = at + len(REPLY_MARKER)
+    while start < len(body) and body[start] == "\n":
+        start += 1
+    end = body.find("\n\n", start)
+    if end < 0:
+        return body.rstrip("\n") + "\n\n" + text
+    return body[: end + 1] + "\n" + text + body[end + 1:]
