@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from conduct_inbox.cli import main
-from conduct_inbox.shell.daemon import run_once
+from conduct_inbox.shell.daemon import housekeeping_once, run_once
 from tests.harness import parsed, report, text_of
 from tests.mailers import ALICE, BOB, REPORTER, personal_address, reply, step, the_case
 
@@ -116,19 +116,37 @@ def test_auto_copy_names_no_due_time_and_a_report_copy_always_does(harness, smtp
     assert "Commands now: !ack !assign NAME !spam !reply" in text_of(urgent)  # already urgent
 
 
-def test_spam_gets_no_copy_and_a_case_marked_spam_states_no_due_time(harness, smtp_receiver, capsys):
+def test_spam_gets_no_copy_and_the_digest_says_what_works(harness, smtp_receiver):
     app = harness.app()
     step(harness, app, report(sender="spam@example.net", subject="Cheap watches", headers={"X-Spam-Flag": "YES"}))
     case = the_case(app)
     assert case.spam and case.next_due_at is None
     assert copies(smtp_receiver, ALICE, "New report") == [] and smtp_receiver.to("spam@example.net") == []
+    # The digest says how to turn a false positive into a case, and that way works: its reply
+    # address is the member's personal command address, where `!new` opens a case.
+    housekeeping_once(app)
+    run_once(app)
+    [digest] = [m for m in smtp_receiver.to(ALICE) if "Spam digest" in str(parsed(m)["Subject"])]
+    digest_text = " ".join(text_of(digest).split())
+    assert "no deadlines run" in digest_text and "!new REPORTER-ADDRESS" in digest_text
+    assert not ANY_TIME.search(digest_text.split("received", 1)[0])
+    assert str(parsed(digest)["Reply-To"]) == personal_address(ALICE)
+    forward = report(sender=ALICE, name="Alice Example", subject="!new spam@example.net noack",
+                     body="The report set aside as spam was real: someone followed them at the sprint.")
+    forward = forward.replace(b"To: conduct@example.org", f"To: {parsed(digest)['Reply-To']}".encode())
+    step(harness, app, forward)
+    assert len(copies(smtp_receiver, BOB, "New report")) == 1
+
+
+def test_a_case_marked_spam_states_no_due_time_and_escalates_never(harness, smtp_receiver, capsys):
+    app = harness.app()
     step(harness, app, report(sender="real@example.net", subject="At the meetup"))
     [copy] = copies(smtp_receiver, ALICE, "New report")
     ack_due = moment_utc(ACK_DUE.search(text_of(copy))[1])
     step(harness, app, reply(copies(smtp_receiver, BOB, "New report")[0], BOB, "!spam"))
     [done] = copies(smtp_receiver, BOB, "done.")
     text = text_of(done)
-    assert "flagged as spam, no clock runs" in text
+    assert "flagged as spam and no clock runs" in text
     assert not ANY_TIME.search(text) and "due" not in text.lower().replace("no deadlines", "")
     assert escalations_at(harness, capsys, ack_due + timedelta(days=30)) == []
 

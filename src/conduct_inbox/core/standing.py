@@ -49,7 +49,7 @@ def day(value: date) -> str:
 def due_lines(s: Standing, zone: tzinfo) -> list[str]:
     """The case's clocks, one line each; a line that says no clock runs when none does."""
     if s.spam:
-        return ["No deadlines: the case is flagged as spam, no clock runs and nothing is sent to the reporter."]
+        return ["No deadlines: the case is flagged as spam and no clock runs."]
     if s.status == states.CLOSED:
         out = ["No deadlines: the case is closed."]
     elif s.auto and not s.acknowledged:
