@@ -40,6 +40,12 @@ def moment(text: str) -> datetime:
     return value
 
 
+def block_of(text: str) -> str:
+    """The "where the case stands" block of a mail."""
+    start = text.index("Where the case stands")
+    return text[start:text.index("Commands now:", start)]
+
+
 def moment_utc(text: str) -> datetime:
     stamp, zone_name = text.rsplit(" ", 1)
     assert zone_name == "UTC"
@@ -107,6 +113,7 @@ def test_auto_copy_names_no_due_time_and_a_report_copy_always_does(harness, smtp
     assert auto_text.count("[auto]") == 1 and "no clock runs" in auto_text
     # Nothing in the [auto] copy contradicts that: no due time, no "promised" time.
     assert not ANY_TIME.search(text_of(auto).split("Received:")[0]) and not ACK_DUE.search(auto_text)
+    assert "no clock" in block_of(text_of(auto)) and not ANY_TIME.search(block_of(text_of(auto)))
     assert not RESPONSE_DUE.search(auto_text)
     assert "within" not in auto_text and "promised" not in auto_text
     assert "No automatic acknowledgement was sent (automatic mail)" in auto_text
@@ -114,6 +121,14 @@ def test_auto_copy_names_no_due_time_and_a_report_copy_always_does(harness, smtp
         text = text_of(copy)
         assert ACK_DUE.search(text) and RESPONSE_DUE.search(text) and "no clock runs" not in text
     assert "Commands now: !ack !assign NAME !spam !reply" in text_of(urgent)  # already urgent
+    # `!ack` starts the [auto] case's response clock (and only that one), as the copy said.
+    harness.clock.advance(hours=3)
+    bob_auto = copies(smtp_receiver, BOB, "New report")[0]
+    step(harness, app, reply(bob_auto, BOB, "!ack"))
+    [done] = copies(smtp_receiver, BOB, "done.")
+    block = block_of(text_of(done))
+    assert not ACK_DUE.search(block)
+    assert moment_utc(RESPONSE_DUE.search(block)[1]) == harness.clock() + timedelta(days=7)
 
 
 def test_spam_gets_no_copy_and_the_digest_says_what_works(harness, smtp_receiver):
@@ -147,6 +162,14 @@ def test_a_case_marked_spam_states_no_due_time_and_escalates_never(harness, smtp
     [done] = copies(smtp_receiver, BOB, "done.")
     text = text_of(done)
     assert "flagged as spam and no clock runs" in text
+    # It claims nothing the daemon does not do: a follow-up still reaches the members, marked so.
+    assert "nothing more is sent" not in text
+    ref = the_case(app).ref
+    step(harness, app, report(sender="real@example.net", subject=f"Re: [conduct #{ref}] Your report has been received",
+                              body="Did you get my report?"))
+    [followup] = copies(smtp_receiver, ALICE, "Follow-up from a party")
+    assert "flagged as spam and no clock runs" in block_of(text_of(followup))
+    assert not ANY_TIME.search(block_of(text_of(followup)))
     assert not ANY_TIME.search(text) and "due" not in text.lower().replace("no deadlines", "")
     assert escalations_at(harness, capsys, ack_due + timedelta(days=30)) == []
 
