@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from conduct_inbox.cli import main
 from conduct_inbox.shell.daemon import housekeeping_once, run_once
 from tests.harness import parsed, report, text_of
-from tests.mailers import ALICE, BOB, REPORTER, personal_address, reply, step, the_case
+from tests.mailers import ALICE, BOB, CAROL, REPORTER, personal_address, reply, step, the_case
 
 BERLIN = ZoneInfo("Europe/Berlin")
 ACK_DUE = re.compile(r"Human acknowledgement \(!ack\) due: ([^\r\n]+)")
@@ -243,6 +243,11 @@ def test_committee_mail_threads_per_case(harness, smtp_receiver):
     alice_ids = {str(h["Message-ID"]) for h in heads}
     for mail in smtp_receiver.to(BOB):
         assert not alice_ids & set(str(parsed(mail)["References"]).split())
+    # An alert (ids only: no title in its subject) joins the conversation without the title.
+    step(harness, app, reply(bob_copy, BOB, "!urgent"))
+    [alert] = [m for m in smtp_receiver.to(CAROL) if str(parsed(m)["Subject"]) == f"[conduct #{case.ref}] URGENT"]
+    assert "Harassment" not in str(parsed(alert)["Thread-Topic"]) and "Harassment" not in alert.content.decode()
+    assert str(parsed(alert)["References"]).split()[0] == next(iter(roots))
     # Nothing of the committee's conversation reaches the reporter.
     for mail in smtp_receiver.to(REPORTER):
         assert next(iter(roots)) not in str(parsed(mail)["References"] or "")

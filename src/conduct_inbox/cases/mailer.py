@@ -78,7 +78,8 @@ def _threaded(ctx: Context, case: Case | None, draft: Draft, root: str, earlier:
         return draft
     first, last = earlier.get(draft.recipient.lower(), (None, None))
     refs = tuple(dict.fromkeys(m for m in (root, first, last) if m))
-    return replace(draft, in_reply_to=last, references=refs, thread_topic=subject(ctx, case),
+    # Thread-Topic repeats the subject: an alert's (ids only, no title) stays without the title.
+    return replace(draft, in_reply_to=last, references=refs, thread_topic=draft.subject,
                    thread_index=conversation.thread_index(root, case.created_at))
 
 
