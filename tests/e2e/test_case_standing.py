@@ -19,8 +19,9 @@ from tests.harness import parsed, report, text_of
 from tests.mailers import ALICE, BOB, CAROL, REPORTER, personal_address, reply, step, the_case
 
 BERLIN = ZoneInfo("Europe/Berlin")
-ACK_DUE = re.compile(r"Human acknowledgement \(!ack\) due: ([^\r\n]+)")
-RESPONSE_DUE = re.compile(r"Response to the reporter \(!reply\) due: ([^\r\n]+)")
+STAMP = r"(\w{3} \d{1,2} \w{3} \d{4} \d\d:\d\d [A-Z]+)"
+ACK_DUE = re.compile(r"Human acknowledgement \(!ack\) due: " + STAMP)
+RESPONSE_DUE = re.compile(r"Response to the reporter \(!reply\) due: " + STAMP)
 #: Any due time as the mail writes it, e.g. "Wed 25 Nov 2026 10:00 CET".
 ANY_TIME = re.compile(r"\b(Mon|Tue|Wed|Thu|Fri|Sat|Sun) \d{1,2} [A-Z][a-z]{2} \d{4} \d\d:\d\d")
 
@@ -91,6 +92,7 @@ def test_copy_states_the_due_times_the_escalations_keep(harness, smtp_receiver, 
     [overdue] = [m for m in smtp_receiver.to(ALICE) if "Overdue: case" in text_of(m)]
     assert f"Due: {ACK_DUE.search(text)[1]}" in text_of(overdue)
     assert parsed(overdue)["Subject"] == parsed(copy)["Subject"]  # one conversation
+    assert f"Human acknowledgement (!ack) due: {ACK_DUE.search(text)[1]} (overdue)" in text_of(overdue)
 
     # After !ack, the confirmation drops the acknowledgement clock and keeps the response one.
     step(harness, app, reply(copies(smtp_receiver, BOB, "New report")[0], BOB, "!ack"))

@@ -100,3 +100,12 @@ def test_committee_conversation_headers_are_stable_per_case_and_never_go_outward
     with pytest.raises(ValueError):
         OutwardDraft(kind="reply", audience="reporter", recipient="r@example.net", body="x", case_tag="conduct",
                      ref="2026-0007", thread_index=index)
+
+
+def test_a_due_time_already_past_says_overdue():
+    c = clock()
+    ack_due = sla.deadlines(c, POLICY)["ack"]
+    assert "(overdue)" not in text(facts(c, now=ack_due.replace(hour=8)))
+    late = text(facts(c, now=ack_due))
+    assert f"Human acknowledgement (!ack) due: {standing.moment(ack_due, BERLIN)} (overdue)" in late
+    assert "Response to the reporter (!reply) due: Tue 1 Dec 2026 10:00 CET\n" in late

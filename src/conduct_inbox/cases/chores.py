@@ -184,7 +184,7 @@ def remind_sanctions_ending(sessions: sessionmaker[Session], ctx: Context, now: 
             # (purged), the reference alone.
             subject = (case_subject(ctx, case) if case is not None
                        else f"[{ctx.options.case_tag} #{sanction.case_ref}] Reminder: {sanction.kind} ends {sanction.ends_on.isoformat()}")
-            drafts = mailer.committee_drafts(ctx, case, audience, "sanction_reminder", subject, lambda _p: body)  # noqa: B023 (used at once)
+            drafts = mailer.committee_drafts(ctx, case, audience, "sanction_reminder", subject, lambda _p: body, now=now)  # noqa: B023 (used at once)
             mailer.send(session, ctx, drafts, now, case_id=case.id if case else None)
             event(session, case.id if case else None, "system", "sanction_reminder_sent", now, sanction_id=sanction_id)
             reminded += 1

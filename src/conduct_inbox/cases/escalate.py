@@ -81,7 +81,8 @@ def _send(session: Session, ctx: Context, case: Case, esc: sla.Escalation, now: 
         due=standing.when(ctx, esc.due_at),
         steering=audience.steering_included,
     )
-    drafts = mailer.committee_drafts(ctx, case, audience, "escalation", _subject(ctx, case, esc.level), lambda _p: body)
+    drafts = mailer.committee_drafts(ctx, case, audience, "escalation", _subject(ctx, case, esc.level), lambda _p: body,
+                                     now=now)
     mailer.send(session, ctx, drafts, now, case_id=case.id)
     session.add(Event(case_id=case.id, at=now, actor="system", action="escalation_sent",
                       detail={"key": esc.key, "level": esc.level}))

@@ -85,14 +85,14 @@ def _threaded(ctx: Context, case: Case | None, draft: Draft, root: str, earlier:
 
 def committee_drafts(
     ctx: Context, case: Case | None, audience: routing.Audience, kind: str, subject_: str,
-    body_for: Callable[[Person], str], content: scanning.Scanned | None = None,
+    body_for: Callable[[Person], str], content: scanning.Scanned | None = None, now: datetime | None = None,
 ) -> list[Draft]:
     """One draft per recipient, only them in To:, with their own reply token. A sender's
     attachments come only with `content`, the member scan's result: nothing unscanned. Mail
     about a case says where it stands (due times, the commands that make sense now) and
     threads in the case's conversation."""
     attached = attachments(ctx, content)[1] if content is not None else ()
-    block = standing.lines(ctx, case) if case is not None else []
+    block = standing.lines(ctx, case, now) if case is not None else []
     root, earlier = committee_thread(ctx, case) if case is not None else ("", {})
     return [
         _threaded(ctx, case, Draft(
@@ -113,7 +113,7 @@ def to_committee(session: Session, ctx: Context, case: Case, audience: routing.A
                  heading: str, text: str, subject_: str | None = None) -> None:
     """A committee note (announcement, internal note, copy of what was sent) to `audience`."""
     body = ctx.renderer.render("committee_note", marker=audience.marker_line(), heading=heading, ref=case.ref, text=text)
-    drafts = committee_drafts(ctx, case, audience, kind, subject_ or subject(ctx, case), lambda _p: body)
+    drafts = committee_drafts(ctx, case, audience, kind, subject_ or subject(ctx, case), lambda _p: body, now=now)
     send(session, ctx, drafts, now, case_id=case.id)
 
 
@@ -154,7 +154,7 @@ def reply_to_member(session: Session, ctx: Context, case: Case | None, member: P
     subject_ = subject(ctx, case) if case is not None else f"[{ctx.options.case_tag}] Your commands"
     reply_to = member_reply_to(ctx, case, member) if case is not None else personal_reply_to(ctx, member)
     if case is not None:
-        body = standing.with_block(body, standing.lines(ctx, case))
+        body = standing.with_block(body, standing.lines(ctx, case, now))
     draft = Draft(kind=kind, audience="steering" if member.steering else "member", recipient=member.email,
                   recipient_name=member.name, subject=subject_, body=body, reply_to=reply_to)
     if case is not None:
@@ -211,5 +211,5 @@ def alert(session: Session, ctx: Context, case: Case | None, text: str, now: dat
     else:
         subject_ = f"[{ctx.options.case_tag}] Alert"
     body = ctx.renderer.render("alert", marker=audience.marker_line(), text=text)
-    drafts = committee_drafts(ctx, case, audience, kind, subject_, lambda _p: body)
+    drafts = committee_drafts(ctx, case, audience, kind, subject_, lambda _p: body, now=now)
     send(session, ctx, drafts, now, case_id=case.id if case else None, correspondent=correspondent)

@@ -238,7 +238,7 @@ def report_copies(ctx: Context, case: Case, msg: Parsed, content: scanning.Scann
         max_mb=ctx.options.max_forward_attachment_mb,
     )
     subject_ = subject(ctx, case, " ".join(m for m, on in (("URGENT", case.urgent), ("[auto]", case.auto)) if on))
-    return mailer.committee_drafts(ctx, case, audience, "report", subject_, lambda _p: body, content)
+    return mailer.committee_drafts(ctx, case, audience, "report", subject_, lambda _p: body, content, now=now)
 
 
 def forward_to_committee(ctx: Context, session: Session, case: Case, row: InboundMessage, msg: Parsed, now: datetime,
@@ -265,7 +265,8 @@ def forward_to_committee(ctx: Context, session: Session, case: Case, row: Inboun
         attachments=listed,
         max_mb=ctx.options.max_forward_attachment_mb,
     )
-    drafts = mailer.committee_drafts(ctx, case, audience, "followup", subject(ctx, case), lambda _p: body, content)
+    drafts = mailer.committee_drafts(ctx, case, audience, "followup", subject(ctx, case), lambda _p: body, content,
+                                     now=now)
     mailer.send(session, ctx, drafts, now, case_id=case.id, inbound_id=row.id)
 
 

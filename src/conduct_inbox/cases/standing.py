@@ -25,7 +25,7 @@ def zone(name: str) -> tzinfo:
     return ZoneInfo(name)
 
 
-def facts(session: Session, ctx: Context, case: Case) -> standing.Standing:
+def facts(session: Session, ctx: Context, case: Case, now: datetime | None = None) -> standing.Standing:
     """Where `case` stands, read in the caller's transaction."""
     due = sla.deadlines(case_clock(session, case), ctx.sla_policy) if ctx.sla_policy is not None else {}
     decisions = session.scalars(
@@ -42,15 +42,16 @@ def facts(session: Session, ctx: Context, case: Case) -> standing.Standing:
         sanctions_end=[(d.kinds.replace(",", ", "), d.until) for d in decisions if d.until is not None],
         decision_pending=any(d.status == "pending" for d in decisions),
         decided=any(d.status == "effective" for d in decisions),
+        now=now,
     )
 
 
-def lines(ctx: Context, case: Case) -> list[str]:
+def lines(ctx: Context, case: Case, now: datetime | None = None) -> list[str]:
     """The block for `case`, in the session the case belongs to (none: the case alone)."""
     session = Session.object_session(case)
     if session is None or case.id is None:
         return []
-    return standing.lines(facts(session, ctx, case), zone(ctx.options.timezone))
+    return standing.lines(facts(session, ctx, case, now), zone(ctx.options.timezone))
 
 
 def due_text(ctx: Context, case: Case, clock: str) -> str:

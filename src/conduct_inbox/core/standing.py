@@ -34,6 +34,7 @@ class Standing:
     sanctions_end: Sequence[tuple[str, date]] = ()
     decision_pending: bool = False  # a severe decision waits for !confirm
     decided: bool = False  # a decision is in force
+    now: datetime | None = None  # when given, a due time already past says "overdue"
 
 
 def moment(value: datetime, zone: tzinfo) -> str:
@@ -44,6 +45,10 @@ def moment(value: datetime, zone: tzinfo) -> str:
 
 def day(value: date) -> str:
     return f"{value:%a} {value.day} {value:%b %Y}"
+
+
+def _late(s: Standing, clock: str) -> str:
+    return " (overdue)" if s.now is not None and s.due[clock] <= s.now else ""
 
 
 def due_lines(s: Standing, zone: tzinfo) -> list[str]:
@@ -58,9 +63,9 @@ def due_lines(s: Standing, zone: tzinfo) -> list[str]:
     else:
         out = []
         if "ack" in s.due:
-            out.append(f"Human acknowledgement (!ack) due: {moment(s.due['ack'], zone)}")
+            out.append(f"Human acknowledgement (!ack) due: {moment(s.due['ack'], zone)}{_late(s, 'ack')}")
         if "response" in s.due:
-            out.append(f"Response to the reporter (!reply) due: {moment(s.due['response'], zone)}")
+            out.append(f"Response to the reporter (!reply) due: {moment(s.due['response'], zone)}{_late(s, 'response')}")
         if not out:
             out.append("No deadline runs at the moment.")
     for kind, last in s.sanctions_end:
