@@ -71,6 +71,7 @@ def test_an_acknowledged_auto_case_runs_the_response_clock():
     ({"status": states.NEW, "urgent": True}, "!ack !assign NAME !spam !reply"),
     ({"status": states.INVESTIGATING, "assignee": "Bob"}, "!reply !status waiting !decide VALUE !close silent REASON"),
     ({"status": states.WAITING}, "!reply !status investigating !assign NAME !decide VALUE !close silent REASON"),
+    ({"status": states.ACKNOWLEDGED, "assignee": "Bob"}, "!reply !status investigating !decide VALUE !close silent REASON"),
     ({"status": states.DECIDED, "decision_pending": True}, "!confirm !reply !close"),
     ({"status": states.DECIDED, "decided": True}, "!reply !close"),
     ({"status": states.CLOSED}, "!reopen !history"),

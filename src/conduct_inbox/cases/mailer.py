@@ -72,7 +72,7 @@ def committee_thread(ctx: Context, case: Case) -> tuple[str, dict[str, tuple[str
     return root, earlier
 
 
-def _threaded(ctx: Context, case: Case | None, draft: Draft, root: str, earlier: dict[str, tuple[str, str]]) -> Draft:
+def _threaded(case: Case | None, draft: Draft, root: str, earlier: dict[str, tuple[str, str]]) -> Draft:
     """`draft` (committee mail about `case`) in the case's conversation."""
     if case is None:
         return draft
@@ -95,7 +95,7 @@ def committee_drafts(
     block = standing.lines(ctx, case, now) if case is not None else []
     root, earlier = committee_thread(ctx, case) if case is not None else ("", {})
     return [
-        _threaded(ctx, case, Draft(
+        _threaded(case, Draft(
             kind=kind,
             audience="steering" if person.steering else "member",
             recipient=person.email,
@@ -158,7 +158,7 @@ def reply_to_member(session: Session, ctx: Context, case: Case | None, member: P
     draft = Draft(kind=kind, audience="steering" if member.steering else "member", recipient=member.email,
                   recipient_name=member.name, subject=subject_, body=body, reply_to=reply_to)
     if case is not None:
-        draft = _threaded(ctx, case, draft, *committee_thread(ctx, case))
+        draft = _threaded(case, draft, *committee_thread(ctx, case))
     send(session, ctx, [draft], now, case_id=case.id if case else None)
 
 

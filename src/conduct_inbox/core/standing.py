@@ -85,7 +85,7 @@ def commands(s: Standing) -> list[str]:
         return out
     if s.status == states.DECIDED or s.decided or s.decision_pending:
         return (["!confirm"] if s.decision_pending else []) + reply + ["!close"]
-    out = reply + ["!status waiting" if s.status != states.WAITING else "!status investigating"]
+    out = reply + ["!status waiting" if s.status == states.INVESTIGATING else "!status investigating"]
     if s.assignee is None:
         out.append("!assign NAME")
     return out + ["!decide VALUE", "!close silent REASON"]
