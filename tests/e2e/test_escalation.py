@@ -40,11 +40,12 @@ def at(harness, app, t0, **delta):
 
 
 def escalations(receiver, word="Overdue:"):
-    """Escalation mails received, as {recipient: [subjects]}."""
+    """Escalation mails received (their body's heading: "Overdue: case ...", "Reminder: case ..."),
+    as {recipient: [subjects]}."""
     found: dict[str, list[str]] = {}
     for mail in receiver.messages:
         subject = str(parsed(mail)["Subject"])
-        if word in subject:
+        if re.search(rf"^{word} case ", text_of(mail), re.MULTILINE):
             for rcpt in mail.rcpt_tos:
                 found.setdefault(rcpt, []).append(subject)
     return found
@@ -82,9 +83,9 @@ def test_ack_overdue_escalates_to_committee_then_steering_once_each(harness, smt
     level1 = escalations(smtp_receiver)
     assert sorted(level1) == sorted(MEMBER_EMAILS)  # every member; the chair (alice) once
     for member in MEMBER_EMAILS:
-        [mail] = [m for m in smtp_receiver.to(member) if "Overdue:" in str(parsed(m)["Subject"])]
+        [mail] = [m for m in smtp_receiver.to(member) if "Overdue: case" in text_of(m)]
         msg, text = parsed(mail), text_of(mail)
-        assert str(msg["Subject"]).startswith(f"[conduct #{ref}] Overdue:")
+        assert str(msg["Subject"]) == f"[conduct #{ref}] Harassment at the sprint"  # threads with the case
         assert [a.addr_spec for a in msg["To"].addresses] == [member]
         assert re.fullmatch(r"conduct\+[a-z2-7]{21}@example\.org", str(msg["Reply-To"]))
         assert text.startswith("To: Alice Example, Bob Builder, Carol Chen")
@@ -102,7 +103,7 @@ def test_ack_overdue_escalates_to_committee_then_steering_once_each(harness, smt
     assert len(smtp_receiver.messages) == before
 
     at(harness, app, t0, hours=48)
-    assert escalations(smtp_receiver) == {**level1, STEERING: [f"[conduct #{ref}] Overdue: Harassment at the sprint"]}
+    assert escalations(smtp_receiver) == {**level1, STEERING: [f"[conduct #{ref}] Harassment at the sprint"]}
     steering_text = text_of(smtp_receiver.to(STEERING)[0])
     assert steering_text.startswith("To: Sam Steering") and "steering committee" in steering_text
 
@@ -121,7 +122,8 @@ def test_urgent_case_escalates_after_one_hour_then_two_more(harness, smtp_receiv
     at(harness, app, t0, hours=1)
     level1 = escalations(smtp_receiver)
     assert sorted(level1) == sorted(MEMBER_EMAILS)
-    assert all("URGENT Overdue:" in s for subjects in level1.values() for s in subjects)
+    assert all(f"Overdue: case {the_case(app).ref} (URGENT)" in text_of(m) for m in smtp_receiver.messages
+               if "Overdue: case" in text_of(m))
     at(harness, app, t0, hours=2, minutes=59)
     assert STEERING not in escalations(smtp_receiver)
     at(harness, app, t0, hours=3)

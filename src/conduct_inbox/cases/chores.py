@@ -11,15 +11,17 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import Exists, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from conduct_inbox.cases import mailer
+from conduct_inbox.cases import mailer, standing
 from conduct_inbox.cases.audit import event
 from conduct_inbox.cases.context import Context, personal_reply_to, recused
+from conduct_inbox.cases.context import subject as case_subject
 from conduct_inbox.core import routing, states, weekly
 from conduct_inbox.core.commands import title_of
 from conduct_inbox.core.roster import Person
@@ -127,14 +129,17 @@ def _spam_digest(sessions: sessionmaker[Session], ctx: Context, now: datetime) -
                 return ""
             return ctx.renderer.render(
                 "spam_digest", marker=audience.marker_line(), cases=[
-                    {"ref": c.ref, "received": c.created_at.strftime("%Y-%m-%d %H:%M UTC"), "title": c.title}
+                    {"ref": c.ref, "received": standing.when(ctx, c.created_at), "title": c.title}
                     for c in visible
                 ],
             )
 
         subject = f"[{ctx.options.case_tag}] Spam digest: {len(cases)} message(s) set aside"
         drafts = mailer.committee_drafts(ctx, None, audience, "spam_digest", subject, body_for)
-        mailer.send(session, ctx, [d for d in drafts if d.body], now)
+        # Replies go to each member's personal command address, where `!new` opens a case.
+        by_email = {p.email: p for p in audience.recipients}
+        drafts = [replace(d, reply_to=personal_reply_to(ctx, by_email[d.recipient])) for d in drafts if d.body]
+        mailer.send(session, ctx, drafts, now)
         for case in cases:
             session.add(EscalationFired(case_id=case.id, key=DIGEST_KEY, level=0, fired_at=now))
         _advance_marker(session, _LAST_DIGEST, last.value if last else None, now.isoformat())
@@ -177,8 +182,11 @@ def remind_sanctions_ending(sessions: sessionmaker[Session], ctx: Context, now: 
                 scope=sanction.scope, ends_on=sanction.ends_on.isoformat(),
                 days_left=(sanction.ends_on - now.date()).days,
             )
-            subject = f"[{ctx.options.case_tag} #{sanction.case_ref}] Reminder: {sanction.kind} ends {sanction.ends_on.isoformat()}"
-            drafts = mailer.committee_drafts(ctx, case, audience, "sanction_reminder", subject, lambda _p: body)  # noqa: B023 (used at once)
+            # The case's own subject, so the reminder threads with the case; without the case
+            # (purged), the reference alone.
+            subject = (case_subject(ctx, case) if case is not None
+                       else f"[{ctx.options.case_tag} #{sanction.case_ref}] Reminder: {sanction.kind} ends {sanction.ends_on.isoformat()}")
+            drafts = mailer.committee_drafts(ctx, case, audience, "sanction_reminder", subject, lambda _p: body, now=now)  # noqa: B023 (used at once)
             mailer.send(session, ctx, drafts, now, case_id=case.id if case else None)
             event(session, case.id if case else None, "system", "sanction_reminder_sent", now, sanction_id=sanction_id)
             reminded += 1

@@ -17,7 +17,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from conduct_inbox.cases import mailer
+from conduct_inbox.cases import mailer, standing
 from conduct_inbox.cases.context import Context, recused, subject
 from conduct_inbox.cases.deadlines import case_clock, refresh_next_due
 from conduct_inbox.core import routing, sla
@@ -62,8 +62,9 @@ def _audience(ctx: Context, case: Case, level: int) -> routing.Audience:
 
 
 def _subject(ctx: Context, case: Case, level: int) -> str:
-    label = "Reminder:" if level == 0 else "Overdue:"
-    return subject(ctx, case, f"URGENT {label}" if case.urgent else label)
+    """The case's own subject: escalations thread with the rest of the case's mail (Gmail joins
+    only equal subjects); the body's first line says Reminder or Overdue."""
+    return subject(ctx, case)
 
 
 def _send(session: Session, ctx: Context, case: Case, esc: sla.Escalation, now: datetime) -> int:
@@ -76,11 +77,12 @@ def _send(session: Session, ctx: Context, case: Case, esc: sla.Escalation, now: 
         rule=esc.rule,
         level=esc.level,
         urgent=case.urgent,
-        description=esc.description,
-        due=esc.due_at.strftime("%Y-%m-%d %H:%M UTC"),
+        description=esc.description.replace(sla.human(esc.due_at), standing.when(ctx, esc.due_at)),
+        due=standing.when(ctx, esc.due_at),
         steering=audience.steering_included,
     )
-    drafts = mailer.committee_drafts(ctx, case, audience, "escalation", _subject(ctx, case, esc.level), lambda _p: body)
+    drafts = mailer.committee_drafts(ctx, case, audience, "escalation", _subject(ctx, case, esc.level), lambda _p: body,
+                                     now=now)
     mailer.send(session, ctx, drafts, now, case_id=case.id)
     session.add(Event(case_id=case.id, at=now, actor="system", action="escalation_sent",
                       detail={"key": esc.key, "level": esc.level}))

@@ -180,7 +180,7 @@ def not_urgent(call: Call, c: ct.NotUrgent) -> str:
 
 def spam(call: Call, c: ct.Spam) -> str:
     call.case.spam = True
-    return "marked as spam: clocks stopped, nothing more is sent"
+    return "marked as spam: its clocks stopped (no reminders or escalations); the next spam digest lists it"
 
 
 def concerns(call: Call, c: ct.Concerns) -> str:

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from conduct_inbox.cases import standing
 from conduct_inbox.cases.context import Context, member_reply_to, personal_reply_to, recused, subject
 from conduct_inbox.core import commands as cmd
 from conduct_inbox.core import routing, scanning
 from conduct_inbox.core.party_mail import OutwardDraft
 from conduct_inbox.core.roster import Person
+from conduct_inbox.mail import conversation
 from conduct_inbox.mail.compose import Draft, OutgoingAttachment
-from conduct_inbox.store.models import Case, InboundMessage, Party
+from conduct_inbox.store.models import Case, InboundMessage, OutboxMessage, Party
 from conduct_inbox.store.outbox import enqueue_all
 
 log = logging.getLogger(__name__)
@@ -51,24 +54,57 @@ def attachments(ctx: Context, content: scanning.Scanned) -> tuple[list[dict[str,
     return listed, tuple(attached)
 
 
+def committee_thread(ctx: Context, case: Case) -> tuple[str, dict[str, tuple[str, str]]]:
+    """The case's stable root Message-ID, and per member address the (first, last) mail we sent
+    them about it: every committee mail references the root, then what that member received."""
+    root = conversation.case_root_id(case.ref, ctx.sender.domain, ctx.sender.address)
+    session = Session.object_session(case)
+    earlier: dict[str, tuple[str, str]] = {}
+    if session is None or case.id is None:
+        return root, earlier
+    for recipient, message_id in session.execute(
+        select(OutboxMessage.recipient, OutboxMessage.message_id)
+        .where(OutboxMessage.case_id == case.id, OutboxMessage.audience.in_(("member", "steering")))
+        .order_by(OutboxMessage.id)
+    ):
+        first = earlier.get(recipient, (message_id, message_id))[0]
+        earlier[recipient] = (first, message_id)
+    return root, earlier
+
+
+def _threaded(case: Case | None, draft: Draft, root: str, earlier: dict[str, tuple[str, str]]) -> Draft:
+    """`draft` (committee mail about `case`) in the case's conversation."""
+    if case is None:
+        return draft
+    first, last = earlier.get(draft.recipient.lower(), (None, None))
+    refs = tuple(dict.fromkeys(m for m in (root, first, last) if m))
+    # Thread-Topic repeats the subject: an alert's (ids only, no title) stays without the title.
+    return replace(draft, in_reply_to=last, references=refs, thread_topic=draft.subject,
+                   thread_index=conversation.thread_index(root, case.created_at))
+
+
 def committee_drafts(
     ctx: Context, case: Case | None, audience: routing.Audience, kind: str, subject_: str,
-    body_for: Callable[[Person], str], content: scanning.Scanned | None = None,
+    body_for: Callable[[Person], str], content: scanning.Scanned | None = None, now: datetime | None = None,
 ) -> list[Draft]:
     """One draft per recipient, only them in To:, with their own reply token. A sender's
-    attachments come only with `content`, the member scan's result: nothing unscanned."""
+    attachments come only with `content`, the member scan's result: nothing unscanned. Mail
+    about a case says where it stands (due times, the commands that make sense now) and
+    threads in the case's conversation."""
     attached = attachments(ctx, content)[1] if content is not None else ()
+    block = standing.lines(ctx, case, now) if case is not None else []
+    root, earlier = committee_thread(ctx, case) if case is not None else ("", {})
     return [
-        Draft(
+        _threaded(case, Draft(
             kind=kind,
             audience="steering" if person.steering else "member",
             recipient=person.email,
             recipient_name=person.name,
             subject=subject_,
-            body=body_for(person),
+            body=standing.with_block(body_for(person), block),
             reply_to=member_reply_to(ctx, case, person),
             attachments=attached,
-        )
+        ), root, earlier)
         for person in audience.recipients
     ]
 
@@ -77,7 +113,7 @@ def to_committee(session: Session, ctx: Context, case: Case, audience: routing.A
                  heading: str, text: str, subject_: str | None = None) -> None:
     """A committee note (announcement, internal note, copy of what was sent) to `audience`."""
     body = ctx.renderer.render("committee_note", marker=audience.marker_line(), heading=heading, ref=case.ref, text=text)
-    drafts = committee_drafts(ctx, case, audience, kind, subject_ or subject(ctx, case), lambda _p: body)
+    drafts = committee_drafts(ctx, case, audience, kind, subject_ or subject(ctx, case), lambda _p: body, now=now)
     send(session, ctx, drafts, now, case_id=case.id)
 
 
@@ -140,23 +176,50 @@ def reply_to_member(session: Session, ctx: Context, case: Case | None, member: P
     )
     subject_ = subject(ctx, case) if case is not None else f"[{ctx.options.case_tag}] Your commands"
     reply_to = member_reply_to(ctx, case, member) if case is not None else personal_reply_to(ctx, member)
+    if case is not None:
+        body = standing.with_block(body, standing.lines(ctx, case, now))
     draft = Draft(kind=kind, audience="steering" if member.steering else "member", recipient=member.email,
                   recipient_name=member.name, subject=subject_, body=body, reply_to=reply_to)
+    if case is not None:
+        draft = _threaded(case, draft, *committee_thread(ctx, case))
     send(session, ctx, [draft], now, case_id=case.id if case else None)
 
 
+#: What a reporter or party sent that we answer: real mail, never an automatic reply.
+REAL_MAIL_KINDS = ("new_report", "followup")
+MAX_REFERENCES = 10
+
+
+def party_thread(session: Session, case: Case, party: Party) -> tuple[str | None, tuple[str, ...]]:
+    """(In-Reply-To, References) of mail to `party`: only messages they have seen, their own real
+    mail on the case (report, follow-ups; never an out-of-office answer) and our earlier mail to
+    them, never a committee-internal message. In-Reply-To is their latest real mail."""
+    theirs = session.execute(
+        select(InboundMessage.received_at, InboundMessage.message_id)
+        .where(InboundMessage.case_id == case.id, InboundMessage.sender == party.address,
+               InboundMessage.message_id.is_not(None), InboundMessage.kind.in_(REAL_MAIL_KINDS))
+        .order_by(InboundMessage.id)
+    ).all()
+    ours = session.execute(
+        select(OutboxMessage.created_at, OutboxMessage.message_id)
+        .where(OutboxMessage.case_id == case.id, OutboxMessage.recipient == party.address.lower(),
+               OutboxMessage.audience.in_(("reporter", "party")))
+        .order_by(OutboxMessage.id)
+    ).all()
+    chain: list[str] = list(dict.fromkeys(m for _at, m in sorted([*theirs, *ours], key=lambda r: r[0]) if m))
+    if len(chain) > MAX_REFERENCES:
+        chain = chain[:1] + chain[-(MAX_REFERENCES - 1):]
+    in_reply_to = theirs[-1][1] if theirs else (chain[-1] if chain else None)
+    return in_reply_to, tuple(chain)
+
+
 def send_to_party(session: Session, ctx: Context, case: Case, party: Party, text: str, now: datetime, kind: str) -> None:
-    """The committee's text to a party, from conduct@, answering the party's last mail on the case."""
-    last_in = session.scalars(
-        select(InboundMessage.message_id)
-        .where(InboundMessage.case_id == case.id, InboundMessage.sender == party.address, InboundMessage.message_id.is_not(None))
-        .order_by(InboundMessage.id.desc())
-        .limit(1)
-    ).first()
+    """The committee's text to a party, from conduct@, threaded under the party's own real mail."""
+    in_reply_to, references = party_thread(session, case, party)
     body = ctx.renderer.render("to_party", text=text, committee_name=ctx.options.committee_name, ref=case.ref)
     draft = OutwardDraft(kind=kind, audience="reporter" if party.role == "reporter" else "party", recipient=party.address,
-                         recipient_name=party.name, body=body, in_reply_to=last_in, case_tag=ctx.options.case_tag,
-                         ref=case.ref, committee_name=ctx.options.committee_name)
+                         recipient_name=party.name, body=body, in_reply_to=in_reply_to, references=references,
+                         case_tag=ctx.options.case_tag, ref=case.ref, committee_name=ctx.options.committee_name)
     send(session, ctx, [draft], now, case_id=case.id)
 
 
@@ -171,5 +234,5 @@ def alert(session: Session, ctx: Context, case: Case | None, text: str, now: dat
     else:
         subject_ = f"[{ctx.options.case_tag}] Alert"
     body = ctx.renderer.render("alert", marker=audience.marker_line(), text=text)
-    drafts = committee_drafts(ctx, case, audience, kind, subject_, lambda _p: body)
+    drafts = committee_drafts(ctx, case, audience, kind, subject_, lambda _p: body, now=now)
     send(session, ctx, drafts, now, case_id=case.id if case else None, correspondent=correspondent)

@@ -78,7 +78,7 @@ SAMPLES: dict[str, list[dict[str, Any]]] = {
     ],
     "escalation": [
         {"marker": _MARKER, "ref": "2026-0007", "rule": "ack", "level": 1, "urgent": False,
-         "description": "human acknowledgement overdue", "due": "2026-11-25 09:00 UTC", "steering": False},
+         "description": "human acknowledgement overdue", "due": "Wed 25 Nov 2026 10:00 CET", "steering": False},
         {"rule": "response", "level": 0, "urgent": True, "steering": True},
         {"rule": "auto_ack_unsent", "level": 2},
     ],
@@ -94,10 +94,12 @@ SAMPLES: dict[str, list[dict[str, Any]]] = {
     ],
     "report": [
         {"marker": _MARKER, "ref": "2026-0007", "auto": False, "spam": False, "unverified": False,
-         "received": "2026-11-24 09:00 UTC", "reporter": "Robin Reporter <robin@example.net>", "subject": "Incident",
-         "acknowledged": True, "ack_reason": "", "ack_time": "24 hours", "body": "Sample text.",
+         "received": "Tue 24 Nov 2026 10:00 CET", "reporter": "Robin Reporter <robin@example.net>", "subject": "Incident",
+         "acknowledged": True, "ack_reason": "", "ack_time": "24 hours", "ack_due": "Wed 25 Nov 2026 10:00 CET",
+         "body": "Sample text.",
          "attachments": [_ATTACHMENT, _LARGE], "max_mb": 10},
         {"auto": True, "spam": True, "unverified": True, "acknowledged": False, "ack_reason": "automatic mail", "attachments": []},
+        {"ack_due": "", "acknowledged": False, "ack_reason": "no reporter address"},
     ],
     "sanction_reminder": [
         {"marker": _MARKER, "ref": "2026-0007", "kind": "temporary-ban", "scope": "all project spaces",

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam
 from sqlalchemy.orm import Session
 
-from conduct_inbox.cases import acks, fences, mailer, recusals
+from conduct_inbox.cases import acks, fences, mailer, recusals, standing
 from conduct_inbox.cases.audit import Entry, event, events, written
 from conduct_inbox.cases.context import Context, recused, subject
 from conduct_inbox.cases.deadlines import refresh_clock, start_clock
@@ -136,6 +136,9 @@ def open_forwarded_case(
     report = replace(
         msg, subject=subject_ or "(forwarded report)", text=text, own_text=text,
         reporter_address=new.address.lower(), reporter_name=None, forwarded=msg.forwarded[1:],
+        # The member's own message: the reporter never saw it, so their acknowledgement must not
+        # reference it (threading headers would show them the committee's internal mail).
+        message_id=None, in_reply_to=(), references=(),
     )
     # Only the forwarded content counts for recusal, not the forwarding member's own words;
     # the forward's attachments and file names do.
@@ -224,18 +227,19 @@ def report_copies(ctx: Context, case: Case, msg: Parsed, content: scanning.Scann
         auto=case.auto,
         spam=case.spam,
         unverified=case.unverified,
-        received=now.strftime("%Y-%m-%d %H:%M UTC"),
+        received=standing.when(ctx, now),
         reporter=person_text(msg.reporter_name, msg.reporter_address),
         subject=content.subject or "(no subject)",
         acknowledged=acked,
         ack_reason=ack_reason,
         ack_time=hours_text(ctx.options.promises.ack_hours_for(bool(case.urgent))),
+        ack_due=standing.due_text(ctx, case, "ack"),
         body=content.body,
         attachments=listed,
         max_mb=ctx.options.max_forward_attachment_mb,
     )
     subject_ = subject(ctx, case, " ".join(m for m, on in (("URGENT", case.urgent), ("[auto]", case.auto)) if on))
-    return mailer.committee_drafts(ctx, case, audience, "report", subject_, lambda _p: body, content)
+    return mailer.committee_drafts(ctx, case, audience, "report", subject_, lambda _p: body, content, now=now)
 
 
 def forward_to_committee(ctx: Context, session: Session, case: Case, row: InboundMessage, msg: Parsed, now: datetime,
@@ -254,7 +258,7 @@ def forward_to_committee(ctx: Context, session: Session, case: Case, row: Inboun
         marker=audience.marker_line(),
         heading=heading,
         ref=case.ref,
-        received=now.strftime("%Y-%m-%d %H:%M UTC"),
+        received=standing.when(ctx, now),
         sender=person_text(msg.reporter_name, msg.reporter_address),
         subject=content.subject or "(no subject)",
         body=content.body,
@@ -262,7 +266,8 @@ def forward_to_committee(ctx: Context, session: Session, case: Case, row: Inboun
         attachments=listed,
         max_mb=ctx.options.max_forward_attachment_mb,
     )
-    drafts = mailer.committee_drafts(ctx, case, audience, "followup", subject(ctx, case), lambda _p: body, content)
+    drafts = mailer.committee_drafts(ctx, case, audience, "followup", subject(ctx, case), lambda _p: body, content,
+                                     now=now)
     mailer.send(session, ctx, drafts, now, case_id=case.id, inbound_id=row.id)
 
 

@@ -49,7 +49,7 @@ def steering_report(ctx: Context, session: Session, case: Case, now: datetime, r
         timeline=[f"{e.at:%Y-%m-%d %H:%M} {e.action.replace('_', ' ')}" for e in timeline],
     )
     subject_ = f"[{ctx.options.case_tag} #{case.ref}] Case report for the steering committee"
-    mailer.send(session, ctx, mailer.committee_drafts(ctx, case, audience, "steering_report", subject_, lambda _p: body),
+    mailer.send(session, ctx, mailer.committee_drafts(ctx, case, audience, "steering_report", subject_, lambda _p: body, now=now),
                 now, case_id=case.id)
     event(session, case.id, "system", "steering_report_queued", now, reason=reason)
 

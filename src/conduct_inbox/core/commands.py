@@ -253,7 +253,7 @@ The text you write above the marker line is the note, or the text that is sent.
 !party ROLE ADDRESS [NAME]  record a party; ROLE is reported, witness or other
 !send ROLE              send your text to that party (reporter, reported, witness, other)
 !urgent, !not-urgent    set urgency
-!spam                   mark as spam: clocks stop, nothing more is sent
+!spam                   mark as spam: its clocks stop (no reminders or escalations)
 !concerns NAME          the case concerns that member: recuse them
 !recuse                 recuse yourself
 !include NAME           undo an automatic recusal (needs !confirm by another member)

@@ -41,6 +41,8 @@ class OutwardDraft(Draft):
     def __post_init__(self) -> None:
         if self.audience not in OUTWARD:
             raise ValueError("an outward draft goes to a reporter or a party")
+        if self.thread_topic or self.thread_index:
+            raise ValueError("the committee's conversation headers never go to a reporter or party")
         object.__setattr__(self, "subject", neutral_subject(self.case_tag, self.ref, self.purpose, self.committee_name))
 
 

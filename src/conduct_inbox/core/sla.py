@@ -150,7 +150,8 @@ def _stamp(value: datetime) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _human(value: datetime) -> str:
+def human(value: datetime) -> str:
+    """A moment as the descriptions state it (UTC; mail puts the committee's zone in its place)."""
     return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
@@ -163,7 +164,7 @@ def _key(rule: str, level: int, anchor: datetime) -> str:
 
 
 def _description(rule: str, level: int, due_at: datetime, urgent: bool) -> str:
-    when = _human(due_at)
+    when = human(due_at)
     if rule == "auto_ack_unsent":
         text = f"automatic acknowledgement still unsent at {when}"
     elif rule == "ack":

@@ -54,6 +54,9 @@ class Draft:
     attachments: tuple[OutgoingAttachment, ...] = ()
     #: "auto-replied" for acknowledgements, "auto-generated" for everything else we send.
     auto_submitted: str = "auto-generated"
+    #: Outlook's conversation headers (committee mail about a case): Thread-Topic, Thread-Index.
+    thread_topic: str | None = None
+    thread_index: str | None = None
 
 
 @dataclass(frozen=True)
@@ -329,6 +332,10 @@ def _headers(draft: Draft, sender: Sender, message_id: str, date: datetime) -> l
     refs = _references(draft)
     if refs:
         out.append(_unstructured("References", " ".join(f"<{r}>" for r in refs), allow_long=True))
+    if draft.thread_topic:
+        out.append(_unstructured("Thread-Topic", flat(draft.thread_topic)))
+    if draft.thread_index:
+        out.append(_unstructured("Thread-Index", draft.thread_index))
     out.append(_unstructured("Auto-Submitted", draft.auto_submitted))
     out.append("X-Auto-Response-Suppress: All")
     out.append(_unstructured(LOOP_HEADER, sender.domain))
@@ -395,6 +402,10 @@ def _build_email_message(draft: Draft, sender: Sender, message_id: str, date: da
     refs = _references(draft)
     if refs:
         msg["References"] = " ".join(f"<{r}>" for r in refs)
+    if draft.thread_topic:
+        msg["Thread-Topic"] = flat(draft.thread_topic)
+    if draft.thread_index:
+        msg["Thread-Index"] = draft.thread_index
     msg["Auto-Submitted"] = draft.auto_submitted
     msg["X-Auto-Response-Suppress"] = "All"
     msg[LOOP_HEADER] = sender.domain

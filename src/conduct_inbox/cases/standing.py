@@ -1,0 +1,87 @@
+"""The facts `core.standing` turns into the block every committee mail about a case carries:
+the case's clocks as the escalations see them (`deadlines.case_clock`, `sla.deadlines`), its
+pending and time-limited decisions, its assignee.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, tzinfo
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from conduct_inbox.cases.context import Context
+from conduct_inbox.cases.deadlines import case_clock
+from conduct_inbox.core import sla, standing
+from conduct_inbox.mail.quotes import REPLY_MARKER
+from conduct_inbox.store.models import Case, Decision
+
+
+@lru_cache(maxsize=8)
+def zone(name: str) -> tzinfo:
+    """The committee's time zone (validated when the configuration is loaded)."""
+    return ZoneInfo(name)
+
+
+def facts(session: Session, ctx: Context, case: Case, now: datetime | None = None) -> standing.Standing:
+    """Where `case` stands, read in the caller's transaction."""
+    due = sla.deadlines(case_clock(session, case), ctx.sla_policy) if ctx.sla_policy is not None else {}
+    decisions = session.scalars(
+        select(Decision).where(Decision.case_id == case.id, Decision.status.in_(("pending", "effective")))
+        .order_by(Decision.id)
+    ).all()
+    person = ctx.roster.person(case.assignee) if case.assignee else None
+    return standing.Standing(
+        ref=case.ref, status=case.status, urgent=bool(case.urgent), spam=bool(case.spam), auto=bool(case.auto),
+        acknowledged=case.human_ack_at is not None,
+        assignee=(person.name if person is not None else case.assignee) if case.assignee else None,
+        has_reporter=case.party("reporter") is not None,
+        due={k: v for k, v in due.items() if k in ("ack", "response")},
+        sanctions_end=[(d.kinds.replace(",", ", "), d.until) for d in decisions if d.until is not None],
+        decision_pending=any(d.status == "pending" for d in decisions),
+        decided=any(d.status == "effective" for d in decisions),
+        now=now,
+    )
+
+
+def lines(ctx: Context, case: Case, now: datetime | None = None) -> list[str]:
+    """The block for `case`, in the session the case belongs to (none: the case alone)."""
+    session = Session.object_session(case)
+    if session is None or case.id is None:
+        return []
+    return standing.lines(facts(session, ctx, case, now), zone(ctx.options.timezone))
+
+
+def due_text(ctx: Context, case: Case, clock: str) -> str:
+    """When the case's `clock` ("ack" or "response") is due, as the block says it; "" when it runs not."""
+    session = Session.object_session(case)
+    if session is None or ctx.sla_policy is None:
+        return ""
+    due = sla.deadlines(case_clock(session, case), ctx.sla_policy).get(clock)
+    return standing.moment(due, zone(ctx.options.timezone)) if due is not None else ""
+
+
+def when(ctx: Context, moment: datetime) -> str:
+    """A moment (received, due) in the committee's time zone."""
+    return standing.moment(moment, zone(ctx.options.timezone))
+
+
+def with_block(body: str, block: list[str]) -> str:
+    """`body` with the block after the first paragraph below our reply marker (the mail's own
+    heading: "New report: case ...", "Overdue: case ...", "Case ...: done."), or at its end
+    when an admin's template has no marker."""
+    if not block:
+        return body
+    text = "\n".join(block) + "\n"
+    at = body.find(REPLY_MARKER)
+    if at < 0:
+        return body.rstrip("\n") + "\n\n" + text
+    start = at + len(REPLY_MARKER)
+    while start < len(body) and body[start] == "\n":
+        start += 1
+    end = body.find("\n\n", start)
+    if end < 0:
+        return body.rstrip("\n") + "\n\n" + text
+    return body[: end + 1] + "\n" + text + body[end + 1:]
