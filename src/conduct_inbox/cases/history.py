@@ -28,13 +28,13 @@ MAX_NOTE = 4000  # characters of one note shown
 #: Inbound rows whose own text is an internal note (as handlers.NOTE_KINDS).
 NOTE_KINDS = ("note", "commands_note")
 #: Events that are not steps of the case: read-only commands, refusals, the note event (the note
-#: itself is shown from its message).
+#: itself is shown from its message), the acknowledgement (shown as mail to the reporter), and
+#: recusals (who is excluded, and why, heads the history).
 _SKIPPED = frozenset({"command_help", "command_list", "command_history", "command_rejected", "command_refused",
-                      "note_added", "member_recused"})
+                      "note_added", "member_recused", "acknowledgement_queued"})
 _ACTIONS = {
     "case_opened": "case opened",
     "report_received": "report received",
-    "acknowledgement_queued": "automatic acknowledgement sent to the reporter",
     "followup_received": "follow-up received",
     "feedback_received": "feedback received after closure",
     "message_from_non_party": "message received from someone who is not a party",
@@ -77,6 +77,8 @@ def _event_text(ctx: Context, e: Event, merged_refs: dict[int, str]) -> str:
         what = f"status {detail.get('old', '?')} -> {detail.get('new', '?')}"
     elif e.action == "case_merged":
         what = f"case {merged_refs.get(detail.get('from_case', -1), '(another case)')} merged into this one"
+    elif e.action == "task_opened":
+        what = f"task opened: {detail.get('task', '?')}"
     elif e.action.startswith("command_"):
         what = "!" + e.action.removeprefix("command_").replace("noturgent", "not-urgent")
     else:
@@ -97,7 +99,7 @@ def timeline(ctx: Context, session: Session, case: Case, reader: str) -> str:
     # are not shown from their exclusion on (when it ended is not recorded, so to this day).
     excluded_since = min((r.created_at for r in case.recusals if r.member_email == reader), default=None)
     entries: list[_Entry] = []
-    merged_refs = dict(session.execute(select(Case.id, Case.ref).where(Case.merged_into_id == case.id)).tuples().all())
+    merged_refs = {row.id: row.ref for row in session.execute(select(Case.id, Case.ref).where(Case.merged_into_id == case.id))}
     for e in session.scalars(select(Event).where(Event.case_id == case.id).order_by(Event.id)):
         if e.action in _SKIPPED or e.actor in hidden:
             continue
