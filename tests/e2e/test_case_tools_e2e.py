@@ -208,3 +208,26 @@ def test_history_shows_the_sender_only_what_they_may_see(harness, smtp_receiver)
     step(harness, app, reply(bob_copy, BOB, "!history"))
     assert len(rx.to(BOB)) == bob_before
     assert not any("REPLYTEXT-3" in readable(m) or "history of this case" in readable(m) for m in rx.to(BOB))
+
+
+def test_merge_keeps_the_stronger_of_two_exclusions(harness, smtp_receiver):
+    """A member excluded by hand from one case and only automatically from the other stays excluded
+    by hand: `!include` cannot bring them back into what the other case holds."""
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(body="At the sprint CC was there when it happened. FIRST-1"))
+    step(harness, app, report(subject="Another thing", body="Something else happened. SECOND-2"))
+    first, second = cases(app)
+    step(harness, app, reply(copy_of(rx, ALICE, second.ref), ALICE, "!concerns Carol Chen"))
+    first, second = cases(app)
+    assert first.recused_members() == second.recused_members() == {CAROL}
+    carol_before = len(rx.to(CAROL))
+    step(harness, app, reply(copy_of(rx, ALICE, second.ref), ALICE, f"!merge {first.ref}"))
+    merged, target = sorted(cases(app), key=lambda c: c.id != second.id)
+    assert merged.merged_into_id == target.id == first.id
+    [recusal] = [r for r in target.recusals if r.member_email == CAROL]
+    assert (recusal.active, recusal.automatic) == (True, False)
+    step(harness, app, reply(copy_of(rx, BOB, first.ref), BOB, "!include Carol Chen"))
+    assert "only an automatic recusal" in text_of(latest(rx, BOB))
+    assert len(rx.to(CAROL)) == carol_before
+    assert not any("FIRST-1" in readable(m) for m in rx.to(CAROL))

@@ -119,7 +119,6 @@ def merge(call: Call, c: Merge) -> str:
     target.updated_at = now
     session.flush()
     session.expire_all()  # rows moved by plain UPDATEs: read them again
-    source = call.case
     call.set_status(states.CLOSED)
     source.closed_at, source.merged_into_id, source.next_due_at = now, target.id, None
     session.flush()
