@@ -202,6 +202,9 @@ def model_merge(world: World, case: CaseModel, who: str, ref: str) -> None:
     target.notes += case.notes
     target.note_by.update(case.note_by)
     case.status, case.merged_into, case.parties, case.decisions, case.outward = "closed", target.id, [], [], 0
+    for expected in world.expected.values():  # its messages went with it
+        if expected.case_id == case.id:
+            expected.case_id = target.id
 
 
 def model_command(world: World, case: CaseModel, who: str, spec: str, target: str, text: str, party: tuple[str, str] | None) -> None:
