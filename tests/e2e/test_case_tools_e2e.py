@@ -73,8 +73,8 @@ def test_merge_refused_when_recusals_differ_and_for_cases_the_sender_cannot_act_
     hidden = text_of(latest(rx, CAROL))
     step(harness, app, reply(copy_of(rx, CAROL, first.ref), CAROL, "!merge 2099-0999"))
     unknown = text_of(latest(rx, CAROL))
-    assert f"there is no case {second.ref} you can merge into" in hidden
-    assert hidden.replace(second.ref, "REF") == unknown.replace("2099-0999", "REF")
+    assert "there is no such case that you can merge into" in hidden and second.ref not in hidden
+    assert hidden == unknown
     step(harness, app, reply(copy_of(rx, ALICE, first.ref), ALICE, f"!merge {first.ref}"))
     assert "cannot be merged into itself" in text_of(latest(rx, ALICE))
 

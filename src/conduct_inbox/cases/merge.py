@@ -50,10 +50,10 @@ def token_refs(session: Session, case: Case) -> tuple[str, ...]:
     return (case.ref, *merged)
 
 
-def _no_such_case(ref: str) -> Refused:
+def _no_such_case() -> Refused:
     # One answer for unknown, merged, purged and hidden cases: it must not tell a member that a
-    # case they are excluded from exists.
-    return Refused(f"!merge: there is no case {ref} you can merge into")
+    # case they are excluded from exists (nor repeat its reference to them).
+    return Refused("!merge: there is no such case that you can merge into")
 
 
 def _target(call: Call, c: Merge) -> Case:
@@ -63,7 +63,7 @@ def _target(call: Call, c: Merge) -> Case:
         raise Refused("!merge: a case cannot be merged into itself")
     if (target is None or target.merged_into_id is not None or target.purged_at is not None
             or not routing.may_see(call.ctx.roster, recused(target), member.email)):
-        raise _no_such_case(c.ref)
+        raise _no_such_case()
     if set(recused(source)) != set(recused(target)):
         raise Refused(f"!merge: cases {source.ref} and {target.ref} do not exclude the same members, and merging "
                       "them would show a member something they are excluded from (or take from them a case they "
