@@ -43,7 +43,8 @@ CARRIERS = (
 )
 
 #: Commands an adversary hides in a subject, and how.
-HIDDEN_COMMANDS = ("!reply", "!close silent x", "!spam", "!send reported")
+HIDDEN_COMMANDS = ("!reply", "!close silent x", "!spam", "!send reported", "!title Hijacked by the sender", "!history",
+                   "!merge 2026-0001")
 HIDINGS = ("q_word", "b_word", "nested", "nested3", "glued", "fullwidth", "small", "after_bracket")
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32

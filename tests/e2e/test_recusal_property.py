@@ -8,7 +8,9 @@ the body, the subject, latin-1 attachments without charset, UTF-16 with BOM, oct
 HTML attachments with `&nbsp;`, file names only, base64 forwarded messages, multipart/alternative
 with a plain stub, confusable letters (`Аlice` with a Cyrillic `А`), accents, line breaks.
 The test's members send commands (tracked in a model of what each case must look like), notes,
-and answers to their own earlier command mail. Quarantined messages, failed deliveries and
+and answers to their own earlier command mail; among them `!title`, `!history` and `!merge` (into
+another case of the sequence, refused unless both exclude the same members; after it the merged
+case's mail, reference and tokens act on the case it went into, and the steps use them so). Quarantined messages, failed deliveries and
 escalation ticks are mixed in. After every step, from the outbox table and the mail received:
 
 1. no internal note text (unique markers) reaches a reporter or party;
@@ -19,7 +21,10 @@ escalation ticks are mixed in. After every step, from the outbox table and the m
 4. every inbound message is accounted for as what it is (case, follow-up of its case, committee
    mail, quarantine of the messages made to fail) and no quarantine says INTERNAL_ERROR;
 5. no case state (status, spam, urgent, closed, decisions, parties, mail to reporters and
-   parties) changes except by a command a test member typed in that step, as the model expects.
+   parties, the committee's title) changes except by a command a test member typed in that
+   step, as the model expects;
+6. a committee title (`!title`) never reaches a reporter or a party (part of 1), and a history
+   (`!history`) never shows a note of a member excluded from the case.
 
 Profiles: the default keeps the test well under a minute on SQLite; RECUSAL_PROPERTY_PROFILE=
 thorough runs many more and longer sequences. RECUSAL_PROPERTY_SKIP (comma-separated carrier
@@ -90,7 +95,7 @@ SPECS = (
     "note", "ack", "status investigating", "status waiting", "reply", "reply leaky", "party reported", "party witness",
     "party reported-member", "send reported", "send witness", "send reporter", "urgent", "not-urgent", "spam",
     "concerns", "recuse", "include", "confirm", "decide no-action", "decide private-reprimand", "decide temporary-ban",
-    "close", "close silent", "reopen",
+    "close", "close silent", "reopen", "title", "history", "merge",
 )
 steps = st.one_of(
     st.tuples(st.just("report"), hidden, naming),
@@ -130,6 +135,9 @@ class CaseModel:
     replied: bool = False
     outward: int = 0  # mail to the reporter and parties
     notes: list[str] = field(default_factory=list)  # note markers filed on the case
+    note_by: dict[str, str] = field(default_factory=dict)  # note marker -> the member who wrote it
+    title: str | None = None  # the committee's title (`!title`), once set
+    merged_into: int | None = None  # `!merge`: the id of the case this one went into
 
     def recused(self) -> dict[str, str]:
         return {e: "named" for e, r in self.recusals.items() if r.active}
@@ -161,11 +169,55 @@ SEVERE = {"public-reprimand", "temporary-ban", "permanent-ban"}
 SANCTIONS = {"vacation", "temporary-ban", "permanent-ban", "public-reprimand", "private-reprimand", "apology-request"}
 
 
+def resolve(world: World, case: CaseModel) -> CaseModel:
+    """The case that mail about `case` acts on: itself, or the case it was merged into."""
+    while case.merged_into is not None:
+        case = world.by_id(case.merged_into) or case
+    return case
+
+
+def model_merge(world: World, case: CaseModel, who: str, ref: str) -> None:
+    """`!merge REF` as README says: refused unless REF is another unmerged case the sender may act
+    on that excludes exactly the same members (and not a closed one for an open case); else
+    everything of `case` moves to it and `case` is closed."""
+    roster = world.app.inbound.roster  # type: ignore[attr-defined]
+    target = next((c for c in world.cases if c.ref == ref), None)
+    if target is None or target is case or target.merged_into is not None:
+        raise Refused
+    if not routing.may_see(roster, target.recused(), who) or set(case.recused()) != set(target.recused()):
+        raise Refused
+    if target.status == "closed" and case.status != "closed":
+        raise Refused
+    for p in case.parties:
+        if p not in target.parties:
+            target.parties.append(p)
+    target.decisions = sorted(target.decisions + case.decisions, key=lambda d: d[3])
+    for email_, rec in case.recusals.items():
+        mine = target.recusals.get(email_)
+        if rec.active and mine is not None and mine.automatic and not rec.automatic:
+            mine.automatic, mine.proposer = False, None
+    target.urgent = target.urgent or case.urgent
+    target.replied = target.replied or case.replied
+    target.outward += case.outward
+    target.notes += case.notes
+    target.note_by.update(case.note_by)
+    case.status, case.merged_into, case.parties, case.decisions, case.outward = "closed", target.id, [], [], 0
+    for expected in world.expected.values():  # its messages went with it
+        if expected.case_id == case.id:
+            expected.case_id = target.id
+
+
 def model_command(world: World, case: CaseModel, who: str, spec: str, target: str, text: str, party: tuple[str, str] | None) -> None:
     """Apply one command as DESIGN says; raises Refused when the daemon must refuse it."""
     roster = world.app.inbound.roster  # type: ignore[attr-defined]
     person = roster.person(who)
-    if spec == "ack":
+    if spec == "merge":
+        model_merge(world, case, who, target)
+    elif spec == "title":
+        case.title = target
+    elif spec == "history":
+        pass
+    elif spec == "ack":
         if case.status == "new":
             case.status = "acknowledged"
     elif spec.startswith("status "):
@@ -236,10 +288,11 @@ def model_command(world: World, case: CaseModel, who: str, spec: str, target: st
         for d in case.decisions:
             if d[1] == "pending":
                 d[1] = "superseded"
+        world.counter += 1  # the decisions' order (by row id) survives a merge
         if kinds in SEVERE:
-            case.decisions.append([kinds, "pending", who])
+            case.decisions.append([kinds, "pending", who, world.counter])
         else:
-            case.decisions.append([kinds, "effective", who])
+            case.decisions.append([kinds, "effective", who, world.counter])
             if case.status != "closed":
                 case.status = "decided"
     elif spec == "close":
@@ -268,6 +321,8 @@ def command_subject(spec: str, target: str, party: tuple[str, str, str] | None) 
         return f"!party {party[0]} {party[1]} {party[2]}"
     if spec in ("concerns", "include"):
         return f"!{spec} {adversary.SHORT_NAMES[target]}"
+    if spec in ("title", "merge"):
+        return f"!{spec} {target}"
     if spec == "decide temporary-ban":
         return "!decide temporary-ban target=reported until=2027-01-31"
     if spec == "close silent":
@@ -302,6 +357,7 @@ class World:
     step: int = 0
     cases: list[CaseModel] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # every note marker written (filed or not)
+    titles: list[str] = field(default_factory=list)  # the unique word of every committee title typed
     expected: dict[str, Expected] = field(default_factory=dict)  # sha256 of the raw message -> outcome
     #: (member, ref, mid, subject, to, the command as typed (spec, target, party), whether it was applied)
     sent_by: list[tuple[object, ...]] = field(default_factory=list)
@@ -322,8 +378,13 @@ class World:
 
 
 def _latest_to(world: World, who: str, case: CaseModel) -> bytes | None:
-    """The latest mail `who` was sent about the case (any time, even before a recusal)."""
+    """The latest mail `who` was sent about the case (any time, even before a recusal); of a
+    merged case, whose mail moved to the case it went into, the latest under its own reference."""
     with world.app.sessions() as session:  # type: ignore[attr-defined]
+        if case.merged_into is not None:
+            rows = session.execute(select(OutboxMessage.subject, OutboxMessage.data).where(
+                OutboxMessage.recipient == who, OutboxMessage.id > world.first_outbox).order_by(OutboxMessage.id.desc())).all()
+            return next((data for subject, data in rows if f"#{case.ref}]" in subject), None)
         return session.scalars(
             select(OutboxMessage.data)
             .where(OutboxMessage.case_id == case.id, OutboxMessage.recipient == who)
@@ -395,16 +456,17 @@ def apply_step(world: World, step: tuple) -> None:  # type: ignore[type-arg]
     elif kind == "followup" and (case := world.case(step[1])):
         _, _, role, hidden_choice, naming_choice, threaded = step
         who, words, carrier = _named(naming_choice)
+        acting = resolve(world, case)  # mail about a merged case's reference joins the case it went into
         if role == "reporter":
             address, name = case.reporter, "Robin"
         elif role == "unknown":
             address, name = f"{world.unique('stranger')}@example.com", "Some Stranger"
         else:
-            found = [p for p in case.parties if p[0] == role and app.inbound.roster.person(p[1]) is None]  # type: ignore[attr-defined]
+            found = [p for p in acting.parties if p[0] == role and app.inbound.roster.person(p[1]) is None]  # type: ignore[attr-defined]
             if not found:
                 return _finish(world, kind, None, None)
             address, name = found[-1][1], "A Party"
-        ours = _outward_to(world, case, address) if threaded and role != "unknown" else None
+        ours = _outward_to(world, acting, address) if threaded and role != "unknown" else None
         if ours is not None:
             original = email.message_from_bytes(ours, policy=email.policy.default)
             subject, _ = _subject_with(world, f"Re: {adversary.header_value(str(original['Subject']))}", hidden_choice)
@@ -414,22 +476,28 @@ def apply_step(world: World, step: tuple) -> None:  # type: ignore[type-arg]
             in_reply_to = None
         raw = adversary.mail(sender=address, name=name, subject=subject, body="One more thing about it.", carrier=carrier,
                              naming=words, in_reply_to=in_reply_to, variant=world.counter)
-        expected = Expected("stray" if role == "unknown" else "followup", case.id)
+        expected = Expected("stray" if role == "unknown" else "followup", acting.id)
         if role != "reported":  # the reported person cannot recuse anyone
-            _recuse_named(world, case, who)
+            _recuse_named(world, acting, who)
     elif kind == "command" and (case := world.case(step[2])):
-        _, who, _, spec, target, with_text = step
+        _, who, index, spec, target, with_text = step
         record = _latest_to(world, who, case)
         if record is None:
             return _finish(world, kind, None, None)
+        acting = resolve(world, case)  # a merged case's mail and tokens act on the case it went into
+        if spec == "merge":
+            target = world.case(index + 1).ref  # type: ignore[union-attr]
+        elif spec == "title":
+            target = f"Committee words {world.unique('Ttl')}"
+            world.titles.append(target.split()[-1])
         party = None
         if spec.startswith("party"):
             if spec == "party reported-member":
                 party = ("reported", target, adversary.SHORT_NAMES[target])
             else:
                 party = (spec.split()[1], f"{world.unique('party')}@example.com", f"Pat {world.unique('Pn')}")
-        if spec == "reply leaky" and case.notes:
-            text = f"As we said among us: {case.notes[-1]}. Kind regards"
+        if spec == "reply leaky" and acting.notes:
+            text = f"As we said among us: {acting.notes[-1]}. Kind regards"
         elif spec in ("reply", "reply leaky") or spec.startswith("send "):
             text = f"Thank you for your patience. {world.unique('OUT')}" if with_text else ""
         else:
@@ -438,9 +506,10 @@ def apply_step(world: World, step: tuple) -> None:  # type: ignore[type-arg]
                 text = f"My view on this: the person named has two earlier warnings on file {world.unique('INTERNALNOTE')}"
                 world.notes.append(text.split()[-1])
         raw = reply(_Record(record), who, command_subject(spec, target, party), text)
-        expected = Expected("committee", case.id)
+        expected = Expected("committee", acting.id)
         parsed = email.message_from_bytes(raw, policy=email.policy.default)
-        applied = _model_member_mail(world, case, who, spec, target, text, party)
+        applied = _model_member_mail(world, acting, who, spec, target, text, party)
+        expected.case_id = resolve(world, acting).id  # a `!merge` message goes with the case merged into
         if spec != "note":
             world.sent_by.append((who, case.ref, str(parsed["Message-ID"]), str(parsed["Subject"]), str(parsed["To"]),
                                   (spec, target, party), applied))
@@ -465,15 +534,17 @@ def apply_step(world: World, step: tuple) -> None:  # type: ignore[type-arg]
                 world.notes.append(text.split()[-1])
         msg.set_content(f"{text}\n\nOn Tue, {who} wrote:\n> (my earlier mail)\n")
         raw = msg.as_bytes()
-        expected = Expected("committee", case.id)
+        acting = resolve(world, case)
+        expected = Expected("committee", acting.id)
         if applied:
             # Nothing it repeats may run again: at most a note.
-            _model_member_mail(world, case, who, "note", who, text, None)
+            _model_member_mail(world, acting, who, "note", who, text, None)
         else:
             # A refused command (a !reply without text, say), answered by its sender with what was
             # missing, is the same command sent again: it runs (README "Working a case by email").
             spec, target, party = typed
-            _model_member_mail(world, case, who, spec, target, text, party)
+            _model_member_mail(world, acting, who, spec, target, text, party)
+            expected.case_id = resolve(world, acting).id
     elif kind == "quarantine":
         raw = report(sender=f"{world.unique('odd')}@example.net", headers={"X-Test-Fault": "crash"},
                      body="A message our parser cannot read.")
@@ -498,16 +569,19 @@ def _model_member_mail(world: World, case: CaseModel, who: str, spec: str, targe
     if not routing.may_see(roster, case.recused(), who):
         return False  # a recused member's token no longer works: nothing changes
     saved = (case.status, case.urgent, case.spam, list(case.parties), [list(d) for d in case.decisions],
-             {e: Rec(r.active, r.automatic, r.proposer) for e, r in case.recusals.items()}, case.replied, case.outward)
+             {e: Rec(r.active, r.automatic, r.proposer) for e, r in case.recusals.items()}, case.replied, case.outward,
+             case.title)
     try:
         model_command(world, case, who, spec, target, text, party[:2] if party else None)
     except Refused:
         (case.status, case.urgent, case.spam, case.parties, case.decisions, case.recusals, case.replied,
-         case.outward) = saved
+         case.outward, case.title) = saved
         return False
     if text and not (spec in ("reply", "reply leaky") or spec.startswith("send ")):
+        case = resolve(world, case)  # text with `!merge` is a note on the case merged into
         case.notes.append(text.split()[-1])
         case.notes.append(text)
+        case.note_by[text.split()[-1]] = who
     return True
 
 
@@ -599,6 +673,8 @@ def check_invariants(world: World, recused_before: dict[int, set[str]]) -> None:
                 f"invariant 5: case {model.ref} is (status, spam, urgent, closed, decisions, parties, outward mail) "
                 f"{actual_state}; the commands typed lead to {model.snapshot()}"
             )
+            assert model.title is None or case.title == model.title, (
+                f"invariant 5: case {model.ref} is titled {case.title!r}, the last !title typed was {model.title!r}")
         # -- invariant 4: every inbound message accounted for, as what it is
         inbound = session.scalars(select(InboundMessage).options(undefer(InboundMessage.raw))
                                   .where(InboundMessage.id > world.first_inbound)).all()
@@ -656,6 +732,13 @@ def check_invariants(world: World, recused_before: dict[int, set[str]]) -> None:
         if row.audience in ("reporter", "party") or rcpt in outsiders:
             leaked = [n for n in world.notes if n in text]
             assert not leaked, f"invariant 1: internal note reached a {row.audience} ({row.kind}): {leaked}"
+            titled = [t for t in world.titles if t in text]
+            assert not titled, f"invariant 6: a committee title reached a {row.audience} ({row.kind}): {titled}"
+        # 6. a history shows no note of a member excluded from the case
+        if model is not None and "the history of this case" in text:
+            excluded = set(model.recused())
+            shown = [m for m, by in model.note_by.items() if by in excluded and m in text]
+            assert not shown, f"invariant 6: the history of {model.ref} shows notes of excluded members: {shown}"
         # 3. nothing identifying a reporter reaches another party
         if rcpt in party_addresses or row.audience == "party":
             folded = text.casefold()
@@ -669,7 +752,9 @@ def check_invariants(world: World, recused_before: dict[int, set[str]]) -> None:
             row_step = _step_of(world, row.id)
             for other in world.cases:
                 since = world.recused_since.get((other.id, rcpt))
-                about = row.case_id == other.id or other.ref in text
+                # A merged case's content is its target's: mail about the target (which names the
+                # merged case) is judged by the target's recusals.
+                about = row.case_id == other.id or other.ref in text and other.merged_into is None
                 if since is None or row_step < since or not about:
                     continue
                 if row.audience in ("reporter", "party") and (rcpt in {p[1] for p in other.parties}):
@@ -718,6 +803,8 @@ def test_adversary_cannot_break_confidentiality_recusal_or_case_state(world_fact
         apply_step(world, step)
         check_invariants(world, recused_before)
     event(f"cases with a recusal: {any(c.recused() for c in world.cases)}")
+    event(f"a case merged into another: {any(c.merged_into is not None for c in world.cases)}")
+    event(f"a committee title set: {any(c.title for c in world.cases)}")
     event(f"mail sent in {len(world.done)} of {len(sequence)} steps")
     for kind in sorted(set(world.done)):
         event(f"step sent: {kind}")

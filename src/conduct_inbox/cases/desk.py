@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conduct_inbox.cases import decisions, fences, handlers, mailer, personal, recusals
+from conduct_inbox.cases import decisions, fences, handlers, mailer, merge, personal, recusals
 from conduct_inbox.cases.audit import event
 from conduct_inbox.cases.calls import Call
 from conduct_inbox.cases.context import Context, recused
@@ -65,20 +65,23 @@ def dmarc_pass(msg: Parsed, authserv_id: str, address: str) -> bool:
 # ----- authentication ---------------------------------------------------------------------------
 
 
-def token_owners(ctx: Context, found: Sequence[str], case_ref: str | None) -> frozenset[str]:
-    """Roster addresses for which one of `found` is a valid token (personal, or for the case)."""
+def token_owners(ctx: Context, found: Sequence[str], case_refs: Sequence[str]) -> frozenset[str]:
+    """Roster addresses for which one of `found` is a valid token (personal, or for the case:
+    `case_refs` are its reference and those of the cases merged into it)."""
     secrets = ctx.options.secrets
     owners = set()
     for token in found:
         for person in (*ctx.roster.members, *ctx.roster.steering):
-            if tokens.check(token, "personal", None, person.email, secrets) or (
-                case_ref is not None and tokens.check(token, "case", case_ref, person.email, secrets)
+            if tokens.check(token, "personal", None, person.email, secrets) or any(
+                tokens.check(token, "case", ref, person.email, secrets) for ref in case_refs
             ):
                 owners.add(person.email)
     return frozenset(owners)
 
 
-def authenticate(ctx: Context, msg: Parsed, case: Case | None) -> Auth:
+def authenticate(ctx: Context, msg: Parsed, case: Case | None, case_refs: Sequence[str] = ()) -> Auth:
+    """Who sent it and on what. A case token counts for `case` (and, after `!merge`, a token of a
+    case merged into it, in `case_refs`) only while the member may see `case`."""
     member = ctx.roster.person(msg.from_address)
     if member is None:
         return Auth(None)
@@ -87,7 +90,8 @@ def authenticate(ctx: Context, msg: Parsed, case: Case | None) -> Auth:
     personal_token = any(tokens.check(t, "personal", None, member.email, secrets) for t in found)
     case_token = False
     if case is not None and routing.may_see(ctx.roster, recused(case), member.email):
-        case_token = any(tokens.check(t, "case", case.ref, member.email, secrets) for t in found)
+        refs = case_refs or (case.ref,)
+        case_token = any(tokens.check(t, "case", ref, member.email, secrets) for t in found for ref in refs)
     dmarc = case is not None and routing.may_see(ctx.roster, recused(case), member.email) and dmarc_pass(
         msg, ctx.options.trusted_authserv_id, member.email
     )
@@ -114,7 +118,7 @@ def _refuse_silently(session: Session, row: InboundMessage, case: Case | None, w
 def handle(ctx: Context, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
     """A member's mail on a reply token or with a case tag: authenticate, then apply."""
     case = session.get(Case, result.case.id) if result.case is not None else None
-    auth = authenticate(ctx, msg, case)
+    auth = authenticate(ctx, msg, case, merge.token_refs(session, case) if case is not None else ())
     admission = admit(DeskFacts(
         on_roster=auth.member is not None, case_known=case is not None, case_token=auth.case_token,
         personal_token=auth.personal, dmarc_pass=auth.dmarc, unknown_case_token=auth.unknown_case_token,
@@ -202,6 +206,9 @@ def _apply(call: Call, parsed: list[cmd.Command], repeated: Sequence[str] = ()) 
         mailer.reply_to_member(session, ctx, case, member, "refusal", now, problems=problems)
         return f"case {case.ref}: commands refused, nothing changed"
     savepoint.commit()
+    if case.merged_into_id is not None:  # `!merge`: what follows (note, clock, confirmation) is the target's
+        refresh_clock(ctx, session, case)
+        case = merge.resolve(session, case)
     case.updated_at = now
     # Text written with commands is never dropped: it is an internal note.
     note = "" if any(isinstance(c, TEXT_COMMANDS) for c in parsed) else msg.own_text.strip()
@@ -245,7 +252,7 @@ def replay_recusals(ctx: Context, session: Session, msg: Parsed, case_id: int | 
     be told, on every case taken in again (more recusal never shows anyone anything). Returns the members
     recused."""
     case = session.get(Case, case_id) if case_id is not None else None
-    auth = authenticate(ctx, msg, case)
+    auth = authenticate(ctx, msg, case, merge.token_refs(session, case) if case is not None else ())
     cases: list[Case] = []
     if case is not None:
         cases = [case] if auth.member is not None and (auth.case_token or auth.dmarc) else []

@@ -16,11 +16,14 @@ from sqlalchemy.orm import Session
 
 from conduct_inbox.cases import decisions, mailer, recusals
 from conduct_inbox.cases.calls import Call
-from conduct_inbox.cases.context import Context, recused
+from conduct_inbox.cases.context import Context, recused, subject
+from conduct_inbox.cases.history import history
+from conduct_inbox.cases.merge import merge
 from conduct_inbox.cases.reports import urgent_task
 from conduct_inbox.cases.steering import steering_report
 from conduct_inbox.core import command_types as ct
 from conduct_inbox.core import routing, states
+from conduct_inbox.core.commands import title_of
 from conduct_inbox.core.outward import outward_text
 from conduct_inbox.core.roster import Person
 from conduct_inbox.errors import Refused
@@ -225,6 +228,20 @@ def steering(call: Call, c: ct.Steering) -> str:
     return "report sent to the steering committee"
 
 
+def title(call: Call, c: ct.Title) -> str:
+    """The committee's title replaces the reporter's subject in committee mail from now on. It is
+    stored as any title is made (`title_of`: decoded, normalised, no `!` left), so a subject built
+    from it carries no command; mail to reporters and parties never carries a title at all."""
+    new = title_of(c.text)[:200]
+    if not new:
+        raise Refused("!title: nothing is left of that title once commands, case tags and ! are removed")
+    call.case.title = new
+    mailer.announce(call.session, call.ctx, call.case, call.now,
+                    f"{call.member.name} set the title of this case. Committee mail about it now has the subject:\n"
+                    f"{subject(call.ctx, call.case)}", kind="title")
+    return f"title set: {new}"
+
+
 def help_(call: Call | None, c: ct.Help) -> str:
     return "the command list is below"
 
@@ -271,6 +288,9 @@ ON_CASE: dict[type, On] = {
     ct.Steering: On(steering, "command_steering"),
     ct.Help: On(help_, "command_help"),
     ct.List: On(list_, "command_list"),
+    ct.Title: On(title, "command_title"),
+    ct.History: On(history, "command_history"),
+    ct.Merge: On(merge, "command_merge"),
 }
 
 

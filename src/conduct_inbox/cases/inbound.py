@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from conduct_inbox.cases import desk, fences, mailer, reports
+from conduct_inbox.cases import desk, fences, mailer, merge, reports
 from conduct_inbox.cases.audit import event
 from conduct_inbox.cases.context import Context, Options, recused
 from conduct_inbox.core import routing, states, tokens
@@ -70,7 +70,8 @@ def facts(ctx: Context, session: Session, msg: Parsed) -> Facts:
         case_row is not None and member is not None and routing.may_see(ctx.roster, recused(case_row), member.email)
         and desk.dmarc_pass(msg, ctx.options.trusted_authserv_id, member.email)
     )
-    return Facts(own_message=own, case=case, token_owners=desk.token_owners(ctx, found, case.ref if case else msg.case_ref),
+    refs = merge.token_refs(session, case_row) if case_row is not None else tuple(filter(None, [msg.case_ref]))
+    return Facts(own_message=own, case=case, token_owners=desk.token_owners(ctx, found, refs),
                  member_dmarc_pass=dmarc, member_sender=member is not None,
                  unknown_case_ref=bool(msg.case_ref) and case_row is None, **bounce)
 
@@ -114,7 +115,8 @@ def _case_for(session: Session, msg: Parsed) -> Case | None:
             case = session.get(Case, case_id) if case_id is not None else None
     if case is None and msg.case_ref and msg.reporter_address and fences.is_lost_ref(session, msg.case_ref):
         case = _recovered_case_of(session, msg.reporter_address)
-    return case
+    # Mail about a case merged into another (`!merge`) belongs to that other case.
+    return merge.resolve(session, case) if case is not None else None
 
 
 def _recovered_case_of(session: Session, reporter: str) -> Case | None:

@@ -13,6 +13,7 @@ from conduct_inbox.cases import mailer
 from conduct_inbox.cases.audit import event
 from conduct_inbox.cases.context import Context, recused, subject
 from conduct_inbox.cases.deadlines import refresh_clock
+from conduct_inbox.cases.merge import resolve
 from conduct_inbox.core import routing, states
 from conduct_inbox.core.command_types import Reconsider
 from conduct_inbox.core.roster import Person
@@ -57,19 +58,21 @@ def steering_report(ctx: Context, session: Session, case: Case, now: datetime, r
 def reconsider(ctx: Context, session: Session, row: InboundMessage, member: Person, c: Reconsider, now: datetime) -> str:
     """`!reconsider REF` on a personal token: steering members reopen a closed case for reconsideration."""
     case = session.scalars(select(Case).where(Case.ref == c.ref)).first()
+    if case is not None and case.merged_into_id is not None:
+        case = resolve(session, case)  # merged (`!merge`): the case it went into is reconsidered
     if not member.steering:
         return "!reconsider: only steering committee members can open a reconsideration"
     if case is None or member.email in recused(case):
         return f"!reconsider: there is no case {c.ref} you can act on"
     if case.status not in states.RECONSIDERABLE_FROM:
-        return f"!reconsider: case {c.ref} is {case.status}, not closed"
+        return f"!reconsider: case {case.ref} is {case.status}, not closed"
     previous = case.status
     case.status, case.updated_at = states.RECONSIDERATION, now
     row.case_id = case.id
     event(session, case.id, member.email, "status_changed", now, old=previous, new=states.RECONSIDERATION)
     _announce_reconsideration(ctx, session, case, member, now)
     refresh_clock(ctx, session, case)
-    return f"reconsideration of case {c.ref} opened; the steering members have the case"
+    return f"reconsideration of case {case.ref} opened; the steering members have the case"
 
 
 def _announce_reconsideration(ctx: Context, session: Session, case: Case, member: Person, now: datetime) -> None:

@@ -170,6 +170,26 @@ class List(Declared, changes_case=False):
 
 
 @dataclass(frozen=True)
+class Title(Declared, changes_case=False):  # announced by its handler, with the new subject
+    """`!title TEXT`: the committee's title for the case's committee subjects (as typed; the
+    subject is built from it as from any title, `commands.title_of`)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class History(Declared, changes_case=False):
+    """`!history`: the case's timeline, to the sender only."""
+
+
+@dataclass(frozen=True)
+class Merge(Declared, changes_case=False):  # announced by its handler, on the target case
+    """`!merge REF`: fold this case into case REF."""
+
+    ref: str
+
+
+@dataclass(frozen=True)
 class New(Declared, changes_case=False):
     """`!new ADDRESS [noack]`: open a case for a report a member received directly."""
 
@@ -180,7 +200,7 @@ class New(Declared, changes_case=False):
 Command = (
     Ack | Assign | Status | Reply | Party | Send | Urgent | NotUrgent | Spam | Concerns
     | Recuse | Include | Decide | Confirm | Close | Reopen | Steering | Reconsider | Help
-    | List | New
+    | List | Title | History | Merge | New
 )
 
 
@@ -190,7 +210,8 @@ _TYPE_NAMES: dict[type, str] = {
     Send: "send", Urgent: "urgent", NotUrgent: "not-urgent", Spam: "spam",
     Concerns: "concerns", Recuse: "recuse", Include: "include", Decide: "decide",
     Confirm: "confirm", Close: "close", Reopen: "reopen", Steering: "steering",
-    Reconsider: "reconsider", Help: "help", List: "list", New: "new",
+    Reconsider: "reconsider", Help: "help", List: "list", Title: "title", History: "history",
+    Merge: "merge", New: "new",
 }
 
 
@@ -371,6 +392,24 @@ def _reconsider(name: str, args: str) -> Command:
     return Reconsider(m.group(1))
 
 
+def _merge(name: str, args: str) -> Command:
+    m = _REF_RE.fullmatch(args)
+    if not m:
+        raise _Bad("!merge needs one case reference, e.g. !merge 2026-0007")
+    return Merge(m.group(1))
+
+
+TITLE_MAX = 150  # characters: a subject line stays readable
+
+
+def _title(name: str, args: str) -> Command:
+    if not args.strip():
+        raise _Bad("!title needs the new title, e.g. !title Harassment at the sprint")
+    if len(args) > TITLE_MAX:
+        raise _Bad("!title: at most %d characters" % TITLE_MAX)
+    return Title(args)
+
+
 def _new(name: str, args: str) -> Command:
     words = args.split(" ") if args else []
     if not words:
@@ -404,6 +443,9 @@ _BUILDERS: dict[str, Callable[[str, str], Command]] = {
     "reconsider": _reconsider,
     "help": _no_args(Help),
     "list": _no_args(List),
+    "title": _title,
+    "history": _no_args(History),
+    "merge": _merge,
     "new": _new,
 }
 _ALIASES = {"not_urgent": "not-urgent", "noturgent": "not-urgent"}

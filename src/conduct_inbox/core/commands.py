@@ -38,8 +38,10 @@ from conduct_inbox.core.command_types import (
     Confirm,
     Decide,
     Help,
+    History,
     Include,
     List,
+    Merge,
     New,
     NotUrgent,
     Party,
@@ -51,6 +53,7 @@ from conduct_inbox.core.command_types import (
     Spam,
     Status,
     Steering,
+    Title,
     Urgent,
     _Bad,
     _canonical,
@@ -61,8 +64,8 @@ from conduct_inbox.mail.charsets import displayed
 __all__ = [
     "DECISIONS", "DECISIONS_WITH_END", "PARTY_ROLES", "SEND_ROLES", "STATES", "MAX_PROBLEMS",
     "HELP_TEXT", "Ack", "Assign", "Close", "Command", "Concerns", "Confirm", "Decide", "Help",
-    "Include", "List", "New", "NotUrgent", "Party", "Reconsider", "Recuse", "Reopen", "Reply",
-    "Send", "Spam", "Status", "Steering", "Urgent", "CommandError", "new_commands",
+    "History", "Include", "List", "Merge", "New", "NotUrgent", "Party", "Reconsider", "Recuse", "Reopen", "Reply",
+    "Send", "Spam", "Status", "Steering", "Title", "Urgent", "CommandError", "new_commands",
     "parse_commands", "repeated_commands", "strip_commands", "title_of",
 ]
 
@@ -175,6 +178,9 @@ def _validate(segments: list[_Segment]) -> list[Command] | CommandError:
     for a, b in _CONFLICTS:
         if counts[a] and counts[b]:
             problems.append("!%s and !%s contradict each other" % (_TYPE_NAMES[a], _TYPE_NAMES[b]))
+    if counts[Merge] and len(commands) > 1:
+        # The case ends with the merge: what else the subject asks would act on a case that no longer is one.
+        problems.append("!merge cannot be combined with other commands: send them on the case merged into")
     if problems:
         return CommandError(tuple(problems[:MAX_PROBLEMS]))
     return commands
@@ -264,6 +270,9 @@ The text you write above the marker line is the note, or the text that is sent.
 !reopen                 reopen the case
 !steering               send the steering committee a report of the case now
 !reconsider REF         steering members: reopen a closed case for reconsideration
+!title TEXT             the title of the case in committee subjects from now on (never sent to the reporter or a party)
+!history                the case's timeline, to you only
+!merge REF              fold this case into case REF (the same incident reported twice); nothing is sent to the reporter
 !help, !list            this text; the open cases you may see
 !new ADDRESS [noack]    (personal address) open a case for a report forwarded to you; ADDRESS is the reporter
 """ % ", ".join(DECISIONS)

@@ -46,6 +46,9 @@ def show_case(session: Session, ref: str, roster: Roster | None = None) -> dict[
     if case is None:
         return None
     detail = case_summary(case)
+    # `!merge`: this case was folded into another; its contents are there.
+    detail["merged_into"] = session.scalar(select(Case.ref).where(Case.id == case.merged_into_id)) \
+        if case.merged_into_id is not None else None
     detail["parties"] = [
         {"role": p.role, "address": p.address, "name": p.name, "consent_public": p.consent_public} for p in case.parties
     ]
@@ -97,6 +100,8 @@ def show_case(session: Session, ref: str, roster: Roster | None = None) -> dict[
 def show_text(detail: dict[str, Any]) -> str:
     lines = [f"case {detail['ref']}: {detail['title']}", f"status: {detail['status']}  flags: {','.join(detail['flags']) or '-'}"]
     lines.append(f"reporter: {detail['reporter']}  assignee: {detail['assignee'] or '-'}")
+    if detail.get("merged_into"):
+        lines.append(f"merged into case {detail['merged_into']} (its messages, parties and history are there)")
     if detail["recused"]:
         lines.append("recused: " + ", ".join(detail["recused"]))
     lines.append("parties:")

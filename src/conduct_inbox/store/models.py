@@ -189,6 +189,8 @@ class Case(Base):
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Earliest moment an SLA rule may need action; NULL when the case has no running clock.
     next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    #: `!merge`: the case this one was folded into (this one is closed and empty; its tokens act there).
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="SET NULL"), index=True)
 
     parties: Mapped[list[Party]] = relationship(back_populates="case", order_by="Party.id")
     recusals: Mapped[list[Recusal]] = relationship(back_populates="case", order_by="Recusal.id")

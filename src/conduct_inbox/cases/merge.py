@@ -1,0 +1,131 @@
+"""`!merge REF`: the same incident reported twice, or a forwarded copy of a report already
+received, becomes one case. Everything of this case moves to case REF — messages, mail sent,
+parties, recusals, decisions, events (internal notes are messages, so they move too) — and this
+case is closed with a pointer to REF. From then on mail about this case's reference, and its
+members' reply tokens, act on REF (`resolve`, `token_refs`), for a member only while they may
+act on REF. The reporter is told nothing.
+
+A merge never shows a member anything they are excluded from: it is refused unless both cases
+exclude exactly the same members (a member excluded from only one of them would, by the merge,
+either see the other case's content or lose a case they were working on, which tells them the
+other case concerns them). The committee makes them the same first (`!concerns NAME`), which is
+itself announced.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from conduct_inbox.cases import mailer
+from conduct_inbox.cases.audit import event
+from conduct_inbox.cases.calls import Call
+from conduct_inbox.cases.context import recused
+from conduct_inbox.cases.deadlines import refresh_clock
+from conduct_inbox.core import routing, states
+from conduct_inbox.core.command_types import Merge
+from conduct_inbox.errors import Refused
+from conduct_inbox.store.models import Case, Decision, Event, InboundMessage, OutboxMessage, Recusal, Sanction
+
+MAX_CHAIN = 20  # merged-into pointers followed (a merge flattens them, so one is the rule)
+#: Rows that belong to a case by `case_id` and move with it.
+_MOVED = (InboundMessage, OutboxMessage, Decision, Event)
+
+
+def resolve(session: Session, case: Case) -> Case:
+    """The case that mail about `case` acts on: itself, or the case it was merged into."""
+    for _ in range(MAX_CHAIN):
+        if case.merged_into_id is None:
+            return case
+        target = session.get(Case, case.merged_into_id)
+        if target is None:
+            return case
+        case = target
+    return case
+
+
+def token_refs(session: Session, case: Case) -> tuple[str, ...]:
+    """The references whose case tokens act on `case`: its own and those of the cases merged into it."""
+    merged = session.scalars(select(Case.ref).where(Case.merged_into_id == case.id).order_by(Case.id)).all()
+    return (case.ref, *merged)
+
+
+def _no_such_case() -> Refused:
+    # One answer for unknown, merged, purged and hidden cases: it must not tell a member that a
+    # case they are excluded from exists (nor repeat its reference to them).
+    return Refused("!merge: there is no such case that you can merge into")
+
+
+def _target(call: Call, c: Merge) -> Case:
+    session, source, member = call.session, call.case, call.member
+    target = session.scalars(select(Case).where(Case.ref == c.ref)).first()
+    if target is not None and target.id == source.id:
+        raise Refused("!merge: a case cannot be merged into itself")
+    if (target is None or target.merged_into_id is not None or target.purged_at is not None
+            or not routing.may_see(call.ctx.roster, recused(target), member.email)):
+        raise _no_such_case()
+    if set(recused(source)) != set(recused(target)):
+        raise Refused(f"!merge: cases {source.ref} and {target.ref} do not exclude the same members, and merging "
+                      "them would show a member something they are excluded from (or take from them a case they "
+                      "work on, which tells them what the other case is about). Nothing was merged. Make the "
+                      "exclusions the same first (!concerns NAME on the case that lacks one), then merge.")
+    if not states.is_open(target.status) and states.is_open(source.status):
+        raise Refused(f"!merge: case {target.ref} is closed; reopen it first (!reopen), or merge it into this case")
+    return target
+
+
+def _move_parties(session: Session, source: Case, target: Case) -> None:
+    have = {(p.role, p.address.lower()) for p in target.parties}
+    for party in list(source.parties):
+        if (party.role, party.address.lower()) in have:
+            session.delete(party)
+        else:
+            party.case_id = target.id
+            have.add((party.role, party.address.lower()))
+
+
+def _move_recusals(session: Session, source: Case, target: Case) -> None:
+    """The union (the active sets are equal here): a member excluded by command from either case
+    stays so, and an exclusion only `!include` could undo on one case is no weaker on the other."""
+    existing = {r.member_email: r for r in target.recusals}
+    for recusal in source.recusals:
+        if not recusal.active:
+            continue
+        mine = existing.get(recusal.member_email)
+        if mine is None:
+            session.add(Recusal(case_id=target.id, member_email=recusal.member_email, reason=recusal.reason,
+                                automatic=recusal.automatic, active=True, created_at=recusal.created_at))
+        elif mine.automatic and not recusal.automatic:
+            mine.active, mine.reason, mine.automatic, mine.include_proposed_by = True, recusal.reason, False, None
+
+
+def merge(call: Call, c: Merge) -> str:
+    session, source, member, now = call.session, call.case, call.member, call.now
+    target = _target(call, c)
+    session.flush()
+    for model in _MOVED:
+        table = model.__table__
+        session.execute(update(table).where(table.c.case_id == source.id).values(case_id=target.id))
+    session.execute(update(Sanction.__table__).where(Sanction.case_ref == source.ref).values(case_ref=target.ref))
+    # Cases merged into this one before now point at the target: one pointer to follow, always.
+    session.execute(update(Case.__table__).where(Case.merged_into_id == source.id).values(merged_into_id=target.id))
+    _move_parties(session, source, target)
+    _move_recusals(session, source, target)
+    call.row.case_id = target.id
+    target.urgent = target.urgent or source.urgent
+    target.assignee = target.assignee or source.assignee
+    if source.last_response_at and (target.last_response_at is None or source.last_response_at > target.last_response_at):
+        target.last_response_at = source.last_response_at
+    target.updated_at = now
+    session.flush()
+    session.expire_all()  # rows moved by plain UPDATEs: read them again
+    call.set_status(states.CLOSED)
+    source.closed_at, source.merged_into_id, source.next_due_at = now, target.id, None
+    session.flush()
+    event(session, target.id, member.email, "case_merged", now, from_case=source.id)
+    refresh_clock(call.ctx, session, target)
+    mailer.announce(session, call.ctx, target, now, (
+        f"{member.name} merged case {source.ref} into this case ({target.ref}): its messages, parties, notes, "
+        f"decisions and history are now part of {target.ref}, and replies to mail about {source.ref} act on "
+        f"{target.ref}. The reporter was not told (write to them with !reply if they should be)."), kind="merge")
+    return f"case {source.ref} merged into case {target.ref} and closed; its mail now acts on {target.ref}"
