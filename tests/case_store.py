@@ -1,5 +1,5 @@
 """The case store without servers, for the middle tier (tests/cases): an SQLite database at head,
-the case services built from a configuration as the daemon builds them (`wiring.make_inbound`),
+the case services built from a configuration as the daemon builds them (`components.make_inbound`),
 and mail taken in the way the intake takes it (parse, `Inbound.facts`, `classify`,
 `Inbound.apply`, one transaction per message). What it sends is read from the outbox: each row
 as its recipient would read it (`Mail`), so a member answers on the reply address of the mail
@@ -29,7 +29,7 @@ from conduct_inbox.cases.inbound import Inbound, dedupe_key
 from conduct_inbox.config import load_settings
 from conduct_inbox.core.classify import classify
 from conduct_inbox.mail.parse import parse
-from conduct_inbox.shell.wiring import make_inbound
+from conduct_inbox.shell.components import make_inbound
 from conduct_inbox.store import db
 from conduct_inbox.store.models import Case, Decision, Event, InboundMessage, OutboxMessage
 from tests.harness import parsed, report, text_of, write_config

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conduct_inbox.core.command_types import TITLE_MAX
+from conduct_inbox.core.command_grammar import TITLE_MAX
 from conduct_inbox.core.commands import (
     HELP_TEXT,
     Ack,

@@ -22,8 +22,8 @@ from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
+from conduct_inbox.core.command_grammar import _BUILDERS, _Bad, _canonical, _Unknown
 from conduct_inbox.core.command_types import (
-    _BUILDERS,
     _TYPE_NAMES,
     DECISIONS,
     DECISIONS_WITH_END,
@@ -55,9 +55,6 @@ from conduct_inbox.core.command_types import (
     Steering,
     Title,
     Urgent,
-    _Bad,
-    _canonical,
-    _Unknown,
 )
 from conduct_inbox.mail.charsets import displayed
 
