@@ -121,10 +121,14 @@ def test_text_written_beside_commands_is_an_internal_note(store):
     mark = store.outbox_mark()
     store.command(BOB, "!ack", "I will call the reporter tomorrow.")
     mail = store.mail_after(mark)
-    assert {m.recipient for m in mail if m.kind == "note"} == {ALICE, CAROL}
+    # one mail to each of the others: the change and the note together; Bob gets his confirmation only
+    assert sorted((m.recipient, m.kind) for m in mail) == [(ALICE, "announcement"), (BOB, "confirmation"),
+                                                           (CAROL, "announcement")]
+    for announced in (m for m in mail if m.kind == "announcement"):
+        assert "I will call the reporter tomorrow." in announced.text and "Internal note from Bob Builder" in announced.text
     confirmation = next(m for m in mail if m.kind == "confirmation")
-    assert "recorded as an internal note and sent to Alice Example, Carol Chen" in confirmation.text
-    assert all(m.recipient != REPORTER for m in mail)
+    assert "recorded as an internal note and sent to Alice Example, Carol Chen with the announcement" in confirmation.text
+    assert [e.actor for e in store.events("note_added")] == [BOB]
 
 
 def test_a_command_repeated_from_the_thread_is_not_applied_again(store):
