@@ -1,0 +1,52 @@
+"""Attacks on what issue 16 added (announcements, the weekly overview, threading, !title,
+!history, !merge), as a member, reporter or outsider would try them, on the cases tier.
+
+An attack that works is kept as a strict xfail until it is fixed, so the suite stays green and
+the fix turns it into a plain test."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.case_store import Store
+from tests.mailers import ALICE, BOB, CAROL, REPORTER, reply
+
+
+@pytest.mark.xfail(strict=True, reason="merge keeps the target's pending !include proposal: one !confirm after the "
+                                       "merge includes a member in the merged-in case, which no two members agreed to")
+def test_a_pending_include_does_not_carry_a_member_into_a_case_merged_in_afterwards(store: Store):
+    # Case 1: Bob is merely named; Alice proposes to include him again (for case 1's content).
+    first = store.report(body="Bob Builder was at the table too, he saw nothing.")
+    assert store.case(first.ref).recused_members() == {BOB}
+    store.command(ALICE, "!include Bob", case=first)
+    # Case 2: the same incident from a second reporter, naming Bob as the one who did it.
+    second = store.report(sender="second@example.net", name="Sam Second",
+                          body="It was Bob Builder who kept making the comments. Please do not tell him it was me.")
+    assert store.case(second.ref).recused_members() == {BOB}
+    # Same exclusions on both: the merge is accepted.
+    store.command(CAROL, f"!merge {first.ref}", case=second)
+    assert store.case(second.ref).merged_into_id == first.id
+    mark = store.outbox_mark()
+    # Carol confirms the include Alice proposed before case 2 was part of case 1.
+    store.command(CAROL, "!confirm", case=first)
+    # The union of recusals: Bob, excluded from case 2, must stay excluded from what it became.
+    assert BOB in store.case(first.ref).recused_members()
+    assert not [m for m in store.mail_after(mark) if m.recipient == BOB]
+
+
+@pytest.mark.xfail(strict=True, reason="after !merge a case has two reporters and !reply always goes to the first: a "
+                                       "member answering the second reporter's follow-up sends it to the other reporter")
+def test_a_reply_to_the_second_reporters_follow_up_never_reaches_the_first_reporter(store: Store):
+    first = store.report()
+    second = store.report(sender="second@example.net", name="Sam Second", body="The same thing happened to me.")
+    ack = store.mail_to("second@example.net")[-1]
+    store.command(CAROL, f"!merge {first.ref}", case=second)
+    # Sam writes again about what happened to them; the follow-up joins case 1.
+    store.take_in(reply(ack, "second@example.net", "", "Also, he took my badge. Please keep this between us."))
+    follow_up = store.latest(ALICE, "followup")
+    assert "second@example.net" in follow_up.text
+    mark = store.outbox_mark()
+    # Alice answers Sam's follow-up, as the copy invites her to.
+    store.take_in(reply(follow_up, ALICE, "!reply", "Dear Sam, we will look into what happened to your badge."))
+    # Sam's matter must not go to Robin: to Sam, or refused asking which reporter is meant.
+    assert not [m for m in store.mail_after(mark) if m.recipient == REPORTER]
