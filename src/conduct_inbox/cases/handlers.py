@@ -130,11 +130,20 @@ def status(call: Call, c: ct.Status) -> str:
     return f"status {c.state}"
 
 
+def _one_reporter(case: Case, what: str) -> None:
+    """After a `!merge` a case may hold several reporters: a text written to "the reporter" could
+    carry one reporter's words to another, so it is refused rather than guessed."""
+    if sum(p.role == "reporter" for p in case.parties) > 1:
+        raise Refused(f"{what}: this case holds reports from more than one reporter (a merge); "
+                      "a text to the reporter cannot be sent from it")
+
+
 def reply(call: Call, c: ct.Reply) -> str:
     case = call.case
     reporter = case.party("reporter")
     if reporter is None:
         raise Refused("!reply: this case has no reporter address")
+    _one_reporter(case, "!reply")
     text = _outgoing_text(call, "!reply")
     mailer.send_to_party(call.session, call.ctx, case, reporter, text, call.now, kind="reply")
     mailer.copy_to_committee(call.session, call.ctx, case, call.member, "the reporter", text, call.now)
@@ -147,6 +156,8 @@ def send(call: Call, c: ct.Send) -> str:
     parties = [p for p in case.parties if p.role == c.role]
     if not parties:
         raise Refused(f"!send {c.role}: the case has no party with that role (add one with !party)")
+    if c.role == "reporter":
+        _one_reporter(case, "!send reporter")
     text = _outgoing_text(call, f"!send {c.role}")
     for party in parties:
         mailer.send_to_party(call.session, call.ctx, case, party, text, call.now, kind="send")

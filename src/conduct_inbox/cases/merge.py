@@ -97,6 +97,10 @@ def _move_recusals(session: Session, source: Case, target: Case) -> None:
                                 automatic=recusal.automatic, active=True, created_at=recusal.created_at))
         elif mine.automatic and not recusal.automatic:
             mine.active, mine.reason, mine.automatic, mine.include_proposed_by = True, recusal.reason, False, None
+    # A pending `!include` was agreed about the target's content alone: the merged-in report is new
+    # to it, so no inclusion proposed before the merge may be confirmed after it.
+    for recusal in target.recusals:
+        recusal.include_proposed_by = None
 
 
 def merge(call: Call, c: Merge) -> str:
