@@ -165,7 +165,7 @@ def test_response_reminder_at_day_five_overdue_at_day_seven(harness, smtp_receiv
     assert escalations(smtp_receiver) == {}
     at(harness, app, t0, days=7)
     assert sorted(escalations(smtp_receiver)) == sorted(MEMBER_EMAILS)
-    overdue = [m for m in smtp_receiver.to("bob@example.org") if "Overdue:" in str(parsed(m)["Subject"])]
+    overdue = [m for m in smtp_receiver.to("bob@example.org") if re.search(r"^Overdue: case ", text_of(m), re.MULTILINE)]
     assert "!reply" in text_of(overdue[-1])
     at(harness, app, t0, days=8)
     assert STEERING in escalations(smtp_receiver)
