@@ -178,3 +178,27 @@ def test_a_case_token_for_a_reference_the_database_does_not_hold(store):
     [answer] = store.mail_after(mark)
     assert answer.kind == "refusal" and "there is no case 2026-0999 you can act on" in answer.text
     assert unchanged(store) and len(store.events("case_opened")) == 1  # never a new report in a member's name
+
+
+@pytest.mark.parametrize("command", ["!urgent", "!concerns Carol Chen", "!assign Alice", "!status waiting"])
+def test_a_command_that_changes_nothing_is_not_announced_again(store, command):
+    store.report()
+    store.command(BOB, "!ack")
+    store.command(BOB, command)
+    mark = store.outbox_mark()
+    store.command(ALICE, command)  # the case already stands so: the others have been told once
+    assert [(m.recipient, m.kind) for m in store.mail_after(mark)] == [(ALICE, "confirmation")]
+
+
+def test_a_reply_sent_with_a_change_reaches_the_others_in_one_mail(store):
+    store.report()
+    store.command(BOB, "!ack")
+    mark = store.outbox_mark()
+    store.command(BOB, "!reply !status waiting", "We will come back to you this week. REPLY-TEXT")
+    mail = store.mail_after(mark)
+    others = [m for m in mail if m.recipient in (ALICE, CAROL)]
+    assert sorted(m.recipient for m in others) == [ALICE, CAROL], "one mail each: the change and what was sent"
+    for m in others:
+        assert "REPLY-TEXT" in m.text and "status waiting" in m.text and "Bob Builder sent this to the reporter" in m.text
+    # Bob keeps his own copy of what was sent, beside his confirmation
+    assert sorted(m.kind for m in mail if m.recipient == BOB) == ["confirmation", "sent_copy"]

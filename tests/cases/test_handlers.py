@@ -529,3 +529,16 @@ def test_merge_refuses_cases_that_exclude_different_members(store):
     assert answer.kind == "refusal" and "do not exclude the same members" in done_lines(answer)
     assert store.case(second.ref).merged_into_id is None and store.case(second.ref).status != "closed"
     assert store.events("case_merged") == []
+
+
+def test_history_shows_an_included_member_the_notes_since_their_inclusion_not_those_of_their_exclusion(store):
+    store.report(body="Carol Chen said it too.")  # Carol is excluded automatically
+    store.command(ALICE, "", "NOTE-WHILE-EXCLUDED about Carol's part")
+    store.command(ALICE, "!include Carol Chen")
+    store.command(BOB, "!confirm")
+    assert CAROL not in store.case().recused_members()
+    store.command(ALICE, "", "NOTE-AFTER-INCLUSION for everyone")
+    store.take_in(reply(store.latest(CAROL, "announcement"), CAROL, "!history"))
+    shown = store.latest(CAROL).text
+    assert "NOTE-AFTER-INCLUSION" in shown, "what was sent to her after the inclusion is hers to read again"
+    assert "NOTE-WHILE-EXCLUDED" not in shown

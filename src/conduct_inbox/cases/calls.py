@@ -37,10 +37,17 @@ class Call:
     #: What the handlers want the other members told: the desk sends it with the announcement of
     #: the message's commands, in one mail (even with `committee.announce = "none"`).
     notices: list[Notice] = field(default_factory=list)
+    #: (to whom, text) of what `!reply`/`!send` sent: the members get a copy, the others in the
+    #: same one mail.
+    copies: list[tuple[str, str]] = field(default_factory=list)
 
     def tell(self, text: str, kind: str | None = None) -> None:
         """Tell the other members who may see the case, in the one mail about this message."""
         self.notices.append(Notice(text, kind))
+
+    def copy(self, to_whom: str, text: str) -> None:
+        """Give the members a copy of exactly what was sent to a party."""
+        self.copies.append((to_whom, text))
 
     def event(self, action: str, **detail: object) -> None:
         """An audit entry by the member on the case."""

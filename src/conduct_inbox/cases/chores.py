@@ -250,7 +250,7 @@ def send_weekly_overview(sessions: sessionmaker[Session], ctx: Context, now: dat
             _advance_marker(session, _LAST_OVERVIEW, last.value if last else None, week)
             if last is None:
                 return 0
-            drafts = _overview_drafts(session, ctx)
+            drafts = _overview_drafts(session, ctx, now)
             mailer.send(session, ctx, drafts, now)
     except _Overtaken:
         return 0  # another daemon claimed this week a moment ago
@@ -258,7 +258,7 @@ def send_weekly_overview(sessions: sessionmaker[Session], ctx: Context, now: dat
     return len(drafts)
 
 
-def _overview_drafts(session: Session, ctx: Context) -> list[Draft]:
+def _overview_drafts(session: Session, ctx: Context, now: datetime) -> list[Draft]:
     cases = session.scalars(
         select(Case).options(selectinload(Case.recusals))
         .where(Case.status != states.CLOSED, Case.spam.is_(False), Case.purged_at.is_(None))
@@ -269,19 +269,25 @@ def _overview_drafts(session: Session, ctx: Context) -> list[Draft]:
     for case in cases:
         for recipient in routing.committee(ctx.roster, recused(case)).recipients:
             seen.setdefault(recipient, []).append(case)
-    zone, drafts = ctx.options.timezone, []
+    drafts = []
+    rows = {c.id: _overview_row(session, ctx, c, now) for c in cases}
     for person, visible in seen.items():
         audience = routing.Audience((person,))
-        body = ctx.renderer.render("weekly_overview", marker=audience.marker_line(), zone=zone, cases=[{
-            "ref": c.ref, "title": title_of(c.title), "status": c.status, "urgent": c.urgent,
-            "opened": weekly.local_text(c.created_at, zone),
-            "assignee": _name(ctx, c.assignee), "due": weekly.local_text(c.next_due_at, zone) if c.next_due_at else "none",
-        } for c in visible])
+        body = ctx.renderer.render("weekly_overview", marker=audience.marker_line(), zone=ctx.options.timezone,
+                                   cases=[rows[c.id] for c in visible])
         drafts.append(Draft(kind="weekly_overview", audience="steering" if person.steering else "member",
                             recipient=person.email, recipient_name=person.name, body=body,
                             subject=f"[{ctx.options.case_tag}] Weekly overview: {len(visible)} open case(s)",
                             reply_to=personal_reply_to(ctx, person)))
     return drafts
+
+
+def _overview_row(session: Session, ctx: Context, case: Case, now: datetime) -> dict[str, object]:
+    """One case's line: its due time as the case's own mails state it (`cases.standing`)."""
+    due = standing.next_due(session, ctx, case)
+    return {"ref": case.ref, "title": title_of(case.title), "status": case.status, "urgent": case.urgent,
+            "opened": standing.when(ctx, case.created_at), "assignee": _name(ctx, case.assignee),
+            "due": standing.when(ctx, due) + (" (overdue)" if due <= now else "") if due else "none"}
 
 
 def _name(ctx: Context, email: str | None) -> str:

@@ -98,6 +98,8 @@ def confirm(call: Call, c: Confirm) -> str:
         raise Refused("!confirm: a second member must confirm your own !include")
     include.active = False
     include.include_proposed_by = None
+    # When the exclusion ended: `!history` shows the member what reached them from then on.
+    call.event("member_included", recusal=include.id)
     person = call.ctx.roster.person(include.member_email)
     session.flush()
     session.refresh(case)

@@ -30,7 +30,7 @@ from conduct_inbox.core.command_types import typed_name
 from conduct_inbox.core.roster import Person
 from conduct_inbox.errors import Refused
 from conduct_inbox.mail.parse import InboundMessage as Parsed
-from conduct_inbox.store.models import Case, Event, InboundMessage
+from conduct_inbox.store.models import Case, Decision, Event, InboundMessage
 
 log = logging.getLogger(__name__)
 
@@ -192,9 +192,10 @@ def _apply(call: Call, parsed: list[cmd.Command], repeated: Sequence[str] = ()) 
     savepoint = session.begin_nested()
     try:
         for command in parsed:
+            before = _standing_of(case) if command.changes_case else None
             line = handlers.run(call, command)
             done.append(line)
-            if command.changes_case:
+            if command.changes_case and _standing_of(case) != before:  # `!urgent` on an urgent case: nothing to tell
                 changes.append(f"!{typed_name(command)}: {line}")
         session.flush()
     except Refused as exc:
@@ -216,12 +217,15 @@ def _apply(call: Call, parsed: list[cmd.Command], repeated: Sequence[str] = ()) 
         row.kind = handlers.NOTE_WITH_COMMANDS
     if ctx.options.announce != "changes":
         changes = []
-    if changes or call.notices:
-        # One mail to the others about this message: the changes, what they made happen, the note.
+    if call.copies and routing.may_see(ctx.roster, recused(case), member.email):
+        mailer.copy_to_member(session, ctx, case, member, call.copies, now)
+    if changes or call.notices or call.copies:
+        # One mail to the others about this message: the changes, what they made happen, what
+        # was sent to parties, the note.
         if note:
             event(session, case.id, member.email, "note_added", now)
         sent_to = mailer.announce_to_others(session, ctx, case, member, now, changes=changes,
-                                            notices=[n.text for n in call.notices], note=note,
+                                            notices=[n.text for n in call.notices], note=note, copies=call.copies,
                                             kind=_announcement_kind(call), urgent=any(n.kind == "urgent" for n in call.notices))
         if note:
             done.append("your text was recorded as an internal note" + (f" and sent to {sent_to} with the announcement"
@@ -233,6 +237,25 @@ def _apply(call: Call, parsed: list[cmd.Command], repeated: Sequence[str] = ()) 
     if routing.may_see(ctx.roster, recused(case), member.email):
         mailer.reply_to_member(session, ctx, case, member, "confirmation", now, done=done)
     return f"case {case.ref}: {len(done)} command(s) applied"
+
+
+#: What the other members are told about when a command changes it (`updated_at`, the clock's
+#: cache and the like are not news).
+_ANNOUNCED = ("status", "urgent", "spam", "assignee", "human_ack_at", "closed_at", "title", "merged_into_id")
+
+
+def _standing_of(case: Case) -> tuple[object, ...]:
+    """The case as the others know it: its announced columns, who is recused, its parties and its
+    decisions, read after the handler flushed."""
+    session = Session.object_session(case)
+    if session is not None:
+        session.flush()
+        session.refresh(case)
+    decided = (session.execute(select(Decision.id, Decision.status).where(Decision.case_id == case.id)).all()
+               if session is not None else [])
+    return (tuple(getattr(case, c) for c in _ANNOUNCED),
+            frozenset((r.member_email, r.active, r.include_proposed_by) for r in case.recusals),
+            frozenset((p.role, p.address) for p in case.parties), frozenset(map(tuple, decided)))
 
 
 def _announcement_kind(call: Call) -> str:

@@ -146,7 +146,7 @@ def reply(call: Call, c: ct.Reply) -> str:
     _one_reporter(case, "!reply")
     text = _outgoing_text(call, "!reply")
     mailer.send_to_party(call.session, call.ctx, case, reporter, text, call.now, kind="reply")
-    mailer.copy_to_committee(call.session, call.ctx, case, call.member, "the reporter", text, call.now)
+    call.copy("the reporter", text)
     case.last_response_at = call.now
     return "reply sent to the reporter" + _attachments_left_out(call.msg)
 
@@ -161,7 +161,7 @@ def send(call: Call, c: ct.Send) -> str:
     text = _outgoing_text(call, f"!send {c.role}")
     for party in parties:
         mailer.send_to_party(call.session, call.ctx, case, party, text, call.now, kind="send")
-    mailer.copy_to_committee(call.session, call.ctx, case, call.member, f"the {c.role} {_parties(len(parties))}", text, call.now)
+    call.copy(f"the {c.role} {_parties(len(parties))}", text)
     if c.role == "reporter":
         case.last_response_at = call.now
     return f"message sent to {len(parties)} {c.role} {_parties(len(parties))}" + _attachments_left_out(call.msg)

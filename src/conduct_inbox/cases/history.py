@@ -45,6 +45,7 @@ _ACTIONS = {
     "steering_report_queued": "report sent to the steering committee",
     "delivery_failed": "a mail could not be delivered",
     "case_merged": "another case was merged into this one",
+    "member_included": "an excluded member was included again",
     "status_changed": "status changed",
 }
 _ACTORS = {"system": "", "reporter": "the reporter", "party": "a party", "unknown": "someone not a party"}
@@ -95,9 +96,8 @@ def timeline(ctx: Context, session: Session, case: Case, reader: str) -> str:
     """The history text of `case` as `reader` (a member who may see it) may read it."""
     zone = _zone(ctx.options.timezone)
     hidden = set(recused(case))
-    # A member excluded once and included again did not receive the notes of the time between: they
-    # are not shown from their exclusion on (when it ended is not recorded, so to this day).
-    excluded_since = min((r.created_at for r in case.recusals if r.member_email == reader), default=None)
+    # A member excluded once and included again did not receive the notes of the time between.
+    windows = _exclusions(session, case, reader)
     entries: list[_Entry] = []
     merged_refs = {row.id: row.ref for row in session.execute(select(Case.id, Case.ref).where(Case.merged_into_id == case.id))}
     for e in session.scalars(select(Event).where(Event.case_id == case.id).order_by(Event.id)):
@@ -111,7 +111,8 @@ def timeline(ctx: Context, session: Session, case: Case, reader: str) -> str:
     for received, processed, sender, text in notes:
         if not (text or "").strip() or (sender or "").lower() in hidden:
             continue
-        if excluded_since is not None and (processed or received) >= excluded_since:
+        if any(start <= (processed or received) and (end is None or (processed or received) < end)
+               for start, end in windows):
             continue
         body = "\n".join("      " + line for line in (text or "").strip()[:MAX_NOTE].splitlines())
         entries.append(_Entry(processed or received, 2, f"{_who(ctx, (sender or '').lower())}: internal note:\n{body}"))
@@ -136,13 +137,38 @@ def timeline(ctx: Context, session: Session, case: Case, reader: str) -> str:
         by = _names(ctx, [d.decided_by], hidden) + (f", confirmed by {_names(ctx, [d.confirmed_by], hidden)}" if d.confirmed_by else "")
         lines.append(f"decision: {d.kinds.replace(',', ', ')}{until} ({d.status}; by {by})")
     lines += ["", f"Timeline (times in {ctx.options.timezone}):"]
-    if excluded_since is not None:
-        lines.append("(internal notes from the time you were excluded from this case on are not shown)")
+    if windows:
+        lines.append("(internal notes from the time you were excluded from this case are not shown)")
     if left_out:
         lines.append(f"({left_out} earlier entries left out)")
     for entry in entries[left_out:]:
         lines.append(f"  {entry.at.astimezone(zone):%Y-%m-%d %H:%M}  {entry.text}")
     return "\n".join(lines)
+
+
+def _exclusions(session: Session, case: Case, reader: str) -> list[tuple[datetime, datetime | None]]:
+    """When `reader` was excluded from the case: (from, until) from the audit trail of their
+    recusal (`member_recused` / `member_included`, by recusal id); an exclusion recorded without
+    those ids, or moved with a merge, counts from its start to this day."""
+    row = next((r for r in case.recusals if r.member_email == reader), None)
+    if row is None:
+        return []
+    marks = session.execute(select(Event.at, Event.action, Event.detail)
+                            .where(Event.case_id == case.id, Event.action.in_(("member_recused", "member_included")))
+                            .order_by(Event.id)).all()
+    windows: list[tuple[datetime, datetime | None]] = []
+    start: datetime | None = None
+    for at, action, detail in marks:
+        if (detail or {}).get("recusal") != row.id:
+            continue
+        if action == "member_recused" and start is None:
+            start = at
+        elif action == "member_included" and start is not None:
+            windows.append((start, at))
+            start = None
+    if start is not None or not windows:
+        windows.append((start or row.created_at, None))
+    return windows
 
 
 def history(call: Call, c: History) -> str:

@@ -125,10 +125,20 @@ def announce(session: Session, ctx: Context, case: Case, now: datetime, text: st
     to_committee(session, ctx, case, audience, kind, now, heading="Announcement", text=text)
 
 
-def copy_to_committee(session: Session, ctx: Context, case: Case, member: Person, to_whom: str, text: str, now: datetime) -> None:
-    """The members get a copy of exactly what was sent to a party."""
-    audience = routing.committee(ctx.roster, recused(case))
-    to_committee(session, ctx, case, audience, "sent_copy", now, heading=f"{member.name} sent this to {to_whom}", text=text)
+def copy_to_member(session: Session, ctx: Context, case: Case, member: Person, copies: Sequence[tuple[str, str]],
+                   now: datetime) -> None:
+    """The sender's own copy of exactly what their message sent to parties."""
+    heading, text = _copies_text(member, copies)
+    to_committee(session, ctx, case, routing.Audience((member,)), "sent_copy", now, heading=heading, text=text)
+
+
+def _copies_text(member: Person, copies: Sequence[tuple[str, str]]) -> tuple[str, str]:
+    """(heading, text) of copies of what was sent: the heading names the one recipient when
+    there is one; with several, each copy has its line."""
+    if len(copies) == 1:
+        return f"{member.name} sent this to {copies[0][0]}", copies[0][1]
+    return (f"{member.name} sent {len(copies)} messages",
+            "\n\n".join(f"{member.name} sent this to {whom}:\n\n{text}" for whom, text in copies))
 
 
 def _others(ctx: Context, case: Case, member: Person) -> routing.Audience:
@@ -147,17 +157,26 @@ def note_to_others(session: Session, ctx: Context, case: Case, member: Person, t
 
 
 def announce_to_others(session: Session, ctx: Context, case: Case, member: Person, now: datetime, *, changes: Sequence[str],
-                       notices: Sequence[str], note: str, kind: str = "announcement", urgent: bool = False) -> str:
+                       notices: Sequence[str], note: str, copies: Sequence[tuple[str, str]] = (),
+                       kind: str = "announcement", urgent: bool = False) -> str:
     """One mail about one command message of `member` to the other members who may see the case
-    (recusals as the message left them): what they did, what the commands made happen, and their
-    text as an internal note. Returns the recipients' names."""
+    (recusals as the message left them): what they did, what the commands made happen, copies of
+    what they sent to parties, and their text as an internal note. Returns the recipients' names."""
     session.flush()
     session.refresh(case)
     parts = ["\n".join(f"- {line}" for line in changes)] if changes else []
     parts += list(notices)
+    if copies:
+        copy_heading, copy_text = _copies_text(member, copies)
+        parts.append(f"{copy_heading}:\n\n{copy_text}" if changes or notices else copy_text)
     if note:
         parts.append(f"Internal note from {member.name}:\n\n{note}")
-    heading = f"{member.name} changed this case" if changes else f"Announcement (from {member.name}'s mail)"
+    if changes:
+        heading = f"{member.name} changed this case"
+    elif notices or not copies:
+        heading = f"Announcement (from {member.name}'s mail)"
+    else:
+        heading, kind = _copies_text(member, copies)[0], "sent_copy"
     others = _others(ctx, case, member)
     to_committee(session, ctx, case, others, kind, now, heading=heading, text="\n\n".join(parts),
                  subject_=subject(ctx, case, "URGENT") if urgent else None)

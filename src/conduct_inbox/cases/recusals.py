@@ -43,11 +43,13 @@ def recuse_named(session: Session, case: Case, found: Sequence[str], now: dateti
         if existing is not None:
             existing.active, existing.reason, existing.automatic = True, "named", True
         else:
-            session.add(Recusal(case_id=case.id, member_email=email, reason="named", automatic=True, active=True, created_at=now))
+            existing = Recusal(case_id=case.id, member_email=email, reason="named", automatic=True, active=True, created_at=now)
+            session.add(existing)
+            session.flush()
         if case.assignee == email:
             case.assignee = None
         withdraw_unsent(session, case, email)
-        event(session, case.id, "system", "member_recused", now, reason="named", automatic=True)
+        event(session, case.id, "system", "member_recused", now, reason="named", automatic=True, recusal=existing.id)
     if new:
         session.flush()
         session.refresh(case)
@@ -57,8 +59,10 @@ def recuse_named(session: Session, case: Case, found: Sequence[str], now: dateti
 
 def recuse_before_sending(session: Session, case: Case, email: str, actor: str, now: datetime) -> None:
     """`!new ... !concerns NAME`: recused before anything about the new case is sent (no announcement)."""
-    session.add(Recusal(case_id=case.id, member_email=email, reason="concerns", automatic=False, active=True, created_at=now))
-    event(session, case.id, actor, "member_recused", now, reason="concerns")
+    recusal = Recusal(case_id=case.id, member_email=email, reason="concerns", automatic=False, active=True, created_at=now)
+    session.add(recusal)
+    session.flush()
+    event(session, case.id, actor, "member_recused", now, reason="concerns", recusal=recusal.id)
 
 
 def recuse(ctx: Context, session: Session, case: Case, email: str, reason: str, now: datetime, automatic: bool,
@@ -66,16 +70,20 @@ def recuse(ctx: Context, session: Session, case: Case, email: str, reason: str, 
     """Recuse a member by command, and tell the members who may still see the case (through
     `tell`, a command's one announcement, when given; else in a mail of its own)."""
     existing = next((r for r in case.recusals if r.member_email == email), None)
+    if existing is not None and existing.active and (existing.reason, existing.automatic) == (reason, automatic) \
+            and existing.include_proposed_by is None:
+        return  # excluded already, for this reason: the others were told then
     if existing is not None:
         existing.active, existing.reason, existing.automatic, existing.include_proposed_by = True, reason, automatic, None
     else:
-        session.add(Recusal(case_id=case.id, member_email=email, reason=reason, automatic=automatic, active=True, created_at=now))
+        existing = Recusal(case_id=case.id, member_email=email, reason=reason, automatic=automatic, active=True, created_at=now)
+        session.add(existing)
     session.flush()
     session.refresh(case)
     if case.assignee == email:
         case.assignee = None
     withdraw_unsent(session, case, email)
-    event(session, case.id, "system", "member_recused", now, reason=reason)
+    event(session, case.id, "system", "member_recused", now, reason=reason, recusal=existing.id)
     person = ctx.roster.person(email)
     text = (f"{person.name if person else 'A member'} is excluded from this case "
             f"({routing.RECUSAL_REASONS.get(reason, reason)}) and receives nothing more about it.")

@@ -119,7 +119,7 @@ SAMPLES: dict[str, list[dict[str, Any]]] = {
     "weekly_overview": [
         {"marker": _MARKER, "zone": "Europe/Berlin", "cases": [
             {"ref": "2026-0007", "title": "Incident", "status": "investigating", "urgent": True,
-             "opened": "Tue 2026-11-24 10:00 CET", "assignee": "Bob Builder", "due": "Tue 2026-12-01 10:00 CET"}]},
+             "opened": "Tue 24 Nov 2026 10:00 CET", "assignee": "Bob Builder", "due": "Tue 1 Dec 2026 10:00 CET"}]},
         {"cases": []},
     ],
 }

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from conduct_inbox.cases.context import Context
 from conduct_inbox.cases.deadlines import case_clock
-from conduct_inbox.core import sla, standing
+from conduct_inbox.core import sla, standing, states
 from conduct_inbox.mail.quotes import REPLY_MARKER
 from conduct_inbox.store.models import Case, Decision
 
@@ -61,6 +61,16 @@ def due_text(ctx: Context, case: Case, clock: str) -> str:
         return ""
     due = sla.deadlines(case_clock(session, case), ctx.sla_policy).get(clock)
     return standing.moment(due, zone(ctx.options.timezone)) if due is not None else ""
+
+
+def next_due(session: Session, ctx: Context, case: Case) -> datetime | None:
+    """The earliest due time the case's block states (human acknowledgement or response), from
+    the same rules the escalations run on; None when no clock runs."""
+    if ctx.sla_policy is None or case.spam or case.status == states.CLOSED:
+        return None
+    due = sla.deadlines(case_clock(session, case), ctx.sla_policy)
+    running = [due[k] for k in ("ack", "response") if k in due]
+    return min(running) if running else None
 
 
 def when(ctx: Context, moment: datetime) -> str:

@@ -1,6 +1,5 @@
 """The weekly overview's calendar: which week's overview is due at a moment, in the committee's
-time zone (so "Monday 08:00" stays 08:00 local across daylight saving time), and how a moment
-is written in that zone.
+time zone (so "Monday 08:00" stays 08:00 local across daylight saving time).
 """
 
 from __future__ import annotations
@@ -24,7 +23,3 @@ def last_slot(now: datetime, zone: str, weekday: str, hour: int) -> datetime:
         slot = datetime.combine(day - timedelta(days=7), time(hour), tzinfo=tz)
     return slot
 
-
-def local_text(moment: datetime, zone: str) -> str:
-    """`Mon 2026-11-30 09:00 CET`: a moment as the committee reads it."""
-    return moment.astimezone(ZoneInfo(zone)).strftime("%a %Y-%m-%d %H:%M %Z")
