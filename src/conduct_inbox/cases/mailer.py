@@ -21,6 +21,7 @@ from conduct_inbox.core import commands as cmd
 from conduct_inbox.core import routing, scanning
 from conduct_inbox.core.party_mail import OutwardDraft
 from conduct_inbox.core.roster import Person
+from conduct_inbox.core.standing import Standing
 from conduct_inbox.mail import conversation
 from conduct_inbox.mail.compose import Draft, OutgoingAttachment
 from conduct_inbox.store.models import Case, InboundMessage, OutboxMessage, Party
@@ -86,13 +87,14 @@ def _threaded(case: Case | None, draft: Draft, root: str, earlier: dict[str, tup
 def committee_drafts(
     ctx: Context, case: Case | None, audience: routing.Audience, kind: str, subject_: str,
     body_for: Callable[[Person], str], content: scanning.Scanned | None = None, now: datetime | None = None,
+    where: Standing | None = None,
 ) -> list[Draft]:
     """One draft per recipient, only them in To:, with their own reply token. A sender's
     attachments come only with `content`, the member scan's result: nothing unscanned. Mail
     about a case says where it stands (due times, the commands that make sense now) and
     threads in the case's conversation."""
     attached = attachments(ctx, content)[1] if content is not None else ()
-    block = standing.lines(ctx, case, now) if case is not None else []
+    block = standing.lines(ctx, case, now, where) if case is not None else []
     root, earlier = committee_thread(ctx, case) if case is not None else ("", {})
     return [
         _threaded(case, Draft(

@@ -220,6 +220,7 @@ def report_copies(ctx: Context, case: Case, msg: Parsed, content: scanning.Scann
         return []
     audience = routing.committee(ctx.roster, recused(case))
     listed = mailer.attachments(ctx, content)[0]
+    where = standing.of(ctx, case, now)  # once: the copy's due time and its block say the same
     body = ctx.renderer.render(
         "report",
         marker=audience.marker_line(),
@@ -233,13 +234,13 @@ def report_copies(ctx: Context, case: Case, msg: Parsed, content: scanning.Scann
         acknowledged=acked,
         ack_reason=ack_reason,
         ack_time=hours_text(ctx.options.promises.ack_hours_for(bool(case.urgent))),
-        ack_due=standing.due_text(ctx, case, "ack"),
+        ack_due=standing.due_text(ctx, where, "ack"),
         body=content.body,
         attachments=listed,
         max_mb=ctx.options.max_forward_attachment_mb,
     )
     subject_ = subject(ctx, case, " ".join(m for m, on in (("URGENT", case.urgent), ("[auto]", case.auto)) if on))
-    return mailer.committee_drafts(ctx, case, audience, "report", subject_, lambda _p: body, content, now=now)
+    return mailer.committee_drafts(ctx, case, audience, "report", subject_, lambda _p: body, content, now=now, where=where)
 
 
 def forward_to_committee(ctx: Context, session: Session, case: Case, row: InboundMessage, msg: Parsed, now: datetime,

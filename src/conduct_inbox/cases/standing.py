@@ -46,20 +46,23 @@ def facts(session: Session, ctx: Context, case: Case, now: datetime | None = Non
     )
 
 
-def lines(ctx: Context, case: Case, now: datetime | None = None) -> list[str]:
-    """The block for `case`, in the session the case belongs to (none: the case alone)."""
+def of(ctx: Context, case: Case, now: datetime | None = None) -> standing.Standing | None:
+    """Where `case` stands, in the session the case belongs to (none: the case alone)."""
     session = Session.object_session(case)
     if session is None or case.id is None:
-        return []
-    return standing.lines(facts(session, ctx, case, now), zone(ctx.options.timezone))
+        return None
+    return facts(session, ctx, case, now)
 
 
-def due_text(ctx: Context, case: Case, clock: str) -> str:
+def lines(ctx: Context, case: Case, now: datetime | None = None, where: standing.Standing | None = None) -> list[str]:
+    """The block for `case` (`where`: its facts, when the caller has them already)."""
+    where = where or of(ctx, case, now)
+    return standing.lines(where, zone(ctx.options.timezone)) if where is not None else []
+
+
+def due_text(ctx: Context, where: standing.Standing | None, clock: str) -> str:
     """When the case's `clock` ("ack" or "response") is due, as the block says it; "" when it runs not."""
-    session = Session.object_session(case)
-    if session is None or ctx.sla_policy is None:
-        return ""
-    due = sla.deadlines(case_clock(session, case), ctx.sla_policy).get(clock)
+    due = where.due.get(clock) if where is not None else None
     return standing.moment(due, zone(ctx.options.timezone)) if due is not None else ""
 
 
