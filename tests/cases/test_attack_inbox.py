@@ -44,3 +44,20 @@ def test_a_reply_to_the_second_reporters_follow_up_never_reaches_the_first_repor
     store.take_in(reply(follow_up, ALICE, "!reply", "Dear Sam, we will look into what happened to your badge."))
     # Sam's matter must not go to Robin: to Sam, or refused asking which reporter is meant.
     assert not [m for m in store.mail_after(mark) if m.recipient == REPORTER]
+
+
+def test_a_case_holding_two_reporters_answers_the_one_the_member_names(store: Store):
+    first = store.report()
+    second = store.report(sender="second@example.net", name="Sam Second", body="The same thing happened to me.")
+    store.command(CAROL, f"!merge {first.ref}", case=second)
+    mark = store.outbox_mark()
+    store.command(ALICE, "!reply", "Dear Sam, thank you.", case=first)
+    assert store.latest(ALICE).kind == "refusal" and "!reply ADDRESS" in store.latest(ALICE).text
+    store.command(ALICE, "!reply second@example.net", "Dear Sam, thank you.", case=first)
+    to_parties = [m for m in store.mail_after(mark) if m.audience in ("reporter", "party")]
+    assert [(m.recipient, m.kind) for m in to_parties] == [("second@example.net", "reply")]
+    # an address that is no reporter of the case sends nothing, to anyone
+    mark = store.outbox_mark()
+    store.command(ALICE, "!reply someone@example.net", "Hello.", case=first)
+    assert store.latest(ALICE).kind == "refusal"
+    assert not [m for m in store.mail_after(mark) if m.audience in ("reporter", "party")]

@@ -246,7 +246,7 @@ def test_new_with_concerns_in_the_same_subject() -> None:
         ("!status investigating waiting", "!status takes investigating or waiting"),
         ("!send", "!send takes reporter, reported, witness or other"),
         ("!send everyone", "!send takes reporter, reported, witness or other"),
-        ("!reply witness", "!reply takes no arguments (to write to another party, use !send"),
+        ("!reply witness", "!reply takes nothing, or the address of one of the case's reporters (to write to another party, use !send"),
         ("!ack thanks", "!ack takes no arguments"),
         ("!party", "!party needs ROLE ADDRESS [NAME]"),
         ("!party reported", "!party needs ROLE ADDRESS [NAME]"),

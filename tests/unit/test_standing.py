@@ -110,3 +110,8 @@ def test_a_due_time_already_past_says_overdue():
     late = text(facts(c, now=ack_due))
     assert f"Human acknowledgement (!ack) due: {standing.moment(ack_due, BERLIN)} (overdue)" in late
     assert "Response to the reporter (!reply) due: Tue 1 Dec 2026 10:00 CET\n" in late
+
+
+def test_a_case_with_several_reporters_suggests_naming_one():
+    s = standing.Standing(ref="2026-0007", status="investigating", acknowledged=True, several_reporters=True)
+    assert "!reply ADDRESS" in standing.commands(s) and "!reply" not in standing.commands(s)

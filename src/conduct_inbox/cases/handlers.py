@@ -134,16 +134,21 @@ def _one_reporter(case: Case, what: str) -> None:
     """After a `!merge` a case may hold several reporters: a text written to "the reporter" could
     carry one reporter's words to another, so it is refused rather than guessed."""
     if sum(p.role == "reporter" for p in case.parties) > 1:
-        raise Refused(f"{what}: this case holds reports from more than one reporter (a merge); "
-                      "a text to the reporter cannot be sent from it")
+        raise Refused(f"{what}: this case holds reports from more than one reporter (a merge); name the one "
+                      "you write to with !reply ADDRESS (!history lists the case's reporters)")
 
 
 def reply(call: Call, c: ct.Reply) -> str:
     case = call.case
-    reporter = case.party("reporter")
-    if reporter is None:
-        raise Refused("!reply: this case has no reporter address")
-    _one_reporter(case, "!reply")
+    if c.to is not None:
+        reporter = next((p for p in case.parties if p.role == "reporter" and p.address == c.to), None)
+        if reporter is None:
+            raise Refused("!reply: no reporter of this case has that address")
+    else:
+        reporter = case.party("reporter")
+        if reporter is None:
+            raise Refused("!reply: this case has no reporter address")
+        _one_reporter(case, "!reply")
     text = _outgoing_text(call, "!reply")
     mailer.send_to_party(call.session, call.ctx, case, reporter, text, call.now, kind="reply")
     call.copy("the reporter", text)

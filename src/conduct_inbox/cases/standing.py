@@ -38,6 +38,7 @@ def facts(session: Session, ctx: Context, case: Case, now: datetime | None = Non
         acknowledged=case.human_ack_at is not None,
         assignee=(person.name if person is not None else case.assignee) if case.assignee else None,
         has_reporter=case.party("reporter") is not None,
+        several_reporters=sum(p.role == "reporter" for p in case.parties) > 1,
         due={k: v for k, v in due.items() if k in ("ack", "response")},
         sanctions_end=[(d.kinds.replace(",", ", "), d.until) for d in decisions if d.until is not None],
         decision_pending=any(d.status == "pending" for d in decisions),

@@ -67,8 +67,7 @@ def _no_args(cls: Callable[[], Command]) -> Callable[[str, str], Command]:
 
     def build(name: str, args: str) -> Command:
         if args:
-            hint = " (to write to another party, use !send ROLE)" if name == "reply" else ""
-            raise _Bad("!%s takes no arguments%s" % (name, hint))
+            raise _Bad("!%s takes no arguments" % name)
         return cls()
 
     return build
@@ -130,6 +129,16 @@ def _party(name: str, args: str) -> Command:
     if address is None:
         raise _Bad("!party: the second word must be the party's mail address")
     return Party(role, address, words[2] if len(words) > 2 else None)
+
+
+def _reply(name: str, args: str) -> Command:
+    if not args:
+        return Reply()
+    address = _address(args)
+    if address is None:
+        raise _Bad("!reply takes nothing, or the address of one of the case's reporters "
+                   "(to write to another party, use !send ROLE)")
+    return Reply(address.lower())
 
 
 def _send(name: str, args: str) -> Command:
@@ -253,7 +262,7 @@ _BUILDERS: dict[str, Callable[[str, str], Command]] = {
     "ack": _no_args(Ack),
     "assign": _member_name(Assign),
     "status": _status,
-    "reply": _no_args(Reply),
+    "reply": _reply,
     "party": _party,
     "send": _send,
     "urgent": _no_args(Urgent),

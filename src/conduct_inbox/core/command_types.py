@@ -59,7 +59,10 @@ class Status(Declared, changes_case=True):
 
 @dataclass(frozen=True)
 class Reply(Declared, changes_case=False):
-    """`!reply`: the body goes to the reporter."""
+    """`!reply [ADDRESS]`: the body goes to the reporter (to the one at ADDRESS when a merge left
+    the case with several)."""
+
+    to: str | None = None
 
 
 @dataclass(frozen=True)

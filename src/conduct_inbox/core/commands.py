@@ -252,7 +252,8 @@ The text you write above the marker line is the note, or the text that is sent.
 !ack                    acknowledge the case; you become assignee if there is none
 !assign NAME            set the assignee
 !status investigating   set the state (or: !status waiting)
-!reply                  send your text to the reporter from conduct@
+!reply                  send your text to the reporter from conduct@ (!reply ADDRESS: to that
+                        one of the reporters of a merged case)
 !party ROLE ADDRESS [NAME]  record a party; ROLE is reported, witness or other
 !send ROLE              send your text to that party (reporter, reported, witness, other)
 !urgent, !not-urgent    set urgency

@@ -28,6 +28,7 @@ class Standing:
     acknowledged: bool = False  # a member has sent !ack
     assignee: str | None = None  # the assignee's name
     has_reporter: bool = True
+    several_reporters: bool = False  # a merge joined reports of different reporters
     #: `sla.deadlines(...)`: "ack" and "response" when those clocks run.
     due: Mapping[str, datetime] = field(default_factory=dict)
     #: (decision, its last day) of decisions that are pending or in force and end on a date.
@@ -75,7 +76,7 @@ def due_lines(s: Standing, zone: tzinfo) -> list[str]:
 
 def commands(s: Standing) -> list[str]:
     """The commands that make sense in the case's current state, most likely first."""
-    reply = ["!reply"] if s.has_reporter else []
+    reply = (["!reply ADDRESS"] if s.several_reporters else ["!reply"]) if s.has_reporter else []
     if s.spam:
         return ["!history"]
     if s.status == states.CLOSED:
