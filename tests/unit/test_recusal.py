@@ -1,6 +1,5 @@
 """Recusal detection: members named in a report are found, and only they."""
 
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -416,10 +415,8 @@ def test_single_word_aliases_are_not_reordered_or_split_by_cells() -> None:
 
 
 def test_last_name_first_with_a_long_separator_run_stays_linear() -> None:
-    text = ("Smith" + "_" * 200_000 + " ") * 10 + "Carol Jones"
-    started = time.perf_counter()
+    text = ("Smith" + "_" * 200_000 + " ") * 10 + "Carol Jones"  # (its time: benchmarks/linear.py)
     assert emails(text) == [CAROL.email]
-    assert time.perf_counter() - started < 3
 
 
 def test_an_alias_whose_confusable_skeleton_has_no_word_does_not_break_the_detector() -> None:

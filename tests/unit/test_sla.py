@@ -1,6 +1,5 @@
 """The SLA rules: which escalations a committee gets, when, and only once."""
 
-import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -246,7 +245,5 @@ def test_is_urgent_text(text, urgent):
 
 def test_is_urgent_text_ignores_empty_phrases_and_runs_in_linear_time():
     assert is_urgent_text("anything", ["", " - "]) is False
-    huge = "self " * 400_000 + "harmless"
-    started = time.perf_counter()
+    huge = "self " * 400_000 + "harmless"  # (its time: benchmarks/linear.py)
     assert is_urgent_text(huge, ["self harm", "self self self self harm"]) is False
-    assert time.perf_counter() - started < 5.0
