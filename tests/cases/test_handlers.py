@@ -542,3 +542,15 @@ def test_history_shows_an_included_member_the_notes_since_their_inclusion_not_th
     shown = store.latest(CAROL).text
     assert "NOTE-AFTER-INCLUSION" in shown, "what was sent to her after the inclusion is hers to read again"
     assert "NOTE-WHILE-EXCLUDED" not in shown
+
+
+def test_history_after_a_merge_still_hides_the_notes_of_an_exclusion_on_the_merged_case(store):
+    first = store.report(body="Carol Chen said it too.")  # Carol excluded automatically
+    store.command(ALICE, "", "NOTE-WHILE-EXCLUDED about Carol's part", case=first)
+    store.command(ALICE, "!include Carol Chen", case=first)
+    store.command(BOB, "!confirm", case=first)
+    second = store.report(sender="other@example.net", subject="The same incident", body="I saw it too.")
+    store.command(ALICE, f"!merge {second.ref}", case=first)
+    assert store.case(first.ref).merged_into_id == second.id
+    store.command(CAROL, "!history", case=second)
+    assert "NOTE-WHILE-EXCLUDED" not in store.latest(CAROL).text

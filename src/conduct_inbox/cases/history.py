@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from conduct_inbox.cases.calls import Call
@@ -21,7 +21,7 @@ from conduct_inbox.cases.context import Context, recused
 from conduct_inbox.core import routing
 from conduct_inbox.core.command_types import History
 from conduct_inbox.core.commands import title_of
-from conduct_inbox.store.models import Case, Decision, Event, InboundMessage, OutboxMessage
+from conduct_inbox.store.models import Case, Decision, Event, InboundMessage, OutboxMessage, Recusal
 
 MAX_ENTRIES = 300  # the most recent; a long case says how many earlier ones were left out
 MAX_NOTE = 4000  # characters of one note shown
@@ -147,27 +147,32 @@ def timeline(ctx: Context, session: Session, case: Case, reader: str) -> str:
 
 
 def _exclusions(session: Session, case: Case, reader: str) -> list[tuple[datetime, datetime | None]]:
-    """When `reader` was excluded from the case: (from, until) from the audit trail of their
-    recusal (`member_recused` / `member_included`, by recusal id); an exclusion recorded without
-    those ids, or moved with a merge, counts from its start to this day."""
-    row = next((r for r in case.recusals if r.member_email == reader), None)
-    if row is None:
+    """When `reader` was excluded from the case or from a case merged into it: (from, until), from
+    the audit trail of their recusals (`member_recused` / `member_included`, by recusal id; a merge
+    moves the events and leaves an ended recusal on the merged case); an exclusion recorded
+    without those ids counts from its start to this day."""
+    merged = select(Case.id).where(Case.merged_into_id == case.id)
+    rows = session.execute(select(Recusal.id, Recusal.created_at).where(
+        Recusal.member_email == reader, or_(Recusal.case_id == case.id, Recusal.case_id.in_(merged)))).all()
+    if not rows:
         return []
+    ids = {row.id for row in rows}
     marks = session.execute(select(Event.at, Event.action, Event.detail)
                             .where(Event.case_id == case.id, Event.action.in_(("member_recused", "member_included")))
                             .order_by(Event.id)).all()
     windows: list[tuple[datetime, datetime | None]] = []
-    start: datetime | None = None
+    open_since: dict[int, datetime] = {}
     for at, action, detail in marks:
-        if (detail or {}).get("recusal") != row.id:
+        recusal = (detail or {}).get("recusal")
+        if not isinstance(recusal, int) or recusal not in ids:
             continue
-        if action == "member_recused" and start is None:
-            start = at
-        elif action == "member_included" and start is not None:
-            windows.append((start, at))
-            start = None
-    if start is not None or not windows:
-        windows.append((start or row.created_at, None))
+        if action == "member_recused":
+            open_since.setdefault(recusal, at)
+        elif recusal in open_since:
+            windows.append((open_since.pop(recusal), at))
+    windows += [(start, None) for start in open_since.values()]
+    if not windows:
+        windows.append((min(row.created_at for row in rows), None))
     return windows
 
 
