@@ -61,3 +61,17 @@ def test_a_case_holding_two_reporters_answers_the_one_the_member_names(store: St
     store.command(ALICE, "!reply someone@example.net", "Hello.", case=first)
     assert store.latest(ALICE).kind == "refusal"
     assert not [m for m in store.mail_after(mark) if m.audience in ("reporter", "party")]
+
+
+def test_a_list_of_cases_queued_for_a_member_is_withdrawn_when_they_are_excluded_from_one(store: Store):
+    case = store.report(subject="About the sprint")
+    store.outage = True  # the SMTP server is down: what is queued waits
+    mark = store.outbox_mark()
+    store.personal(CAROL, "!list")  # (the weekly overview and the spam digest list cases alike)
+    [listing] = store.mail_after(mark)
+    assert case.ref in listing.text
+    ack = store.mail_to(REPORTER)[0]
+    store.take_in(reply(ack, REPORTER, "", "I forgot: Carol Chen was standing right next to him."))
+    assert CAROL in store.case().recused_members()
+    assert not [m for m in store.mail_to(CAROL) if case.ref in m.text and m.id > mark], \
+        "a list naming the case still waits for the member now excluded from it"

@@ -9,13 +9,14 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from conduct_inbox.cases import mailer
 from conduct_inbox.cases.audit import event
 from conduct_inbox.cases.context import Context, recused
 from conduct_inbox.core import routing
+from conduct_inbox.mail.compose import text_of
 from conduct_inbox.store.models import Case, OutboxMessage, Recusal
 
 log = logging.getLogger(__name__)
@@ -23,13 +24,21 @@ log = logging.getLogger(__name__)
 
 def withdraw_unsent(session: Session, case: Case, email: str) -> None:
     """Case mail to a member just recused that has not gone out (queued by an earlier command of
-    the same subject, or waiting out an outage) never will: they receive nothing more about it."""
-    session.execute(
-        delete(OutboxMessage)
-        .where(OutboxMessage.case_id == case.id, OutboxMessage.recipient == email, OutboxMessage.status == "pending",
+    the same subject, or waiting out an outage) never will: they receive nothing more about it.
+    Nor will mail about several cases that names this one (the weekly overview, a `!list` answer,
+    the spam digest): it would list a case they are excluded from; it is withdrawn whole (the next
+    one comes as usual)."""
+    pending = (OutboxMessage.recipient == email, OutboxMessage.status == "pending",
                OutboxMessage.audience.in_(("member", "steering")))
+    session.execute(
+        delete(OutboxMessage).where(OutboxMessage.case_id == case.id, *pending)
         .execution_options(synchronize_session=False)
     )
+    listings = session.execute(select(OutboxMessage.id, OutboxMessage.data).where(OutboxMessage.case_id.is_(None), *pending))
+    naming = [row_id for row_id, data in listings if case.ref in text_of(data)]
+    if naming:
+        session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(naming)).execution_options(synchronize_session=False))
+        log.info("case %s: %d queued mail(s) listing the case withdrawn from a member just recused", case.ref, len(naming))
 
 
 def recuse_named(session: Session, case: Case, found: Sequence[str], now: datetime) -> list[str]:

@@ -20,7 +20,8 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from email import quoprimime
+from email import message_from_bytes, quoprimime
+from email import policy as email_policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -88,6 +89,13 @@ _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 # RFC 2047 5(3) "Q" encoding, restricted to what is safe inside a phrase as well as in unstructured text.
 _Q_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 _Q_BYTE = tuple(chr(b) if b in _Q_SAFE else "_" if b == 0x20 else f"={b:02X}" for b in range(256))
+
+
+def text_of(data: bytes) -> str:
+    """The text parts of a message we built (decoded), for checks on mail still queued."""
+    message = message_from_bytes(data, policy=email_policy.default)
+    parts = [part.get_content() for part in message.walk() if part.get_content_type() == "text/plain"]
+    return "\n".join(p for p in parts if isinstance(p, str))
 
 
 def flat(value: str | None) -> str:
