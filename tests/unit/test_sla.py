@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conduct_inbox.core.sla import CaseClock, SlaPolicy, deadlines, due, is_urgent_text, next_due_at
+from conduct_inbox.core.sla import CaseClock, SlaPolicy, deadlines, due, is_urgent_text, merged, next_due_at
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 POLICY = SlaPolicy()
@@ -247,3 +247,25 @@ def test_is_urgent_text_ignores_empty_phrases_and_runs_in_linear_time():
     assert is_urgent_text("anything", ["", " - "]) is False
     huge = "self " * 400_000 + "harmless"  # (its time: benchmarks/linear.py)
     assert is_urgent_text(huge, ["self harm", "self self self self harm"]) is False
+
+
+def _clock(created: datetime, *, ack: datetime | None = None, response: datetime | None = None, auto: bool = False) -> CaseClock:
+    return CaseClock(case_id=1, ref="2026-0001", status="investigating", urgent=False, spam=False, auto=auto,
+                     created_at=created, human_ack_at=ack, last_response_at=response, auto_ack_pending_since=None,
+                     fired=frozenset())
+
+
+@pytest.mark.parametrize(("target", "source", "response_from"), [
+    # an older report merged into a newer one: its reporter's week still counts from their report
+    (_clock(T0 + 3 * D, ack=T0 + 3 * D), _clock(T0, ack=T0), T0),
+    # the older reporter was answered on day 2, the newer not yet: the clock runs from day 2
+    (_clock(T0 + 3 * D, ack=T0 + 3 * D), _clock(T0, ack=T0, response=T0 + 2 * D), T0 + 2 * D),
+    # both answered: from the earlier answer (the reporter answered first is owed the next one first)
+    (_clock(T0 + 3 * D, ack=T0 + 3 * D, response=T0 + 5 * D), _clock(T0, ack=T0, response=T0 + 2 * D), T0 + 2 * D),
+    # an automatic mail nobody acknowledged promises nothing: the target's own clock stands
+    (_clock(T0 + 3 * D, ack=T0 + 3 * D), _clock(T0, auto=True), T0 + 3 * D),
+])
+def test_a_merged_case_keeps_the_earliest_response_promise(target, source, response_from):
+    created, last_response, auto = merged(target, source)
+    after = replace(target, created_at=created, last_response_at=last_response, auto=auto)
+    assert deadlines(after, POLICY)["response"] == response_from + POLICY.response_days * D

@@ -21,8 +21,8 @@ from conduct_inbox.cases import mailer
 from conduct_inbox.cases.audit import event
 from conduct_inbox.cases.calls import Call
 from conduct_inbox.cases.context import recused
-from conduct_inbox.cases.deadlines import refresh_clock
-from conduct_inbox.core import routing, states
+from conduct_inbox.cases.deadlines import case_clock, refresh_clock
+from conduct_inbox.core import routing, sla, states
 from conduct_inbox.core.command_types import Merge
 from conduct_inbox.errors import Refused
 from conduct_inbox.store.models import Case, Decision, Event, InboundMessage, OutboxMessage, Recusal, Sanction
@@ -118,8 +118,9 @@ def merge(call: Call, c: Merge) -> str:
     call.row.case_id = target.id
     target.urgent = target.urgent or source.urgent
     target.assignee = target.assignee or source.assignee
-    if source.last_response_at and (target.last_response_at is None or source.last_response_at > target.last_response_at):
-        target.last_response_at = source.last_response_at
+    # Every promise made to either reporter still holds (`sla.merged`).
+    target.created_at, target.last_response_at, target.auto = sla.merged(case_clock(session, target),
+                                                                         case_clock(session, source))
     target.updated_at = now
     session.flush()
     session.expire_all()  # rows moved by plain UPDATEs: read them again

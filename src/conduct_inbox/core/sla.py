@@ -209,6 +209,29 @@ def next_due_at(case: CaseClock, policy: SlaPolicy) -> datetime | None:
     return min(pending, default=None)
 
 
+def _response_start(case: CaseClock) -> datetime | None:
+    """Where the case's response clock runs from (as `_candidates`); None: it runs not."""
+    if case.auto:
+        if case.human_ack_at is None:
+            return None
+        return max(_aware(case.human_ack_at), _aware(case.last_response_at or case.human_ack_at))
+    return _aware(case.last_response_at or case.created_at)
+
+
+def merged(target: CaseClock, source: CaseClock) -> tuple[datetime, datetime | None, bool]:
+    """(created_at, last_response_at, auto) of `target` once `source` is merged into it, so that
+    every promise made to either reporter still holds: the case counts from the earlier report,
+    and its response clock runs from the earlier of the two clocks' starts (a reporter not yet
+    answered is still owed their response by the time they were promised)."""
+    created = min(_aware(target.created_at), _aware(source.created_at))
+    auto = target.auto and source.auto
+    starts = [s for s in (_response_start(target), _response_start(source)) if s is not None]
+    if not starts:
+        return created, None, auto
+    start = min(starts)
+    return created, (None if start == created and not auto else start), auto
+
+
 def deadlines(case: CaseClock, policy: SlaPolicy) -> dict[str, datetime]:
     """The running promises of a case for display: "ack", "response", "auto_ack" when they apply."""
     names = {"ack": "ack", "response": "response", "auto_ack_unsent": "auto_ack"}
