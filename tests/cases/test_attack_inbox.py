@@ -75,3 +75,21 @@ def test_a_list_of_cases_queued_for_a_member_is_withdrawn_when_they_are_excluded
     assert CAROL in store.case().recused_members()
     assert not [m for m in store.mail_to(CAROL) if case.ref in m.text and m.id > mark], \
         "a list naming the case still waits for the member now excluded from it"
+
+
+def test_an_include_proposed_before_new_mail_naming_the_member_again_cannot_be_confirmed(store: Store):
+    store.report(body="Carol Chen was at the table too.")
+    assert store.case().recused_members() == {CAROL}
+    store.command(ALICE, "!include Carol Chen", "Probably not relevant.")
+    ack = store.mail_to(REPORTER)[0]
+    store.take_in(reply(ack, REPORTER, "", "I meant Carol Chen from your committee: she threatened me afterwards."))
+    store.command(BOB, "!confirm")
+    assert store.case().recused_members() == {CAROL}
+
+
+def test_history_hides_the_note_a_recused_member_wrote_from_another_spelling_of_their_address(store: Store):
+    store.report()
+    store.command(BOB, "", "I know him from the sprint. BOBNOTE-1", sender="Bob Builder <bob+conduct@example.org>")
+    store.command(ALICE, "!concerns Bob Builder")
+    store.command(ALICE, "!history")
+    assert "BOBNOTE-1" not in store.latest(ALICE).text

@@ -109,13 +109,15 @@ def timeline(ctx: Context, session: Session, case: Case, reader: str) -> str:
                             .where(InboundMessage.case_id == case.id, InboundMessage.kind.in_(NOTE_KINDS))
                             .order_by(InboundMessage.id)).all()
     for received, processed, sender, text in notes:
-        if not (text or "").strip() or (sender or "").lower() in hidden:
+        author = ctx.roster.person(sender)  # `bob+conduct@` is Bob
+        if not (text or "").strip() or (sender or "").lower() in hidden or (author is not None and author.email in hidden):
             continue
         if any(start <= (processed or received) and (end is None or (processed or received) < end)
                for start, end in windows):
             continue
         body = "\n".join("      " + line for line in (text or "").strip()[:MAX_NOTE].splitlines())
-        entries.append(_Entry(processed or received, 2, f"{_who(ctx, (sender or '').lower())}: internal note:\n{body}"))
+        name = author.name if author is not None else _who(ctx, (sender or "").lower())
+        entries.append(_Entry(processed or received, 2, f"{name}: internal note:\n{body}"))
     sent = session.execute(select(OutboxMessage.created_at, OutboxMessage.audience, OutboxMessage.kind,
                                   OutboxMessage.status)
                            .where(OutboxMessage.case_id == case.id, OutboxMessage.audience.in_(("reporter", "party")))

@@ -47,6 +47,11 @@ def recuse_named(session: Session, case: Case, found: Sequence[str], now: dateti
         return []
     current = recused(case)
     new = [email for email in found if email not in current]
+    for recusal in case.recusals:
+        if recusal.member_email in found and recusal.active and recusal.include_proposed_by:
+            # Agreed about what the case held before: new mail naming them again voids it.
+            recusal.include_proposed_by = None
+            event(session, case.id, "system", "include_proposal_voided", now, recusal=recusal.id)
     for email in new:
         existing = next((r for r in case.recusals if r.member_email == email), None)
         if existing is not None:
