@@ -123,8 +123,11 @@ def _spam_digest(sessions: sessionmaker[Session], ctx: Context, now: datetime) -
             return 0
         audience = routing.committee(ctx.roster, {})
 
+        def visible_to(person: Person) -> list[Case]:
+            return [c for c in cases if routing.may_see(ctx.roster, recused(c), person.email)]
+
         def body_for(person: Person) -> str:
-            visible = [c for c in cases if routing.may_see(ctx.roster, recused(c), person.email)]
+            visible = visible_to(person)
             if not visible:
                 return ""
             return ctx.renderer.render(
@@ -134,11 +137,14 @@ def _spam_digest(sessions: sessionmaker[Session], ctx: Context, now: datetime) -
                 ],
             )
 
-        subject = f"[{ctx.options.case_tag}] Spam digest: {len(cases)} message(s) set aside"
-        drafts = mailer.committee_drafts(ctx, None, audience, "spam_digest", subject, body_for)
-        # Replies go to each member's personal command address, where `!new` opens a case.
+        drafts = mailer.committee_drafts(ctx, None, audience, "spam_digest", "", body_for)
+        # Each counts what its reader may see (a total would tell a member that a report kept from
+        # them exists); replies go to the member's personal command address, where `!new` opens a case.
         by_email = {p.email: p for p in audience.recipients}
-        drafts = [replace(d, reply_to=personal_reply_to(ctx, by_email[d.recipient])) for d in drafts if d.body]
+        drafts = [replace(d, reply_to=personal_reply_to(ctx, by_email[d.recipient]),
+                          subject=f"[{ctx.options.case_tag}] Spam digest: {len(visible_to(by_email[d.recipient]))} "
+                                  "message(s) set aside")
+                  for d in drafts if d.body]
         mailer.send(session, ctx, drafts, now)
         for case in cases:
             session.add(EscalationFired(case_id=case.id, key=DIGEST_KEY, level=0, fired_at=now))
