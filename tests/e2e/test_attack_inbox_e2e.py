@@ -1,0 +1,274 @@
+"""Attacks on issue 16 (announcements, !merge, !title, !history, weekly overview, threading, the
+"where the case stands" block), end to end over real Dovecot + aiosmtpd + the test database.
+
+Each test asserts the SAFE behaviour: it FAILS when the attack works. Every test says in its
+docstring whether the attack HELD or BROKE when it was written (attack16e2e).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from conduct_inbox.cli import main
+from conduct_inbox.shell.daemon import run_once
+from conduct_inbox.store.models import Case
+from tests.harness import parsed, report, text_of
+from tests.mailers import ALICE, BOB, CAROL, PAT, REPORTER, SAM, latest, reply, step
+
+UTC = timezone.utc
+OTHER = "second@example.net"
+RESPONSE_DUE = re.compile(r"Response to the reporter \(!reply\) due: (\w{3} \d{1,2} \w{3} \d{4} \d\d:\d\d) UTC")
+
+
+# ----- helpers -------------------------------------------------------------------------------------
+
+
+def cases(app) -> list[Case]:
+    with app.sessions() as session:
+        return list(session.scalars(select(Case).options(selectinload(Case.recusals), selectinload(Case.parties))
+                                    .order_by(Case.id)))
+
+
+def readable(record) -> str:
+    msg = parsed(record)
+    parts = [f"{k}: {v}" for k, v in msg.items()]
+    for part in msg.walk():
+        if not part.is_multipart() and part.get_content_maintype() == "text":
+            parts.append(part.get_content())
+    return "\n".join(parts)
+
+
+def about(rx, member: str, ref: str) -> list:
+    return [m for m in rx.to(member) if f"#{ref}]" in str(parsed(m)["Subject"])]
+
+
+def overviews(rx, address: str) -> list:
+    return [m for m in rx.to(address) if "Weekly overview" in str(parsed(m)["Subject"])]
+
+
+def escalations_at(harness, capsys, at: datetime) -> list[dict]:
+    capsys.readouterr()
+    assert main(["escalations", "--config", str(harness.config_path), "--at", at.isoformat(), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def followup(ref: str, body: str, sender: str = REPORTER, headers: dict[str, str] | None = None,
+             in_reply_to: str | None = None) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = f"Robin Reporter <{sender}>"
+    msg["To"] = "conduct@example.org"
+    msg["Subject"] = f"Re: [conduct #{ref}] Your report has been received"
+    msg["Message-ID"] = make_msgid(domain="example.net")
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+        msg["References"] = in_reply_to
+    for k, v in (headers or {}).items():
+        msg[k] = v
+    msg.set_content(body)
+    return msg.as_bytes()
+
+
+# ----- 1. !history after !merge: notes of an included member's exclusion ----------------------------
+
+
+def test_history_after_merge_hides_notes_written_while_the_reader_was_excluded(harness, smtp_receiver):
+    """BROKE. Carol is named in report S (excluded automatically); Alice writes a note on S while
+    Carol is out; Carol is included again (!include + !confirm). On S her !history leaves the note
+    out (the product's own rule). S is then merged into T (no active exclusion on either, so the
+    merge is allowed): on T, Carol's !history shows the note written while she was excluded,
+    because the exclusion window lived on S's (inactive) recusal row, which the merge does not move."""
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(body="At the meetup CC made fun of my accent in front of everyone. FIRST-1"))
+    [s] = cases(app)
+    assert s.recused_members() == {CAROL}
+    alice_s = about(rx, ALICE, s.ref)[0]
+    harness.clock.advance(minutes=10)
+    step(harness, app, reply(alice_s, ALICE, "", "Carol must not see this: she was there that night. SECRETNOTE-S"))
+    harness.clock.advance(minutes=10)
+    step(harness, app, reply(alice_s, ALICE, "!include Carol Chen"))
+    proposal = latest(rx, BOB, "proposes to include")
+    harness.clock.advance(minutes=10)
+    step(harness, app, reply(proposal, BOB, "!confirm"))
+    harness.clock.advance(minutes=10)
+    [s] = cases(app)
+    assert s.recused_members() == set(), "Carol is included again"
+    carol_s = about(rx, CAROL, s.ref)[-1]
+    assert not any("SECRETNOTE-S" in readable(m) for m in rx.to(CAROL))
+
+    # Baseline: on S itself, Carol's history leaves out the note of her exclusion.
+    step(harness, app, reply(carol_s, CAROL, "!history"))
+    baseline = text_of(latest(rx, CAROL))
+    assert "the history of this case" in baseline and "SECRETNOTE-S" not in baseline
+
+    # A second report, the same incident; S is merged into it.
+    harness.clock.advance(minutes=10)
+    step(harness, app, report(sender=OTHER, subject="The meetup", body="Something happened at the meetup. SECOND-2"))
+    s, t = cases(app)
+    harness.clock.advance(minutes=10)
+    step(harness, app, reply(alice_s, ALICE, f"!merge {t.ref}"))
+    harness.clock.advance(minutes=10)
+    s, t = cases(app)
+    assert s.merged_into_id == t.id, "the merge was accepted (no active exclusion on either case)"
+
+    step(harness, app, reply(about(rx, CAROL, t.ref)[0], CAROL, "!history"))
+    history = text_of(latest(rx, CAROL))
+    assert "the history of this case" in history
+    assert "SECRETNOTE-S" not in history, "a note written while Carol was excluded reached her through !history after a merge"
+    assert not any("SECRETNOTE-S" in readable(m) for m in rx.to(CAROL))
+
+
+# ----- 2. weekly overview queued in an SMTP outage, then the member is recused ----------------------
+
+
+def test_overview_queued_in_an_outage_never_lists_a_case_to_a_member_recused_before_it_goes_out(harness, smtp_receiver):
+    """BROKE. The overview is queued at Monday 08:00 while the SMTP server is down. Before it can
+    go out, the reporter's follow-up names Carol (automatic recusal). Case mail still queued for a
+    member just recused is withdrawn (recusals.withdraw_unsent), but the overview has no case_id,
+    so it is not: Carol gets a list naming the case, its status, assignee and next due time."""
+    rx = smtp_receiver
+    harness.clock.current = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)  # Sunday
+    app = harness.app()
+    run_once(app)  # the count starts
+    step(harness, app, report(subject="About the sprint", body="Someone kept making comments. FIRST-1"))
+    [case] = cases(app)
+    assert about(rx, CAROL, case.ref), "Carol saw the report before she was excluded"
+
+    rx.down()
+    try:
+        harness.clock.current = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)  # Monday 08:00 UTC
+        run_once(app)
+        assert overviews(rx, CAROL) == []
+        harness.clock.advance(minutes=10)
+        step(harness, app, followup(case.ref, "I forgot: CC was standing right next to him. FOLLOWUP-2"))
+        [case] = cases(app)
+        assert case.recused_members() == {CAROL}
+    finally:
+        rx.up()
+    harness.clock.advance(minutes=30)
+    run_once(app)
+    harness.clock.advance(minutes=30)
+    run_once(app)
+    assert overviews(rx, ALICE), "the overview did go out once the server was back"
+    for mail in overviews(rx, CAROL):
+        body = text_of(mail)
+        assert case.ref not in body and "About the sprint" not in body, \
+            "a member recused before the overview went out still got it listing the case"
+    assert not any("FOLLOWUP-2" in readable(m) for m in rx.to(CAROL))
+
+
+# ----- 3. !merge of an older case into a newer one and the first reporter's promised week -----------
+
+
+def test_merging_an_older_report_keeps_its_reporters_response_deadline(harness, smtp_receiver, capsys):
+    """BROKE (policy promise). Reporter 1 writes on day 0 (promised a response within a week, by day
+    7); reporter 2 writes about the same incident on day 3. The committee merges case 1 into case 2
+    on day 4. The merged case's response clock restarts from case 2's report (day 10): the block
+    in the members' mail and `escalations --at` no longer hold the week promised to reporter 1,
+    and no escalation fires on day 7 (merge.merge keeps target.created_at as the cycle start)."""
+    rx = smtp_receiver
+    app = harness.app()
+    t0 = harness.clock()
+    step(harness, app, report(body="He kept interrupting me at the sprint. FIRST-1"))
+    harness.clock.advance(days=3)
+    step(harness, app, report(sender=OTHER, subject="The sprint", body="I saw him interrupt her at the sprint. SECOND-2"))
+    first, second = cases(app)
+    for c in (first, second):
+        step(harness, app, reply(about(rx, BOB, c.ref)[0], BOB, "!ack"))
+    harness.clock.advance(days=1)
+    step(harness, app, reply(about(rx, ALICE, first.ref)[0], ALICE, f"!merge {second.ref}"))
+    first, second = cases(app)
+    assert first.merged_into_id == second.id
+    promised = t0 + timedelta(days=7)
+    announcement = latest(rx, BOB, "merged case")
+    due = RESPONSE_DUE.search(text_of(announcement))
+    assert due is not None, text_of(announcement)
+    stated = datetime.strptime(due[1], "%a %d %b %Y %H:%M").replace(tzinfo=UTC)
+    assert stated <= promised, f"the merged case says the response is due {stated}, after the week promised to reporter 1 ({promised})"
+    fired = [e for e in escalations_at(harness, capsys, promised) if e["rule"] == "response" and e["level"] >= 1]
+    assert fired, "no escalation when the week promised to the first reporter is over"
+
+
+# ----- 4. threading after a merge: never the reporter's auto-reply, never committee Message-IDs ------
+
+
+def test_reply_after_merge_threads_under_the_reporters_real_mail_only(harness, smtp_receiver):
+    """HELD. The same reporter writes twice (two cases); their out-of-office answers the first
+    acknowledgement; a member writes notes. After the merge, a !reply threads under the reporter's
+    latest real mail and references nothing but the reporter's real mail and our mail to them."""
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(body="He kept interrupting me at the sprint. FIRST-1"))
+    harness.clock.advance(hours=1)
+    step(harness, app, report(subject="Again", body="It happened again the next day. SECOND-2"))
+    first, second = cases(app)
+    first_ack = next(m for m in rx.to(REPORTER) if f"#{first.ref}]" in str(parsed(m)["Subject"]))
+    oof = followup(first.ref, "I am away until Monday.", headers={"Auto-Submitted": "auto-replied", "X-Autoreply": "yes"},
+                   in_reply_to=str(parsed(first_ack)["Message-ID"]))
+    step(harness, app, oof)
+    step(harness, app, reply(about(rx, ALICE, first.ref)[0], ALICE, "", "Same person as the other case. NOTE-3"))
+    step(harness, app, reply(about(rx, ALICE, first.ref)[0], ALICE, f"!merge {second.ref}"))
+    harness.clock.advance(hours=1)
+    step(harness, app, reply(about(rx, ALICE, second.ref)[0], ALICE, "!reply", "We are looking into both of your mails. OUT-4"))
+    out = latest(rx, REPORTER)
+    assert "OUT-4" in text_of(out)
+    reporter_ids = set()
+    for m in rx.to(REPORTER):
+        reporter_ids.add(str(parsed(m)["Message-ID"]).strip())
+    with app.sessions() as session:
+        from conduct_inbox.store.models import InboundMessage
+        theirs = session.execute(select(InboundMessage.message_id, InboundMessage.kind, InboundMessage.sender)
+                                 .order_by(InboundMessage.id)).all()
+    real = [f"<{mid.strip('<>')}>" for mid, kind, sender in theirs if sender == REPORTER and kind in ("new_report", "followup")]
+    oof_id = str(parsed_bytes(oof)["Message-ID"]).strip()
+    refs = str(parsed(out)["References"] or "").split()
+    assert str(parsed(out)["In-Reply-To"]).strip() == real[-1]
+    assert oof_id not in refs and oof_id != str(parsed(out)["In-Reply-To"]).strip()
+    allowed = set(real) | reporter_ids
+    assert set(refs) <= allowed, f"references beyond the reporter's own thread: {set(refs) - allowed}"
+    for m in rx.to(REPORTER):
+        body = readable(m)
+        assert "Where the case stands" not in body and "NOTE-3" not in body and "Commands now" not in body
+        assert parsed(m)["Thread-Topic"] is None
+
+
+def parsed_bytes(raw: bytes):
+    import email
+    import email.policy
+    return email.message_from_bytes(raw, policy=email.policy.default)
+
+
+# ----- 5. outsider forging commands with a member's From: -------------------------------------------
+
+
+def test_outsider_with_a_members_from_cannot_merge_title_or_announce(harness, smtp_receiver):
+    """HELD. An outsider who has read DESIGN.md writes as Alice (forged From:) to conduct@ and to
+    conduct+<guess>@ with the case tag and !merge / !title / !ack: nothing changes, no member but
+    Alice (at her roster address) hears of it, and the reporter hears nothing."""
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(body="He kept interrupting me at the sprint. FIRST-1"))
+    step(harness, app, report(sender=OTHER, subject="Other", body="Something else entirely. SECOND-2"))
+    first, second = cases(app)
+    before = {a: len(rx.to(a)) for a in (BOB, CAROL, SAM, REPORTER, OTHER)}
+    for to in ("conduct@example.org", "conduct+aaaaaaaaaaaaaaaaaaaa@example.org"):
+        for cmds in (f"!merge {second.ref}", "!title Pwned SUBJECTX", "!ack !assign Bob"):
+            msg = EmailMessage()
+            msg["From"] = "Alice Example <alice@example.org>"
+            msg["To"] = to
+            msg["Subject"] = f"Re: [conduct #{first.ref}] Harassment at the sprint {cmds}"
+            msg["Message-ID"] = make_msgid(domain="evil.example")
+            msg.set_content("forged")
+            step(harness, app, msg.as_bytes())
+    first, second = cases(app)
+    assert (first.merged_into_id, first.status, first.title) == (None, "new", "Harassment at the sprint")
+    for a, n in before.items():
+        new = rx.to(a)[n:]
+        assert not any("changed this case" in text_of(m) or "Pwned" in readable(m) or "merged" in text_of(m) for m in new), a
