@@ -329,3 +329,54 @@ def test_overview_fires_once_in_a_week_when_the_weekday_is_changed(harness, smtp
     harness.clock.current = datetime(2026, 12, 4, 8, 0, tzinfo=UTC)  # Friday of the same week
     run_once(app)
     assert len(overviews(rx, BOB)) == 1, "a second weekly overview in one week"
+
+
+# ----- 8. does the answer to a member's mail about a ref reveal that a hidden case exists? -----------
+
+
+def _plain(sender: str, to: str, subject: str, body: str = "Just a question.") -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = make_msgid(domain="example.org")
+    msg.set_content(body)
+    return msg.as_bytes()
+
+
+def _answers(rx, member: str, before: int) -> list[str]:
+    return [re.sub(r"20\d\d-\d{4}", "REF", text_of(m).split("Commands go in")[0]) for m in rx.to(member)[before:]]
+
+
+def test_mail_about_a_hidden_case_is_answered_as_no_such_case(harness, smtp_receiver):
+    """BROKE. DESIGN ("Authenticating commands"): mail that claims to be a member without a token
+    "if answered at all, is answered exactly as 'no such case' would be". Carol, excluded from
+    case B (the report names her), writes from her own address to conduct@ with B's tag: silence
+    (desk: Way.NOT_OWN_ADDRESS, answered only when she may see the case). The same mail with a
+    reference that does not exist gets "there is no case ... you can act on" (Way.UNKNOWN_CASE).
+    So the answer tells a recused member which references are cases kept from her (cases about
+    her), as distinct from unknown ones; with !merge the answers are the same (that held)."""
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(body="He kept interrupting me at the sprint. FIRST-1"))
+    step(harness, app, report(sender=OTHER, subject="About a member", body="At the meetup CC made fun of my accent. SECOND-2"))
+    a, b = cases(app)
+    assert b.recused_members() == {CAROL}
+
+    # !merge on her own case A's token: hidden B and an unknown ref are answered alike (held).
+    carol_a = about(rx, CAROL, a.ref)[0]
+    n = len(rx.to(CAROL))
+    step(harness, app, reply(carol_a, CAROL, f"!merge {b.ref}"))
+    step(harness, app, reply(carol_a, CAROL, "!merge 2026-0999"))
+    hidden_merge, unknown_merge = _answers(rx, CAROL, n)
+    assert hidden_merge == unknown_merge
+
+    # Plain mail to conduct@ with the tag, as a member who lost her copy would write.
+    n = len(rx.to(CAROL))
+    step(harness, app, _plain(CAROL, "conduct@example.org", f"[conduct #{b.ref}] question"))
+    hidden = _answers(rx, CAROL, n)
+    n = len(rx.to(CAROL))
+    step(harness, app, _plain(CAROL, "conduct@example.org", "[conduct #2026-0999] question"))
+    unknown = _answers(rx, CAROL, n)
+    assert hidden == unknown, f"hidden case answered {hidden!r}, unknown reference answered {unknown!r}"
+    assert not any("SECOND-2" in readable(m) or "About a member" in readable(m) for m in rx.to(CAROL))
