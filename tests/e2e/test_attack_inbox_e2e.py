@@ -380,3 +380,30 @@ def test_mail_about_a_hidden_case_is_answered_as_no_such_case(harness, smtp_rece
     unknown = _answers(rx, CAROL, n)
     assert hidden == unknown, f"hidden case answered {hidden!r}, unknown reference answered {unknown!r}"
     assert not any("SECOND-2" in readable(m) or "About a member" in readable(m) for m in rx.to(CAROL))
+
+
+# ----- 9. !history: a recused member's note written from another spelling of their address -----------
+
+
+def test_history_hides_the_notes_of_a_recused_member_written_from_a_plus_address(harness, smtp_receiver):
+    """BROKE. Bob's mail client sends as bob+conduct@example.org (a plus-address the roster maps to
+    Bob: his token and From are accepted). He writes a note; later the case turns out to concern
+    him (!concerns Bob). The issue: !history shows "nothing about recused members' own actions
+    beyond that they were recused". Alice's history still shows Bob's note, because
+    history.timeline compares the note's raw sender with the recused addresses (events are
+    hidden: their actor is the roster address)."""
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(body="He kept interrupting me at the sprint. FIRST-1"))
+    [case] = cases(app)
+    bob_copy, alice_copy = rx.to(BOB)[0], rx.to(ALICE)[0]
+    harness.clock.advance(minutes=5)
+    step(harness, app, reply(bob_copy, "Bob Builder <bob+conduct@example.org>", "", "I know him from the sprint. BOBNOTE-1"))
+    assert any("BOBNOTE-1" in text_of(m) for m in rx.to(CAROL)), "the note from the plus-address was accepted as Bob's"
+    harness.clock.advance(minutes=5)
+    step(harness, app, reply(alice_copy, ALICE, "!concerns Bob Builder", "Bob organised that sprint."))
+    harness.clock.advance(minutes=5)
+    step(harness, app, reply(alice_copy, ALICE, "!history"))
+    history = text_of(latest(rx, ALICE, "history of this case"))
+    assert "excluded: Bob Builder" in history
+    assert "BOBNOTE-1" not in history, "a recused member's own note is shown in !history"
