@@ -407,3 +407,28 @@ def test_history_hides_the_notes_of_a_recused_member_written_from_a_plus_address
     history = text_of(latest(rx, ALICE, "history of this case"))
     assert "excluded: Bob Builder" in history
     assert "BOBNOTE-1" not in history, "a recused member's own note is shown in !history"
+
+
+# ----- 10. the [spam] digest's subject counts cases hidden from its reader ----------------------------
+
+
+def test_spam_digest_counts_only_what_its_reader_may_see(harness, smtp_receiver):
+    """BROKE (minor). Two reports are set aside as spam; one names Carol (she is excluded from it).
+    Carol's digest lists one, but its subject says "2 message(s) set aside": she learns that a
+    spam-flagged report kept from her exists (chores._spam_digest counts every case in the
+    shared subject; the weekly overview counts per reader)."""
+    from conduct_inbox.shell.daemon import housekeeping_once
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(sender="spam1@example.net", subject="Cheap watches", headers={"X-Spam-Flag": "YES"}))
+    step(harness, app, report(sender="spam2@example.net", subject="About the meetup", headers={"X-Spam-Flag": "YES"},
+                              body="At the meetup CC made fun of my accent in front of everyone."))
+    first, second = cases(app)
+    assert first.spam and second.spam and second.recused_members() == {CAROL}
+    housekeeping_once(app)
+    run_once(app)
+    [alice] = [m for m in rx.to(ALICE) if "Spam digest" in str(parsed(m)["Subject"])]
+    [carol] = [m for m in rx.to(CAROL) if "Spam digest" in str(parsed(m)["Subject"])]
+    assert second.ref in text_of(alice) and second.ref not in text_of(carol) and first.ref in text_of(carol)
+    assert "About the meetup" not in readable(carol)
+    assert "1 message" in str(parsed(carol)["Subject"]), f"Carol's digest subject: {parsed(carol)['Subject']}"
