@@ -432,3 +432,33 @@ def test_spam_digest_counts_only_what_its_reader_may_see(harness, smtp_receiver)
     assert second.ref in text_of(alice) and second.ref not in text_of(carol) and first.ref in text_of(carol)
     assert "About the meetup" not in readable(carol)
     assert "1 message" in str(parsed(carol)["Subject"]), f"Carol's digest subject: {parsed(carol)['Subject']}"
+
+
+# ----- 11. a pending !include survives a follow-up that names the member again ------------------------
+
+
+def test_include_proposed_before_a_followup_naming_the_member_again_cannot_be_confirmed_after_it(harness, smtp_receiver):
+    """BROKE (the merge rule's twin). Carol is named in the report (excluded automatically); Alice
+    proposes !include Carol. The reporter then writes a follow-up that names Carol again, with a new
+    allegation. merge._move_recusals voids a pending !include when new content joins the case ("no
+    inclusion proposed before the merge may be confirmed after it"), but recusals.recuse_named does
+    not (Carol is already excluded, so nothing changes): Bob's !confirm of the old proposal lets Carol
+    back into a case whose latest mail accuses her."""
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(body="At the meetup CC made fun of my accent in front of everyone. FIRST-1"))
+    [case] = cases(app)
+    assert case.recused_members() == {CAROL}
+    harness.clock.advance(minutes=5)
+    step(harness, app, reply(rx.to(ALICE)[0], ALICE, "!include Carol Chen", "CC is a common nickname; probably not our Carol."))
+    proposal = latest(rx, BOB, "proposes to include")
+    harness.clock.advance(minutes=5)
+    ack = rx.to(REPORTER)[0]
+    step(harness, app, followup(case.ref, "I meant Carol Chen from your committee: CC also threatened me afterwards. FOLLOWUP-2",
+                                in_reply_to=str(parsed(ack)["Message-ID"])))
+    assert any("FOLLOWUP-2" in text_of(m) for m in rx.to(BOB))
+    harness.clock.advance(minutes=5)
+    step(harness, app, reply(proposal, BOB, "!confirm"))
+    [case] = cases(app)
+    assert case.recused_members() == {CAROL}, "an !include proposed before the follow-up that names her again was confirmed after it"
+    assert not any("FOLLOWUP-2" in readable(m) or "FIRST-1" in readable(m) for m in rx.to(CAROL))
