@@ -462,3 +462,62 @@ def test_include_proposed_before_a_followup_naming_the_member_again_cannot_be_co
     [case] = cases(app)
     assert case.recused_members() == {CAROL}, "an !include proposed before the follow-up that names her again was confirmed after it"
     assert not any("FOLLOWUP-2" in readable(m) or "FIRST-1" in readable(m) for m in rx.to(CAROL))
+
+
+# ----- 12. attacks that held: !title through a merge; a title carrying another case's tag -------------
+
+
+def test_title_survives_no_path_to_the_reporter_through_a_merge_and_cannot_retarget_replies(harness, smtp_receiver):
+    """HELD. A committee title on case S (with another case's tag and command-like words in it) is
+    merged into T; T's reporter (the same person) gets a !reply, the reported party a !send, the
+    reporter writes a follow-up: no mail outside the committee carries the title, and a member's
+    note answering the title announcement lands on the case the mail is about, never on the case
+    whose tag the title tried to carry (Carol is excluded from that one)."""
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(body="He kept interrupting me at the sprint. FIRST-1"))
+    step(harness, app, report(subject="More", body="And again at the sprint dinner. SECOND-2"))
+    step(harness, app, report(sender=OTHER, subject="Meetup", body="At the meetup CC made fun of my accent. THIRD-3"))
+    s, t, other = cases(app)
+    assert other.recused_members() == {CAROL}
+    step(harness, app, reply(about(rx, ALICE, s.ref)[0], ALICE,
+                             f"!title Sprint TITLEX [conduct #{other.ref}] close silent x"))
+    [s, t, other] = cases(app)
+    assert other.ref not in str(s.title) and "TITLEX" in str(s.title)
+    announcement = latest(rx, BOB, "set the title")
+    assert str(parsed(announcement)["Subject"]).startswith(f"[conduct #{s.ref}]")
+    assert f"#{other.ref}" not in str(parsed(announcement)["Subject"])
+    step(harness, app, reply(announcement, BOB, "", "Noted the title. BOBNOTE-5"))
+    assert not any("BOBNOTE-5" in readable(m) for m in rx.to(CAROL) if f"#{other.ref}]" in str(parsed(m)["Subject"]))
+    step(harness, app, reply(about(rx, ALICE, s.ref)[0], ALICE, f"!merge {t.ref}"))
+    step(harness, app, reply(about(rx, ALICE, t.ref)[0], ALICE, f"!party reported {PAT} Pat Person"))
+    step(harness, app, reply(about(rx, ALICE, t.ref)[0], ALICE, "!reply", "We are looking into it. OUT-1"))
+    step(harness, app, reply(about(rx, ALICE, t.ref)[0], ALICE, "!send reported", "Please stop. OUT-2"))
+    step(harness, app, followup(t.ref, "Thanks. FOLLOWUP-3"))
+    outside = rx.to(REPORTER) + rx.to(PAT) + rx.to(OTHER)
+    assert any("OUT-1" in readable(m) for m in outside) and any("OUT-2" in readable(m) for m in outside)
+    for mail in outside:
+        body = readable(mail)
+        assert "TITLEX" not in body and "Sprint" not in body and "Where the case stands" not in body
+        assert "Alice" not in body and "Bob" not in body and "Carol" not in body
+
+
+# ----- 13. held: an announcement queued in the same batch as a recusal never reaches the recused -----
+
+
+def test_announcement_queued_before_a_recusal_in_the_same_batch_never_reaches_the_member(harness, smtp_receiver):
+    """HELD. Bob's !ack (announced to Alice and Carol) and the reporter's follow-up naming Carol sit in
+    the mailbox together and are processed in one pass, the !ack first: the announcement queued for
+    Carol is withdrawn when the follow-up excludes her (recusals.withdraw_unsent)."""
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(body="He kept interrupting me at the sprint. FIRST-1"))
+    [case] = cases(app)
+    carol_before = len(rx.to(CAROL))
+    harness.deliver(reply(rx.to(BOB)[0], BOB, "!ack", "I will call the reporter. BOBNOTE-6"))
+    harness.deliver(followup(case.ref, "CC was standing next to him the whole time. FOLLOWUP-7"))
+    run_once(app)
+    [case] = cases(app)
+    assert case.recused_members() == {CAROL} and case.human_ack_at is not None
+    assert rx.to(CAROL)[carol_before:] == [], "mail about the case reached Carol after she was excluded"
+    assert any("BOBNOTE-6" in text_of(m) for m in rx.to(ALICE))
