@@ -50,8 +50,8 @@ def test_ack_escalates_to_committee_after_24h_then_to_steering_24h_later():
 def test_urgent_ack_is_due_in_one_hour_and_reaches_steering_two_hours_later():
     c = case(urgent=True)
     assert keys(c, T0 + 59 * timedelta(minutes=1)) == []
-    assert keys(c, T0 + H) == ["ack:1"]
-    assert keys(c, T0 + 3 * H) == ["ack:1", "ack:2"]
+    assert keys(c, T0 + H) == ["ack:1:urgent"]
+    assert keys(c, T0 + 3 * H) == ["ack:1:urgent", "ack:2:urgent"]
     assert due([c], T0 + H, POLICY)[0].description.startswith("urgent case: ")
     assert deadlines(c, POLICY)["ack"] == T0 + H
 
@@ -269,3 +269,10 @@ def test_a_merged_case_keeps_the_earliest_response_promise(target, source, respo
     created, last_response, auto = merged(target, source)
     after = replace(target, created_at=created, last_response_at=last_response, auto=auto)
     assert deadlines(after, POLICY)["response"] == response_from + POLICY.response_days * D
+
+
+def test_no_longer_urgent_after_the_urgent_hour_escalated_the_plain_deadline_escalates_in_its_turn():
+    c = fire(case(urgent=True), T0 + H)
+    plain = replace(c, urgent=False)
+    assert deadlines(plain, POLICY)["ack"] == T0 + 24 * H
+    assert keys(plain, T0 + 23 * H) == [] and keys(plain, T0 + 24 * H) == ["ack:1"]

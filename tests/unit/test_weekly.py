@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from conduct_inbox.core.weekly import last_slot
+from conduct_inbox.core.weekly import last_slot, week_of
 
 UTC = timezone.utc
 
@@ -28,3 +28,10 @@ def test_the_slot_is_monday_eight_local_time(now, zone, slot_utc):
 def test_the_slot_names_its_local_date():
     slot = last_slot(datetime(2026, 12, 2, 10, 0, tzinfo=UTC), "Europe/Berlin", "friday", 17)
     assert slot.date().isoformat() == "2026-11-27"
+
+
+def test_the_week_claimed_is_the_iso_week_whatever_the_weekday():
+    monday = last_slot(datetime(2026, 11, 30, 9, 0, tzinfo=UTC), "Europe/Berlin", "monday", 8)
+    friday = last_slot(datetime(2026, 12, 4, 9, 0, tzinfo=UTC), "Europe/Berlin", "friday", 8)
+    assert week_of(monday) == week_of(friday) == "2026-W49"
+    assert week_of(last_slot(datetime(2026, 12, 7, 9, 0, tzinfo=UTC), "Europe/Berlin", "monday", 8)) == "2026-W50"

@@ -247,7 +247,7 @@ def send_weekly_overview(sessions: sessionmaker[Session], ctx: Context, now: dat
     it comes back that week. The first run on a database only starts the count (the first
     overview comes at the next hour due). Returns the mails queued."""
     slot = weekly.last_slot(now, ctx.options.timezone, weekday, hour)
-    week = slot.date().isoformat()
+    week = weekly.week_of(slot)
     try:
         with sessions() as session, session.begin():
             last = session.get(DatabaseMeta, _LAST_OVERVIEW)

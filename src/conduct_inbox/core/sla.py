@@ -155,9 +155,11 @@ def human(value: datetime) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _key(rule: str, level: int, anchor: datetime) -> str:
+def _key(rule: str, level: int, anchor: datetime, urgent: bool = False) -> str:
     if rule == "ack":
-        return f"ack:{level}"
+        # Urgent and plain acknowledgement deadlines differ: `!not-urgent` after the urgent hour
+        # was escalated gives a new deadline (24 hours), which must escalate in its turn.
+        return f"ack:{level}:urgent" if urgent else f"ack:{level}"
     if rule == "response":
         return f"response:{'reminder' if level == 0 else level}:{_stamp(anchor)}"
     return "auto_ack_unsent"
@@ -188,7 +190,7 @@ def due(cases: Iterable[CaseClock], now: datetime, policy: SlaPolicy) -> list[Es
         for due_at, rule, level, anchor in _candidates(case, steps):
             if due_at > now:
                 continue
-            key = _key(rule, level, anchor)
+            key = _key(rule, level, anchor, case.urgent)
             if key in case.fired:
                 continue
             found.append(
@@ -204,7 +206,7 @@ def next_due_at(case: CaseClock, policy: SlaPolicy) -> datetime | None:
     pending = [
         due_at
         for due_at, rule, level, anchor in _candidates(case, _steps(policy))
-        if _key(rule, level, anchor) not in case.fired
+        if _key(rule, level, anchor, case.urgent) not in case.fired
     ]
     return min(pending, default=None)
 

@@ -23,3 +23,12 @@ def last_slot(now: datetime, zone: str, weekday: str, hour: int) -> datetime:
         slot = datetime.combine(day - timedelta(days=7), time(hour), tzinfo=tz)
     return slot
 
+
+
+def week_of(slot: datetime) -> str:
+    """`2026-W49`: the ISO week (Monday to Sunday, local) a slot falls in. The week, not the slot's
+    date, is what is claimed: an admin who moves the overview from Monday to Friday does not get
+    a second one that week. (A date claimed before this sorts below any week: that week's
+    overview, if not sent yet, is sent once.)"""
+    year, week, _ = slot.isocalendar()
+    return f"{year}-W{week:02d}"
