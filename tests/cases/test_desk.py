@@ -202,3 +202,15 @@ def test_a_reply_sent_with_a_change_reaches_the_others_in_one_mail(store):
         assert "REPLY-TEXT" in m.text and "status waiting" in m.text and "Bob Builder sent this to the reporter" in m.text
     # Bob keeps his own copy of what was sent, beside his confirmation
     assert sorted(m.kind for m in mail if m.recipient == BOB) == ["confirmation", "sent_copy"]
+
+
+def test_a_member_never_shown_a_case_asking_about_it_gets_the_answer_an_unknown_reference_gets(store):
+    case = store.report(body="Carol Chen made fun of my accent.")  # Carol never sees it
+    assert store.case().recused_members() == {CAROL}
+    answers = []
+    for ref in (case.ref, "2026-0999"):
+        mark = store.outbox_mark()
+        store.personal(CAROL, f"[conduct #{ref}] anything new?", to="conduct@example.org")
+        answers.append([(m.kind, m.subject, m.text.replace(ref, "REF")) for m in store.mail_after(mark)])
+    hidden, unknown = answers
+    assert hidden == unknown and unknown, "the hidden case must be answered as a reference that does not exist"

@@ -1,8 +1,11 @@
 """Attacks on issue 16 (announcements, !merge, !title, !history, weekly overview, threading, the
 "where the case stands" block), end to end over real Dovecot + aiosmtpd + the test database.
 
-Each test asserts the SAFE behaviour: it FAILS when the attack works. Every test says in its
-docstring whether the attack HELD or BROKE when it was written (attack16e2e).
+Each test asserts the SAFE behaviour: it fails when the attack works. Every test says in its
+docstring whether the attack HELD or BROKE when it was written; every one that broke is fixed
+(the fix is named in the commit that made it pass). A recused member who had mail about the case
+before the exclusion still gets silence when writing about it (test_desk): an answer would tell
+them of the exclusion.
 """
 
 from __future__ import annotations

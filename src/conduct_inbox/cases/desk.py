@@ -30,7 +30,7 @@ from conduct_inbox.core.command_types import typed_name
 from conduct_inbox.core.roster import Person
 from conduct_inbox.errors import Refused
 from conduct_inbox.mail.parse import InboundMessage as Parsed
-from conduct_inbox.store.models import Case, Decision, Event, InboundMessage
+from conduct_inbox.store.models import Case, Decision, Event, InboundMessage, OutboxMessage
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,13 @@ def handle(ctx: Context, session: Session, row: InboundMessage, msg: Parsed, res
     assert case is not None
     if admission.way is Way.NOT_OWN_ADDRESS:
         outcome = _refuse_silently(session, row, case, admission.why, now)
-        if routing.may_see(ctx.roster, recused(case), member.email):
+        if not routing.may_see(ctx.roster, recused(case), member.email):
+            # Kept from them: a member who never had mail about the case gets the answer a
+            # reference that does not exist gets (silence would tell them it is hidden); one
+            # excluded after seeing it gets silence (any answer would tell them of the exclusion).
+            if not _had_mail_about(session, case, member.email):
+                personal.no_such_case(ctx, session, row, member, case.ref, now)
+        else:
             # A reply-all onto a colleague's reply address: the member (at their roster address,
             # so a forged From tells the real member) learns nothing was filed.
             mailer.reply_to_member(session, ctx, case, member, "refusal", now, problems=[
@@ -142,6 +148,11 @@ def handle(ctx: Context, session: Session, row: InboundMessage, msg: Parsed, res
                 "or written to conduct@ directly?), so nothing was filed: answer your own copy of the case mail"])
         return outcome
     return _on_case(ctx, session, row, case, member, auth, msg, now)
+
+
+def _had_mail_about(session: Session, case: Case, email: str) -> bool:
+    return session.scalar(select(OutboxMessage.id).where(
+        OutboxMessage.case_id == case.id, OutboxMessage.recipient == email).limit(1)) is not None
 
 
 def _on_case(ctx: Context, session: Session, row: InboundMessage, case: Case, member: Person, auth: Auth, msg: Parsed,

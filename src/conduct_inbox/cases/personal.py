@@ -81,15 +81,22 @@ def unknown_case(ctx: Context, session: Session, row: InboundMessage, msg: Parse
     row.status, row.kind = "processed", "personal"
     assert msg.case_ref is not None
     lost = fences.is_lost_ref(session, msg.case_ref)
-    why = f"there is no case {msg.case_ref} you can act on" + (
-        " (the case database was restored from a backup taken before that reference was issued)" if lost else "")
-    _refusal(ctx, session, row, member, now, [why])
+    no_such_case(ctx, session, row, member, msg.case_ref, now, lost=lost)
     if lost and fences.first_mail_about(session, msg.case_ref):
         mailer.alert(session, ctx, None, (
             f"Mail arrived about case {msg.case_ref}, a reference that may have been issued after the backup the case "
             "database was restored from. That case is not in the database: its report, if it was one, was taken in "
             "again under a new reference (see the recovery summary). Commands about it were refused."), now)
     return "mail about an unknown case refused" + (" (a reference fenced off after a restore)" if lost else "")
+
+
+def no_such_case(ctx: Context, session: Session, row: InboundMessage, member: Person, ref: str, now: datetime,
+                 lost: bool = False) -> None:
+    """The one answer for a reference the member cannot act on: one that does not exist, and one
+    they are excluded from (a different answer would tell them which cases are kept from them)."""
+    why = f"there is no case {ref} you can act on" + (
+        " (the case database was restored from a backup taken before that reference was issued)" if lost else "")
+    _refusal(ctx, session, row, member, now, [why])
 
 
 def _refusal(ctx: Context, session: Session, row: InboundMessage, member: Person, now: datetime, problems: list[str]) -> None:
