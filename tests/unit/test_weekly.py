@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from conduct_inbox.core.weekly import last_slot, week_of
+from conduct_inbox.core.weekly import claimed_week, last_slot, week_of
 
 UTC = timezone.utc
 
@@ -35,3 +35,5 @@ def test_the_week_claimed_is_the_iso_week_whatever_the_weekday():
     friday = last_slot(datetime(2026, 12, 4, 9, 0, tzinfo=UTC), "Europe/Berlin", "friday", 8)
     assert week_of(monday) == week_of(friday) == "2026-W49"
     assert week_of(last_slot(datetime(2026, 12, 7, 9, 0, tzinfo=UTC), "Europe/Berlin", "monday", 8)) == "2026-W50"
+    # the slot's date an earlier version claimed names its week: no second overview on upgrade
+    assert claimed_week("2026-11-30") == claimed_week("2026-W49") == "2026-W49"

@@ -251,7 +251,7 @@ def send_weekly_overview(sessions: sessionmaker[Session], ctx: Context, now: dat
     try:
         with sessions() as session, session.begin():
             last = session.get(DatabaseMeta, _LAST_OVERVIEW)
-            if last is not None and last.value >= week:
+            if last is not None and weekly.claimed_week(last.value) >= week:
                 return 0
             _advance_marker(session, _LAST_OVERVIEW, last.value if last else None, week)
             if last is None:

@@ -4,7 +4,7 @@ time zone (so "Monday 08:00" stays 08:00 local across daylight saving time).
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -25,10 +25,14 @@ def last_slot(now: datetime, zone: str, weekday: str, hour: int) -> datetime:
 
 
 
-def week_of(slot: datetime) -> str:
+def week_of(slot: date) -> str:
     """`2026-W49`: the ISO week (Monday to Sunday, local) a slot falls in. The week, not the slot's
     date, is what is claimed: an admin who moves the overview from Monday to Friday does not get
-    a second one that week. (A date claimed before this sorts below any week: that week's
-    overview, if not sent yet, is sent once.)"""
+    a second one that week."""
     year, week, _ = slot.isocalendar()
     return f"{year}-W{week:02d}"
+
+
+def claimed_week(value: str) -> str:
+    """The week a stored claim names: `2026-W49`, or the slot's date an earlier version stored."""
+    return value if "-W" in value else week_of(date.fromisoformat(value))
