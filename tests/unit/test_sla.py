@@ -276,3 +276,8 @@ def test_no_longer_urgent_after_the_urgent_hour_escalated_the_plain_deadline_esc
     plain = replace(c, urgent=False)
     assert deadlines(plain, POLICY)["ack"] == T0 + 24 * H
     assert keys(plain, T0 + 23 * H) == [] and keys(plain, T0 + 24 * H) == ["ack:1"]
+
+
+def test_a_plain_acknowledgement_escalation_also_counts_for_the_urgent_one():
+    plain_fired = replace(fire(case(), T0 + 24 * H), urgent=True)  # (or recorded before urgency was in the key)
+    assert keys(plain_fired, T0 + 25 * H) == ["ack:2:urgent"]  # the second level, not the first again

@@ -181,6 +181,13 @@ def _description(rule: str, level: int, due_at: datetime, urgent: bool) -> str:
     return f"urgent case: {text}" if urgent else text
 
 
+def _has_fired(case: CaseClock, key: str) -> bool:
+    """Whether the escalation `key` was sent. The plain acknowledgement escalation of a level also
+    counts for the urgent one (a case marked urgent after its plain deadline escalated is announced
+    as urgent anyway, and a key recorded before urgency was part of it stays fired)."""
+    return key in case.fired or (key.endswith(":urgent") and key.removesuffix(":urgent") in case.fired)
+
+
 def due(cases: Iterable[CaseClock], now: datetime, policy: SlaPolicy) -> list[Escalation]:
     """Every escalation due at `now` (due_at <= now) not yet in its case's `fired`, by due_at."""
     _aware(now)
@@ -191,7 +198,7 @@ def due(cases: Iterable[CaseClock], now: datetime, policy: SlaPolicy) -> list[Es
             if due_at > now:
                 continue
             key = _key(rule, level, anchor, case.urgent)
-            if key in case.fired:
+            if _has_fired(case, key):
                 continue
             found.append(
                 Escalation(case.case_id, case.ref, key, rule, level, due_at,
@@ -206,7 +213,7 @@ def next_due_at(case: CaseClock, policy: SlaPolicy) -> datetime | None:
     pending = [
         due_at
         for due_at, rule, level, anchor in _candidates(case, _steps(policy))
-        if _key(rule, level, anchor, case.urgent) not in case.fired
+        if not _has_fired(case, _key(rule, level, anchor, case.urgent))
     ]
     return min(pending, default=None)
 
