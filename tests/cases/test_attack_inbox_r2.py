@@ -1,0 +1,93 @@
+"""Second attack round on issue 16's fixes (cases tier, no servers): hidden cases answered as
+unknown references, the withdrawal of queued mail listing a case, `!merge` and the clocks."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+from tests.case_store import Store
+from tests.mailers import ALICE, BOB, CAROL, REPORTER, personal_address, reply
+
+CAROL_NAMED = "Carol Chen kept making comments after I asked her to stop."
+
+
+def _to_conduct(member: str, subject: str, body: str = "Is there anything about this?") -> bytes:
+    msg = EmailMessage()
+    msg["From"] = member
+    msg["To"] = "conduct@example.org"
+    msg["Subject"] = subject
+    msg["Message-ID"] = make_msgid(domain="example.org")
+    msg.set_content(body)
+    return msg.as_bytes()
+
+
+def _unknown_ref(ref: str) -> str:
+    """A reference in the same shape as `ref` that no case has."""
+    head, _, tail = ref.rpartition("-")
+    return f"{head}-{int(tail) + 900:0{len(tail)}d}" if tail.isdigit() else ref + "9"
+
+
+def test_personal_address_with_a_hidden_cases_tag_is_answered_as_an_unknown_reference(store: Store):
+    """BROKE. Carol is named in the report, so excluded from the start and never had mail about
+    it. She writes to her own personal reply address with the case's tag in the subject: the
+    answer must be the one a reference that does not exist gets ("there is no case ... you can
+    act on"). A nonexistent reference is answered; the hidden case's reference gets silence
+    (core/admission.py admit: `personal token used on a case` → REFUSE), which tells her a case
+    with that reference exists and is kept from her."""
+    case = store.report(body=CAROL_NAMED)
+    assert CAROL in store.case(case.ref).recused_members()
+    assert not store.mail_to(CAROL)
+    ghost = _unknown_ref(case.ref)
+    store.personal(CAROL, f"[conduct #{ghost}] question")
+    unknown_answer = [m for m in store.mail_to(CAROL)]
+    assert unknown_answer and f"there is no case {ghost}" in unknown_answer[-1].text
+    mark = store.outbox_mark()
+    store.personal(CAROL, f"[conduct #{case.ref}] question")
+    answers = [m for m in store.mail_after(mark) if m.recipient == CAROL]
+    assert answers and f"there is no case {case.ref}" in answers[-1].text, \
+        "a hidden case's reference on a personal address gets silence, a nonexistent one an answer"
+
+
+def test_a_merged_hidden_cases_reference_is_answered_without_naming_the_case_it_went_into(store: Store):
+    """BROKE. Carol is named in two reports of one incident (excluded from both, never had mail).
+    Case 2 is merged into case 1. Carol writes to conduct@ about case 2's reference: the answer
+    must be the unknown-reference answer for the reference she wrote, and must not name case 1.
+    It names case 1's reference (cases/desk.py handle passes `case.ref`, the merge target's, to
+    personal.no_such_case, not the reference of the subject), telling her case 2 exists, was
+    merged, and what it became."""
+    first = store.report(body=CAROL_NAMED)
+    second = store.report(sender="second@example.net", name="Sam Second", body="Carol Chen did it to me too.")
+    assert CAROL in store.case(first.ref).recused_members() and CAROL in store.case(second.ref).recused_members()
+    store.command(ALICE, f"!merge {first.ref}", case=second)
+    assert store.case(second.ref).merged_into_id == first.id
+    assert not store.mail_to(CAROL)
+    store.take_in(_to_conduct(CAROL, f"[conduct #{second.ref}] question"))
+    answers = store.mail_to(CAROL)
+    assert answers, "no answer at all (silence differs from the unknown-reference answer)"
+    text = answers[-1].text + answers[-1].subject
+    assert first.ref not in text, f"the answer about {second.ref} names the case it was merged into ({first.ref}): {text!r}"
+    assert f"there is no case {second.ref}" in text
+
+
+def test_a_list_answered_on_another_cases_mail_is_withdrawn_when_the_reader_is_excluded(store: Store):
+    """BROKE. The first round's fix withdraws queued mail listing a case when it has no case
+    (`case_id IS NULL`: overview, personal !list, spam digest). A `!list` sent on case 1's mail is
+    answered in case 1's confirmation (case_id = case 1) and lists case 2 too. While it waits
+    (SMTP outage) Carol is excluded from case 2 by the reporter's follow-up: the queued answer
+    still lists case 2 (cases/recusals.py withdraw_unsent looks only at case-less rows and rows of
+    the case itself)."""
+    first = store.report(sender="other@example.net", name="Olga Other", subject="Noise at the party",
+                         body="Too loud.")
+    second = store.report(subject="About the sprint")
+    store.outage = True
+    mark = store.outbox_mark()
+    store.command(CAROL, "!list", case=first)
+    [listing] = [m for m in store.mail_after(mark) if m.recipient == CAROL]
+    assert second.ref in listing.text and listing.case_id == first.id
+    ack = store.mail_to(REPORTER)[0]
+    store.take_in(reply(ack, REPORTER, "", "I forgot: Carol Chen was standing right next to him."))
+    assert CAROL in store.case(second.ref).recused_members()
+    from conduct_inbox.store.models import OutboxMessage
+    waiting = [m for m in store.mail(OutboxMessage.status == "pending") if m.recipient == CAROL and second.ref in m.text]
+    assert not waiting, f"queued mail to Carol still lists case {second.ref}, which she is now excluded from"
