@@ -91,3 +91,38 @@ def test_a_list_answered_on_another_cases_mail_is_withdrawn_when_the_reader_is_e
     from conduct_inbox.store.models import OutboxMessage
     waiting = [m for m in store.mail(OutboxMessage.status == "pending") if m.recipient == CAROL and second.ref in m.text]
     assert not waiting, f"queued mail to Carol still lists case {second.ref}, which she is now excluded from"
+
+
+def _clock(store: Store, ref: str):
+    from conduct_inbox.cases.deadlines import case_clock
+    from conduct_inbox.core import sla
+    from conduct_inbox.store.models import Case
+    from sqlalchemy import select
+    with store.sessions() as session:
+        case = session.scalars(select(Case).where(Case.ref == ref)).one()
+        return sla.deadlines(case_clock(session, case), sla.SlaPolicy())
+
+
+AUTO = {"Auto-Submitted": "auto-generated"}
+
+
+def test_merging_an_acknowledged_automatic_case_into_an_unacknowledged_one_keeps_its_response_due(store: Store):
+    """BROKE. Two automatic mails (a form, say) become `[auto]` cases. A member `!ack`s case 2:
+    its response clock runs (README: an automatic mail somebody acknowledged promised a response
+    within the week). Case 2 is merged into case 1, which nobody acknowledged: the merged case
+    keeps `last_response_at` = case 2's acknowledgement, but no `human_ack_at`, so an auto case
+    without an acknowledgement has no clock at all (core/sla.py merged does not carry the
+    acknowledgement over; cases/merge.py merge keeps the target's human_ack_at). The response
+    owed to case 2's sender is no longer due anywhere."""
+    first = store.report(sender="forms@example.net", name="Form", subject="Form 1", headers=AUTO)
+    second = store.report(sender="forms2@example.net", name="Form Two", subject="Form 2", headers=AUTO)
+    assert store.case(first.ref).auto and store.case(second.ref).auto
+    assert "response" not in _clock(store, second.ref)
+    store.command(ALICE, "!ack", case=second)
+    due = _clock(store, second.ref)
+    assert "response" in due, due
+    store.command(BOB, f"!merge {first.ref}", case=second)
+    assert store.case(second.ref).merged_into_id == first.id
+    after = _clock(store, first.ref)
+    assert "response" in after and after["response"] <= due["response"], \
+        f"the merged case owes no response any more (before the merge: {due}; after: {after})"
