@@ -126,3 +126,26 @@ def test_merging_an_acknowledged_automatic_case_into_an_unacknowledged_one_keeps
     after = _clock(store, first.ref)
     assert "response" in after and after["response"] <= due["response"], \
         f"the merged case owes no response any more (before the merge: {due}; after: {after})"
+
+
+def test_a_reply_after_a_merge_does_not_tell_the_second_reporter_of_the_first_reporters_case(store: Store):
+    """BROKE. Robin reports (case 1); Sam reports the same incident (case 2, acknowledged to Sam
+    under case 2's reference). The committee merges case 2 into case 1 and answers Sam with
+    `!reply ADDRESS`, as README says. Sam's answer carries case 1's reference in its subject
+    (cases/mailer.py send_to_party renders `case.ref` of the merge target; core/party_mail.py
+    neutral_subject): Sam learns that an earlier, separate case about the incident exists (that
+    someone else reported it), and their replies now quote it. The merge is committee-internal
+    (README: "the reporter is told nothing"); Sam must keep hearing under their own reference."""
+    first = store.report()
+    second = store.report(sender="second@example.net", name="Sam Second", body="The same thing happened to me.")
+    ack = store.mail_to("second@example.net")[0]
+    assert second.ref in ack.subject and first.ref not in ack.subject + ack.text
+    store.command(CAROL, f"!merge {first.ref}", case=second)
+    mark = store.outbox_mark()
+    store.command(ALICE, "!reply second@example.net", "Dear Sam, we are looking into it.", case=first)
+    [answer] = [m for m in store.mail_after(mark) if m.recipient == "second@example.net"]
+    from tests.harness import parsed
+    raw = answer.content.decode("utf-8", "replace")
+    assert first.ref not in answer.subject and first.ref not in answer.text, \
+        f"the second reporter's answer names the first reporter's case {first.ref}: {answer.subject!r}"
+    assert first.ref not in str(parsed(answer)["References"] or "") + raw.split("\n\n", 1)[0]
