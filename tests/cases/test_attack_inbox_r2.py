@@ -149,3 +149,34 @@ def test_a_reply_after_a_merge_does_not_tell_the_second_reporter_of_the_first_re
     assert first.ref not in answer.subject and first.ref not in answer.text, \
         f"the second reporter's answer names the first reporter's case {first.ref}: {answer.subject!r}"
     assert first.ref not in str(parsed(answer)["References"] or "") + raw.split("\n\n", 1)[0]
+
+
+def _escalate(store: Store) -> list:
+    from conduct_inbox.cases.escalate import escalate_once
+    from conduct_inbox.core import sla
+    mark = store.outbox_mark()
+    escalate_once(store.sessions, store.inbound.ctx, sla.SlaPolicy(), store.now)
+    store.dispatched()
+    return store.mail_after(mark)
+
+
+def test_an_escalation_already_sent_for_a_merged_report_is_not_sent_again(store: Store):
+    """BROKE. Case 1 is not acknowledged within 24 hours: its acknowledgement escalation goes to
+    the committee and the chair. Reporter 2 writes about the same incident; the committee merges
+    case 1 into case 2 (the merged case counts from case 1's report, README). The merged case's
+    acknowledgement deadline is the one already escalated, yet the escalation fires again
+    (escalations fire once, README "Deadlines"): the fired keys stay on case 1 (cases/merge.py
+    merge moves Inbound/Outbox/Decision/Event rows, not EscalationFired)."""
+    from datetime import timedelta
+    first = store.report()
+    store.now += timedelta(hours=25)
+    sent = _escalate(store)
+    assert sent and all(m.case_id == first.id for m in sent)
+    second = store.report(sender="second@example.net", name="Sam Second", body="The same thing happened to me.")
+    store.command(CAROL, f"!merge {second.ref}", case=first)
+    assert store.case(first.ref).merged_into_id == second.id
+    store.now += timedelta(minutes=5)
+    again = [m for m in _escalate(store) if m.kind == sent[0].kind and "acknowledgement overdue" in m.text]
+    assert all("acknowledgement overdue" in m.text for m in sent)
+    assert not again, f"the acknowledgement escalation of case {first.ref} was sent a second time after the merge: " \
+                      f"{sorted({m.subject for m in again})}"
