@@ -180,3 +180,29 @@ def test_an_escalation_already_sent_for_a_merged_report_is_not_sent_again(store:
     assert all("acknowledgement overdue" in m.text for m in sent)
     assert not again, f"the acknowledgement escalation of case {first.ref} was sent a second time after the merge: " \
                       f"{sorted({m.subject for m in again})}"
+
+
+def test_a_purged_case_kept_from_a_member_is_answered_as_an_unknown_reference(store: Store):
+    """BROKE. Carol is named in the report (excluded, never had mail). The case is closed and,
+    after the retention period, purged (its recusals are deleted with its parties). Carol then
+    writes to conduct@ about its reference: she must get the answer a reference that does not
+    exist gets. She is told instead to answer "your own copy of the case mail" (cases/desk.py
+    handle, NOT_OWN_ADDRESS: the purged case has no recusal left, so routing.may_see lets her
+    "see" it), telling her a case with that reference existed."""
+    from datetime import timedelta
+    from conduct_inbox.shell.retention import purge
+    case = store.report(body=CAROL_NAMED)
+    assert CAROL in store.case(case.ref).recused_members()
+    store.command(ALICE, "!close silent duplicate of a report by phone")
+    assert store.case(case.ref).status == "closed"
+    store.now += timedelta(days=400)
+    purge(store.sessions, None, store.now, 365)
+    assert store.case(case.ref).purged_at is not None
+    ghost = _unknown_ref(case.ref)
+    store.take_in(_to_conduct(CAROL, f"[conduct #{ghost}] question"))
+    assert f"there is no case {ghost}" in store.latest(CAROL).text
+    mark = store.outbox_mark()
+    store.take_in(_to_conduct(CAROL, f"[conduct #{case.ref}] question"))
+    answers = [m for m in store.mail_after(mark) if m.recipient == CAROL]
+    assert answers and f"there is no case {case.ref}" in answers[-1].text, \
+        f"the purged hidden case is answered differently from an unknown reference: {[a.text[:300] for a in answers]}"
