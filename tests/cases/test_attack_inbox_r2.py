@@ -206,3 +206,30 @@ def test_a_purged_case_kept_from_a_member_is_answered_as_an_unknown_reference(st
     answers = [m for m in store.mail_after(mark) if m.recipient == CAROL]
     assert answers and f"there is no case {case.ref}" in answers[-1].text, \
         f"the purged hidden case is answered differently from an unknown reference: {[a.text[:300] for a in answers]}"
+
+
+def test_a_hidden_case_merged_into_one_the_member_saw_is_still_answered_as_an_unknown_reference(store: Store):
+    """BROKE. Carol saw case 1 (its copy reached her), then the reporter's follow-up named her:
+    excluded after seeing it. Case 2 names her from the start: she never had mail about it, so
+    mail about case 2's reference is answered as an unknown reference. Once case 2 is merged into
+    case 1 (the same exclusions: accepted), the same mail gets silence: `_had_mail_about` looks at
+    the merge target, whose mail to Carol includes case 1's (cases/desk.py handle). Silence is
+    never the answer to a reference that does not exist, so it tells her case 2 exists (and went
+    into a case she was excluded from)."""
+    first = store.report(subject="About the sprint")
+    assert store.mail_to(CAROL), "Carol had case 1's copy"
+    ack = store.mail_to(REPORTER)[0]
+    store.take_in(reply(ack, REPORTER, "", "I forgot: Carol Chen was standing right next to him."))
+    second = store.report(sender="second@example.net", name="Sam Second", body=CAROL_NAMED)
+    assert CAROL in store.case(first.ref).recused_members() and CAROL in store.case(second.ref).recused_members()
+    mark = store.outbox_mark()
+    store.take_in(_to_conduct(CAROL, f"[conduct #{second.ref}] question"))
+    [before] = [m for m in store.mail_after(mark) if m.recipient == CAROL]
+    assert f"there is no case {second.ref}" in before.text
+    store.command(ALICE, f"!merge {first.ref}", case=second)
+    assert store.case(second.ref).merged_into_id == first.id
+    mark = store.outbox_mark()
+    store.take_in(_to_conduct(CAROL, f"[conduct #{second.ref}] question again"))
+    after = [m for m in store.mail_after(mark) if m.recipient == CAROL]
+    assert after and f"there is no case {second.ref}" in after[-1].text, \
+        "after the merge, mail about the hidden case's reference gets silence (an existing case) instead of the unknown answer"
