@@ -233,3 +233,24 @@ def test_a_hidden_case_merged_into_one_the_member_saw_is_still_answered_as_an_un
     after = [m for m in store.mail_after(mark) if m.recipient == CAROL]
     assert after and f"there is no case {second.ref}" in after[-1].text, \
         "after the merge, mail about the hidden case's reference gets silence (an existing case) instead of the unknown answer"
+
+
+def test_answering_one_reporter_of_a_merged_case_keeps_the_other_reporters_week(store: Store):
+    """BROKE. Robin reports (case 1, day 0); Sam reports the same incident (case 2, day 1) and is
+    promised a response within the week (by day 8). Case 2 is merged into case 1. On day 2 Alice
+    answers Robin alone (`!reply ROBIN`). The merged case's response clock restarts from that
+    answer (due day 9): Sam, never answered, is owed nothing on day 8 any more (cases/handlers.py
+    reply sets `last_response_at` for the whole case whichever reporter was answered)."""
+    from datetime import timedelta
+    first = store.report()
+    store.now += timedelta(days=1)
+    second = store.report(sender="second@example.net", name="Sam Second", body="The same thing happened to me.")
+    promised_to_sam = store.case(second.ref).created_at + timedelta(days=7)
+    store.command(CAROL, f"!merge {first.ref}", case=second)
+    store.now += timedelta(days=1)
+    store.command(ALICE, f"!reply {REPORTER}", "Dear Robin, we are looking into it.", case=first)
+    assert store.latest(REPORTER).kind == "reply"
+    assert not [m for m in store.mail_to("second@example.net") if m.kind == "reply"], "Sam was not answered"
+    due = _clock(store, first.ref)
+    assert "response" in due and due["response"] <= promised_to_sam.replace(tzinfo=due["response"].tzinfo), \
+        f"the response owed to Sam (by {promised_to_sam}) is now due {due.get('response')}"
