@@ -254,3 +254,21 @@ def test_answering_one_reporter_of_a_merged_case_keeps_the_other_reporters_week(
     due = _clock(store, first.ref)
     assert "response" in due and due["response"] <= promised_to_sam.replace(tzinfo=due["response"].tzinfo), \
         f"the response owed to Sam (by {promised_to_sam}) is now due {due.get('response')}"
+
+
+def test_a_merged_case_is_not_closed_while_one_of_its_reporters_was_never_answered(store: Store):
+    """BROKE. Two reporters, one case after `!merge`. The committee decides, answers Robin alone
+    and closes: `!close` is accepted, and Sam, who reported the same incident, never hears
+    anything (reporting policy: the reporter is told what action, if any, is taken; `!close` is
+    refused while "the reporter has not been answered"). cases/decisions.py close checks only
+    `case.last_response_at`, which answering either reporter sets."""
+    first = store.report()
+    second = store.report(sender="second@example.net", name="Sam Second", body="The same thing happened to me.")
+    store.command(CAROL, f"!merge {first.ref}", case=second)
+    store.command(ALICE, "!ack", case=first)
+    store.command(ALICE, "!decide no-action", case=first)
+    store.command(ALICE, f"!reply {REPORTER}", "Dear Robin, we decided to take no action.", case=first)
+    store.command(ALICE, "!close", case=first)
+    sam = [m for m in store.mail_to("second@example.net") if m.kind in ("reply", "send")]
+    assert store.case(first.ref).status != "closed" or sam, \
+        "the merged case was closed with a normal !close although its second reporter was never answered"
