@@ -274,3 +274,112 @@ def test_a_reply_copy_never_reaches_a_member_excluded_by_the_same_message_nor_su
     assert len(rx.to(REPORTER)) == reporter_before
     assert not any("COPYTEXT-2" in readable(m) for m in rx.to(CAROL)[carol_before:])
     assert not any("COPYTEXT-2" in readable(m) for m in rx.to(BOB))
+
+
+# ----- (a) continued: merges and purges change the answer ---------------------------------------------
+
+
+def test_a_hidden_case_merged_into_one_the_member_saw_is_still_answered_as_unknown(harness, smtp_receiver):
+    """BROKE. Carol saw case 1, then its reporter named her (excluded after seeing it). Case 2
+    names her from the start. Mail from Carol about case 2's reference is answered "there is no
+    case"; after case 2 is merged into case 1 the same mail gets silence (cases/desk.py handle:
+    `_had_mail_about` asks about the merge target), and silence is never the answer to a
+    reference that does not exist: case 2 exists."""
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(subject="Comments at the sprint", body="Someone kept making comments. FIRST-1"))
+    [first] = cases(app)
+    assert about(rx, CAROL, first.ref)
+    harness.clock.advance(minutes=5)
+    step(harness, app, followup(first.ref, "I forgot: Carol Chen was standing right next to him."))
+    harness.clock.advance(minutes=5)
+    step(harness, app, report(sender=OTHER, subject="The sprint", body="Carol Chen laughed at me too. SECOND-2"))
+    first, second = cases(app)
+    assert first.recused_members() == second.recused_members() == {CAROL}
+    seen = len(rx.to(CAROL))
+    harness.clock.advance(minutes=5)
+    step(harness, app, written(CAROL, "conduct@example.org", f"[conduct #{second.ref}] what is this?"))
+    assert f"there is no case {second.ref}" in text_of(rx.to(CAROL)[-1]) and len(rx.to(CAROL)) == seen + 1
+    harness.clock.advance(minutes=5)
+    step(harness, app, reply(about(rx, ALICE, second.ref)[0], ALICE, f"!merge {first.ref}"))
+    assert cases(app)[1].merged_into_id == first.id
+    seen = len(rx.to(CAROL))
+    harness.clock.advance(minutes=5)
+    step(harness, app, written(CAROL, "conduct@example.org", f"[conduct #{second.ref}] what is this, again?"))
+    answers = rx.to(CAROL)[seen:]
+    assert answers and f"there is no case {second.ref}" in text_of(answers[-1]), \
+        "after the merge the same question about the hidden case gets silence"
+
+
+def test_a_purged_case_kept_from_a_member_is_answered_as_unknown(harness, smtp_receiver):
+    """BROKE. Carol is named in the report (never had mail). The case is closed silently and
+    purged after the retention period (`conduct-inbox purge`): its recusals go with it. Carol's
+    mail about its reference is then answered "answer your own copy of the case mail", not "there
+    is no case": she learns a case with that reference existed (cases/desk.py handle:
+    Way.NOT_OWN_ADDRESS and routing.may_see on a purged case without recusals)."""
+    harness.extra_config = "[retention]\nclosed_case_days = 30\n"
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(body=NAMES_CAROL))
+    [case] = cases(app)
+    assert case.recused_members() == {CAROL}
+    harness.clock.advance(minutes=5)
+    step(harness, app, reply(about(rx, ALICE, case.ref)[0], ALICE, "!close silent reported again by phone"))
+    assert cases(app)[0].status == "closed"
+    harness.clock.advance(days=40)
+    assert main(["purge", "--config", str(harness.config_path), "--at", harness.clock().isoformat()]) == 0
+    assert cases(app)[0].purged_at is not None
+    app = harness.app()
+    run_once(app)  # housekeeping of the 40 days (the weekly overview) before the question
+    seen = len(rx.to(CAROL))
+    step(harness, app, written(CAROL, "conduct@example.org", f"[conduct #{case.ref}] what is this?"))
+    answers = [m for m in rx.to(CAROL)[seen:] if "Weekly overview" not in str(parsed(m)["Subject"])]
+    assert answers and f"there is no case {case.ref}" in text_of(answers[-1]), \
+        "a purged case kept from Carol: " + (text_of(answers[-1])[:300] if answers else "silence")
+
+
+# ----- (b)/(e) two reporters in one case ----------------------------------------------------------------
+
+
+def test_answering_one_reporter_of_a_merged_case_keeps_the_other_reporters_week(harness, smtp_receiver, capsys):
+    """BROKE. Robin reports on day 0, Sam on day 1 (promised a response by day 8). Case 2 is
+    merged into case 1; on day 2 Alice answers Robin alone (`!reply ADDRESS`). `escalations --at`
+    day 8 + 1 hour lists no overdue response: the merged case's clock restarted at Robin's answer
+    (cases/handlers.py reply sets last_response_at for the case, whichever reporter it was)."""
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(body="He kept interrupting me at the sprint. FIRST-1"))
+    harness.clock.advance(days=1)
+    sam_at = harness.clock()
+    step(harness, app, report(sender=OTHER, name="Sam Second", subject="The sprint", body="Same thing to me. SECOND-2"))
+    first, second = cases(app)
+    harness.clock.advance(minutes=5)
+    step(harness, app, reply(about(rx, ALICE, second.ref)[0], ALICE, f"!merge {first.ref}"))
+    harness.clock.advance(days=1)
+    step(harness, app, reply(about(rx, ALICE, first.ref)[-1], ALICE, f"!reply {REPORTER}", "Dear Robin, we are on it."))
+    assert "we are on it" in text_of(rx.to(REPORTER)[-1])
+    assert not any("we are on it" in text_of(m) for m in rx.to(OTHER))
+    promised = sam_at + timedelta(days=7, hours=1)
+    overdue = [e for e in escalations_at(harness, capsys, promised) if e["rule"] == "response" and e["level"] >= 1]
+    assert overdue, f"no response overdue at {promised} although Sam, promised a response by then, was never answered"
+
+
+def test_a_merged_case_is_not_closed_while_one_of_its_reporters_was_never_answered(harness, smtp_receiver):
+    """BROKE. After `!merge`, the committee decides, answers Robin alone and sends `!close`: the
+    case closes and Sam never hears anything (cases/decisions.py close checks only that
+    `last_response_at` is set, which answering either reporter does)."""
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(body="He kept interrupting me at the sprint. FIRST-1"))
+    harness.clock.advance(minutes=5)
+    step(harness, app, report(sender=OTHER, name="Sam Second", subject="The sprint", body="Same thing to me. SECOND-2"))
+    first, second = cases(app)
+    harness.clock.advance(minutes=5)
+    step(harness, app, reply(about(rx, ALICE, second.ref)[0], ALICE, f"!merge {first.ref}"))
+    for command, text in (("!ack", ""), ("!decide no-action", ""),
+                          (f"!reply {REPORTER}", "Dear Robin, we decided to take no action."), ("!close", "")):
+        harness.clock.advance(minutes=5)
+        step(harness, app, reply(about(rx, ALICE, first.ref)[-1], ALICE, command, text))
+    first, _ = cases(app)
+    heard = [m for m in rx.to(OTHER) if "Message from" in str(parsed(m)["Subject"])]
+    assert first.status != "closed" or heard, "closed with `!close` while its second reporter was never answered"
