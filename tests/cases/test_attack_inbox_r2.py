@@ -272,3 +272,22 @@ def test_a_merged_case_is_not_closed_while_one_of_its_reporters_was_never_answer
     sam = [m for m in store.mail_to("second@example.net") if m.kind in ("reply", "send")]
     assert store.case(first.ref).status != "closed" or sam, \
         "the merged case was closed with a normal !close although its second reporter was never answered"
+
+
+def test_merging_a_report_into_a_case_marked_as_spam_keeps_its_reporters_deadlines(store: Store):
+    """BROKE. Case 1 was marked `!spam` (its clocks stopped). A real report arrives (case 2) and is
+    merged into case 1 (say, the spam was an earlier copy of it). The merged case is still flagged
+    spam: no acknowledgement or response is due any more, and the reporter's promised week holds
+    nowhere (cases/merge.py merge keeps `target.spam`; core/sla.py _candidates returns nothing for
+    spam cases). README: "every promise made to either reporter still holds"."""
+    first = store.report(sender="junk@example.net", name="Junk", subject="Cheap pills", body="Buy now.")
+    store.command(ALICE, "!spam", case=first)
+    assert store.case(first.ref).spam and _clock(store, first.ref) == {}
+    second = store.report(sender="second@example.net", name="Sam Second", body="He kept making comments at the sprint.")
+    before = _clock(store, second.ref)
+    assert "response" in before
+    store.command(BOB, f"!merge {first.ref}", case=second)
+    assert store.case(second.ref).merged_into_id == first.id
+    after = _clock(store, first.ref)
+    assert "response" in after and after["response"] <= before["response"], \
+        f"the merged report's deadlines are gone (before: {before}; after: {after})"
