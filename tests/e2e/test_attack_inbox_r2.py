@@ -383,3 +383,25 @@ def test_a_merged_case_is_not_closed_while_one_of_its_reporters_was_never_answer
     first, _ = cases(app)
     heard = [m for m in rx.to(OTHER) if "Message from" in str(parsed(m)["Subject"])]
     assert first.status != "closed" or heard, "closed with `!close` while its second reporter was never answered"
+
+
+def test_merging_a_report_into_a_spam_case_keeps_its_deadlines(harness, smtp_receiver, capsys):
+    """BROKE. Case 1 is marked `!spam`; a real report (case 2) is merged into it. `escalations
+    --at` a week and a day after the report lists nothing: the merged case keeps the spam flag,
+    whose clocks are stopped (cases/merge.py merge keeps target.spam; core/sla.py _candidates)."""
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(sender="junk@example.net", name="Junk", subject="Cheap pills", body="Buy now."))
+    [junk] = cases(app)
+    harness.clock.advance(minutes=5)
+    step(harness, app, reply(about(rx, ALICE, junk.ref)[0], ALICE, "!spam"))
+    harness.clock.advance(minutes=5)
+    reported_at = harness.clock()
+    step(harness, app, report(sender=OTHER, name="Sam Second", subject="The sprint", body="He kept making comments."))
+    junk, real = cases(app)
+    harness.clock.advance(minutes=5)
+    step(harness, app, reply(about(rx, ALICE, real.ref)[0], ALICE, f"!merge {junk.ref}"))
+    assert cases(app)[1].merged_into_id == junk.id
+    overdue = [e for e in escalations_at(harness, capsys, reported_at + timedelta(days=8))
+               if e["rule"] in ("ack", "response") and e["level"] >= 1]
+    assert overdue, "a real report merged into a spam case: nothing is ever due for it"
