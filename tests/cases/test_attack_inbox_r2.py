@@ -291,3 +291,20 @@ def test_merging_a_report_into_a_case_marked_as_spam_keeps_its_reporters_deadlin
     after = _clock(store, first.ref)
     assert "response" in after and after["response"] <= before["response"], \
         f"the merged report's deadlines are gone (before: {before}; after: {after})"
+
+
+def test_the_reported_members_answer_to_the_committee_reaches_the_committee(store: Store):
+    """HELD. The report is about Bob, a committee member (excluded). The committee records him as
+    the reported party and asks for his side (`!send reported`); he answers that mail. His answer
+    comes from a roster address about a case he is excluded from (and had mail about): it must not
+    be dropped in silence as committee mail; it reaches the other members as a party's follow-up."""
+    case = store.report(body="Bob Builder kept making comments after I asked him to stop.")
+    assert BOB in store.case(case.ref).recused_members()
+    store.command(ALICE, "!party reported bob@example.org Bob Builder", case=case)
+    store.command(ALICE, "!send reported", "Please tell us your side of what happened at the sprint.", case=case)
+    [asked] = [m for m in store.mail_to(BOB) if m.audience == "party"]
+    mark = store.outbox_mark()
+    store.take_in(reply(asked, BOB, "", "My side: I did not say anything of the sort. BOBSIDE-1"))
+    to_committee = [m for m in store.mail_after(mark) if m.recipient in (ALICE, CAROL) and "BOBSIDE-1" in m.text]
+    to_bob = [m for m in store.mail_after(mark) if m.recipient == BOB]
+    assert to_committee or to_bob, "the reported member's answer was dropped in silence: no member has it, he is not told"
