@@ -308,3 +308,47 @@ def test_the_reported_members_answer_to_the_committee_reaches_the_committee(stor
     to_committee = [m for m in store.mail_after(mark) if m.recipient in (ALICE, CAROL) and "BOBSIDE-1" in m.text]
     to_bob = [m for m in store.mail_after(mark) if m.recipient == BOB]
     assert to_committee or to_bob, "the reported member's answer was dropped in silence: no member has it, he is not told"
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.config(("[security]\n", '[security]\ntrusted_authserv_id = "mx.example.org"\n'))
+def test_a_dmarc_pass_answers_a_hidden_case_as_an_unknown_one(store: Store):
+    """HELD. Carol, excluded from case 2 from the start, asks about its reference with an aligned
+    DMARC pass, written to conduct@: she gets exactly the answer the same mail about a reference
+    that does not exist gets."""
+    auth = b"Authentication-Results: mx.example.org; dmarc=pass (p=reject) header.from=example.org\r\n"
+    store.report(sender="olga@example.net", name="Olga Other", subject="Noise", body="Too loud.")
+    hidden = store.report(body=CAROL_NAMED)
+    ghost = _unknown_ref(hidden.ref)
+    unknown = _answers(store, auth + _to_conduct(CAROL, f"[conduct #{ghost}] !ack"), hidden.ref, ghost)
+    kept = _answers(store, auth + _to_conduct(CAROL, f"[conduct #{hidden.ref}] !ack"), hidden.ref, ghost)
+    assert unknown and kept == unknown and "there is no case REF" in kept[0], (unknown, kept)
+
+
+def _answers(store: Store, raw: bytes, *refs: str) -> list[str]:
+    """Carol's answers to `raw`, each reference of `refs` written REF."""
+    mark = store.outbox_mark()
+    store.take_in(raw)
+    texts = [m.subject + "\n" + m.text for m in store.mail_after(mark) if m.recipient == CAROL]
+    for ref in refs:
+        texts = [t.replace(ref, "REF") for t in texts]
+    return texts
+
+
+def test_a_reply_on_a_visible_cases_mail_retagged_tells_hidden_references_from_unknown_ones(store: Store):
+    """BROKE. Carol answers her own copy of case 1 (which she may see), changing the subject's tag
+    to another reference. For a reference that does not exist the tag is ignored and the mail acts
+    on case 1 through its In-Reply-To (cases/inbound.py _case_for falls back to the thread):
+    "Case 1: done". For case 2, kept from her, the tag wins and she is told "there is no case 2"
+    (cases/desk.py handle, NOT_OWN_ADDRESS). Two different answers: by retagging her replies she
+    learns which references are cases kept from her."""
+    first = store.report(sender="olga@example.net", name="Olga Other", subject="Noise", body="Too loud.")
+    hidden = store.report(body=CAROL_NAMED)
+    assert CAROL in store.case(hidden.ref).recused_members()
+    ghost = _unknown_ref(hidden.ref)
+    carol_first = store.copy_of(CAROL, first)
+    kept = _answers(store, reply(carol_first, CAROL, subject=f"Re: [conduct #{hidden.ref}] Noise !list"), hidden.ref, ghost)
+    unknown = _answers(store, reply(carol_first, CAROL, subject=f"Re: [conduct #{ghost}] Noise !list"), hidden.ref, ghost)
+    assert kept == unknown, f"hidden reference answered {kept[0][:200]!r}..., unknown one {unknown[0][:200]!r}..."
