@@ -405,3 +405,29 @@ def test_merging_a_report_into_a_spam_case_keeps_its_deadlines(harness, smtp_rec
     overdue = [e for e in escalations_at(harness, capsys, reported_at + timedelta(days=8))
                if e["rule"] in ("ack", "response") and e["level"] >= 1]
     assert overdue, "a real report merged into a spam case: nothing is ever due for it"
+
+
+def test_a_retagged_reply_on_a_visible_cases_mail_tells_hidden_references_from_unknown_ones(harness, smtp_receiver):
+    """BROKE. Carol answers her own copy of case 1 with `!list`, the subject's tag changed. With a
+    reference that does not exist the mail acts on case 1 through its In-Reply-To (cases/inbound.py
+    _case_for falls back to the thread) and she gets case 1's confirmation; with case 2's reference,
+    kept from her, she gets "there is no case 2" (cases/desk.py handle): the answers differ, so
+    retagging tells her which references are cases kept from her."""
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(sender="olga@example.net", subject="Noise at the party", body="Too loud. FIRST-1"))
+    harness.clock.advance(minutes=5)
+    step(harness, app, report(body=NAMES_CAROL))
+    first, hidden = cases(app)
+    assert hidden.recused_members() == {CAROL}
+    ghost = unknown_ref(hidden.ref)
+    carol_first = about(rx, CAROL, first.ref)[0]
+    answers = {}
+    for ref in (hidden.ref, ghost):
+        seen = len(rx.to(CAROL))
+        harness.clock.advance(minutes=5)
+        step(harness, app, reply(carol_first, CAROL, subject=f"Re: [conduct #{ref}] Noise at the party !list"))
+        got = rx.to(CAROL)[seen:]
+        answers[ref] = [(str(parsed(m)["Subject"]) + text_of(m)).replace(ref, "REF") for m in got]
+    assert answers[hidden.ref] == answers[ghost], \
+        f"hidden: {answers[hidden.ref][0][:160]!r} / unknown: {answers[ghost][0][:160]!r}"
