@@ -130,11 +130,13 @@ def test_merge_with_the_same_recusals_moves_everything_and_old_tokens_act_on_the
         assert (row.kind, row.case_id) == ("followup", target.id)
     assert "FOLLOWUP-4" in text_of(latest(rx, ALICE))
 
-    # Carol, excluded from both, on a validly signed token of the merged case: nothing happens.
+    # Carol, excluded from both, on a validly signed token of the merged case: nothing happens, and
+    # she is answered as for a reference that does not exist (naming neither the target nor the merge).
     before = len(rx.messages)
     step(harness, app, forged_token_mail(CAROL, merged.ref, f"Re: [conduct #{merged.ref}] x !status investigating"))
-    assert cases(app)[1].status == target.status and len(rx.messages) == before
-    assert rx.to(CAROL) == []  # nothing about either case ever reached her
+    assert cases(app)[1].status == target.status and len(rx.messages) == before + 1
+    [answer] = rx.to(CAROL)
+    assert f"there is no case {merged.ref} you can act on" in text_of(answer) and target.ref not in text_of(answer)
 
 
 # ----- !title -------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conduct_inbox.cases import decisions, fences, handlers, mailer, merge, personal, recusals
+from conduct_inbox.cases import decisions, fences, handlers, mailer, merge, personal, recusals, threads
 from conduct_inbox.cases.audit import event
 from conduct_inbox.cases.calls import Call
 from conduct_inbox.cases.context import Context, recused
@@ -118,6 +118,14 @@ def _refuse_silently(session: Session, row: InboundMessage, case: Case | None, w
 def handle(ctx: Context, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
     """A member's mail on a reply token or with a case tag: authenticate, then apply."""
     case = session.get(Case, result.case.id) if result.case is not None else None
+    if case is not None and _kept_from(ctx, session, case, msg):
+        # For this member the reference does not exist: whatever they are told, and whichever
+        # case their mail then acts on, is what a reference that does not exist gives.
+        thread_id = threads.thread_case_id(session, msg)
+        thread = session.get(Case, thread_id) if thread_id is not None else None
+        case = merge.resolve(session, thread) if thread is not None else None
+        if case is not None and _kept_from(ctx, session, case, msg):
+            case = None
     auth = authenticate(ctx, msg, case, merge.token_refs(session, case) if case is not None else ())
     admission = admit(DeskFacts(
         on_roster=auth.member is not None, case_known=case is not None, case_token=auth.case_token,
@@ -135,11 +143,7 @@ def handle(ctx: Context, session: Session, row: InboundMessage, msg: Parsed, res
     if admission.way is Way.NOT_OWN_ADDRESS:
         outcome = _refuse_silently(session, row, case, admission.why, now)
         if not routing.may_see(ctx.roster, recused(case), member.email):
-            # Kept from them: a member who never had mail about the case gets the answer a
-            # reference that does not exist gets (silence would tell them it is hidden); one
-            # excluded after seeing it gets silence (any answer would tell them of the exclusion).
-            if not _had_mail_about(session, case, member.email):
-                personal.no_such_case(ctx, session, row, member, case.ref, now)
+            pass  # excluded after seeing it: any answer would tell them of the exclusion
         else:
             # A reply-all onto a colleague's reply address: the member (at their roster address,
             # so a forged From tells the real member) learns nothing was filed.
@@ -150,9 +154,21 @@ def handle(ctx: Context, session: Session, row: InboundMessage, msg: Parsed, res
     return _on_case(ctx, session, row, case, member, auth, msg, now)
 
 
-def _had_mail_about(session: Session, case: Case, email: str) -> bool:
-    return session.scalar(select(OutboxMessage.id).where(
-        OutboxMessage.case_id == case.id, OutboxMessage.recipient == email).limit(1)) is not None
+def _kept_from(ctx: Context, session: Session, case: Case, msg: Parsed) -> bool:
+    """Whether the case the mail names is, for the member who sent it, a reference that does not
+    exist: purged, or kept from them without their ever having had mail about that reference
+    (a member excluded after seeing it knows it exists: their mail is refused, unanswered)."""
+    member = ctx.roster.person(msg.from_address)
+    if member is None:
+        return False
+    if case.purged_at is not None:
+        return True
+    if routing.may_see(ctx.roster, recused(case), member.email):
+        return False
+    tag = f"#{msg.case_ref or case.ref}]"
+    subjects = session.scalars(select(OutboxMessage.subject).where(
+        OutboxMessage.case_id == case.id, OutboxMessage.recipient == member.email))
+    return not any(tag in (s or "") for s in subjects)
 
 
 def _on_case(ctx: Context, session: Session, row: InboundMessage, case: Case, member: Person, auth: Auth, msg: Parsed,

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from conduct_inbox.cases import desk, fences, mailer, merge, reports
 from conduct_inbox.cases.audit import event
 from conduct_inbox.cases.context import Context, Options, recused
+from conduct_inbox.cases.threads import thread_case_id
 from conduct_inbox.core import routing, states, tokens
 from conduct_inbox.core.classify import CaseFacts, Classification, Facts, Policy, is_automatic, verp_row
 from conduct_inbox.core.roster import Roster
@@ -105,14 +106,8 @@ def _case_for(session: Session, msg: Parsed) -> Case | None:
     if msg.case_ref:
         case = session.scalars(select(Case).where(Case.ref == msg.case_ref)).first()
     if case is None:
-        thread = [m for m in (*msg.in_reply_to, *msg.references) if m]
-        if thread:
-            case_id = session.scalars(
-                select(OutboxMessage.case_id)
-                .where(OutboxMessage.message_id.in_(thread), OutboxMessage.case_id.is_not(None))
-                .limit(1)
-            ).first()
-            case = session.get(Case, case_id) if case_id is not None else None
+        case_id = thread_case_id(session, msg)
+        case = session.get(Case, case_id) if case_id is not None else None
     if case is None and msg.case_ref and msg.reporter_address and fences.is_lost_ref(session, msg.case_ref):
         case = _recovered_case_of(session, msg.reporter_address)
     # Mail about a case merged into another (`!merge`) belongs to that other case.

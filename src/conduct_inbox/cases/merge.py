@@ -14,7 +14,7 @@ itself announced.
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from conduct_inbox.cases import mailer
@@ -25,7 +25,16 @@ from conduct_inbox.cases.deadlines import case_clock, refresh_clock
 from conduct_inbox.core import routing, sla, states
 from conduct_inbox.core.command_types import Merge
 from conduct_inbox.errors import Refused
-from conduct_inbox.store.models import Case, Decision, Event, InboundMessage, OutboxMessage, Recusal, Sanction
+from conduct_inbox.store.models import (
+    Case,
+    Decision,
+    EscalationFired,
+    Event,
+    InboundMessage,
+    OutboxMessage,
+    Recusal,
+    Sanction,
+)
 
 MAX_CHAIN = 20  # merged-into pointers followed (a merge flattens them, so one is the rule)
 #: Rows that belong to a case by `case_id` and move with it.
@@ -111,12 +120,20 @@ def merge(call: Call, c: Merge) -> str:
         table = model.__table__
         session.execute(update(table).where(table.c.case_id == source.id).values(case_id=target.id))
     session.execute(update(Sanction.__table__).where(Sanction.case_ref == source.ref).values(case_ref=target.ref))
+    # Escalations already sent stay sent (the target's own record of a key wins).
+    fired = EscalationFired.__table__
+    held = select(fired.c.key).where(fired.c.case_id == target.id)
+    session.execute(delete(fired).where(fired.c.case_id == source.id, fired.c.key.in_(held)))
+    session.execute(update(fired).where(fired.c.case_id == source.id).values(case_id=target.id))
     # Cases merged into this one before now point at the target: one pointer to follow, always.
     session.execute(update(Case.__table__).where(Case.merged_into_id == source.id).values(merged_into_id=target.id))
     _move_parties(session, source, target)
     _move_recusals(session, source, target)
     call.row.case_id = target.id
     target.urgent = target.urgent or source.urgent
+    target.spam = target.spam and source.spam  # a real report merged in keeps its clocks
+    if target.human_ack_at is None and target.auto and source.human_ack_at is not None:
+        target.human_ack_at = source.human_ack_at  # an acknowledged automatic case's response clock runs on
     target.assignee = target.assignee or source.assignee
     # Every promise made to either reporter still holds (`sla.merged`).
     target.created_at, target.last_response_at, target.auto = sla.merged(case_clock(session, target),

@@ -34,7 +34,8 @@ def withdraw_unsent(session: Session, case: Case, email: str) -> None:
         delete(OutboxMessage).where(OutboxMessage.case_id == case.id, *pending)
         .execution_options(synchronize_session=False)
     )
-    listings = session.execute(select(OutboxMessage.id, OutboxMessage.data).where(OutboxMessage.case_id.is_(None), *pending))
+    # (any case's: a `!list` answered on another case's mail belongs to that case)
+    listings = session.execute(select(OutboxMessage.id, OutboxMessage.data).where(*pending))
     naming = [row_id for row_id, data in listings if case.ref in text_of(data)]
     if naming:
         session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_(naming)).execution_options(synchronize_session=False))

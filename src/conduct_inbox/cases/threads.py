@@ -13,6 +13,15 @@ MAX_THREAD = 50  # message ids of In-Reply-To/References looked up
 NOT_APPLIED_KINDS = ("command_error", "refused")
 
 
+def thread_case_id(session: Session, msg: Parsed) -> int | None:
+    """The case of the first of our messages this one answers (In-Reply-To, References)."""
+    thread = [m for m in (*msg.in_reply_to, *msg.references) if m]
+    if not thread:
+        return None
+    return session.scalars(select(OutboxMessage.case_id).where(
+        OutboxMessage.message_id.in_(thread), OutboxMessage.case_id.is_not(None)).limit(1)).first()
+
+
 def earlier_subjects(session: Session, msg: Parsed) -> list[str]:
     """Subjects a command must not stand in to count: every message this one answers or forwards
     (ours, or the member's own sent mail, as Gmail threads it), if its commands were applied.
