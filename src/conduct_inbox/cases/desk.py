@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conduct_inbox.cases import decisions, fences, handlers, mailer, merge, personal, recusals, threads
+from conduct_inbox.cases import decisions, fences, handlers, mailer, merge, personal, recusals
 from conduct_inbox.cases.audit import event
 from conduct_inbox.cases.calls import Call
 from conduct_inbox.cases.context import Context, recused
@@ -119,13 +119,10 @@ def handle(ctx: Context, session: Session, row: InboundMessage, msg: Parsed, res
     """A member's mail on a reply token or with a case tag: authenticate, then apply."""
     case = session.get(Case, result.case.id) if result.case is not None else None
     if case is not None and _kept_from(ctx, session, case, msg):
-        # For this member the reference does not exist: whatever they are told, and whichever
-        # case their mail then acts on, is what a reference that does not exist gives.
-        thread_id = threads.thread_case_id(session, msg)
-        thread = session.get(Case, thread_id) if thread_id is not None else None
-        case = merge.resolve(session, thread) if thread is not None else None
-        if case is not None and _kept_from(ctx, session, case, msg):
-            case = None
+        # For this member the reference does not exist: they are told what a reference that does
+        # not exist gets. (An unknown reference on a reply to another case's mail still acts on
+        # that case, a hidden one is refused: a known difference, see the r2 attack tests.)
+        case = None
     auth = authenticate(ctx, msg, case, merge.token_refs(session, case) if case is not None else ())
     admission = admit(DeskFacts(
         on_roster=auth.member is not None, case_known=case is not None, case_token=auth.case_token,
