@@ -66,6 +66,28 @@ def the_case(app) -> Case:
         return session.scalars(select(Case).options(selectinload(Case.recusals), selectinload(Case.parties))).one()
 
 
+def cases(app) -> list[Case]:
+    """Every case, oldest first, with recusals and parties loaded."""
+    with app.sessions() as session:
+        return list(session.scalars(select(Case).options(selectinload(Case.recusals), selectinload(Case.parties))
+                                    .order_by(Case.id)))
+
+
+def readable(record) -> str:
+    """Everything a recipient's client can show: every header and every text part, decoded."""
+    msg = parsed(record)
+    parts = [f"{k}: {v}" for k, v in msg.items()]
+    for part in msg.walk():
+        if not part.is_multipart() and part.get_content_maintype() == "text":
+            parts.append(part.get_content())
+    return "\n".join(parts)
+
+
+def about(receiver, member: str, ref: str) -> list:
+    """The mail `member` received with case `ref`'s tag in its subject."""
+    return [m for m in receiver.to(member) if f"#{ref}]" in str(parsed(m)["Subject"])]
+
+
 def step(harness, app, raw: bytes) -> None:
     harness.deliver(raw)
     run_once(app)

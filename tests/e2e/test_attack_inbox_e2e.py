@@ -17,13 +17,11 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
 
 from conduct_inbox.cli import main
 from conduct_inbox.shell.daemon import run_once
-from conduct_inbox.store.models import Case
 from tests.harness import parsed, report, text_of
-from tests.mailers import ALICE, BOB, CAROL, PAT, REPORTER, SAM, latest, reply, step
+from tests.mailers import ALICE, BOB, CAROL, PAT, REPORTER, SAM, about, cases, latest, readable, reply, step
 
 UTC = timezone.utc
 OTHER = "second@example.net"
@@ -31,25 +29,6 @@ RESPONSE_DUE = re.compile(r"Response to the reporter \(!reply\) due: (\w{3} \d{1
 
 
 # ----- helpers -------------------------------------------------------------------------------------
-
-
-def cases(app) -> list[Case]:
-    with app.sessions() as session:
-        return list(session.scalars(select(Case).options(selectinload(Case.recusals), selectinload(Case.parties))
-                                    .order_by(Case.id)))
-
-
-def readable(record) -> str:
-    msg = parsed(record)
-    parts = [f"{k}: {v}" for k, v in msg.items()]
-    for part in msg.walk():
-        if not part.is_multipart() and part.get_content_maintype() == "text":
-            parts.append(part.get_content())
-    return "\n".join(parts)
-
-
-def about(rx, member: str, ref: str) -> list:
-    return [m for m in rx.to(member) if f"#{ref}]" in str(parsed(m)["Subject"])]
 
 
 def overviews(rx, address: str) -> list:

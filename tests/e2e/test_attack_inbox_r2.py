@@ -14,37 +14,15 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 
 import pytest
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
 
 from conduct_inbox.cli import main
 from conduct_inbox.shell.daemon import run_once
-from conduct_inbox.store.models import Case
 from tests.harness import parsed, report, text_of
-from tests.mailers import ALICE, BOB, CAROL, REPORTER, latest, personal_address, reply, step
+from tests.mailers import ALICE, BOB, CAROL, REPORTER, about, cases, latest, personal_address, readable, reply, step
 
 UTC = timezone.utc
 OTHER = "second@example.net"
 NAMES_CAROL = "At the meetup Carol Chen made fun of my accent in front of everyone."
-
-
-def cases(app) -> list[Case]:
-    with app.sessions() as session:
-        return list(session.scalars(select(Case).options(selectinload(Case.recusals), selectinload(Case.parties))
-                                    .order_by(Case.id)))
-
-
-def readable(record) -> str:
-    msg = parsed(record)
-    parts = [f"{k}: {v}" for k, v in msg.items()]
-    for part in msg.walk():
-        if not part.is_multipart() and part.get_content_maintype() == "text":
-            parts.append(part.get_content())
-    return "\n".join(parts)
-
-
-def about(rx, member: str, ref: str) -> list:
-    return [m for m in rx.to(member) if f"#{ref}]" in str(parsed(m)["Subject"])]
 
 
 def written(sender: str, to: str, subject: str, body: str = "Is there anything about this?") -> bytes:

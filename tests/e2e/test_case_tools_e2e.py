@@ -11,19 +11,12 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import selectinload
 
 from conduct_inbox.cli import main
 from conduct_inbox.core import tokens
-from conduct_inbox.store.models import Case, Event, InboundMessage
+from conduct_inbox.store.models import Event, InboundMessage
 from tests.harness import SECRET, parsed, report, text_of
-from tests.mailers import ALICE, BOB, CAROL, PAT, REPORTER, latest, reply, step
-
-
-def cases(app) -> list[Case]:
-    with app.sessions() as session:
-        return list(session.scalars(select(Case).options(selectinload(Case.recusals), selectinload(Case.parties))
-                                    .order_by(Case.id)))
+from tests.mailers import ALICE, BOB, CAROL, PAT, REPORTER, cases, latest, reply, step
 
 
 def readable(record) -> str:
