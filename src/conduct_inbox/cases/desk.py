@@ -139,9 +139,8 @@ def handle(ctx: Context, session: Session, row: InboundMessage, msg: Parsed, res
     assert case is not None
     if admission.way is Way.NOT_OWN_ADDRESS:
         outcome = _refuse_silently(session, row, case, admission.why, now)
-        if not routing.may_see(ctx.roster, recused(case), member.email):
-            pass  # excluded after seeing it: any answer would tell them of the exclusion
-        else:
+        # A member excluded after seeing the case gets no answer: any would tell them of the exclusion.
+        if routing.may_see(ctx.roster, recused(case), member.email):
             # A reply-all onto a colleague's reply address: the member (at their roster address,
             # so a forged From tells the real member) learns nothing was filed.
             mailer.reply_to_member(session, ctx, case, member, "refusal", now, problems=[
@@ -216,10 +215,10 @@ def _apply(call: Call, parsed: list[cmd.Command], repeated: Sequence[str] = ()) 
     savepoint = session.begin_nested()
     try:
         for command in parsed:
-            before = _standing_of(case) if command.changes_case else None
+            before = _standing_of(session, case) if command.changes_case else None
             line = handlers.run(call, command)
             done.append(line)
-            if command.changes_case and _standing_of(case) != before:  # `!urgent` on an urgent case: nothing to tell
+            if command.changes_case and _standing_of(session, case) != before:  # `!urgent` on an urgent case: nothing to tell
                 changes.append(f"!{typed_name(command)}: {line}")
         session.flush()
     except Refused as exc:
@@ -268,15 +267,12 @@ def _apply(call: Call, parsed: list[cmd.Command], repeated: Sequence[str] = ()) 
 _ANNOUNCED = ("status", "urgent", "spam", "assignee", "human_ack_at", "closed_at", "title", "merged_into_id")
 
 
-def _standing_of(case: Case) -> tuple[object, ...]:
+def _standing_of(session: Session, case: Case) -> tuple[object, ...]:
     """The case as the others know it: its announced columns, who is recused, its parties and its
-    decisions, read after the handler flushed."""
-    session = Session.object_session(case)
-    if session is not None:
-        session.flush()
-        session.refresh(case)
-    decided = (session.execute(select(Decision.id, Decision.status).where(Decision.case_id == case.id)).all()
-               if session is not None else [])
+    decisions, read after the handler's changes are flushed."""
+    session.flush()
+    session.refresh(case)
+    decided = session.execute(select(Decision.id, Decision.status).where(Decision.case_id == case.id)).all()
     return (tuple(getattr(case, c) for c in _ANNOUNCED),
             frozenset((r.member_email, r.active, r.include_proposed_by) for r in case.recusals),
             frozenset((p.role, p.address) for p in case.parties), frozenset(map(tuple, decided)))
