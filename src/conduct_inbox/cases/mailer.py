@@ -168,8 +168,8 @@ def announce_to_others(session: Session, ctx: Context, case: Case, member: Perso
     session.refresh(case)
     parts = ["\n".join(f"- {line}" for line in changes)] if changes else []
     parts += list(notices)
+    copy_heading, copy_text = _copies_text(member, copies) if copies else ("", "")
     if copies:
-        copy_heading, copy_text = _copies_text(member, copies)
         parts.append(f"{copy_heading}:\n\n{copy_text}" if changes or notices else copy_text)
     if note:
         parts.append(f"Internal note from {member.name}:\n\n{note}")
@@ -178,7 +178,7 @@ def announce_to_others(session: Session, ctx: Context, case: Case, member: Perso
     elif notices or not copies:
         heading = f"Announcement (from {member.name}'s mail)"
     else:
-        heading, kind = _copies_text(member, copies)[0], "sent_copy"
+        heading, kind = copy_heading, "sent_copy"
     others = _others(ctx, case, member)
     to_committee(session, ctx, case, others, kind, now, heading=heading, text="\n\n".join(parts),
                  subject_=subject(ctx, case, "URGENT") if urgent else None)
