@@ -120,8 +120,8 @@ def handle(ctx: Context, session: Session, row: InboundMessage, msg: Parsed, res
     case = session.get(Case, result.case.id) if result.case is not None else None
     if case is not None and _kept_from(ctx, session, case, msg):
         # For this member the reference does not exist: they are told what a reference that does
-        # not exist gets. (An unknown reference on a reply to another case's mail still acts on
-        # that case, a hidden one is refused: a known difference, see the r2 attack tests.)
+        # not exist gets (an unknown reference is never resolved through the thread for a member:
+        # cases/inbound.py `_case_for`).
         case = None
     auth = authenticate(ctx, msg, case, merge.token_refs(session, case) if case is not None else ())
     admission = admit(DeskFacts(

@@ -61,12 +61,12 @@ def facts(ctx: Context, session: Session, msg: Parsed) -> Facts:
     own = own or (msg.from_address == ctx.policy.address.lower()
                   and any(a.startswith(probe_prefix) and a.endswith("@" + ctx.policy.domain) for a in msg.to))
     bounce = _bounce_facts(ctx, session, msg) if msg.is_dsn else {}
-    case_row = _case_for(session, msg)
+    member = ctx.roster.person(msg.from_address)
+    case_row = _case_for(session, msg, member_sender=member is not None)
     case = None if case_row is None else CaseFacts(
         case_row.id, case_row.ref, frozenset(canonical_address(p.address) for p in case_row.parties), case_row.status
     )
     found = tokens.tokens_in((*msg.to, *msg.cc, *msg.delivered_to[:1]), ctx.policy.local_part, ctx.policy.domain)
-    member = ctx.roster.person(msg.from_address)
     dmarc = (
         case_row is not None and member is not None and routing.may_see(ctx.roster, recused(case_row), member.email)
         and desk.dmarc_pass(msg, ctx.options.trusted_authserv_id, member.email)
@@ -101,10 +101,14 @@ def _outbox_row_by_message_id(session: Session, message_id: str) -> int | None:
     return session.scalars(select(OutboxMessage.id).where(OutboxMessage.message_id == message_id).limit(1)).first()
 
 
-def _case_for(session: Session, msg: Parsed) -> Case | None:
+def _case_for(session: Session, msg: Parsed, member_sender: bool) -> Case | None:
     case = None
     if msg.case_ref:
         case = session.scalars(select(Case).where(Case.ref == msg.case_ref)).first()
+        if case is None and member_sender:
+            # A member acts on the reference they write. Guessing from the thread instead would act
+            # on another case, and answer an unknown reference differently from one kept from them.
+            return None
     if case is None:
         case_id = thread_case_id(session, msg)
         case = session.get(Case, case_id) if case_id is not None else None
