@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conduct_inbox.core.sla import CaseClock, SlaPolicy, deadlines, due, is_urgent_text, merged, next_due_at
+from conduct_inbox.core.sla import CaseClock, SlaPolicy, deadlines, due, is_urgent_text, merged, next_due_at, own_start, response_from
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 POLICY = SlaPolicy()
@@ -255,7 +255,13 @@ def _clock(created: datetime, *, ack: datetime | None = None, response: datetime
                      fired=frozenset())
 
 
-@pytest.mark.parametrize(("target", "source", "response_from"), [
+def _reporter_of(case: CaseClock, merged_at: datetime = T0 + 10 * D) -> tuple[datetime | None, datetime | None]:
+    """(answered_at, waiting_since) of a case's one reporter as a merge holds it (cases/merge.py):
+    an automatic case nobody acknowledged starts its reporter's wait at the merge (a human look)."""
+    return case.last_response_at, None if case.last_response_at else (own_start(case) or merged_at)
+
+
+@pytest.mark.parametrize(("target", "source", "due_from"), [
     # an older report merged into a newer one: its reporter's week still counts from their report
     (_clock(T0 + 3 * D, ack=T0 + 3 * D), _clock(T0, ack=T0), T0),
     # the older reporter was answered on day 2, the newer not yet: the clock runs from day 2
@@ -265,10 +271,20 @@ def _clock(created: datetime, *, ack: datetime | None = None, response: datetime
     # an automatic mail nobody acknowledged promises nothing: the target's own clock stands
     (_clock(T0 + 3 * D, ack=T0 + 3 * D), _clock(T0, auto=True), T0 + 3 * D),
 ])
-def test_a_merged_case_keeps_the_earliest_response_promise(target, source, response_from):
-    created, last_response, auto = merged(target, source)
+def test_a_merged_case_keeps_the_earliest_response_promise(target, source, due_from):
+    created, auto = merged(target, source)
+    last_response = response_from([_reporter_of(target), _reporter_of(source)])
     after = replace(target, created_at=created, last_response_at=last_response, auto=auto)
-    assert deadlines(after, POLICY)["response"] == response_from + POLICY.response_days * D
+    assert deadlines(after, POLICY)["response"] == due_from + POLICY.response_days * D
+
+
+def test_answering_one_reporter_of_a_merged_case_leaves_the_others_promise():
+    robin, sam = (None, T0), (None, T0 + D)  # waiting since their reports, day 0 and day 1
+    assert response_from([robin, sam]) == T0
+    assert response_from([(T0 + 2 * D, None), sam]) == T0 + D  # Robin answered: Sam is owed first
+    assert response_from([(T0 + 2 * D, None), (T0 + 3 * D, None)]) == T0 + 2 * D
+    assert response_from([(None, None), (T0 + 3 * D, None)]) is None  # one waits since the case began
+    assert response_from([]) is None
 
 
 def test_no_longer_urgent_after_the_urgent_hour_escalated_the_plain_deadline_escalates_in_its_turn():

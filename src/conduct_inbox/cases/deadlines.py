@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from conduct_inbox.cases.context import Context
 from conduct_inbox.core import sla, states
-from conduct_inbox.store.models import Case, EscalationFired, OutboxMessage
+from conduct_inbox.store.models import Case, EscalationFired, OutboxMessage, Party
 
 
 def sla_policy(settings: Any) -> sla.SlaPolicy:
@@ -56,6 +56,20 @@ def _clock(case: Case, fired: frozenset[str], pending_ack: datetime | None) -> s
         auto_ack_pending_since=pending_ack,
         fired=fired,
     )
+
+
+def answered(case: Case, reporter: Party, now: datetime) -> None:
+    """`reporter` was answered: their clock restarts, and the case's runs from whichever of its
+    reporters now waits longest (after a merge, answering one is not answering all)."""
+    reporter.answered_at = now
+    reporter.waiting_since = None
+    reset_response_clock(case)
+
+
+def reset_response_clock(case: Case) -> None:
+    """The case's response clock from its reporters' own clocks (`sla.response_from`)."""
+    case.last_response_at = sla.response_from((p.answered_at, p.waiting_since) for p in case.parties
+                                              if p.role == "reporter")
 
 
 def refresh_next_due(session: Session, case: Case, policy: sla.SlaPolicy) -> None:

@@ -132,7 +132,12 @@ def close(call: Call, c: Close) -> str:
         effective = session.scalars(select(Decision).where(Decision.case_id == case.id, Decision.status == "effective")).first()
         if effective is None:
             raise Refused("!close: record a decision first (!decide), or use !close silent REASON")
-        if case.last_response_at is None:
+        reporters = [p for p in case.parties if p.role == "reporter"]
+        waiting = [p.address for p in reporters if p.answered_at is None]
+        if len(reporters) > 1 and waiting:  # a merge: every reporter is told what was done
+            raise Refused(f"!close: not every reporter of this case has been answered yet ({', '.join(waiting)}: "
+                          "!reply ADDRESS), or use !close silent REASON")
+        if waiting or (not reporters and case.last_response_at is None):
             raise Refused("!close: the reporter has not been answered yet (!reply), or use !close silent REASON")
     previous = case.status
     case.status, case.closed_at = states.CLOSED, now

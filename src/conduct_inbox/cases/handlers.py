@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from conduct_inbox.cases import decisions, mailer, recusals
 from conduct_inbox.cases.calls import Call
 from conduct_inbox.cases.context import Context, recused, subject
+from conduct_inbox.cases.deadlines import answered
 from conduct_inbox.cases.history import history
 from conduct_inbox.cases.merge import merge
 from conduct_inbox.cases.reports import urgent_task
@@ -152,7 +153,7 @@ def reply(call: Call, c: ct.Reply) -> str:
     text = _outgoing_text(call, "!reply")
     mailer.send_to_party(call.session, call.ctx, case, reporter, text, call.now, kind="reply")
     call.copy("the reporter", text)
-    case.last_response_at = call.now
+    answered(case, reporter, call.now)
     return "reply sent to the reporter" + _attachments_left_out(call.msg)
 
 
@@ -168,7 +169,7 @@ def send(call: Call, c: ct.Send) -> str:
         mailer.send_to_party(call.session, call.ctx, case, party, text, call.now, kind="send")
     call.copy(f"the {c.role} {_parties(len(parties))}", text)
     if c.role == "reporter":
-        case.last_response_at = call.now
+        answered(case, parties[0], call.now)  # one reporter (`_one_reporter`)
     return f"message sent to {len(parties)} {c.role} {_parties(len(parties))}" + _attachments_left_out(call.msg)
 
 

@@ -237,10 +237,11 @@ def party_thread(session: Session, case: Case, party: Party) -> tuple[str | None
 def send_to_party(session: Session, ctx: Context, case: Case, party: Party, text: str, now: datetime, kind: str) -> None:
     """The committee's text to a party, from conduct@, threaded under the party's own real mail."""
     in_reply_to, references = party_thread(session, case, party)
-    body = ctx.renderer.render("to_party", text=text, committee_name=ctx.options.committee_name, ref=case.ref)
+    ref = party.known_ref or case.ref  # a party of a merged case hears under their own reference
+    body = ctx.renderer.render("to_party", text=text, committee_name=ctx.options.committee_name, ref=ref)
     draft = OutwardDraft(kind=kind, audience="reporter" if party.role == "reporter" else "party", recipient=party.address,
                          recipient_name=party.name, body=body, in_reply_to=in_reply_to, references=references,
-                         case_tag=ctx.options.case_tag, ref=case.ref, committee_name=ctx.options.committee_name)
+                         case_tag=ctx.options.case_tag, ref=ref, committee_name=ctx.options.committee_name)
     send(session, ctx, [draft], now, case_id=case.id)
 
 

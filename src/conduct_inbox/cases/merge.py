@@ -14,6 +14,8 @@ itself announced.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
@@ -21,7 +23,7 @@ from conduct_inbox.cases import mailer
 from conduct_inbox.cases.audit import event
 from conduct_inbox.cases.calls import Call
 from conduct_inbox.cases.context import recused
-from conduct_inbox.cases.deadlines import case_clock, refresh_clock
+from conduct_inbox.cases.deadlines import case_clock, refresh_clock, reset_response_clock
 from conduct_inbox.core import routing, sla, states
 from conduct_inbox.core.command_types import Merge
 from conduct_inbox.errors import Refused
@@ -83,14 +85,33 @@ def _target(call: Call, c: Merge) -> Case:
     return target
 
 
+def _hold_reporters_clocks(target: Case, source: Case, clocks: dict[int, sla.CaseClock], now: datetime) -> None:
+    """Before the cases' clocks become one: a reporter still waiting since their case began keeps
+    waiting from then (the merged case counts from the earlier report; an automatic case nobody
+    acknowledged, from the merge: a member looked at it), and every party of the merged case keeps
+    the reference they know."""
+    for case in (target, source):
+        start = sla.own_start(clocks[case.id]) or now
+        for party in case.parties:
+            if party.role == "reporter" and party.answered_at is None and party.waiting_since is None:
+                party.waiting_since = start
+    for party in source.parties:
+        party.known_ref = party.known_ref or source.ref
+
+
 def _move_parties(session: Session, source: Case, target: Case) -> None:
-    have = {(p.role, p.address.lower()) for p in target.parties}
+    have = {(p.role, p.address.lower()): p for p in target.parties}
     for party in list(source.parties):
-        if (party.role, party.address.lower()) in have:
-            session.delete(party)
-        else:
+        kept = have.get((party.role, party.address.lower()))
+        if kept is None:
             party.case_id = target.id
-            have.add((party.role, party.address.lower()))
+            have[(party.role, party.address.lower())] = party
+            continue
+        # The same reporter in both cases: owed their answer by the earlier of the two promises.
+        theirs, ours = party.answered_at or party.waiting_since, kept.answered_at or kept.waiting_since
+        if theirs is not None and (ours is None or theirs < ours):
+            kept.answered_at, kept.waiting_since = party.answered_at, party.waiting_since
+        session.delete(party)
 
 
 def _move_recusals(session: Session, source: Case, target: Case) -> None:
@@ -127,6 +148,8 @@ def merge(call: Call, c: Merge) -> str:
     session.execute(update(fired).where(fired.c.case_id == source.id).values(case_id=target.id))
     # Cases merged into this one before now point at the target: one pointer to follow, always.
     session.execute(update(Case.__table__).where(Case.merged_into_id == source.id).values(merged_into_id=target.id))
+    clocks = {case.id: case_clock(session, case) for case in (target, source)}
+    _hold_reporters_clocks(target, source, clocks, now)
     _move_parties(session, source, target)
     _move_recusals(session, source, target)
     call.row.case_id = target.id
@@ -135,12 +158,13 @@ def merge(call: Call, c: Merge) -> str:
     if target.human_ack_at is None and target.auto and source.human_ack_at is not None:
         target.human_ack_at = source.human_ack_at  # an acknowledged automatic case's response clock runs on
     target.assignee = target.assignee or source.assignee
-    # Every promise made to either reporter still holds (`sla.merged`).
-    target.created_at, target.last_response_at, target.auto = sla.merged(case_clock(session, target),
-                                                                         case_clock(session, source))
+    # Every promise made to either reporter still holds: the case counts from the earlier report,
+    # each reporter keeps their own response clock (`_hold_reporters_clocks`).
+    target.created_at, target.auto = sla.merged(clocks[target.id], clocks[source.id])
     target.updated_at = now
     session.flush()
     session.expire_all()  # rows moved by plain UPDATEs: read them again
+    reset_response_clock(target)
     call.set_status(states.CLOSED)
     source.closed_at, source.merged_into_id, source.next_due_at = now, target.id, None
     session.flush()

@@ -218,27 +218,28 @@ def next_due_at(case: CaseClock, policy: SlaPolicy) -> datetime | None:
     return min(pending, default=None)
 
 
-def _response_start(case: CaseClock) -> datetime | None:
-    """Where the case's response clock runs from (as `_candidates`); None: it runs not."""
-    if case.auto:
-        if case.human_ack_at is None:
-            return None
-        return max(_aware(case.human_ack_at), _aware(case.last_response_at or case.human_ack_at))
-    return _aware(case.last_response_at or case.created_at)
+def own_start(case: CaseClock) -> datetime | None:
+    """Where a reporter waiting since the case began is owed their response from: the report, or
+    for an automatic case the first human acknowledgement (None: no response clock runs yet)."""
+    return case.human_ack_at if case.auto else _aware(case.created_at)
 
 
-def merged(target: CaseClock, source: CaseClock) -> tuple[datetime, datetime | None, bool]:
-    """(created_at, last_response_at, auto) of `target` once `source` is merged into it, so that
-    every promise made to either reporter still holds: the case counts from the earlier report,
-    and its response clock runs from the earlier of the two clocks' starts (a reporter not yet
-    answered is still owed their response by the time they were promised)."""
-    created = min(_aware(target.created_at), _aware(source.created_at))
-    auto = target.auto and source.auto
-    starts = [s for s in (_response_start(target), _response_start(source)) if s is not None]
-    if not starts:
-        return created, None, auto
-    start = min(starts)
-    return created, (None if start == created and not auto else start), auto
+def response_from(reporters: Iterable[tuple[datetime | None, datetime | None]]) -> datetime | None:
+    """The case's response clock start (its `last_response_at`) from each reporter's
+    (answered_at, waiting_since): the reporter waiting longest is owed first, so answering one
+    reporter of a merged case leaves another's promise standing. None (the clock runs from the
+    case's start) while a reporter waits since the case began, or the case has no reporter."""
+    starts = [answered or waiting for answered, waiting in reporters]
+    if not starts or None in starts:
+        return None
+    return min(_aware(s) for s in starts if s is not None)
+
+
+def merged(target: CaseClock, source: CaseClock) -> tuple[datetime, bool]:
+    """(created_at, auto) of `target` once `source` is merged into it: the case counts from the
+    earlier report, and is automatic only if both were. (Each reporter keeps their own response
+    clock: `own_start`, `response_from`.)"""
+    return min(_aware(target.created_at), _aware(source.created_at)), target.auto and source.auto
 
 
 def deadlines(case: CaseClock, policy: SlaPolicy) -> dict[str, datetime]:

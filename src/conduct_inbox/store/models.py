@@ -183,6 +183,8 @@ class Case(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     human_ack_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Where the response clock runs from: the reporter waiting longest (`sla.response_from` over
+    #: the parties' `answered_at`/`waiting_since`); NULL: from the case's start.
     last_response_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: When the retention purge removed this case's contents (the row stays for statistics).
@@ -226,6 +228,13 @@ class Party(Base):
     #: The reporter's consent to be named in a public statement (policy: default no).
     consent_public: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: A reporter's own response clock (a case holds several after `!merge`): the last answer sent
+    #: to them, else when their wait began if not with the case's own clock (NULL: with it).
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    waiting_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The case reference this party knows, when not the case's own: a party of a case merged into
+    #: this one keeps hearing under their own reference (a merge is internal to the committee).
+    known_ref: Mapped[str | None] = mapped_column(String(20))
 
     case: Mapped[Case] = relationship(back_populates="parties")
 
