@@ -5,6 +5,7 @@ committee's conversation headers (mail.conversation)."""
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -112,6 +113,10 @@ def test_a_due_time_already_past_says_overdue():
     assert "Response to the reporter (!reply) due: Tue 1 Dec 2026 10:00 CET\n" in late
 
 
-def test_a_case_with_several_reporters_suggests_naming_one():
-    s = standing.Standing(ref="2026-0007", status="investigating", acknowledged=True, several_reporters=True)
+def test_a_case_with_several_reporters_suggests_naming_one_and_says_who_waits():
+    s = standing.Standing(ref="2026-0007", status="investigating", acknowledged=True, several_reporters=True,
+                          unanswered=["sam@example.net"])
     assert "!reply ADDRESS" in standing.commands(s) and "!reply" not in standing.commands(s)
+    assert "Reporters not answered yet (!reply ADDRESS, each before !close): sam@example.net" in standing.lines(s, BERLIN)
+    everyone_answered = standing.lines(replace(s, unanswered=[]), BERLIN)
+    assert not any("not answered" in line for line in everyone_answered)

@@ -33,12 +33,14 @@ def facts(session: Session, ctx: Context, case: Case, now: datetime | None = Non
         .order_by(Decision.id)
     ).all()
     person = ctx.roster.person(case.assignee) if case.assignee else None
+    reporters = [p for p in case.parties if p.role == "reporter"]
     return standing.Standing(
         ref=case.ref, status=case.status, urgent=bool(case.urgent), spam=bool(case.spam), auto=bool(case.auto),
         acknowledged=case.human_ack_at is not None,
         assignee=(person.name if person is not None else case.assignee) if case.assignee else None,
-        has_reporter=case.party("reporter") is not None,
-        several_reporters=sum(p.role == "reporter" for p in case.parties) > 1,
+        has_reporter=bool(reporters),
+        several_reporters=len(reporters) > 1,
+        unanswered=[p.address for p in reporters if p.answered_at is None],
         due={k: v for k, v in due.items() if k in ("ack", "response")},
         sanctions_end=[(d.kinds.replace(",", ", "), d.until) for d in decisions if d.until is not None],
         decision_pending=any(d.status == "pending" for d in decisions),

@@ -29,6 +29,8 @@ class Standing:
     assignee: str | None = None  # the assignee's name
     has_reporter: bool = True
     several_reporters: bool = False  # a merge joined reports of different reporters
+    #: Of several reporters, those never answered (`!close` waits for every one).
+    unanswered: Sequence[str] = ()
     #: `sla.deadlines(...)`: "ack" and "response" when those clocks run.
     due: Mapping[str, datetime] = field(default_factory=dict)
     #: (decision, its last day) of decisions that are pending or in force and end on a date.
@@ -69,6 +71,8 @@ def due_lines(s: Standing, zone: tzinfo) -> list[str]:
             out.append(f"Response to the reporter (!reply) due: {moment(s.due['response'], zone)}{_late(s, 'response')}")
         if not out:
             out.append("No deadline runs at the moment.")
+    if s.several_reporters and s.unanswered and s.status != states.CLOSED:
+        out.append("Reporters not answered yet (!reply ADDRESS, each before !close): " + ", ".join(s.unanswered))
     for kind, last in s.sanctions_end:
         out.append(f"Sanction end: {kind} until {day(last)}")
     return out
