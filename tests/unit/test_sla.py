@@ -278,6 +278,13 @@ def test_a_merged_case_keeps_the_earliest_response_promise(target, source, due_f
     assert deadlines(after, POLICY)["response"] == due_from + POLICY.response_days * D
 
 
+def test_merging_an_acknowledged_older_report_leaves_the_newer_reports_acknowledgement_due():
+    newer, older_acked, older = _clock(T0 + 3 * D), _clock(T0, ack=T0 + H), _clock(T0)
+    assert merged(newer, older_acked)[0] == T0 + 3 * D  # only the newer reporter is owed an acknowledgement
+    assert merged(newer, older)[0] == T0  # both are: the older one first
+    assert merged(older_acked, newer)[0] == T0  # acknowledged: the case counts from its first report
+
+
 def test_answering_one_reporter_of_a_merged_case_leaves_the_others_promise():
     robin, sam = (None, T0), (None, T0 + D)  # waiting since their reports, day 0 and day 1
     assert response_from([robin, sam]) == T0

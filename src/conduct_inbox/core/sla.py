@@ -237,9 +237,13 @@ def response_from(reporters: Iterable[tuple[datetime | None, datetime | None]]) 
 
 def merged(target: CaseClock, source: CaseClock) -> tuple[datetime, bool]:
     """(created_at, auto) of `target` once `source` is merged into it: the case counts from the
-    earlier report, and is automatic only if both were. (Each reporter keeps their own response
-    clock: `own_start`, `response_from`.)"""
-    return min(_aware(target.created_at), _aware(source.created_at)), target.auto and source.auto
+    earlier report whose acknowledgement is still owed (an older report a member acknowledged
+    already does not bring `target`'s acknowledgement due forward), and is automatic only if both
+    were. (Each reporter keeps their own response clock: `own_start`, `response_from`.)"""
+    created = _aware(target.created_at)
+    if target.human_ack_at is not None or source.human_ack_at is None:
+        created = min(created, _aware(source.created_at))
+    return created, target.auto and source.auto
 
 
 def deadlines(case: CaseClock, policy: SlaPolicy) -> dict[str, datetime]:
