@@ -1,4 +1,4 @@
-"""parties.answered_at, waiting_since, known_ref: each reporter of a merged case keeps their own clock and reference
+"""parties.answered_at, waiting_since, known_ref, cases.clocks_from: each reporter of a merged case keeps their own clock and reference
 
 Revision ID: 0006
 Revises: 0005
@@ -6,7 +6,8 @@ Create Date: 2026-12-03 04:00:00
 
 After `!merge` a case holds several reporters. Each is owed a response by the time they were
 promised, whoever else was answered (`answered_at`, `waiting_since`), and hears under the
-reference they know (`known_ref`). Reporters recorded before this revision count as answered when
+reference they know (`known_ref`); the case's clocks may count from an older report merged into it
+(`clocks_from`) while its opening time, which threading uses, stays. Reporters recorded before this revision count as answered when
 their case's reporter was.
 """
 
@@ -24,12 +25,16 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('answered_at', sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column('waiting_since', sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column('known_ref', sa.String(length=20), nullable=True))
+    with op.batch_alter_table('cases', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('clocks_from', sa.DateTime(), nullable=True))
     # The same column type on both sides: the stored form is copied as it is.
     op.execute("UPDATE parties SET answered_at = (SELECT cases.last_response_at FROM cases WHERE cases.id = parties.case_id) "
                "WHERE role = 'reporter'")
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('cases', schema=None) as batch_op:
+        batch_op.drop_column('clocks_from')
     with op.batch_alter_table('parties', schema=None) as batch_op:
         batch_op.drop_column('known_ref')
         batch_op.drop_column('waiting_since')

@@ -531,7 +531,7 @@ def test_merge_refuses_cases_that_exclude_different_members(store):
     assert store.events("case_merged") == []
 
 
-def test_merging_an_acknowledged_older_report_leaves_the_newer_reports_acknowledgement_due(store):
+def test_merging_into_an_acknowledged_case_keeps_it_acknowledged_and_each_reporters_week(store):
     from sqlalchemy import select
 
     from conduct_inbox.cases.deadlines import case_clock
@@ -541,14 +541,16 @@ def test_merging_an_acknowledged_older_report_leaves_the_newer_reports_acknowled
     store.command(ALICE, "!ack", case=older)
     store.now += timedelta(days=2)
     newer = store.report(sender="other@example.net", subject="The same incident", body="I saw it too.")
-    reported = store.case(newer.ref).created_at
+    opened = store.case(newer.ref).created_at
     store.command(ALICE, f"!merge {newer.ref}", case=older)
     with store.sessions() as session:
         case = session.scalars(select(Case).where(Case.ref == newer.ref)).one()
         due = sla.deadlines(case_clock(session, case), sla.SlaPolicy())
-    assert due["ack"] == reported + timedelta(hours=24), \
-        "the acknowledgement owed to the newer report's reporter moved to the older, acknowledged report's"
+    merged = store.case(newer.ref)
+    assert "ack" not in due and merged.human_ack_at is not None and merged.status == "acknowledged", \
+        "a member acknowledged the older report: the merged case is being worked, not waiting for an !ack"
     assert due["response"] == store.case(older.ref).created_at + timedelta(days=7), "the older reporter's week stands"
+    assert merged.created_at == opened, "the case's opening (its Outlook conversation) stays"
 
 
 def test_history_shows_an_included_member_the_notes_since_their_inclusion_not_those_of_their_exclusion(store):

@@ -255,10 +255,20 @@ def _clock(created: datetime, *, ack: datetime | None = None, response: datetime
                      fired=frozenset())
 
 
-def _reporter_of(case: CaseClock, merged_at: datetime = T0 + 10 * D) -> tuple[datetime | None, datetime | None]:
+MERGED_AT = T0 + 10 * D
+
+
+def _reporter_of(case: CaseClock) -> tuple[datetime | None, datetime | None]:
     """(answered_at, waiting_since) of a case's one reporter as a merge holds it (cases/merge.py):
-    an automatic case nobody acknowledged starts its reporter's wait at the merge (a human look)."""
-    return case.last_response_at, None if case.last_response_at else (own_start(case) or merged_at)
+    a case that promised nothing (automatic, nobody acknowledged; spam) starts its reporter's
+    wait at the merge (a human look)."""
+    return case.last_response_at, None if case.last_response_at else (own_start(case) or MERGED_AT)
+
+
+def _merge(target: CaseClock, source: CaseClock) -> CaseClock:
+    clocks_from, ack, auto = merged(target, source, MERGED_AT)
+    return replace(target, created_at=clocks_from, human_ack_at=ack, auto=auto, spam=target.spam and source.spam,
+                   last_response_at=response_from([_reporter_of(target), _reporter_of(source)]))
 
 
 @pytest.mark.parametrize(("target", "source", "due_from"), [
@@ -272,17 +282,22 @@ def _reporter_of(case: CaseClock, merged_at: datetime = T0 + 10 * D) -> tuple[da
     (_clock(T0 + 3 * D, ack=T0 + 3 * D), _clock(T0, auto=True), T0 + 3 * D),
 ])
 def test_a_merged_case_keeps_the_earliest_response_promise(target, source, due_from):
-    created, auto = merged(target, source)
-    last_response = response_from([_reporter_of(target), _reporter_of(source)])
-    after = replace(target, created_at=created, last_response_at=last_response, auto=auto)
-    assert deadlines(after, POLICY)["response"] == due_from + POLICY.response_days * D
+    assert deadlines(_merge(target, source), POLICY)["response"] == due_from + POLICY.response_days * D
 
 
-def test_merging_an_acknowledged_older_report_leaves_the_newer_reports_acknowledgement_due():
-    newer, older_acked, older = _clock(T0 + 3 * D), _clock(T0, ack=T0 + H), _clock(T0)
-    assert merged(newer, older_acked)[0] == T0 + 3 * D  # only the newer reporter is owed an acknowledgement
-    assert merged(newer, older)[0] == T0  # both are: the older one first
-    assert merged(older_acked, newer)[0] == T0  # acknowledged: the case counts from its first report
+def test_the_acknowledgement_is_owed_by_the_earliest_report_still_owed_one():
+    newer, older = _clock(T0 + 3 * D), _clock(T0)
+    assert deadlines(_merge(newer, older), POLICY)["ack"] == T0 + 24 * H  # both owed: the older one first
+    acked = _merge(newer, _clock(T0, ack=T0 + H))
+    assert acked.human_ack_at == T0 + H and "ack" not in deadlines(acked, POLICY)  # a member is on it already
+    for promised_nothing in (_clock(T0, auto=True), replace(_clock(T0), spam=True)):
+        assert deadlines(_merge(newer, promised_nothing), POLICY)["ack"] == T0 + 3 * D + 24 * H
+        assert deadlines(_merge(promised_nothing, newer), POLICY)["ack"] == T0 + 3 * D + 24 * H
+    form, spam = _merge(_clock(T0, auto=True), _clock(T0 + D, auto=True)), replace(_clock(T0), spam=True)
+    assert form.auto and form.human_ack_at is None  # still automatic mail only: no clock until !ack
+    assert _merge(spam, replace(spam, created_at=T0 + D)).human_ack_at is None  # spam and spam: still spam
+    looked_at = _merge(spam, _clock(T0 + D, auto=True))  # neither promised anything, the case is real now
+    assert looked_at.human_ack_at == MERGED_AT and "ack" not in deadlines(looked_at, POLICY)
 
 
 def test_answering_one_reporter_of_a_merged_case_leaves_the_others_promise():

@@ -50,7 +50,7 @@ def _clock(case: Case, fired: frozenset[str], pending_ack: datetime | None) -> s
         urgent=case.urgent,
         spam=case.spam,
         auto=case.auto,
-        created_at=case.created_at,
+        created_at=case.clocks_from or case.created_at,
         human_ack_at=case.human_ack_at,
         last_response_at=case.last_response_at,
         auto_ack_pending_since=pending_ack,

@@ -99,7 +99,24 @@ def _hold_reporters_clocks(target: Case, source: Case, clocks: dict[int, sla.Cas
         party.known_ref = party.known_ref or source.ref
 
 
-def _move_parties(session: Session, source: Case, target: Case) -> None:
+def _spam_senders_owed_nothing(target: Case, source: Case) -> None:
+    """A real report merged with a case flagged as spam: the spam case's sender joins as a party
+    (`other`), not as a reporter the committee must write to before `!close` (a spam sender's
+    address is often forged, and may be the adversary's)."""
+    if target.spam == source.spam:
+        return
+    for party in (target if target.spam else source).parties:
+        if party.role == "reporter":
+            party.role = "other"
+
+
+def _heard_on(session: Session, case: Case) -> set[str]:
+    """The addresses that had mail on `case` as reporter or party: they know its reference."""
+    return set(session.scalars(select(OutboxMessage.recipient).where(
+        OutboxMessage.case_id == case.id, OutboxMessage.audience.in_(("reporter", "party")))))
+
+
+def _move_parties(session: Session, source: Case, target: Case, heard: dict[int, set[str]]) -> None:
     have = {(p.role, p.address.lower()): p for p in target.parties}
     for party in list(source.parties):
         kept = have.get((party.role, party.address.lower()))
@@ -107,6 +124,9 @@ def _move_parties(session: Session, source: Case, target: Case) -> None:
             party.case_id = target.id
             have[(party.role, party.address.lower())] = party
             continue
+        address = party.address.lower()
+        if address in heard[source.id] and address not in heard[target.id]:
+            kept.known_ref = party.known_ref  # they heard only under the merged-in case's reference
         # The same reporter in both cases: owed their answer by the earlier of the two promises.
         theirs, ours = party.answered_at or party.waiting_since, kept.answered_at or kept.waiting_since
         if theirs is not None and (ours is None or theirs < ours):
@@ -133,10 +153,21 @@ def _move_recusals(session: Session, source: Case, target: Case) -> None:
         recusal.include_proposed_by = None
 
 
+def _withdraw_rival_proposals(session: Session, target: Case) -> bool:
+    """Each case had a decision waiting for `!confirm`: a `!confirm` could not say which one it
+    meant, so both are withdrawn (superseded, as a new `!decide` supersedes a pending one)."""
+    pending = session.scalars(select(Decision).where(Decision.case_id == target.id, Decision.status == "pending")).all()
+    for decision in pending if len(pending) > 1 else []:
+        decision.status = "superseded"
+    return len(pending) > 1
+
+
 def merge(call: Call, c: Merge) -> str:
     session, source, member, now = call.session, call.case, call.member, call.now
     target = _target(call, c)
     session.flush()
+    heard = {case.id: _heard_on(session, case) for case in (target, source)}
+    clocks = {case.id: case_clock(session, case) for case in (target, source)}
     for model in _MOVED:
         table = model.__table__
         session.execute(update(table).where(table.c.case_id == source.id).values(case_id=target.id))
@@ -148,30 +179,37 @@ def merge(call: Call, c: Merge) -> str:
     session.execute(update(fired).where(fired.c.case_id == source.id).values(case_id=target.id))
     # Cases merged into this one before now point at the target: one pointer to follow, always.
     session.execute(update(Case.__table__).where(Case.merged_into_id == source.id).values(merged_into_id=target.id))
-    clocks = {case.id: case_clock(session, case) for case in (target, source)}
+    _spam_senders_owed_nothing(target, source)
     _hold_reporters_clocks(target, source, clocks, now)
-    _move_parties(session, source, target)
+    _move_parties(session, source, target, heard)
     _move_recusals(session, source, target)
     call.row.case_id = target.id
     target.urgent = target.urgent or source.urgent
     target.spam = target.spam and source.spam  # a real report merged in keeps its clocks
-    if target.human_ack_at is None and target.auto and source.human_ack_at is not None:
-        target.human_ack_at = source.human_ack_at  # an acknowledged automatic case's response clock runs on
     target.assignee = target.assignee or source.assignee
-    # Every promise made to either reporter still holds: the case counts from the earlier report,
-    # each reporter keeps their own response clock (`_hold_reporters_clocks`).
-    target.created_at, target.auto = sla.merged(clocks[target.id], clocks[source.id])
+    # Every promise made to either reporter still holds: the acknowledgement is owed by the earliest
+    # report still owed one (`sla.merged`), each reporter keeps their own response clock
+    # (`_hold_reporters_clocks`). `created_at` stays: threading (Thread-Index) is built on it.
+    clocks_from, target.human_ack_at, target.auto = sla.merged(clocks[target.id], clocks[source.id], now)
+    target.clocks_from = None if clocks_from == target.created_at else clocks_from
+    if target.human_ack_at is not None and target.status == states.NEW:
+        acknowledged = states.TRANSITIONS[(states.NEW, "ack")]
+        event(session, target.id, member.email, "status_changed", now, old=target.status, new=acknowledged)
+        target.status = acknowledged
     target.updated_at = now
     session.flush()
     session.expire_all()  # rows moved by plain UPDATEs: read them again
     reset_response_clock(target)
+    withdrawn = _withdraw_rival_proposals(session, target)
     call.set_status(states.CLOSED)
     source.closed_at, source.merged_into_id, source.next_due_at = now, target.id, None
     session.flush()
-    event(session, target.id, member.email, "case_merged", now, from_case=source.id)
+    event(session, target.id, member.email, "case_merged", now, from_case=source.id, proposals_withdrawn=withdrawn)
     refresh_clock(call.ctx, session, target)
     mailer.announce(session, call.ctx, target, now, (
         f"{member.name} merged case {source.ref} into this case ({target.ref}): its messages, parties, notes, "
         f"decisions and history are now part of {target.ref}, and replies to mail about {source.ref} act on "
-        f"{target.ref}. The reporter was not told (write to them with !reply if they should be)."), kind="merge")
+        f"{target.ref}. The reporter was not told (write to them with !reply if they should be)."
+        + (" Both cases had a decision waiting for !confirm: both were withdrawn, since a !confirm could not "
+           "say which one it meant. Propose the decision again with !decide." if withdrawn else "")), kind="merge")
     return f"case {source.ref} merged into case {target.ref} and closed; its mail now acts on {target.ref}"

@@ -100,6 +100,8 @@ def no_such_case(ctx: Context, session: Session, row: InboundMessage, member: Pe
 
 
 def _refusal(ctx: Context, session: Session, row: InboundMessage, member: Person, now: datetime, problems: list[str]) -> None:
-    """Refused case-less commands: audited (ids only) and explained to the member alone."""
+    """Refused case-less commands: audited (ids only) and explained to the member alone. Not
+    applied, so its subject never makes a later command stale (`threads.earlier_subjects`)."""
+    row.kind = "command_error"
     event(session, None, member.email, "command_rejected", now, inbound_id=row.id)
     mailer.reply_to_member(session, ctx, None, member, "refusal", now, problems=problems)

@@ -62,7 +62,9 @@ def reconsider(ctx: Context, session: Session, row: InboundMessage, member: Pers
         case = resolve(session, case)  # merged (`!merge`): the case it went into is reconsidered
     if not member.steering:
         return "!reconsider: only steering committee members can open a reconsideration"
-    if case is None or member.email in recused(case):
+    if case is None or case.purged_at is not None or member.email in recused(case):
+        # One answer for unknown, purged and hidden references (a purged case has nothing left to
+        # reconsider, and its recusals went with it).
         return f"!reconsider: there is no case {c.ref} you can act on"
     if case.status not in states.RECONSIDERABLE_FROM:
         return f"!reconsider: case {case.ref} is {case.status}, not closed"

@@ -9,8 +9,11 @@ from conduct_inbox.mail.parse import InboundMessage as Parsed
 from conduct_inbox.store.models import InboundMessage, OutboxMessage
 
 MAX_THREAD = 50  # message ids of In-Reply-To/References looked up
-#: Inbound committee mail whose commands were not applied.
-NOT_APPLIED_KINDS = ("command_error", "refused")
+#: Inbound mail of a member whose commands were applied (cases/desk.py, cases/personal.py and
+#: cases/reports.py set these kinds): the only inbound mail whose subject can make a command stale.
+#: Anyone can send mail with a Message-ID a member's reply will reference (the case's root id, a
+#: guessed one): their subject must not cancel the member's commands.
+APPLIED_MEMBER_KINDS = ("commands", "commands_note", "note", "personal", "forwarded_report")
 
 
 def thread_case_id(session: Session, msg: Parsed) -> int | None:
@@ -24,7 +27,7 @@ def thread_case_id(session: Session, msg: Parsed) -> int | None:
 
 def earlier_subjects(session: Session, msg: Parsed) -> list[str]:
     """Subjects a command must not stand in to count: every message this one answers or forwards
-    (ours, or the member's own sent mail, as Gmail threads it), if its commands were applied.
+    (ours, or a member's own sent mail, as Gmail threads it), if its commands were applied.
     Subjects of reporters and parties never reach members' subjects (`commands.title_of`), and
     a party's subject on the case must not be able to block a command for good."""
     thread = [m for m in (*msg.in_reply_to, *msg.references) if m][:MAX_THREAD]
@@ -32,8 +35,8 @@ def earlier_subjects(session: Session, msg: Parsed) -> list[str]:
     subjects: list[str | None] = [f.subject for f in msg.forwarded]
     if thread:
         subjects += session.scalars(select(OutboxMessage.subject).where(OutboxMessage.message_id.in_(thread))).all()
-        # The member's own earlier mail counts only if its commands were applied: a refused
-        # `!reply`, corrected and sent again as an answer to itself, must go out.
+        # A member's earlier mail counts only if its commands were applied: a refused `!reply`,
+        # corrected and sent again as an answer to itself, must go out.
         subjects += session.scalars(select(InboundMessage.subject).where(
-            InboundMessage.message_id.in_(thread), InboundMessage.kind.not_in(NOT_APPLIED_KINDS))).all()
+            InboundMessage.message_id.in_(thread), InboundMessage.kind.in_(APPLIED_MEMBER_KINDS))).all()
     return [s for s in subjects if s]

@@ -220,7 +220,10 @@ def next_due_at(case: CaseClock, policy: SlaPolicy) -> datetime | None:
 
 def own_start(case: CaseClock) -> datetime | None:
     """Where a reporter waiting since the case began is owed their response from: the report, or
-    for an automatic case the first human acknowledgement (None: no response clock runs yet)."""
+    for an automatic case the first human acknowledgement (None: no response clock runs yet, as
+    for a spam case)."""
+    if case.spam:
+        return None
     return case.human_ack_at if case.auto else _aware(case.created_at)
 
 
@@ -235,15 +238,24 @@ def response_from(reporters: Iterable[tuple[datetime | None, datetime | None]]) 
     return min(_aware(s) for s in starts if s is not None)
 
 
-def merged(target: CaseClock, source: CaseClock) -> tuple[datetime, bool]:
-    """(created_at, auto) of `target` once `source` is merged into it: the case counts from the
-    earlier report whose acknowledgement is still owed (an older report a member acknowledged
-    already does not bring `target`'s acknowledgement due forward), and is automatic only if both
-    were. (Each reporter keeps their own response clock: `own_start`, `response_from`.)"""
-    created = _aware(target.created_at)
-    if target.human_ack_at is not None or source.human_ack_at is None:
-        created = min(created, _aware(source.created_at))
-    return created, target.auto and source.auto
+def merged(target: CaseClock, source: CaseClock, now: datetime) -> tuple[datetime, datetime | None, bool]:
+    """(clocks start, human_ack_at, auto) of `target` once `source` is merged into it.
+
+    A member acknowledged either case: the merged case is acknowledged (by the earlier). Else the
+    acknowledgement is owed by the earliest report still owed one (an automatic or spam case
+    promised none); else, when the merged case is a real one, the member's merge is its first
+    human look. Automatic only if both were. (Each reporter keeps their own response clock:
+    `own_start`, `response_from`.)"""
+    both = (target, source)
+    auto = target.auto and source.auto
+    acks = [_aware(c.human_ack_at) for c in both if c.human_ack_at is not None]
+    if acks:
+        return _aware(target.created_at), min(acks), auto
+    owed = [_aware(c.created_at) for c in both if not c.auto and not c.spam]
+    if owed:
+        return min(owed), None, auto
+    real = not auto and not (target.spam and source.spam)
+    return _aware(target.created_at), now if real else None, auto
 
 
 def deadlines(case: CaseClock, policy: SlaPolicy) -> dict[str, datetime]:

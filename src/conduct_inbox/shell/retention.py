@@ -3,9 +3,10 @@
 What goes: every message of the case (raw mail, bodies, attachments' records, quarantine entries),
 its outgoing mail, its parties and recusals, its title, the parties named in decisions, and the
 mailbox's processed copies of its messages. Machine mail, duplicates and quarantined messages that
-never became a case go after the same time. What stays: the case row with its reference, status,
-dates and flags, decision kinds, the audit events (ids and enum values only) and the sanctions
-ledger, so that statistics and the ledger outlive the contents.
+never became a case go after the same time; a case merged into another goes after that one. What
+stays: the case row with its reference, status, dates and flags, decision kinds, the audit events
+(ids and enum values only) and the sanctions ledger, so that statistics and the ledger outlive the
+contents.
 
 The mailbox copies are deleted first: if the mailbox cannot be reached nothing is purged, and the
 next run tries again (the database rows are what lets us find the copies).
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Engine, Select, delete, or_, select, text, update
-from sqlalchemy.orm import Session, sessionmaker, undefer
+from sqlalchemy.orm import Session, aliased, sessionmaker, undefer
 
 from conduct_inbox.core import states
 from conduct_inbox.ports import Mailbox, MailCopy
@@ -56,7 +57,12 @@ class PurgeResult:
 def _due_cases(cutoff: datetime) -> Select[Case]:
     closed = (Case.status == states.CLOSED) & (Case.closed_at <= cutoff)
     spam = Case.spam.is_(True) & (Case.updated_at <= cutoff)
-    return select(Case).where(Case.purged_at.is_(None), or_(closed, spam)).order_by(Case.id)
+    # A case merged into another (`!merge`) holds only its pointer and recusals, which the other
+    # case's history reads its exclusion windows from: it goes once that case's contents went.
+    target = aliased(Case)
+    target_purged = select(target.id).where(target.id == Case.merged_into_id, target.purged_at.is_not(None)).exists()
+    unmerged_or_with_target = Case.merged_into_id.is_(None) | target_purged
+    return select(Case).where(Case.purged_at.is_(None), or_(closed, spam), unmerged_or_with_target).order_by(Case.id)
 
 
 def _messages(case_ids: list[int], cutoff: datetime, orphan_ids: list[int] | None = None) -> Select[InboundMessage]:

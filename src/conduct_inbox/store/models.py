@@ -183,6 +183,8 @@ class Case(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     human_ack_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: What the clocks count from if not `created_at` (kept for threading): a merged older report.
+    clocks_from: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Where the response clock runs from: the reporter waiting longest (`sla.response_from` over
     #: the parties' `answered_at`/`waiting_since`); NULL: from the case's start.
     last_response_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
