@@ -1,0 +1,112 @@
+"""Third attack round on issue 16, end to end over real Dovecot + aiosmtpd + the test database:
+what a reported person learns from a merge, a steering member's `!reconsider` of a purged case
+kept from them, `!history` after the merged-in case is purged.
+
+Each test asserts the SAFE behaviour: it fails while the attack works. Each docstring says
+whether the attack HELD or BROKE when it was written.
+"""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+import pytest
+
+from conduct_inbox.cli import main
+from conduct_inbox.shell.daemon import run_once
+from tests.harness import parsed, report, text_of
+from tests.mailers import ALICE, BOB, CAROL, SAM, about, cases, personal_address, readable, reply, step
+
+OTHER = "second@example.net"
+PAT = "pat@example.net"
+NAMES_SAM = "At the meetup Sam Steering made fun of my accent in front of everyone."
+NAMES_CAROL = "At the meetup Carol Chen made fun of my accent in front of everyone."
+
+
+def written(sender: str, to: str, subject: str, body: str = "(no text)") -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = make_msgid(domain="example.org")
+    msg.set_content(body)
+    return msg.as_bytes()
+
+
+def unknown_ref(ref: str) -> str:
+    head, _, tail = ref.rpartition("-")
+    return f"{head}-{int(tail) + 900:0{len(tail)}d}"
+
+
+def _act(harness, app, rx, member: str, ref: str, suffix: str, body: str = "") -> None:
+    harness.clock.advance(minutes=2)
+    step(harness, app, reply(about(rx, member, ref)[0], member, suffix, body))
+
+
+@pytest.mark.xfail(strict=True, reason="merge keeps the target's party row: the accused hears under the other case's reference")
+def test_the_reported_person_of_two_merged_reports_never_hears_the_other_cases_reference(harness, smtp_receiver):
+    """BROKE. Robin reports Pat (case 1), Sam reports Pat for the same incident (case 2). Pat is
+    recorded as the reported person on both and asked for their side on case 2 only: Pat knows
+    case 2's reference, nothing else. Case 2 is merged into case 1; the committee's next
+    `!send reported` reaches Pat with subject `[conduct #<case 1>] Message from ...`: the accused
+    learns that a second, separate report about them exists. README: parties of the merged-in
+    case "keep hearing under its own reference (the merge stays internal to the committee)".
+    cases/merge.py _move_parties keeps the target's row for the same (role, address) and deletes
+    the merged-in row, whose `known_ref` was the reference Pat knew."""
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(body="Pat Person shoved me at the sprint. FIRST-1"))
+    harness.clock.advance(minutes=5)
+    step(harness, app, report(sender=OTHER, name="Sam Second", subject="The sprint", body="Pat shoved me too. SECOND-2"))
+    first, second = cases(app)
+    _act(harness, app, rx, ALICE, first.ref, f"!party reported {PAT} Pat Person")
+    _act(harness, app, rx, ALICE, second.ref, f"!party reported {PAT} Pat Person")
+    _act(harness, app, rx, ALICE, second.ref, "!send reported", "Please tell us your side of what happened at the sprint.")
+    assert rx.to(PAT) and all(first.ref not in readable(m) for m in rx.to(PAT))
+    _act(harness, app, rx, BOB, second.ref, f"!merge {first.ref}")
+    assert cases(app)[1].merged_into_id == first.id
+    seen = len(rx.to(PAT))
+    _act(harness, app, rx, ALICE, first.ref, "!send reported", "We have your answer and will be in touch soon.")
+    later = rx.to(PAT)[seen:]
+    assert later, "Pat got nothing"
+    assert all(first.ref not in readable(m) for m in later), \
+        f"the reported person hears under {first.ref}: {[str(parsed(m)['Subject']) for m in later]}"
+
+
+@pytest.mark.xfail(strict=True, reason="!reconsider ignores purged_at: reopens a purged case kept from the steering member")
+def test_reconsider_of_a_purged_case_kept_from_a_steering_member_is_answered_as_unknown(harness, smtp_receiver):
+    """BROKE. The report names Sam Steering (excluded, never had mail about it). The case is
+    closed and purged (`conduct-inbox purge`, `retention.closed_case_days = 30`), its recusals with
+    it. Sam writes `!reconsider REF` to his personal address: a reference that does not exist is
+    answered "there is no case REF you can act on"; the purged case is opened for reconsideration,
+    Sam gets its "Reconsideration opened" mail with its (overdue) due times, and the case is
+    routed to him from then on (cases/steering.py reconsider: no `purged_at` check; the recusal
+    that kept him out was deleted by the purge)."""
+    harness.extra_config = "[retention]\nclosed_case_days = 30\n"
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(body=NAMES_SAM))
+    [case] = cases(app)
+    assert case.recused_members() == {SAM}
+    _act(harness, app, rx, ALICE, case.ref, "!close silent reported again by phone")
+    assert cases(app)[0].status == "closed"
+    harness.clock.advance(days=40)
+    assert main(["purge", "--config", str(harness.config_path), "--at", harness.clock().isoformat()]) == 0
+    assert cases(app)[0].purged_at is not None
+    app = harness.app()
+    run_once(app)
+    ghost = unknown_ref(case.ref)
+
+    def answers(ref: str) -> list[str]:
+        seen = len(rx.to(SAM))
+        harness.clock.advance(minutes=2)
+        step(harness, app, written(SAM, personal_address(SAM), f"!reconsider {ref}"))
+        texts = [str(parsed(m)["Subject"]) + "\n" + text_of(m) for m in rx.to(SAM)[seen:]
+                 if "Weekly overview" not in str(parsed(m)["Subject"])]
+        return [t.replace(ref, "REF") for t in texts]
+
+    unknown = answers(ghost)
+    kept = answers(case.ref)
+    assert unknown and kept == unknown, f"unknown reference: {unknown!r}; the purged case kept from Sam: {kept!r}"
+    assert cases(app)[0].status == "closed"
