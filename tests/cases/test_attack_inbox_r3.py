@@ -243,3 +243,34 @@ def test_history_still_hides_those_notes_once_the_merged_in_case_was_purged(stor
     text = _history(store, CAROL, first)
     assert "Timeline" in text and "NOTE-WHILE-CAROL-EXCLUDED" not in text, \
         f"purged={store.case(second.ref).purged_at}: the note from Carol's exclusion is in her history"
+
+
+# ----- pending decisions brought together by a merge ------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="two pending decisions after a merge: !confirm takes the newest, not the one answered")
+def test_a_confirm_after_a_merge_does_not_confirm_the_other_cases_severe_decision(store: Store):
+    """BROKE. On case 1 Alice proposes a public reprimand of Pat (severe: waits for `!confirm`);
+    on case 2, the same incident reported by Sam, Carol proposes a permanent ban. Case 2 is
+    merged into case 1: both proposals move and both wait. Bob answers Alice's proposal
+    announcement with `!confirm`, meaning the reprimand: the permanent ban takes effect, and the
+    reprimand still waits. cases/decisions.py confirm takes the newest pending decision of the case
+    (`order_by(Decision.id.desc())`); cases/merge.py moves pending decisions without superseding
+    either (`!decide` on one case supersedes the pending one, so two never wait otherwise).
+    README's rule for a decision and an inclusion waiting together ("a severe decision must not take
+    effect because a member meant the other one") is not applied to two decisions."""
+    first = store.report(body="Pat Person shoved me at the sprint.")
+    store.command(ALICE, f"!party reported {ACCUSED} Pat Person", case=first)
+    second = store.report(sender=SECOND, name="Sam Second", body="Pat shoved me too.")
+    store.command(ALICE, f"!party reported {ACCUSED} Pat Person", case=second)
+    store.command(ALICE, "!ack", case=first)
+    store.command(ALICE, "!decide public-reprimand", case=first)
+    [proposal] = [m for m in store.mail_to(BOB) if m.case_id == first.id and "proposes the decision" in m.text]
+    store.command(CAROL, "!ack", case=second)
+    store.command(CAROL, "!decide permanent-ban", case=second)
+    store.command(ALICE, f"!merge {first.ref}", case=second)
+    assert store.case(second.ref).merged_into_id == store.case(first.ref).id
+    store.take_in(reply(proposal, BOB, "!confirm"))
+    effective = [d.kinds for d in store.decisions() if d.status == "effective"]
+    assert "permanent-ban" not in effective, \
+        f"Bob confirmed Alice's public-reprimand proposal; in effect now: {effective}"
