@@ -274,3 +274,65 @@ def test_a_confirm_after_a_merge_does_not_confirm_the_other_cases_severe_decisio
     effective = [d.kinds for d in store.decisions() if d.status == "effective"]
     assert "permanent-ban" not in effective, \
         f"Bob confirmed Alice's public-reprimand proposal; in effect now: {effective}"
+
+
+# ----- the case's root Message-ID is public: an outsider's subject standing in every thread ----
+
+
+def _full_reply(store: Store, copy, sender: str, suffix: str, body: str = "") -> bytes:
+    """A reply as Thunderbird, Gmail and Outlook write it: References is the original's References
+    followed by its Message-ID (tests.mailers.reply keeps only the latter)."""
+    import email
+    import email.policy
+    msg = email.message_from_bytes(reply(copy, sender, suffix, body), policy=email.policy.default)
+    original = parsed(copy)
+    del msg["References"]
+    msg["References"] = f"{original['References'] or ''} {original['Message-ID']}".strip()
+    return msg.as_bytes()
+
+
+def _root_of(store: Store, ref: str) -> str:
+    """The case's root Message-ID as anyone can compute it: SHA-256 of the committee's public
+    address and the reference (mail/conversation.py case_root_id)."""
+    import hashlib
+    digest = hashlib.sha256(f"conduct@example.org\0{ref}".encode()).hexdigest()[:20]
+    return f"case-{ref}.{digest}@example.org"
+
+
+@pytest.mark.xfail(strict=True, reason="root Message-ID computable from public data; an inbound mail with it cancels members' commands")
+def test_an_outsider_cannot_cancel_the_committees_commands_through_the_public_root_message_id(store: Store):
+    """BROKE. The root Message-ID every committee mail about a case references is
+    `case-REF.<sha256("conduct@example.org\\0REF")[:20]>@domain` (mail/conversation.py
+    case_root_id, salted only with the public committee address): anyone who knows a reference
+    (they are sequential; a reporter's own acknowledgement shows the current number) computes it.
+    Pat, the reported person, sends conduct@ one mail with that Message-ID and the subject
+    `Re: [conduct #REF] !concerns Carol !ack`. It is stored on the case ("message from a
+    non-party"), and from then on every member reply — whose References, as every client writes
+    them, carry the root — has those commands cancelled as "already in the subject of an earlier
+    message of this thread" (cases/threads.py earlier_subjects reads InboundMessage subjects by
+    Message-ID, any sender). Alice's `!concerns Carol` (Pat's friend on the committee) is not
+    applied: Carol keeps receiving the case. Nor is `!ack`. The outsider decides which commands the
+    committee can send by reply."""
+    case = store.report(body="Pat Person shoved me at the sprint.")
+    msg = EmailMessage()
+    msg["From"] = f"Pat Person <{ACCUSED}>"
+    msg["To"] = "conduct@example.org"
+    msg["Subject"] = f"Re: [conduct #{case.ref}] !concerns Carol !ack"
+    msg["Message-ID"] = f"<{_root_of(store, case.ref)}>"
+    msg.set_content("Just checking.")
+    store.take_in(msg.as_bytes())
+    copy = store.copy_of(ALICE, case)
+    assert _root_of(store, case.ref) in str(parsed(copy)["References"])
+    store.take_in(_full_reply(store, copy, ALICE, "!concerns Carol !ack"))
+    after = store.case(case.ref)
+    assert CAROL in after.recused_members() and after.human_ack_at is not None, \
+        f"Alice's commands were cancelled by the outsider's subject: {store.latest(ALICE).text[:400]!r}"
+
+
+def test_a_member_reply_with_the_full_references_chain_applies_its_commands(store: Store):
+    """HELD (control for the test above). Without the outsider's mail, the same reply, References
+    carrying the root, applies `!concerns Carol !ack`."""
+    case = store.report(body="Pat Person shoved me at the sprint.")
+    store.take_in(_full_reply(store, store.copy_of(ALICE, case), ALICE, "!concerns Carol !ack"))
+    after = store.case(case.ref)
+    assert CAROL in after.recused_members() and after.human_ack_at is not None
