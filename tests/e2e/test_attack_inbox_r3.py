@@ -110,3 +110,52 @@ def test_reconsider_of_a_purged_case_kept_from_a_steering_member_is_answered_as_
     kept = answers(case.ref)
     assert unknown and kept == unknown, f"unknown reference: {unknown!r}; the purged case kept from Sam: {kept!r}"
     assert cases(app)[0].status == "closed"
+
+
+def _full_reply(copy, sender: str, suffix: str, body: str = "") -> bytes:
+    """A member's reply as mail clients write it: References = the original's References + its Message-ID."""
+    import email
+    import email.policy
+    msg = email.message_from_bytes(reply(copy, sender, suffix, body), policy=email.policy.default)
+    original = parsed(copy)
+    del msg["References"]
+    msg["References"] = f"{original['References'] or ''} {original['Message-ID']}".strip()
+    return msg.as_bytes()
+
+
+@pytest.mark.xfail(strict=True, reason="root Message-ID computable from public data; an inbound mail with it cancels members' commands")
+def test_an_outsider_with_the_computed_root_message_id_cannot_cancel_a_members_commands(harness, smtp_receiver):
+    """BROKE. Every committee mail about a case references the case's root Message-ID,
+    `case-REF.<sha256(committee address + NUL + REF)[:20]>@domain` (mail/conversation.py
+    case_root_id): public inputs only. Pat, the reported person, mails conduct@ once with that
+    Message-ID and the subject `Re: [conduct #REF] !concerns Carol !ack`. Alice then answers her
+    copy of the report the way every client does (References: the copy's References, then its
+    Message-ID) with `!concerns Carol !ack`: she is told both were "not applied, because an
+    earlier message of this thread already has it in its subject", Carol stays on the case and
+    keeps receiving it, and the acknowledgement clock keeps running (cases/threads.py
+    earlier_subjects takes the subject of any stored inbound message whose Message-ID the reply
+    references, whoever sent it)."""
+    import hashlib
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(body="Pat Person shoved me at the sprint. FIRST-1"))
+    [case] = cases(app)
+    digest = hashlib.sha256(("conduct@example.org\0" + case.ref).encode()).hexdigest()[:20]
+    root = f"case-{case.ref}.{digest}@example.org"
+    copy = about(rx, ALICE, case.ref)[0]
+    assert root in str(parsed(copy)["References"])
+    msg = EmailMessage()
+    msg["From"] = f"Pat Person <{PAT}>"
+    msg["To"] = "conduct@example.org"
+    msg["Subject"] = f"Re: [conduct #{case.ref}] !concerns Carol !ack"
+    msg["Message-ID"] = f"<{root}>"
+    msg.set_content("Just checking in.")
+    harness.clock.advance(minutes=2)
+    step(harness, app, msg.as_bytes())
+    carol_before = len(rx.to(CAROL))
+    harness.clock.advance(minutes=2)
+    step(harness, app, _full_reply(copy, ALICE, "!concerns Carol !ack"))
+    [after] = cases(app)
+    assert CAROL in after.recused_members() and after.human_ack_at is not None, \
+        "Alice's commands were cancelled: " + text_of(rx.to(ALICE)[-1])[:300]
+    assert len(rx.to(CAROL)) == carol_before
