@@ -336,3 +336,26 @@ def test_a_member_reply_with_the_full_references_chain_applies_its_commands(stor
     store.take_in(_full_reply(store, store.copy_of(ALICE, case), ALICE, "!concerns Carol !ack"))
     after = store.case(case.ref)
     assert CAROL in after.recused_members() and after.human_ack_at is not None
+
+
+# ----- Outlook's conversation after a merge ---------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="Thread-Index is derived from case.created_at, which a merge of an older report moves")
+def test_merging_an_older_report_keeps_the_target_cases_outlook_conversation(store: Store):
+    """BROKE. Committee mail carries Outlook's Thread-Index, "the same conversation index for the
+    whole case" (README "Threading"). Case 1 (day 0) is merged into case 2 (day 1): case 2's
+    `created_at` becomes day 0 (the merged case counts from the earlier report), and the
+    Thread-Index, built from the root and `case.created_at` (cases/mailer.py _threaded,
+    mail/conversation.py thread_index), changes: every mail about case 2 after the merge opens a
+    new conversation in Outlook, apart from everything the members had on it."""
+    older = store.report()
+    store.now += timedelta(days=1)
+    second = store.report(sender=SECOND, name="Sam Second", body="The same thing happened to me.")
+    before = str(parsed(store.copy_of(ALICE, second))["Thread-Index"])
+    store.command(BOB, f"!merge {second.ref}", case=older)
+    assert store.case(older.ref).merged_into_id == second.id
+    mark = store.outbox_mark()
+    store.command(ALICE, "!ack", case=second)
+    after = [str(parsed(m)["Thread-Index"]) for m in _to(store, ALICE, mark)]
+    assert after and all(a == before for a in after), (before, after)
