@@ -359,3 +359,43 @@ def test_merging_an_older_report_keeps_the_target_cases_outlook_conversation(sto
     store.command(ALICE, "!ack", case=second)
     after = [str(parsed(m)["Thread-Index"]) for m in _to(store, ALICE, mark)]
     assert after and all(a == before for a in after), (before, after)
+
+
+# ----- the unknown-reference answer, header by header ---------------------------------------
+
+
+def _answer_headers(store: Store, member: str, raw: bytes, *refs: str) -> list[dict[str, str]]:
+    mark = store.outbox_mark()
+    store.take_in(raw)
+    out = []
+    for m in _to(store, member, mark):
+        fields = {k: str(v) for k, v in parsed(m).items() if k not in ("Date", "Message-ID")}
+        fields["(body)"], fields["(case)"] = m.text, str(m.case_id)
+        for ref in refs:
+            fields = {k: v.replace(ref, "REF") for k, v in fields.items()}
+        out.append(fields)
+    return out
+
+
+def _written(member: str, to: str, subject: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = member
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = make_msgid(domain="example.org")
+    msg.set_content("Is there anything about this?")
+    return msg.as_bytes()
+
+
+def test_the_answer_about_a_hidden_reference_matches_the_unknown_one_in_every_header(store: Store):
+    """HELD. Carol, named in the report (excluded, never had mail), writes about its reference to
+    conduct@ and to her personal address: the answers equal those about a reference that does
+    not exist in every header (no References/In-Reply-To to the case's root, no Thread-Topic or
+    Thread-Index, no case reply token), in the text, and in the outbox row's case (none)."""
+    from tests.mailers import personal_address
+    hidden = store.report(subject="Secret title", body=CAROL_NAMED)
+    ghost = _unknown_ref(hidden.ref)
+    for to in ("conduct@example.org", personal_address(CAROL)):
+        unknown = _answer_headers(store, CAROL, _written(CAROL, to, f"[conduct #{ghost}] question !ack"), hidden.ref, ghost)
+        kept = _answer_headers(store, CAROL, _written(CAROL, to, f"[conduct #{hidden.ref}] question !ack"), hidden.ref, ghost)
+        assert unknown and kept == unknown, (to, unknown, kept)
