@@ -159,3 +159,27 @@ def test_an_outsider_with_the_computed_root_message_id_cannot_cancel_a_members_c
     assert CAROL in after.recused_members() and after.human_ack_at is not None, \
         "Alice's commands were cancelled: " + text_of(rx.to(ALICE)[-1])[:300]
     assert len(rx.to(CAROL)) == carol_before
+
+
+@pytest.mark.xfail(strict=True, reason="merge takes the spam case's created_at for the acknowledgement clock")
+def test_a_report_merged_into_an_old_spam_case_is_not_escalated_to_steering_at_once(harness, smtp_receiver):
+    """BROKE. The spam filter flags a message on day 0 (no acknowledgement, no clock). On day 3
+    the real report of the same incident arrives (its copy: acknowledgement due day 4); Bob
+    merges it into the spam case. The daemon's run that applies the merge mails the committee
+    "Overdue: Human acknowledgement overdue since" day 1 and Sam Steering "Human acknowledgement
+    still overdue at Thu 26 Nov 2026 09:00 UTC (escalated to steering)" about a report minutes old
+    (cases/merge.py: `created_at` becomes the spam case's, the acknowledgement clock's start)."""
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(sender="junk@example.net", name="Junk", subject="The sprint",
+                              body="Cheap tickets.", headers={"X-Spam-Flag": "YES"}))
+    harness.clock.advance(days=3)
+    step(harness, app, report(sender=OTHER, name="Sam Second", subject="The sprint", body="He kept making comments. SECOND-2"))
+    spam, real = cases(app)
+    assert spam.spam and not real.spam
+    seen = len(rx.to(SAM))
+    _act(harness, app, rx, BOB, real.ref, f"!merge {spam.ref}")
+    assert cases(app)[1].merged_into_id == spam.id
+    harness.clock.advance(minutes=1)
+    run_once(app)
+    assert len(rx.to(SAM)) == seen, f"to steering: {[text_of(m)[:200] for m in rx.to(SAM)[seen:]]}"
