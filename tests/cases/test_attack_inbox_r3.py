@@ -488,3 +488,25 @@ def test_closing_a_report_merged_into_a_spam_case_does_not_require_answering_the
     assert [m for m in store.mail_to(SECOND) if m.kind == "reply"]
     store.command(ALICE, "!close", case=spam)
     assert store.case(spam.ref).status == "closed", store.latest(ALICE).text[:400]
+
+
+@pytest.mark.xfail(strict=True, reason="earlier_subjects reads any stored inbound message by Message-ID, of any case")
+def test_an_outsider_cannot_poison_the_next_case_before_it_exists(store: Store):
+    """BROKE. The same attack made in advance, against a case that does not exist yet: Pat's own
+    first mail to conduct@ (it becomes case 1, with an acknowledgement telling Pat its number)
+    carries the root Message-ID of case 2 and the subject `!concerns Carol !urgent !ack`.
+    Robin's report then becomes case 2; Alice answers its copy with `!urgent !concerns Carol`:
+    nothing is applied ("already in the subject of an earlier message of this thread"), though
+    Pat's mail is on another case (cases/threads.py earlier_subjects does not look at the case)."""
+    pat = EmailMessage()
+    pat["From"] = f"Pat Person <{ACCUSED}>"
+    pat["To"] = "conduct@example.org"
+    pat["Subject"] = "!concerns Carol !urgent !ack"
+    pat["Message-ID"] = f"<{_root_of(store, '2026-0002')}>"
+    pat.set_content("Hello, is this the right address for questions?")
+    store.take_in(pat.as_bytes())
+    robin = store.report(body="Pat Person threatened me after the sprint.")
+    assert robin.ref == "2026-0002"
+    store.take_in(_full_reply(store, store.copy_of(ALICE, robin), ALICE, "!urgent !concerns Carol"))
+    after = store.case(robin.ref)
+    assert after.urgent and CAROL in after.recused_members(), store.latest(ALICE).text[:300]
