@@ -510,3 +510,19 @@ def test_an_outsider_cannot_poison_the_next_case_before_it_exists(store: Store):
     store.take_in(_full_reply(store, store.copy_of(ALICE, robin), ALICE, "!urgent !concerns Carol"))
     after = store.case(robin.ref)
     assert after.urgent and CAROL in after.recused_members(), store.latest(ALICE).text[:300]
+
+
+def test_merge_into_a_hidden_case_is_refused_as_into_an_unknown_one_header_by_header(store: Store):
+    """HELD. Carol works case 1; case 2 names her (excluded, never had mail). Her `!merge` of case
+    1 into case 2 gets exactly the refusal a reference that does not exist gets, headers and text,
+    and nothing else reaches her (no announcement, no mail about case 2)."""
+    first = store.report(sender="olga@example.net", name="Olga Other", subject="Noise", body="Too loud.")
+    hidden = store.report(body=CAROL_NAMED)
+    ghost = _unknown_ref(hidden.ref)
+    copy = store.copy_of(CAROL, first)
+    unknown = _answer_headers(store, CAROL, reply(copy, CAROL, f"!merge {ghost}"), hidden.ref, ghost)
+    kept = _answer_headers(store, CAROL, reply(copy, CAROL, f"!merge {hidden.ref}"), hidden.ref, ghost)
+    strip = [{k: v for k, v in d.items() if k not in ("In-Reply-To", "References")} for d in (unknown + kept)]
+    assert unknown and strip[:len(unknown)] == strip[len(unknown):], (unknown, kept)
+    assert store.case(first.ref).merged_into_id is None
+    assert not [m for m in store.mail_to(CAROL) if m.case_id == hidden.id]
