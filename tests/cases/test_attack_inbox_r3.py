@@ -8,8 +8,6 @@ from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
 
-import pytest
-
 from tests.case_store import Store
 from tests.harness import parsed
 from tests.mailers import ALICE, BOB, CAROL, REPORTER, SAM, reply
@@ -34,7 +32,6 @@ def _headers(mail) -> str:
 # ----- what a party of two merged cases learns -------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="merge keeps the target's party row: the accused hears under the other case's reference")
 def test_the_reported_person_of_two_merged_reports_is_not_told_of_the_second_case(store: Store):
     """BROKE. Robin reports Pat (case 1); Sam reports Pat about the same incident (case 2). The
     committee records Pat as the reported person on both, but writes to Pat only on case 2 (Pat
@@ -61,7 +58,6 @@ def test_the_reported_person_of_two_merged_reports_is_not_told_of_the_second_cas
     assert first.ref not in seen, f"the reported person now hears under {first.ref}, a case they never heard of: {later.subject!r}"
 
 
-@pytest.mark.xfail(strict=True, reason="merge keeps the target's party row: the witness hears under a reference they never knew")
 def test_a_witness_of_the_merged_in_case_keeps_hearing_under_its_reference(store: Store):
     """BROKE. The same as the reported person, for a witness recorded on both cases but written to
     only on case 2: after case 2 is merged into case 1, `!send witness` reaches them under case 1's
@@ -134,7 +130,6 @@ def _answers(store: Store, member: str, subject: str, *refs: str) -> list[str]:
     return texts
 
 
-@pytest.mark.xfail(strict=True, reason="!reconsider ignores purged_at: opens a purged case a steering member was excluded from")
 def test_reconsider_of_a_purged_case_kept_from_a_steering_member_is_answered_as_unknown(store: Store):
     """BROKE. The report names Sam Steering, a steering member: he is excluded from the case and
     never has mail about it. The case is closed and, after the retention period, purged (its
@@ -224,7 +219,6 @@ def test_history_after_a_merge_hides_notes_from_a_readers_exclusion_on_the_merge
     assert "Timeline" in text and "NOTE-WHILE-CAROL-EXCLUDED" not in text
 
 
-@pytest.mark.xfail(strict=True, reason="purging the merged-in case deletes the recusal rows !history reads exclusion windows from")
 def test_history_still_hides_those_notes_once_the_merged_in_case_was_purged(store: Store):
     """BROKE. Carol was excluded from case 2 (named), Alice wrote a note then, Carol was included
     again (`!include`, `!confirm`); case 2 is merged into case 1 (held: her `!history` leaves the
@@ -248,7 +242,6 @@ def test_history_still_hides_those_notes_once_the_merged_in_case_was_purged(stor
 # ----- pending decisions brought together by a merge ------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="two pending decisions after a merge: !confirm takes the newest, not the one answered")
 def test_a_confirm_after_a_merge_does_not_confirm_the_other_cases_severe_decision(store: Store):
     """BROKE. On case 1 Alice proposes a public reprimand of Pat (severe: waits for `!confirm`);
     on case 2, the same incident reported by Sam, Carol proposes a permanent ban. Case 2 is
@@ -299,7 +292,6 @@ def _root_of(store: Store, ref: str) -> str:
     return f"case-{ref}.{digest}@example.org"
 
 
-@pytest.mark.xfail(strict=True, reason="root Message-ID computable from public data; an inbound mail with it cancels members' commands")
 def test_an_outsider_cannot_cancel_the_committees_commands_through_the_public_root_message_id(store: Store):
     """BROKE. The root Message-ID every committee mail about a case references is
     `case-REF.<sha256("conduct@example.org\\0REF")[:20]>@domain` (mail/conversation.py
@@ -341,7 +333,6 @@ def test_a_member_reply_with_the_full_references_chain_applies_its_commands(stor
 # ----- Outlook's conversation after a merge ---------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="Thread-Index is derived from case.created_at, which a merge of an older report moves")
 def test_merging_an_older_report_keeps_the_target_cases_outlook_conversation(store: Store):
     """BROKE. Committee mail carries Outlook's Thread-Index, "the same conversation index for the
     whole case" (README "Threading"). Case 1 (day 0) is merged into case 2 (day 1): case 2's
@@ -424,7 +415,6 @@ def _escalate(store: Store) -> list:
     return store.mail_after(mark)
 
 
-@pytest.mark.xfail(strict=True, reason="merge takes the auto case's created_at for the acknowledgement clock")
 def test_merging_a_report_into_an_old_automatic_case_does_not_make_its_acknowledgement_overdue(store: Store):
     """BROKE. An automatic mail (a form's) became an `[auto]` case on day 0: no clock runs, it
     promised nothing. On day 3 a real report of the same incident arrives (acknowledgement due
@@ -450,7 +440,6 @@ def test_merging_a_report_into_an_old_automatic_case_does_not_make_its_acknowled
         f"{[(m.recipient, m.text.split(chr(10))[4][:80]) for m in sent]}; to steering: {len(to_steering)}"
 
 
-@pytest.mark.xfail(strict=True, reason="merge takes the spam case's created_at for the acknowledgement clock")
 def test_merging_a_report_into_an_old_spam_case_does_not_make_its_acknowledgement_overdue(store: Store):
     """BROKE. The same with a message the spam filter flagged on day 0 (no acknowledgement was
     sent, no clock runs): a real report on day 3 merged into it (the spam was an earlier copy of
@@ -470,7 +459,6 @@ def test_merging_a_report_into_an_old_spam_case_does_not_make_its_acknowledgemen
         f"acknowledgement due {after.get('ack')} (promised {promised}); escalated: {sorted({m.recipient for m in sent})}"
 
 
-@pytest.mark.xfail(strict=True, reason="the spam case's sender becomes a reporter owed an answer after a merge")
 def test_closing_a_report_merged_into_a_spam_case_does_not_require_answering_the_spammer(store: Store):
     """BROKE. A message the spam filter flagged (never acknowledged: no promise to its sender) is
     merged with the real report of the same incident. The committee decides, answers the real
@@ -490,7 +478,6 @@ def test_closing_a_report_merged_into_a_spam_case_does_not_require_answering_the
     assert store.case(spam.ref).status == "closed", store.latest(ALICE).text[:400]
 
 
-@pytest.mark.xfail(strict=True, reason="earlier_subjects reads any stored inbound message by Message-ID, of any case")
 def test_an_outsider_cannot_poison_the_next_case_before_it_exists(store: Store):
     """BROKE. The same attack made in advance, against a case that does not exist yet: Pat's own
     first mail to conduct@ (it becomes case 1, with an acknowledgement telling Pat its number)

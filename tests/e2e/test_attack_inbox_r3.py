@@ -11,8 +11,6 @@ from __future__ import annotations
 from email.message import EmailMessage
 from email.utils import make_msgid
 
-import pytest
-
 from conduct_inbox.cli import main
 from conduct_inbox.shell.daemon import run_once
 from tests.harness import parsed, report, text_of
@@ -44,7 +42,6 @@ def _act(harness, app, rx, member: str, ref: str, suffix: str, body: str = "") -
     step(harness, app, reply(about(rx, member, ref)[0], member, suffix, body))
 
 
-@pytest.mark.xfail(strict=True, reason="merge keeps the target's party row: the accused hears under the other case's reference")
 def test_the_reported_person_of_two_merged_reports_never_hears_the_other_cases_reference(harness, smtp_receiver):
     """BROKE. Robin reports Pat (case 1), Sam reports Pat for the same incident (case 2). Pat is
     recorded as the reported person on both and asked for their side on case 2 only: Pat knows
@@ -74,7 +71,6 @@ def test_the_reported_person_of_two_merged_reports_never_hears_the_other_cases_r
         f"the reported person hears under {first.ref}: {[str(parsed(m)['Subject']) for m in later]}"
 
 
-@pytest.mark.xfail(strict=True, reason="!reconsider ignores purged_at: reopens a purged case kept from the steering member")
 def test_reconsider_of_a_purged_case_kept_from_a_steering_member_is_answered_as_unknown(harness, smtp_receiver):
     """BROKE. The report names Sam Steering (excluded, never had mail about it). The case is
     closed and purged (`conduct-inbox purge`, `retention.closed_case_days = 30`), its recusals with
@@ -123,7 +119,6 @@ def _full_reply(copy, sender: str, suffix: str, body: str = "") -> bytes:
     return msg.as_bytes()
 
 
-@pytest.mark.xfail(strict=True, reason="root Message-ID computable from public data; an inbound mail with it cancels members' commands")
 def test_an_outsider_with_the_computed_root_message_id_cannot_cancel_a_members_commands(harness, smtp_receiver):
     """BROKE. Every committee mail about a case references the case's root Message-ID,
     `case-REF.<sha256(committee address + NUL + REF)[:20]>@domain` (mail/conversation.py
@@ -161,7 +156,6 @@ def test_an_outsider_with_the_computed_root_message_id_cannot_cancel_a_members_c
     assert len(rx.to(CAROL)) == carol_before
 
 
-@pytest.mark.xfail(strict=True, reason="merge takes the spam case's created_at for the acknowledgement clock")
 def test_a_report_merged_into_an_old_spam_case_is_not_escalated_to_steering_at_once(harness, smtp_receiver):
     """BROKE. The spam filter flags a message on day 0 (no acknowledgement, no clock). On day 3
     the real report of the same incident arrives (its copy: acknowledgement due day 4); Bob
