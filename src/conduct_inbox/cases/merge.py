@@ -112,8 +112,8 @@ def _spam_senders_owed_nothing(target: Case, source: Case) -> None:
 
 def _heard_on(session: Session, case: Case) -> set[str]:
     """The addresses that had mail on `case` as reporter or party: they know its reference."""
-    return set(session.scalars(select(OutboxMessage.recipient).where(
-        OutboxMessage.case_id == case.id, OutboxMessage.audience.in_(("reporter", "party")))))
+    return {r.lower() for r in session.scalars(select(OutboxMessage.recipient).where(
+        OutboxMessage.case_id == case.id, OutboxMessage.audience.in_(("reporter", "party"))))}
 
 
 def _move_parties(session: Session, source: Case, target: Case, heard: dict[int, set[str]]) -> None:
