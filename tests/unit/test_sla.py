@@ -298,6 +298,15 @@ def test_the_acknowledgement_is_owed_by_the_earliest_report_still_owed_one():
     assert _merge(spam, replace(spam, created_at=T0 + D)).human_ack_at is None  # spam and spam: still spam
     looked_at = _merge(spam, _clock(T0 + D, auto=True))  # neither promised anything, the case is real now
     assert looked_at.human_ack_at == MERGED_AT and "ack" not in deadlines(looked_at, POLICY)
+    urgent_later = replace(_clock(T0 + 6 * H), urgent=True)  # due at T0 + 7 h, the older one at T0 + 24 h
+    assert deadlines(replace(_merge(_clock(T0), urgent_later), urgent=True), POLICY)["ack"] == T0 + 7 * H
+    closed = replace(_clock(T0), status="closed")  # a closed case is owed no acknowledgement any more
+    assert deadlines(_merge(newer, closed), POLICY)["ack"] == T0 + 3 * D + 24 * H
+
+
+def test_a_reporters_clock_runs_from_their_last_answer_or_their_current_wait_whichever_is_later():
+    assert response_from([(T0 + 2 * D, T0 + 9 * D)]) == T0 + 9 * D  # answered, then the case was reopened
+    assert response_from([(T0 + 9 * D, T0 + 2 * D)]) == T0 + 9 * D  # waiting since a merge, then answered
 
 
 def test_answering_one_reporter_of_a_merged_case_leaves_the_others_promise():

@@ -115,8 +115,9 @@ def test_a_due_time_already_past_says_overdue():
 
 def test_a_case_with_several_reporters_suggests_naming_one_and_says_who_waits():
     s = standing.Standing(ref="2026-0007", status="investigating", acknowledged=True, several_reporters=True,
-                          unanswered=["sam@example.net"])
+                          reporters=2, unanswered=1)
     assert "!reply ADDRESS" in standing.commands(s) and "!reply" not in standing.commands(s)
-    assert "Reporters not answered yet (!reply ADDRESS, each before !close): sam@example.net" in standing.lines(s, BERLIN)
-    everyone_answered = standing.lines(replace(s, unanswered=[]), BERLIN)
+    assert ("Reporters not answered yet: 1 of 2 (each needs a !reply ADDRESS before !close; !history lists them)"
+            in standing.lines(s, BERLIN))
+    everyone_answered = standing.lines(replace(s, unanswered=0), BERLIN)
     assert not any("not answered" in line for line in everyone_answered)

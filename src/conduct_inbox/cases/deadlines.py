@@ -66,6 +66,15 @@ def answered(case: Case, reporter: Party, now: datetime) -> None:
     reset_response_clock(case)
 
 
+def restart_waits(case: Case, now: datetime) -> None:
+    """A closed case comes back (`!reopen`, `!reconsider`, a merge): every reporter is owed a
+    response from now (what was owed before the closing was answered by it)."""
+    for party in case.parties:
+        if party.role == "reporter":
+            party.waiting_since = now
+    reset_response_clock(case)
+
+
 def reset_response_clock(case: Case) -> None:
     """The case's response clock from its reporters' own clocks (`sla.response_from`)."""
     case.last_response_at = sla.response_from((p.answered_at, p.waiting_since) for p in case.parties

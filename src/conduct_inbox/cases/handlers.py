@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from conduct_inbox.cases import decisions, mailer, recusals
 from conduct_inbox.cases.calls import Call
 from conduct_inbox.cases.context import Context, recused, subject
-from conduct_inbox.cases.deadlines import answered
+from conduct_inbox.cases.deadlines import answered, restart_waits
 from conduct_inbox.cases.history import history
 from conduct_inbox.cases.merge import merge
 from conduct_inbox.cases.reports import urgent_task
@@ -235,6 +235,8 @@ def reopen(call: Call, c: ct.Reopen) -> str:
     case = call.case
     if case.status not in states.REOPENABLE_FROM:
         raise Refused(f"!reopen: the case is {case.status}, not closed or decided")
+    if case.status == states.CLOSED:
+        restart_waits(case, call.now)
     call.set_status(states.TRANSITIONS[(case.status, "reopen")])
     case.closed_at = None
     return "case reopened (investigating)"

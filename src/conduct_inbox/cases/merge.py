@@ -88,12 +88,18 @@ def _target(call: Call, c: Merge) -> Case:
 def _hold_reporters_clocks(target: Case, source: Case, clocks: dict[int, sla.CaseClock], now: datetime) -> None:
     """Before the cases' clocks become one: a reporter still waiting since their case began keeps
     waiting from then (the merged case counts from the earlier report; an automatic case nobody
-    acknowledged, from the merge: a member looked at it), and every party of the merged case keeps
+    acknowledged, from the merge: a member looked at it); the reporters of a closed case, answered
+    by its closing, are owed a response from the merge on; and every party of the merged case keeps
     the reference they know."""
     for case in (target, source):
+        reporters = [p for p in case.parties if p.role == "reporter"]
+        if not states.is_open(case.status):
+            for party in reporters:
+                party.waiting_since = now
+            continue
         start = sla.own_start(clocks[case.id]) or now
-        for party in case.parties:
-            if party.role == "reporter" and party.answered_at is None and party.waiting_since is None:
+        for party in reporters:
+            if party.answered_at is None and party.waiting_since is None:
                 party.waiting_since = start
     for party in source.parties:
         party.known_ref = party.known_ref or source.ref
@@ -128,7 +134,8 @@ def _move_parties(session: Session, source: Case, target: Case, heard: dict[int,
         if address in heard[source.id] and address not in heard[target.id]:
             kept.known_ref = party.known_ref  # they heard only under the merged-in case's reference
         # The same reporter in both cases: owed their answer by the earlier of the two promises.
-        theirs, ours = party.answered_at or party.waiting_since, kept.answered_at or kept.waiting_since
+        theirs = sla.reporter_start(party.answered_at, party.waiting_since)
+        ours = sla.reporter_start(kept.answered_at, kept.waiting_since)
         if theirs is not None and (ours is None or theirs < ours):
             kept.answered_at, kept.waiting_since = party.answered_at, party.waiting_since
         session.delete(party)
@@ -190,7 +197,8 @@ def merge(call: Call, c: Merge) -> str:
     # Every promise made to either reporter still holds: the acknowledgement is owed by the earliest
     # report still owed one (`sla.merged`), each reporter keeps their own response clock
     # (`_hold_reporters_clocks`). `created_at` stays: threading (Thread-Index) is built on it.
-    clocks_from, target.human_ack_at, target.auto = sla.merged(clocks[target.id], clocks[source.id], now)
+    clocks_from, target.human_ack_at, target.auto = sla.merged(clocks[target.id], clocks[source.id], now,
+                                                               call.ctx.sla_policy)
     target.clocks_from = None if clocks_from == target.created_at else clocks_from
     if target.human_ack_at is not None and target.status == states.NEW:
         acknowledged = states.TRANSITIONS[(states.NEW, "ack")]

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from conduct_inbox.cases import mailer
 from conduct_inbox.cases.audit import event
 from conduct_inbox.cases.context import Context, recused, subject
-from conduct_inbox.cases.deadlines import refresh_clock
+from conduct_inbox.cases.deadlines import refresh_clock, restart_waits
 from conduct_inbox.cases.merge import resolve
 from conduct_inbox.core import routing, states
 from conduct_inbox.core.command_types import Reconsider
@@ -69,6 +69,7 @@ def reconsider(ctx: Context, session: Session, row: InboundMessage, member: Pers
     if case.status not in states.RECONSIDERABLE_FROM:
         return f"!reconsider: case {case.ref} is {case.status}, not closed"
     previous = case.status
+    restart_waits(case, now)
     case.status, case.updated_at = states.RECONSIDERATION, now
     row.case_id = case.id
     event(session, case.id, member.email, "status_changed", now, old=previous, new=states.RECONSIDERATION)

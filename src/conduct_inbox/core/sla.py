@@ -227,33 +227,44 @@ def own_start(case: CaseClock) -> datetime | None:
     return case.human_ack_at if case.auto else _aware(case.created_at)
 
 
+def reporter_start(answered: datetime | None, waiting: datetime | None) -> datetime | None:
+    """Where one reporter's response clock runs from: the later of the last answer to them and the
+    start of their current wait (a merge, a reopening); None: since the case began."""
+    known = [_aware(t) for t in (answered, waiting) if t is not None]
+    return max(known) if known else None
+
+
 def response_from(reporters: Iterable[tuple[datetime | None, datetime | None]]) -> datetime | None:
     """The case's response clock start (its `last_response_at`) from each reporter's
     (answered_at, waiting_since): the reporter waiting longest is owed first, so answering one
     reporter of a merged case leaves another's promise standing. None (the clock runs from the
     case's start) while a reporter waits since the case began, or the case has no reporter."""
-    starts = [answered or waiting for answered, waiting in reporters]
+    starts = [reporter_start(answered, waiting) for answered, waiting in reporters]
     if not starts or None in starts:
         return None
-    return min(_aware(s) for s in starts if s is not None)
+    return min(s for s in starts if s is not None)
 
 
-def merged(target: CaseClock, source: CaseClock, now: datetime) -> tuple[datetime, datetime | None, bool]:
+def merged(target: CaseClock, source: CaseClock, now: datetime,
+           policy: SlaPolicy | None = None) -> tuple[datetime, datetime | None, bool]:
     """(clocks start, human_ack_at, auto) of `target` once `source` is merged into it.
 
     A member acknowledged either case: the merged case is acknowledged (by the earlier). Else the
-    acknowledgement is owed by the earliest report still owed one (an automatic or spam case
-    promised none); else, when the merged case is a real one, the member's merge is its first
-    human look. Automatic only if both were. (Each reporter keeps their own response clock:
-    `own_start`, `response_from`.)"""
+    acknowledgement is due when the first report still owed one was promised it (an automatic,
+    spam or closed case promised none; an urgent report within the urgent hour, the others within
+    the day): the clocks start that far before, the merged case being urgent if either was. Else,
+    when the merged case is a real one, the member's merge is its first human look. Automatic only
+    if both were. (Each reporter keeps their own response clock: `own_start`, `response_from`.)"""
     both = (target, source)
     auto = target.auto and source.auto
     acks = [_aware(c.human_ack_at) for c in both if c.human_ack_at is not None]
     if acks:
         return _aware(target.created_at), min(acks), auto
-    owed = [_aware(c.created_at) for c in both if not c.auto and not c.spam]
+    steps = _steps(policy or SlaPolicy())
+    owed = [_aware(c.created_at) + (steps.urgent_ack if c.urgent else steps.ack)
+            for c in both if not c.auto and not c.spam and c.status not in CLOSED_STATES]
     if owed:
-        return min(owed), None, auto
+        return min(owed) - (steps.urgent_ack if target.urgent or source.urgent else steps.ack), None, auto
     real = not auto and not (target.spam and source.spam)
     return _aware(target.created_at), now if real else None, auto
 

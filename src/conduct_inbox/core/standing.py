@@ -29,8 +29,10 @@ class Standing:
     assignee: str | None = None  # the assignee's name
     has_reporter: bool = True
     several_reporters: bool = False  # a merge joined reports of different reporters
-    #: Of several reporters, those never answered (`!close` waits for every one).
-    unanswered: Sequence[str] = ()
+    #: How many reporters, and how many of them were never answered (`!close` waits for every
+    #: one). Counts only: the block also goes to the steering committee and into alerts.
+    reporters: int = 1
+    unanswered: int = 0
     #: `sla.deadlines(...)`: "ack" and "response" when those clocks run.
     due: Mapping[str, datetime] = field(default_factory=dict)
     #: (decision, its last day) of decisions that are pending or in force and end on a date.
@@ -72,7 +74,8 @@ def due_lines(s: Standing, zone: tzinfo) -> list[str]:
         if not out:
             out.append("No deadline runs at the moment.")
     if s.several_reporters and s.unanswered and s.status != states.CLOSED:
-        out.append("Reporters not answered yet (!reply ADDRESS, each before !close): " + ", ".join(s.unanswered))
+        out.append(f"Reporters not answered yet: {s.unanswered} of {s.reporters} (each needs a !reply ADDRESS "
+                   "before !close; !history lists them)")
     for kind, last in s.sanctions_end:
         out.append(f"Sanction end: {kind} until {day(last)}")
     return out
