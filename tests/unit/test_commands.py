@@ -444,7 +444,7 @@ def test_the_commands_that_change_a_case_are_announced_and_each_command_declares
 
     changing = {cls.__name__ for cls in get_args(ct.Command) if cls.changes_case}
     assert changing == {"Ack", "Assign", "Status", "Party", "Urgent", "NotUrgent", "Spam", "Concerns", "Recuse",
-                        "Include", "Decide", "Confirm", "Close", "Reopen"}
+                        "Include", "Decide", "Confirm", "Close", "Reopen", "Title"}
     assert all("changes_case" in vars(cls) for cls in get_args(ct.Command))
     with pytest.raises(TypeError):
         type("Undeclared", (ct.Declared,), {})

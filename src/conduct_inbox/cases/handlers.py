@@ -255,10 +255,7 @@ def title(call: Call, c: ct.Title) -> str:
     if not new:
         raise Refused("!title: nothing is left of that title once commands, case tags and ! are removed")
     call.case.title = new
-    mailer.announce(call.session, call.ctx, call.case, call.now,
-                    f"{call.member.name} set the title of this case. Committee mail about it now has the subject:\n"
-                    f"{subject(call.ctx, call.case)}", kind="title")
-    return f"title set: {new}"
+    return f"title set; committee mail about this case now has the subject: {subject(call.ctx, call.case)}"
 
 
 def help_(call: Call | None, c: ct.Help) -> str:

@@ -119,11 +119,13 @@ def to_committee(session: Session, ctx: Context, case: Case, audience: routing.A
     send(session, ctx, drafts, now, case_id=case.id)
 
 
-def announce(session: Session, ctx: Context, case: Case, now: datetime, text: str, kind: str = "announcement") -> None:
-    """An announcement to every member who may see the case (recusals as they stand now)."""
+def announce(session: Session, ctx: Context, case: Case, now: datetime, text: str, kind: str = "announcement",
+             but: Person | None = None) -> None:
+    """An announcement to every member who may see the case (recusals as they stand now), `but`
+    the member whose action it announces (their confirmation tells them)."""
     session.flush()
     session.refresh(case)
-    audience = routing.committee(ctx.roster, recused(case))
+    audience = _others(ctx, case, but) if but is not None else routing.committee(ctx.roster, recused(case))
     to_committee(session, ctx, case, audience, kind, now, heading="Announcement", text=text)
 
 

@@ -219,5 +219,6 @@ def merge(call: Call, c: Merge) -> str:
         f"decisions and history are now part of {target.ref}, and replies to mail about {source.ref} act on "
         f"{target.ref}. The reporter was not told (write to them with !reply if they should be)."
         + (" Both cases had a decision waiting for !confirm: both were withdrawn, since a !confirm could not "
-           "say which one it meant. Propose the decision again with !decide." if withdrawn else "")), kind="merge")
+           "say which one it meant. Propose the decision again with !decide." if withdrawn else "")), kind="merge",
+        but=member)
     return f"case {source.ref} merged into case {target.ref} and closed; its mail now acts on {target.ref}"

@@ -168,7 +168,7 @@ class List(Declared, changes_case=False):
 
 
 @dataclass(frozen=True)
-class Title(Declared, changes_case=False):  # announced by its handler, with the new subject
+class Title(Declared, changes_case=True):
     """`!title TEXT`: the committee's title for the case's committee subjects (as typed; the
     subject is built from it as from any title, `commands.title_of`)."""
 
