@@ -170,7 +170,9 @@ def _kept_from(ctx: Context, session: Session, case: Case, msg: Parsed) -> bool:
 def _on_case(ctx: Context, session: Session, row: InboundMessage, case: Case, member: Person, auth: Auth, msg: Parsed,
              now: datetime) -> str:
     row.case_id = case.id
-    earlier = earlier_subjects(session, msg)
+    # Only the member's own forwarded mail: a forward block quoted from the report is the
+    # reporter's, and its subject must not cancel what the member typed.
+    earlier = earlier_subjects(session, msg, forwarded_by=lambda sender: ctx.roster.person(sender) == member)
     parsed = cmd.new_commands(msg.subject, earlier)
     repeated = cmd.repeated_commands(msg.subject, earlier)
     if isinstance(parsed, cmd.CommandError):

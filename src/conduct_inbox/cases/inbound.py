@@ -178,9 +178,14 @@ def _followup(ctx: Context, session: Session, row: InboundMessage, msg: Parsed, 
     closed = case.status == states.CLOSED
     event(session, case.id, "party", "feedback_received" if closed else "followup_received", now, inbound_id=row.id)
     heading = "Feedback after closure" if closed else "Follow-up from a party"
+    urgent = not closed and not case.urgent and reports.is_urgent(ctx, case, msg)
+    if urgent:  # a party writing of danger on a running case makes it urgent, as a new report would
+        reports.check_urgency(ctx, session, case, msg, now)
+        heading = (f"URGENT follow-up from a party: case {case.ref} is now marked URGENT and its deadlines are "
+                   "short. Consider whether law enforcement must be notified")
     sender = {canonical_address(a) for a in (msg.reporter_address, msg.from_address) if a}
     roles = {p.role for p in case.parties if canonical_address(p.address) in sender}
-    reports.forward_to_committee(ctx, session, case, row, msg, now, heading, roles or {"unknown"})
+    reports.forward_to_committee(ctx, session, case, row, msg, now, heading, roles or {"unknown"}, urgent=urgent)
     return f"follow-up joined case {case.ref}"
 
 

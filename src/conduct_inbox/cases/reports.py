@@ -244,7 +244,7 @@ def report_copies(ctx: Context, case: Case, msg: Parsed, content: scanning.Scann
 
 
 def forward_to_committee(ctx: Context, session: Session, case: Case, row: InboundMessage, msg: Parsed, now: datetime,
-                         heading: str, sender_roles: Collection[str]) -> None:
+                         heading: str, sender_roles: Collection[str], urgent: bool = False) -> None:
     """A follow-up to the members who may see the case, after the member scan: a member it
     names is recused first, unless the sender is the reported person (then the copy says whom
     it names, and the committee decides with !concerns)."""
@@ -267,7 +267,8 @@ def forward_to_committee(ctx: Context, session: Session, case: Case, row: Inboun
         attachments=listed,
         max_mb=ctx.options.max_forward_attachment_mb,
     )
-    drafts = mailer.committee_drafts(ctx, case, audience, "followup", subject(ctx, case), lambda _p: body, content,
+    subject_ = subject(ctx, case, "URGENT" if urgent else "")  # (only the mail that made it urgent)
+    drafts = mailer.committee_drafts(ctx, case, audience, "followup", subject_, lambda _p: body, content,
                                      now=now)
     mailer.send(session, ctx, drafts, now, case_id=case.id, inbound_id=row.id)
 

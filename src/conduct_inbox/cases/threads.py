@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -25,14 +27,16 @@ def thread_case_id(session: Session, msg: Parsed) -> int | None:
         OutboxMessage.message_id.in_(thread), OutboxMessage.case_id.is_not(None)).limit(1)).first()
 
 
-def earlier_subjects(session: Session, msg: Parsed) -> list[str]:
+def earlier_subjects(session: Session, msg: Parsed, forwarded_by: Callable[[str | None], bool] | None = None) -> list[str]:
     """Subjects a command must not stand in to count: every message this one answers or forwards
     (ours, or a member's own sent mail, as Gmail threads it), if its commands were applied.
     Subjects of reporters and parties never reach members' subjects (`commands.title_of`), and
-    a party's subject on the case must not be able to block a command for good."""
+    a party's subject on the case must not be able to block a command for good. `forwarded_by`:
+    which forwarded messages count, by their sender (default: all, as for a report forwarded with
+    `!new`, whose subject must not carry a command into the member's)."""
     thread = [m for m in (*msg.in_reply_to, *msg.references) if m][:MAX_THREAD]
     # A member forwarding their own sent mail (no threading headers) carries its subject along.
-    subjects: list[str | None] = [f.subject for f in msg.forwarded]
+    subjects: list[str | None] = [f.subject for f in msg.forwarded if forwarded_by is None or forwarded_by(f.from_address)]
     if thread:
         subjects += session.scalars(select(OutboxMessage.subject).where(OutboxMessage.message_id.in_(thread))).all()
         # A member's earlier mail counts only if its commands were applied: a refused `!reply`,
