@@ -270,7 +270,7 @@ def list_text(ctx: Context, session: Session, member: Person) -> str:
     """The open cases the member may see, one line each."""
     lines = []
     for case in session.scalars(select(Case).where(Case.status != states.CLOSED, Case.spam.is_(False)).order_by(Case.id)):
-        if routing.may_see(ctx.roster, recused(case), member.email):
+        if routing.works_on(ctx.roster, recused(case), member.email, case.status == states.RECONSIDERATION):
             lines.append(f"  {case.ref}  {case.status:<15} {case.title}")
     return "\n".join(lines) or "  (none)"
 
@@ -310,11 +310,21 @@ ON_CASE: dict[type, On] = {
 }
 
 
+#: Commands that change nothing on the case yet act on it: mail to parties, a merge.
+_ACTS_OUTSIDE = (ct.Reply, ct.Send, ct.Merge)
+
+
 def run(call: Call, command: ct.Command) -> str:
     """Apply one command to the call's case; its audit entry follows. Raises Refused."""
     on = ON_CASE.get(type(command))
     if on is None:
         raise Refused(f"!{ct.typed_name(command)} cannot be used on a case")
+    if (call.case.status == states.RECONSIDERATION and not call.member.steering
+            and (command.changes_case or isinstance(command, _ACTS_OUTSIDE))):
+        # The policy: the steering committee reviews the case; the members whose decision is
+        # reconsidered neither close nor change it meanwhile (notes and !history stay theirs).
+        raise Refused(f"!{ct.typed_name(command)}: the case is under reconsideration by the steering committee, "
+                      "which alone acts on it until it is closed again")
     text = on.run(call, command)
     call.event(on.action, inbound_id=call.row.id)
     return text

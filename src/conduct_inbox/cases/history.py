@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session
 
 from conduct_inbox.cases.calls import Call
 from conduct_inbox.cases.context import Context, recused
-from conduct_inbox.core import routing
+from conduct_inbox.core import routing, states
 from conduct_inbox.core.command_types import History
 from conduct_inbox.core.commands import title_of
+from conduct_inbox.errors import Refused
 from conduct_inbox.store.models import Case, Decision, Event, InboundMessage, OutboxMessage, Recusal
 
 MAX_ENTRIES = 300  # the most recent; a long case says how many earlier ones were left out
@@ -179,4 +180,9 @@ def _exclusions(session: Session, case: Case, reader: str) -> list[tuple[datetim
 
 
 def history(call: Call, c: History) -> str:
-    return "the history of this case (to you only):\n\n" + timeline(call.ctx, call.session, call.case, call.member.email)
+    case = call.case
+    if not routing.works_on(call.ctx.roster, recused(case), call.member.email, case.status == states.RECONSIDERATION):
+        raise Refused("!history: the case's history goes to the members working on it; the steering committee gets "
+                      "the case report (without identities) unless it stands in for the committee or reconsiders "
+                      "the case")
+    return "the history of this case (to you only):\n\n" + timeline(call.ctx, call.session, case, call.member.email)

@@ -214,11 +214,14 @@ def merge(call: Call, c: Merge) -> str:
     session.flush()
     event(session, target.id, member.email, "case_merged", now, from_case=source.id, proposals_withdrawn=withdrawn)
     refresh_clock(call.ctx, session, target)
-    mailer.announce(session, call.ctx, target, now, (
-        f"{member.name} merged case {source.ref} into this case ({target.ref}): its messages, parties, notes, "
-        f"decisions and history are now part of {target.ref}, and replies to mail about {source.ref} act on "
-        f"{target.ref}. The reporter was not told (write to them with !reply if they should be)."
-        + (" Both cases had a decision waiting for !confirm: both were withdrawn, since a !confirm could not "
-           "say which one it meant. Propose the decision again with !decide." if withdrawn else "")), kind="merge",
-        but=member)
-    return f"case {source.ref} merged into case {target.ref} and closed; its mail now acts on {target.ref}"
+    if call.ctx.options.announce == "changes":
+        mailer.announce(session, call.ctx, target, now, (
+            f"{member.name} merged case {source.ref} into this case ({target.ref}): its messages, parties, notes, "
+            f"decisions and history are now part of {target.ref}, and replies to mail about {source.ref} act on "
+            f"{target.ref}. The reporter was not told (write to them with !reply if they should be)."
+            + (" Both cases had a decision waiting for !confirm: both were withdrawn, since a !confirm could not "
+               "say which one it meant. Propose the decision again with !decide." if withdrawn else "")), kind="merge",
+            but=member)
+    return (f"case {source.ref} merged into case {target.ref} and closed; its mail now acts on {target.ref}"
+            + ("; both cases' decisions waiting for !confirm were withdrawn (propose again with !decide)"
+               if withdrawn else ""))

@@ -74,6 +74,17 @@ def escalation(roster: Roster, recused: Mapping[str, str], level: int) -> Audien
     return Audience(base.recipients + extra, base.excluded, base.steering_included or bool(extra))
 
 
+def works_on(roster: Roster, recused: Mapping[str, str], email: str, reconsideration: bool) -> bool:
+    """Whether this person works the case, and so may read its content back (`!history`, `!list`):
+    they are in its committee audience (steering members when they stand in for the committee),
+    or it is under reconsideration and they are a steering member it does not exclude. Otherwise
+    the steering committee gets case reports without identities and escalations, never the case."""
+    email = email.lower()
+    if any(p.email == email for p in committee(roster, recused).recipients):
+        return True
+    return reconsideration and email not in recused and any(s.email == email for s in roster.steering)
+
+
 def may_see(roster: Roster, recused: Mapping[str, str], email: str) -> bool:
     """Whether this person may receive or act on mail about the case."""
     return any(p.email == email.lower() for p in committee(roster, recused).recipients) or (
