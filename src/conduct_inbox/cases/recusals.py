@@ -80,6 +80,17 @@ def recuse_before_sending(session: Session, case: Case, email: str, actor: str, 
     event(session, case.id, actor, "member_recused", now, reason="concerns", recusal=recusal.id)
 
 
+def recuse_reporting_member(ctx: Context, session: Session, case: Case, now: datetime) -> None:
+    """A committee or steering member who reports (or is reported for, by `!new ADDRESS`) is the
+    reporter: the case concerns them, so none of its internal mail reaches them (they hear as a
+    reporter does). Before anything about the new case is sent."""
+    reporter = case.party("reporter")
+    person = ctx.roster.person(reporter.address) if reporter is not None else None
+    if person is not None and person.email not in recused(case):
+        recuse_before_sending(session, case, person.email, "system", now)
+        session.refresh(case)
+
+
 def recuse(ctx: Context, session: Session, case: Case, email: str, reason: str, now: datetime, automatic: bool,
            tell: Callable[[str], None] | None = None) -> None:
     """Recuse a member by command, and tell the members who may still see the case (through

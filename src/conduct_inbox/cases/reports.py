@@ -103,6 +103,7 @@ def open_reported_case(ctx: Context, session: Session, row: InboundMessage, msg:
     entries: list[Entry] = [
         ("system", "case_opened", {"flags": sorted(result.flags)}), ("reporter", "report_received", {"inbound_id": row.id})
     ]
+    recusals.recuse_reporting_member(ctx, session, case, now)
     scanned = scanning.scan(msg, ctx.roster, report_body(msg))
     named = scanning.recusing(scanned, ("reporter",))
     if named:
@@ -154,6 +155,7 @@ def open_forwarded_case(
             recusals.recuse_before_sending(session, case, person.email, member.email, now)
     session.flush()
     session.refresh(case)
+    recusals.recuse_reporting_member(ctx, session, case, now)
     recusals.recuse_named(session, case, scanning.recusing(scanned, ("forwarded",)), now)
     if urgent and not case.spam:  # `!new ... !urgent`: the member says so
         case.urgent = True
