@@ -138,6 +138,7 @@ def test_text_after_a_tag_is_title_not_arguments() -> None:
         ("!send Reported", Send("reported")),
         ("!send witness", Send("witness")),
         ("!send other", Send("other")),
+        ("!send reported Pat@Example.org", Send("reported", "pat@example.org")),
         ("!party reported bob@example.org", Party("reported", "bob@example.org", None)),
         (
             "!party witness <Dana@Example.org> Dana Q. Example",

@@ -36,8 +36,18 @@ def require_open(case: Case, what: str) -> None:
 def decide(call: Call, c: Decide) -> str:
     session, case, member, now = call.session, call.case, call.member, call.now
     require_open(case, "!decide")
-    target_role = c.target or ("reported" if case.party("reported") else None)
-    target = case.party(target_role) if target_role else None
+    if c.to is not None:
+        target = next((p for p in case.parties if p.address == c.to), None)
+        if target is None:
+            raise Refused("!decide: no party of this case has that address")
+        target_role: str | None = target.role
+    else:
+        target_role = c.target or ("reported" if case.party("reported") else None)
+        target = case.party(target_role) if target_role else None
+        if target_role and sum(p.role == target_role for p in case.parties) > 1:
+            # (after a merge, say): the sanctions ledger must name the right person
+            raise Refused(f"!decide: this case has several {target_role} parties; name the one the decision is "
+                          "about with target=ADDRESS (!history lists the parties)")
     if c.target and target is None:
         raise Refused(f"!decide: the case has no {c.target} party (add one with !party)")
     if any(v in SANCTION_KINDS for v in c.values) and target is None:

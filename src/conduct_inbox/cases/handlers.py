@@ -162,8 +162,16 @@ def send(call: Call, c: ct.Send) -> str:
     parties = [p for p in case.parties if p.role == c.role]
     if not parties:
         raise Refused(f"!send {c.role}: the case has no party with that role (add one with !party)")
-    if c.role == "reporter":
+    if c.to is not None:
+        parties = [p for p in parties if p.address == c.to]
+        if not parties:
+            raise Refused(f"!send {c.role}: no {c.role} party of this case has that address")
+    elif c.role == "reporter":
         _one_reporter(case, "!send reporter")
+    elif len({p.known_ref for p in parties}) > 1:
+        # After a merge: a text written for the party of one case must not reach the other's.
+        raise Refused(f"!send {c.role}: this case holds {c.role} parties of cases merged into it; name the one "
+                      f"you write to with !send {c.role} ADDRESS (!history lists the parties)")
     text = _outgoing_text(call, f"!send {c.role}")
     for party in parties:
         mailer.send_to_party(call.session, call.ctx, case, party, text, call.now, kind="send")

@@ -142,10 +142,16 @@ def _reply(name: str, args: str) -> Command:
 
 
 def _send(name: str, args: str) -> Command:
-    role = _one_of(args, SEND_ROLES)
+    words = args.split(" ", 1) if args else [""]
+    role = _one_of(words[0], SEND_ROLES)
     if role is None:
-        raise _Bad("!send takes %s" % _or_list(SEND_ROLES))
-    return Send(role)
+        raise _Bad("!send takes %s" % _or_list(SEND_ROLES) + ", and then the party's address if needed")
+    if len(words) == 1:
+        return Send(role)
+    address = _address(words[1])
+    if address is None:
+        raise _Bad(f"!send {role}: after the role comes nothing, or the address of one of the case's {role} parties")
+    return Send(role, address.lower())
 
 
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -179,11 +185,12 @@ def _decide(name: str, args: str) -> Command:
         raise _Bad("!decide: no-action cannot be combined with other decisions")
     if "permanent-ban" in values and "temporary-ban" in values:
         raise _Bad("!decide: choose temporary-ban or permanent-ban, not both")
-    target = None
+    target, to = None, None
     if "target" in options:
         target = _one_of(options["target"], SEND_ROLES)
-        if target is None:
-            raise _Bad("!decide: target must be %s" % _or_list(SEND_ROLES))
+        to = None if target is not None else _address(options["target"])
+        if target is None and to is None:
+            raise _Bad("!decide: target must be %s, or a party's address" % _or_list(SEND_ROLES))
     until = None
     if "until" in options:
         until = _date(options["until"])
@@ -194,7 +201,7 @@ def _decide(name: str, args: str) -> Command:
         raise _Bad("!decide %s needs until=YYYY-MM-DD" % needs_end[0])
     if until is not None and not needs_end:
         raise _Bad("!decide: until= applies only to vacation or temporary-ban")
-    return Decide(tuple(values), target, until)
+    return Decide(tuple(values), target, until, to.lower() if to else None)
 
 
 def _date(text: str) -> date | None:

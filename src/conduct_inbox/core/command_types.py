@@ -76,9 +76,11 @@ class Party(Declared, changes_case=True):
 
 @dataclass(frozen=True)
 class Send(Declared, changes_case=False):
-    """`!send ROLE`: the body goes to that party."""
+    """`!send ROLE [ADDRESS]`: the body goes to the parties of that role (to the one at ADDRESS
+    when a merge left the case with parties of that role from several cases)."""
 
     role: str
+    to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,11 +119,13 @@ class Include(Declared, changes_case=True):
 
 @dataclass(frozen=True)
 class Decide(Declared, changes_case=True):
-    """`!decide VALUE[,VALUE] [target=ROLE] [until=YYYY-MM-DD]`."""
+    """`!decide VALUE[,VALUE] [target=ROLE|ADDRESS] [until=YYYY-MM-DD]` (an address names one
+    party when the case holds several of a role)."""
 
     values: tuple[str, ...]
     target: str | None
     until: date | None
+    to: str | None = None
 
 
 @dataclass(frozen=True)

@@ -255,7 +255,8 @@ The text you write above the marker line is the note, or the text that is sent.
 !reply                  send your text to the reporter from conduct@ (!reply ADDRESS: to that
                         one of the reporters of a merged case)
 !party ROLE ADDRESS [NAME]  record a party; ROLE is reported, witness or other
-!send ROLE              send your text to that party (reporter, reported, witness, other)
+!send ROLE              send your text to that party (reporter, reported, witness, other;
+                        !send ROLE ADDRESS: to that one of them, after a merge)
 !urgent, !not-urgent    set urgency
 !spam                   mark as spam: its clocks stop (no reminders or escalations)
 !concerns NAME          the case concerns that member: recuse them
