@@ -225,7 +225,9 @@ def test_urgent_alerts_the_members_and_shortens_the_deadline(store):
     mark = store.outbox_mark()
     store.command(BOB, "!urgent")
     case = store.case()
-    assert case.urgent and case.next_due_at == case.created_at + timedelta(hours=1)
+    # the urgent hour runs from the moment it became urgent, never dated back to the report
+    assert case.urgent and case.urgent_since is not None and case.urgent_since > case.created_at
+    assert case.next_due_at == case.urgent_since + timedelta(hours=1)
     mail = store.mail_after(mark)
     # the others are alerted in one mail each, marked URGENT; Bob gets his confirmation only
     assert sorted((m.recipient, m.kind) for m in mail) == [(ALICE, "announcement"), (BOB, "confirmation"),

@@ -266,8 +266,9 @@ def _reporter_of(case: CaseClock) -> tuple[datetime | None, datetime | None]:
 
 
 def _merge(target: CaseClock, source: CaseClock) -> CaseClock:
-    clocks_from, ack, auto = merged(target, source, MERGED_AT)
+    clocks_from, ack, auto, urgent_since = merged(target, source, MERGED_AT)
     return replace(target, created_at=clocks_from, human_ack_at=ack, auto=auto, spam=target.spam and source.spam,
+                   urgent=target.urgent or source.urgent, urgent_since=urgent_since,
                    last_response_at=response_from([_reporter_of(target), _reporter_of(source)]))
 
 
@@ -299,9 +300,16 @@ def test_the_acknowledgement_is_owed_by_the_earliest_report_still_owed_one():
     looked_at = _merge(spam, _clock(T0 + D, auto=True))  # neither promised anything, the case is real now
     assert looked_at.human_ack_at == MERGED_AT and "ack" not in deadlines(looked_at, POLICY)
     urgent_later = replace(_clock(T0 + 6 * H), urgent=True)  # due at T0 + 7 h, the older one at T0 + 24 h
-    assert deadlines(replace(_merge(_clock(T0), urgent_later), urgent=True), POLICY)["ack"] == T0 + 7 * H
+    assert deadlines(_merge(_clock(T0), urgent_later), POLICY)["ack"] == T0 + 7 * H
     closed = replace(_clock(T0), status="closed")  # a closed case is owed no acknowledgement any more
     assert deadlines(_merge(newer, closed), POLICY)["ack"] == T0 + 3 * D + 24 * H
+
+
+def test_marking_a_case_urgent_later_shortens_what_is_still_to_come_and_dates_nothing_back():
+    later = replace(_clock(T0), urgent=True, urgent_since=T0 + 5 * H)
+    assert deadlines(later, POLICY)["ack"] == T0 + 6 * H
+    assert deadlines(replace(later, urgent_since=T0 + 30 * H), POLICY)["ack"] == T0 + 24 * H  # never later than promised
+    assert deadlines(replace(later, urgent_since=None), POLICY)["ack"] == T0 + H  # urgent from the report
 
 
 def test_a_reporters_clock_runs_from_their_last_answer_or_their_current_wait_whichever_is_later():

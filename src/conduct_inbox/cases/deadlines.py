@@ -55,6 +55,7 @@ def _clock(case: Case, fired: frozenset[str], pending_ack: datetime | None) -> s
         last_response_at=case.last_response_at,
         auto_ack_pending_since=pending_ack,
         fired=fired,
+        urgent_since=case.urgent_since,
     )
 
 

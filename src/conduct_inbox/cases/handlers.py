@@ -196,7 +196,7 @@ def party(call: Call, c: ct.Party) -> str:
 
 def urgent(call: Call, c: ct.Urgent) -> str:
     if not call.case.urgent:
-        call.case.urgent = True
+        call.case.urgent, call.case.urgent_since = True, call.now
         call.tell(urgent_task(call.session, call.case, call.now), kind="urgent")
     return "marked urgent"
 

@@ -197,8 +197,8 @@ def merge(call: Call, c: Merge) -> str:
     # Every promise made to either reporter still holds: the acknowledgement is owed by the earliest
     # report still owed one (`sla.merged`), each reporter keeps their own response clock
     # (`_hold_reporters_clocks`). `created_at` stays: threading (Thread-Index) is built on it.
-    clocks_from, target.human_ack_at, target.auto = sla.merged(clocks[target.id], clocks[source.id], now,
-                                                               call.ctx.sla_policy)
+    clocks_from, target.human_ack_at, target.auto, target.urgent_since = sla.merged(
+        clocks[target.id], clocks[source.id], now)
     target.clocks_from = None if clocks_from == target.created_at else clocks_from
     if target.human_ack_at is not None and target.status == states.NEW:
         acknowledged = states.TRANSITIONS[(states.NEW, "ack")]

@@ -180,7 +180,7 @@ def open_forwarded_case(
 
 def check_urgency(ctx: Context, session: Session, case: Case, msg: Parsed, now: datetime) -> None:
     if is_urgent(ctx, case, msg):
-        case.urgent = True
+        case.urgent, case.urgent_since = True, now
         note_urgent(session, case, now)
         refresh_clock(ctx, session, case)
 

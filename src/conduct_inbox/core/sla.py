@@ -63,6 +63,7 @@ class CaseClock:
     last_response_at: datetime | None
     auto_ack_pending_since: datetime | None  # unsent automatic acknowledgement, queued since
     fired: frozenset[str]  # escalation keys already sent for this case
+    urgent_since: datetime | None = None  # marked urgent after the report: the urgent hour runs from then
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,9 @@ def _candidates(case: CaseClock, steps: _Steps) -> list[_Candidate]:
     else:
         created = _aware(case.created_at)
         if case.human_ack_at is None:
-            ack_due = created + (steps.urgent_ack if case.urgent else steps.ack)
+            ack_due = created + steps.ack
+            if case.urgent:  # shortens what is still to come; never dates an overdue back
+                ack_due = min(ack_due, _aware(case.urgent_since or created) + steps.urgent_ack)
             out.append((ack_due, "ack", 1, created))
             out.append((ack_due + second, "ack", 2, created))
         start = created if case.last_response_at is None else _aware(case.last_response_at)
@@ -245,28 +248,27 @@ def response_from(reporters: Iterable[tuple[datetime | None, datetime | None]]) 
     return min(s for s in starts if s is not None)
 
 
-def merged(target: CaseClock, source: CaseClock, now: datetime,
-           policy: SlaPolicy | None = None) -> tuple[datetime, datetime | None, bool]:
-    """(clocks start, human_ack_at, auto) of `target` once `source` is merged into it.
+def merged(target: CaseClock, source: CaseClock,
+           now: datetime) -> tuple[datetime, datetime | None, bool, datetime | None]:
+    """(clocks start, human_ack_at, auto, urgent_since) of `target` once `source` is merged into it.
 
     A member acknowledged either case: the merged case is acknowledged (by the earlier). Else the
-    acknowledgement is due when the first report still owed one was promised it (an automatic,
-    spam or closed case promised none; an urgent report within the urgent hour, the others within
-    the day): the clocks start that far before, the merged case being urgent if either was. Else,
+    acknowledgement is owed by the earliest report still owed one (an automatic, spam or closed
+    case promised none), and an urgent report keeps its own urgent hour (`urgent_since`). Else,
     when the merged case is a real one, the member's merge is its first human look. Automatic only
     if both were. (Each reporter keeps their own response clock: `own_start`, `response_from`.)"""
     both = (target, source)
     auto = target.auto and source.auto
+    urgent = [_aware(c.urgent_since or c.created_at) for c in both if c.urgent]
+    urgent_since = min(urgent) if urgent else None
     acks = [_aware(c.human_ack_at) for c in both if c.human_ack_at is not None]
     if acks:
-        return _aware(target.created_at), min(acks), auto
-    steps = _steps(policy or SlaPolicy())
-    owed = [_aware(c.created_at) + (steps.urgent_ack if c.urgent else steps.ack)
-            for c in both if not c.auto and not c.spam and c.status not in CLOSED_STATES]
+        return _aware(target.created_at), min(acks), auto, urgent_since
+    owed = [_aware(c.created_at) for c in both if not c.auto and not c.spam and c.status not in CLOSED_STATES]
     if owed:
-        return min(owed) - (steps.urgent_ack if target.urgent or source.urgent else steps.ack), None, auto
+        return min(owed), None, auto, urgent_since
     real = not auto and not (target.spam and source.spam)
-    return _aware(target.created_at), now if real else None, auto
+    return _aware(target.created_at), now if real else None, auto, urgent_since
 
 
 def deadlines(case: CaseClock, policy: SlaPolicy) -> dict[str, datetime]:

@@ -185,8 +185,9 @@ class Case(Base):
     human_ack_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: What the clocks count from if not `created_at` (kept for threading): a merged older report.
     clocks_from: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    #: Where the response clock runs from: the reporter waiting longest (`sla.response_from` over
-    #: the parties' `answered_at`/`waiting_since`); NULL: from the case's start.
+    #: Marked urgent after the report: the urgent hour runs from then (NULL: from the report).
+    urgent_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Where the response clock runs from (`sla.response_from` of the reporters); NULL: the start.
     last_response_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: When the retention purge removed this case's contents (the row stays for statistics).
@@ -234,8 +235,7 @@ class Party(Base):
     #: to them, else when their wait began if not with the case's own clock (NULL: with it).
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     waiting_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    #: The case reference this party knows, when not the case's own: a party of a case merged into
-    #: this one keeps hearing under their own reference (a merge is internal to the committee).
+    #: The reference a party of a case merged into this one keeps hearing under (NULL: the case's).
     known_ref: Mapped[str | None] = mapped_column(String(20))
 
     case: Mapped[Case] = relationship(back_populates="parties")
