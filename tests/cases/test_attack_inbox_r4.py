@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.case_store import Store
-from tests.mailers import ALICE, BOB, CAROL, REPORTER, SAM
+from tests.mailers import ALICE, BOB, CAROL, REPORTER, SAM, reply
 
 SECOND = "second@example.net"
 THIRD = "third@example.net"
@@ -76,3 +76,60 @@ def test_merging_an_urgent_report_into_an_older_case_does_not_make_it_overdue_at
     assert after.get("ack") == promised and not sent, \
         f"acknowledgement due {after.get('ack')} (promised {promised}); at once: {len(sent)} escalation mail(s), " \
         f"{len(to_steering)} to steering"
+
+
+# ----- chains of merges ------------------------------------------------------------------------
+
+
+def test_a_chain_of_merges_keeps_every_reference_acting_on_the_last_case(store: Store):
+    """HELD. Three reports of one incident: Robin (case A), Sam (case B), Tess (case C). A is
+    merged into B, then B into C. Robin's follow-up under A's reference and Alice's note on her
+    old copy of A both land on C; `!reply ADDRESS` on C reaches Robin under A's reference and Sam
+    under B's, each threaded under nothing of the other reporters."""
+    a = store.report()
+    b = store.report(sender=SECOND, name="Sam Second", body="Me too, same evening.")
+    c = store.report(sender=THIRD, name="Tess Third", body="It happened to me as well.")
+    alice_a = store.copy_of(ALICE, a)
+    store.command(ALICE, f"!merge {b.ref}", case=a)
+    store.command(ALICE, f"!merge {c.ref}", case=b)
+    assert store.case(a.ref).merged_into_id == c.id and store.case(b.ref).merged_into_id == c.id
+    # Robin writes again under A's reference.
+    from tests.harness import report
+    store.take_in(report(subject=f"Re: [conduct #{a.ref}] Your report has been received", body="One more thing."))
+    # Alice answers her old copy of A.
+    mark = store.outbox_mark()
+    store.take_in(reply(alice_a, ALICE, "", "Robin's follow-up matches Tess's account."))
+    notes = [m for m in _to(store, BOB, mark)]
+    assert notes and all(m.case_id == c.id and c.ref in m.subject for m in notes)
+    with store.sessions() as session:
+        from conduct_inbox.store.models import InboundMessage
+        cases_of = set(session.scalars(select(InboundMessage.case_id).where(InboundMessage.case_id.is_not(None))))
+    assert cases_of == {c.id}
+    mark = store.outbox_mark()
+    store.command(BOB, f"!reply {REPORTER}", "Dear Robin, we are looking into it.", case=c)
+    store.command(BOB, f"!reply {SECOND}", "Dear Sam, we are looking into it.", case=c)
+    [robin] = _to(store, REPORTER, mark)
+    [sam] = _to(store, SECOND, mark)
+    assert a.ref in robin.subject and not any(r in robin.subject + robin.text + _headers(robin) for r in (b.ref, c.ref))
+    assert b.ref in sam.subject and not any(r in sam.subject + sam.text + _headers(sam) for r in (a.ref, c.ref))
+
+
+# ----- a member excluded after the merge -------------------------------------------------------
+
+
+def test_a_member_excluded_after_a_merge_cannot_act_through_the_merged_in_cases_old_mail(store: Store):
+    """HELD. Case B is merged into case A; then the committee finds that the incident concerns
+    Carol (`!concerns Carol` on A). Carol answers her old copy of B (its reply token): her `!ack`
+    and her note change nothing, reach nobody, and she gets no answer (she was excluded after
+    seeing the case)."""
+    a = store.report()
+    b = store.report(sender=SECOND, name="Sam Second", body="Me too.")
+    carol_b = store.copy_of(CAROL, b)
+    store.command(ALICE, f"!merge {a.ref}", case=b)
+    store.command(ALICE, "!concerns Carol", case=a)
+    assert CAROL in {r.member_email for r in store.case(a.ref).recusals if r.active}
+    mark = store.outbox_mark()
+    store.take_in(reply(carol_b, CAROL, "!ack !assign Carol", "I will take this one."))
+    assert not store.mail_after(mark), [(m.recipient, m.kind) for m in store.mail_after(mark)]
+    merged = store.case(a.ref)
+    assert merged.human_ack_at is None and merged.assignee != CAROL
