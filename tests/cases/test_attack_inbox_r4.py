@@ -180,3 +180,56 @@ def test_the_member_who_merges_gets_only_the_confirmation(store: Store):
     store.command(ALICE, f"!merge {a.ref}", case=b)
     got = {who: [m.kind for m in _to(store, who, mark)] for who in (ALICE, BOB, CAROL)}
     assert got[ALICE] == ["confirmation"] and len(got[BOB]) == 1 and len(got[CAROL]) == 1, got
+
+
+# ----- clocks of a case that comes back: !reopen, !reconsider ---------------------------------
+
+
+def _answered_and_closed(store: Store):
+    case = store.report()
+    store.command(ALICE, "!ack", case=case)
+    store.command(ALICE, "!reply", "Dear Robin, we looked into it and decided to take no action.", case=case)
+    store.command(ALICE, "!decide no-action", case=case)
+    store.command(ALICE, "!close", case=case)
+    assert store.case(case.ref).status == "closed"
+    return case
+
+
+@pytest.mark.xfail(strict=True, reason="!reopen restarts no response cycle: the old cycle is overdue at once")
+def test_reopening_a_case_closed_last_week_is_not_overdue_at_once(store: Store):
+    """BROKE. The committee answers Robin on day 0 and closes the case (a resolution was sent: the
+    promise is kept). On day 10 new facts come up and Bob sends `!reopen`. The reopened case states
+    "Response to the reporter (!reply) due: Tue 1 Dec ... (overdue)" — the cycle of the answer sent
+    on day 0 — and the next escalation run sends the reminder, the "overdue" mail to the committee
+    and "escalated to steering" to Sam Steering, all at once, though nobody broke a promise (README
+    "Deadlines": a response is "`!reply` or closing", due "within 7 days ... of each previous
+    response"). cases/handlers.py reopen changes the state only; core/sla.py `_candidates` counts
+    from the last `!reply` (`last_response_at`); closing does not count as a response."""
+    case = _answered_and_closed(store)
+    store.now += timedelta(days=10)
+    store.command(BOB, "!reopen", case=case)
+    assert store.case(case.ref).status == "investigating"
+    due = _clock(store, case.ref).get("response")
+    sent = _escalate(store)
+    assert (due is None or due > store.now) and not sent, \
+        f"response due {due} at {store.now}; at once: {sorted({(m.recipient, m.text.splitlines()[3]) for m in sent})}"
+
+
+@pytest.mark.xfail(strict=True, reason="!reconsider revives the response clock of the closed case, overdue at once")
+def test_a_reconsideration_is_not_escalated_as_overdue_the_moment_it_opens(store: Store):
+    """BROKE. A case answered and closed on day 0; on day 60 a party asks the steering committee to
+    reconsider and Sam Steering sends `!reconsider REF`. The next escalation run (a minute later)
+    mails every committee member a "Reminder ... Response to the reporter due soon (reminder at
+    Sun 29 Nov)" and "overdue" mails, and the steering members "still overdue ... (escalated to
+    steering)", about a reporter who got their resolution two months ago; the reconsideration's
+    own mail and every case mail state the response as due "Tue 1 Dec 2026 (overdue)".
+    core/sla.py `_candidates`: only "closed" stops the clocks (CLOSED_STATES), so
+    "reconsideration" runs the response clock from the last `!reply`."""
+    case = _answered_and_closed(store)
+    store.now += timedelta(days=60)
+    store.personal(SAM, f"!reconsider {case.ref}")
+    assert store.case(case.ref).status == "reconsideration"
+    due = _clock(store, case.ref).get("response")
+    sent = _escalate(store)
+    assert (due is None or due > store.now) and not sent, \
+        f"response due {due} at {store.now}; at once: {sorted({(m.recipient, m.text.splitlines()[3]) for m in sent})}"
