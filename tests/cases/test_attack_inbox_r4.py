@@ -233,3 +233,27 @@ def test_a_reconsideration_is_not_escalated_as_overdue_the_moment_it_opens(store
     sent = _escalate(store)
     assert (due is None or due > store.now) and not sent, \
         f"response due {due} at {store.now}; at once: {sorted({(m.recipient, m.text.splitlines()[3]) for m in sent})}"
+
+
+@pytest.mark.xfail(strict=True, reason="merge of a closed, answered case revives its reporter's old response cycle")
+def test_merging_a_closed_answered_case_into_a_new_report_is_not_overdue_at_once(store: Store):
+    """BROKE. Robin's case was answered and closed on day 0. On day 21 Sam reports the same man
+    again (case 2: response promised by day 28), and Bob folds the old closed case into the new one
+    (`!merge` on case 1's mail: a closed case may be merged into an open one). The merged case's
+    response is "due Tue 1 Dec 2026 (overdue)" — the cycle of the answer Robin got three weeks ago,
+    in a case that was closed — and the next escalation run sends the committee a reminder and an
+    "overdue" mail and Sam Steering "escalated to steering", minutes after a new report arrived.
+    README: each reporter "not answered yet" is owed their answer by the time they were promised;
+    Robin was answered and his case closed (closed cases run no clock). cases/merge.py keeps the
+    closed case's reporter with `answered_at` from day 0, and `sla.response_from` takes the
+    earliest reporter start."""
+    old = _answered_and_closed(store)
+    store.now += timedelta(days=21)
+    new = store.report(sender=SECOND, name="Sam Second", body="The same man did it again at the meetup.")
+    promised = _clock(store, new.ref)["response"]
+    store.command(BOB, f"!merge {new.ref}", case=old)
+    assert store.case(old.ref).merged_into_id == new.id
+    due = _clock(store, new.ref).get("response")
+    sent = _escalate(store)
+    assert due == promised and not sent, \
+        f"response due {due} (promised {promised}); at once: {sorted({(m.recipient, m.text.splitlines()[3]) for m in sent})}"
