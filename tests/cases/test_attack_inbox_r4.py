@@ -257,3 +257,31 @@ def test_merging_a_closed_answered_case_into_a_new_report_is_not_overdue_at_once
     sent = _escalate(store)
     assert due == promised and not sent, \
         f"response due {due} (promised {promised}); at once: {sorted({(m.recipient, m.text.splitlines()[3]) for m in sent})}"
+
+
+# ----- the steering report ---------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="the steering report's 'Where the case stands' block names the reporters")
+def test_the_steering_report_of_a_merged_case_names_no_reporter(store: Store):
+    """BROKE. Two reports of one incident are merged; a member sends `!steering` (the policy's
+    report to the steering committee, "without the reporter's or witnesses' identities"). The
+    report Sam Steering gets says "The reporter's and witnesses' identities are left out of this
+    report" — and, a few lines above, in its "Where the case stands" block: "Reporters not answered
+    yet (!reply ADDRESS, each before !close): reporter@example.net, second@example.net". The steering
+    committee "may choose to make a public report"; the policy promises the reporters' identities
+    stay confidential. cases/steering.py steering_report goes through mailer.committee_drafts, which
+    adds the standing block (cases/standing.py) to every committee mail, the steering report
+    included."""
+    a = store.report()
+    b = store.report(sender=SECOND, name="Sam Second", body="The same man did it to me.")
+    store.command(BOB, f"!merge {a.ref}", case=b)
+    store.command(ALICE, "!party witness wes@example.net Wes Witness", case=a)
+    mark = store.outbox_mark()
+    store.command(ALICE, "!steering", case=a)
+    [report] = [m for m in _to(store, SAM, mark) if m.kind == "steering_report"]
+    text = report.text
+    assert "identities are left out" in text
+    named = [who for who in (REPORTER, SECOND, "wes@example.net", "Robin Reporter", "Sam Second", "Wes Witness")
+             if who in text]
+    assert not named, f"the steering report names {named}"
