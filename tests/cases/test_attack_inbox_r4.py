@@ -285,3 +285,26 @@ def test_the_steering_report_of_a_merged_case_names_no_reporter(store: Store):
     named = [who for who in (REPORTER, SECOND, "wes@example.net", "Robin Reporter", "Sam Second", "Wes Witness")
              if who in text]
     assert not named, f"the steering report names {named}"
+
+
+# ----- !history after a member is excluded from the merged case ---------------------------------
+
+
+def test_history_hides_what_a_member_did_on_the_merged_in_case_before_being_excluded(store: Store):
+    """HELD. Carol works case B (`!ack !assign Carol` with a note, a `!reply` to Sam, a decision);
+    B is merged into A; then `!concerns Carol` on A. Alice's `!history` of A names Carol only as
+    excluded: not her note, not her commands, not as the author of the reply or the decision."""
+    a = store.report()
+    b = store.report(sender=SECOND, name="Sam Second", body="Same man again.")
+    store.command(CAROL, "!ack !assign Carol", "I know him from the board; I doubt this one.", case=b)
+    store.command(CAROL, "!reply", "Dear Sam, thank you, we are on it.", case=b)
+    store.command(CAROL, "!decide private-reprimand target=reporter", case=b)
+    store.command(BOB, f"!merge {a.ref}", case=b)
+    store.command(ALICE, "!concerns Carol", case=a)
+    mark = store.outbox_mark()
+    store.command(ALICE, "!history", case=a)
+    [answer] = _to(store, ALICE, mark)
+    history = answer.text.split("Commands go in the subject")[0]
+    lines = [line for line in history.splitlines() if "Carol" in line]
+    assert lines == ["excluded: Carol Chen (the case concerns them)"], lines
+    assert "doubt" not in history and "board" not in history
