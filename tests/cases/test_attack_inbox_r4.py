@@ -308,3 +308,29 @@ def test_history_hides_what_a_member_did_on_the_merged_in_case_before_being_excl
     lines = [line for line in history.splitlines() if "Carol" in line]
     assert lines == ["excluded: Carol Chen (the case concerns them)"], lines
     assert "doubt" not in history and "board" not in history
+
+
+@pytest.mark.xfail(strict=True, reason="alerts carry the standing block, which lists reporters' addresses")
+def test_a_delivery_failure_alert_about_a_merged_case_carries_no_address(store: Store):
+    """BROKE (minor). README: "alerts carry ids, never a subject, name or address". The committee's
+    `!reply` to one reporter of a merged case fails for good (5xx); the alert each member gets says
+    "Mail about case ... could not be delivered: outbox row N (reply to a reporter)" and, in its
+    "Where the case stands" block, "Reporters not answered yet ...: reporter@example.net, ..." —
+    reporters' addresses in an alert (cases/mailer.py alert builds it with committee_drafts, which
+    adds the standing block, cases/standing.py `unanswered`)."""
+    from conduct_inbox.cases.inbound import on_delivery_failure
+    from conduct_inbox.store.models import OutboxMessage
+    a = store.report()
+    b = store.report(sender=SECOND, name="Sam Second", body="The same man did it to me.")
+    store.command(BOB, f"!merge {a.ref}", case=b)
+    store.command(ALICE, f"!reply {SECOND}", "Dear Sam, we are on it.", case=a)
+    [failed] = [m for m in store.mail_to(SECOND) if m.kind == "reply"]
+    mark = store.outbox_mark()
+    with store.sessions() as session, session.begin():
+        row = session.get(OutboxMessage, failed.id)
+        row.status, row.last_code = "failed", 550
+        on_delivery_failure(store.inbound.ctx, session, row, store.now)
+    alerts = [m for m in _to(store, BOB, mark) if m.kind == "alert"]
+    assert alerts and "could not be delivered" in alerts[0].text
+    leaked = [who for who in (REPORTER, SECOND, "Robin Reporter", "Sam Second") if who in alerts[0].text + alerts[0].subject]
+    assert not leaked, f"the alert carries {leaked}"
