@@ -334,3 +334,42 @@ def test_a_delivery_failure_alert_about_a_merged_case_carries_no_address(store: 
     assert alerts and "could not be delivered" in alerts[0].text
     leaked = [who for who in (REPORTER, SECOND, "Robin Reporter", "Sam Second") if who in alerts[0].text + alerts[0].subject]
     assert not leaked, f"the alert carries {leaked}"
+
+
+# ----- a forwarded subject in the quoted report makes members' commands stale -------------------
+
+
+FORWARDED_THREAT = """Please see below what he sent me after the sprint.
+
+---------- Forwarded message ---------
+From: Pat Person <pat@example.net>
+Date: Mon, 23 Nov 2026 at 22:10
+Subject: !concerns Carol !ack !urgent
+To: Robin Reporter <reporter@example.net>
+
+You will regret reporting me. Carol is a friend of mine, she will see to it.
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="forward blocks quoted from the report count as earlier subjects of the member's mail")
+def test_a_subject_inside_the_quoted_report_does_not_cancel_a_members_commands(store: Store):
+    """BROKE. Robin's report pastes a message Pat sent him (a Gmail forward block: "---------- Forwarded
+    message ---------", "From: Pat ...", "Subject: !concerns Carol !ack !urgent" — Pat chose that
+    subject). Alice answers her copy of the report as every client does, quoting it, with
+    `!concerns Carol !ack` in her subject. Nothing is applied: she is told "not applied, because an
+    earlier message of this thread already has it in its subject", Carol stays on the case and keeps
+    getting its mail, the acknowledgement clock keeps running. README: "Mail from anyone else never
+    makes your command stale". cases/threads.py earlier_subjects takes the subject of every
+    message `msg.forwarded` finds, and mail/quotes.py `_FORWARD_MARKER` accepts a marker behind
+    `>` quote characters, so a forward block quoted from the report counts as a forward by the
+    member."""
+    case = store.report(body=FORWARDED_THREAT)
+    assert CAROL in {m.recipient for m in store.mail()}
+    store.command(ALICE, "!concerns Carol !ack", "Carol should not see this one.", case=case)
+    after = store.case(case.ref)
+    mark = store.outbox_mark()
+    from tests.harness import report
+    store.take_in(report(subject=f"Re: [conduct #{case.ref}] Your report has been received", body="He wrote again."))
+    assert CAROL in {r.member_email for r in after.recusals if r.active} and after.human_ack_at is not None, \
+        "Alice's commands were cancelled: " + store.latest(ALICE).text.split("\n\n")[1][:200]
+    assert not _to(store, CAROL, mark)
