@@ -367,9 +367,10 @@ def test_a_subject_inside_the_quoted_report_does_not_cancel_a_members_commands(s
     assert CAROL in {m.recipient for m in store.mail()}
     store.command(ALICE, "!concerns Carol !ack", "Carol should not see this one.", case=case)
     after = store.case(case.ref)
+    told = [line for line in store.latest(ALICE).text.splitlines() if "not applied" in line]
     mark = store.outbox_mark()
     from tests.harness import report
     store.take_in(report(subject=f"Re: [conduct #{case.ref}] Your report has been received", body="He wrote again."))
     assert CAROL in {r.member_email for r in after.recusals if r.active} and after.human_ack_at is not None, \
-        "Alice's commands were cancelled: " + store.latest(ALICE).text.split("\n\n")[1][:200]
+        f"Alice's commands were cancelled: {told}"
     assert not _to(store, CAROL, mark)
