@@ -111,3 +111,54 @@ def test_an_urgent_report_merged_into_an_older_case_is_not_escalated_to_steering
     run_once(app)
     to_steering = [text_of(m).splitlines()[3] for m in rx.to(SAM)[seen:]]
     assert not due and not to_steering, f"escalations --at: {[(e.get('rule'), e.get('level')) for e in due]}; to steering: {to_steering}"
+
+
+FORWARDED_THREAT = """Please see below what he sent me after the sprint.
+
+---------- Forwarded message ---------
+From: Pat Person <pat@example.net>
+Date: Mon, 23 Nov 2026 at 22:10
+Subject: !concerns Carol !ack
+To: Robin Reporter <reporter@example.net>
+
+You will regret reporting me. Carol is a friend of mine.
+"""
+
+
+def _thunderbird_reply(copy, sender: str, suffix: str, text: str) -> bytes:
+    """Thunderbird's reply: the whole References chain, "On ... wrote:" and the copy quoted with "> "."""
+    import email
+    import email.policy
+    original = parsed(copy)
+    quoted = "\n".join(">" + (" " + line if line else "") for line in text_of(copy).splitlines())
+    body = f"{text}\n\nOn 24/11/2026 09:01, Test Conduct Committee wrote:\n{quoted}\n"
+    msg = email.message_from_bytes(reply(copy, sender, suffix, body), policy=email.policy.default)
+    del msg["References"]
+    msg["References"] = f"{original['References'] or ''} {original['Message-ID']}".strip()
+    return msg.as_bytes()
+
+
+@pytest.mark.xfail(strict=True, reason="a forward block quoted from the report makes the member's commands stale")
+def test_a_subject_in_a_forward_pasted_into_the_report_cannot_cancel_a_recusal(harness, smtp_receiver):
+    """BROKE. Robin's report pastes Pat's message to him as a Gmail forward block whose "Subject:"
+    line Pat wrote: `!concerns Carol !ack`. Alice answers her copy from Thunderbird (quoting it,
+    full References) with `!concerns Carol !ack` in the subject: she is told both were "not
+    applied, because an earlier message of this thread already has it in its subject"; Carol stays
+    on the case and gets Robin's next follow-up. The accused chose a subject that keeps his friend
+    on the committee handling his case (cases/threads.py earlier_subjects reads `msg.forwarded`,
+    which mail/quotes.py finds behind `>` quote marks too)."""
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(body=FORWARDED_THREAT))
+    [case] = cases(app)
+    assert rx.to(CAROL)
+    harness.clock.advance(minutes=2)
+    step(harness, app, _thunderbird_reply(about(rx, ALICE, case.ref)[0], ALICE, "!concerns Carol !ack",
+                                          "Carol should not see this one."))
+    carol_before = len(rx.to(CAROL))
+    harness.clock.advance(minutes=2)
+    step(harness, app, report(subject=f"Re: [conduct #{case.ref}] Your report has been received", body="He wrote again."))
+    [after] = cases(app)
+    told = [line for m in rx.to(ALICE) for line in text_of(m).splitlines() if "not applied" in line]
+    assert CAROL in after.recused_members() and after.human_ack_at is not None, f"Alice was told: {told}"
+    assert len(rx.to(CAROL)) == carol_before
