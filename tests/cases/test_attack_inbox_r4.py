@@ -374,3 +374,27 @@ def test_a_subject_inside_the_quoted_report_does_not_cancel_a_members_commands(s
     assert CAROL in {r.member_email for r in after.recusals if r.active} and after.human_ack_at is not None, \
         f"Alice's commands were cancelled: {told}"
     assert not _to(store, CAROL, mark)
+
+
+# ----- danger reported in a follow-up ---------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="urgent phrases are looked for in new reports only, not in the reporter's follow-ups")
+def test_a_follow_up_saying_the_reporter_is_in_danger_marks_the_case_urgent(store: Store):
+    """BROKE (gray: README and DESIGN speak of "reports" whose sender's own text has an urgent
+    phrase). Robin reported harassment (not urgent). An hour later Robin writes again on the case:
+    "He is outside my hotel room now, I feel unsafe. I called the police." The case stays not
+    urgent: the members' copies carry the plain subject (no URGENT), no "notify law enforcement?"
+    task, no webhook/pager call, and the acknowledgement stays due in 24 hours, not one. The policy:
+    "If ... there is a threat to physical safety, the committee's immediate priority will be to
+    protect everyone involved." (cases/inbound.py: urgency is decided for a new report only.)"""
+    case = store.report()
+    store.now += timedelta(hours=1)
+    mark = store.outbox_mark()
+    from tests.harness import report
+    store.take_in(report(subject=f"Re: [conduct #{case.ref}] Your report has been received",
+                         body="He is outside my hotel room now, I feel unsafe. I called the police."))
+    copies = _to(store, ALICE, mark)
+    assert copies, "the follow-up did not reach the committee"
+    assert store.case(case.ref).urgent and any("URGENT" in m.subject for m in copies), \
+        f"urgent: {store.case(case.ref).urgent}; subjects: {[m.subject for m in copies]}"
