@@ -398,3 +398,30 @@ def test_a_follow_up_saying_the_reporter_is_in_danger_marks_the_case_urgent(stor
     assert copies, "the follow-up did not reach the committee"
     assert store.case(case.ref).urgent and any("URGENT" in m.subject for m in copies), \
         f"urgent: {store.case(case.ref).urgent}; subjects: {[m.subject for m in copies]}"
+
+
+@pytest.mark.xfail(strict=True, reason="the steering report's reply token lets a steering member read the whole case with !history")
+def test_a_steering_member_cannot_unmask_the_reporter_by_answering_the_case_report(store: Store):
+    """BROKE. The committee works Robin's case (quorum met: it is not routed to the steering
+    members) and sends the steering committee the policy's case report (`!steering`), which "leaves
+    out the reporter's and witnesses' identities" (the steering committee may make a public report).
+    The report carries a reply token for Sam Steering. Sam answers it with `!history`: he receives
+    the reporter's name and address ("party: reporter Robin Reporter <reporter@example.net>"), the
+    witness, and every internal note with its text — while his `!list` answer says he has no open
+    case. cases/steering.py steering_report sends committee_drafts with a case token;
+    core/routing.py may_see admits every steering member not recused, and cases/history.py
+    answers them everything."""
+    case = store.report()
+    store.command(ALICE, "!ack", "Robin is credible; Wes saw it too.", case=case)
+    store.command(ALICE, "!party witness wes@example.net Wes Witness", case=case)
+    store.command(ALICE, "!steering", case=case)
+    [steering_report] = [m for m in store.mail_to(SAM) if m.kind == "steering_report"]
+    assert REPORTER not in steering_report.text and "Robin" not in steering_report.text
+    mark = store.outbox_mark()
+    store.take_in(reply(steering_report, SAM, "!list"))
+    listed = "\n".join(m.text for m in _to(store, SAM, mark))
+    mark = store.outbox_mark()
+    store.take_in(reply(steering_report, SAM, "!history"))
+    answer = "\n".join(m.text.split("Commands go in the subject")[0] for m in _to(store, SAM, mark))
+    shown = [w for w in (REPORTER, "Robin Reporter", "wes@example.net", "Robin is credible") if w in answer]
+    assert not shown, f"Sam's !list: {listed.split('Where the case stands')[0].strip()!r}; his !history shows {shown}"
