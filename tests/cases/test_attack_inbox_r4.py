@@ -407,8 +407,7 @@ def test_a_steering_member_cannot_unmask_the_reporter_by_answering_the_case_repo
     out the reporter's and witnesses' identities" (the steering committee may make a public report).
     The report carries a reply token for Sam Steering. Sam answers it with `!history`: he receives
     the reporter's name and address ("party: reporter Robin Reporter <reporter@example.net>"), the
-    witness, and every internal note with its text — while his `!list` answer says he has no open
-    case. cases/steering.py steering_report sends committee_drafts with a case token;
+    witness, and every internal note with its text. cases/steering.py steering_report sends committee_drafts with a case token;
     core/routing.py may_see admits every steering member not recused, and cases/history.py
     answers them everything."""
     case = store.report()
