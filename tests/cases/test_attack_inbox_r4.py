@@ -424,3 +424,33 @@ def test_a_steering_member_cannot_unmask_the_reporter_by_answering_the_case_repo
     answer = "\n".join(m.text.split("Commands go in the subject")[0] for m in _to(store, SAM, mark))
     shown = [w for w in (REPORTER, "Robin Reporter", "wes@example.net", "Robin is credible") if w in answer]
     assert not shown, f"Sam's !list: {listed.split('Where the case stands')[0].strip()!r}; his !history shows {shown}"
+
+
+# ----- a sanction on a merged case with two reported addresses ----------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="!decide target=reported takes the first reported party silently")
+def test_a_sanction_after_a_merge_is_not_recorded_against_one_reported_address_silently(store: Store):
+    """BROKE (gray). Robin reports Pat at his work address, Sam reports the same Pat at his private
+    address; each case records its reported party, and the cases are merged (one incident, one
+    person, two addresses: two parties, since parties are the same only by address). Alice sends
+    `!decide vacation until=2026-12-31`: the confirmation says only "decision vacation recorded",
+    the case mail "Sanction end: vacation until Thu 31 Dec 2026", and the sanctions ledger (what
+    outlives the purge) holds the work address alone — while `!send reported` goes to both. Nothing
+    tells the members that the sanction was recorded against one of the two (cases/decisions.py:
+    `case.party(target_role)` is the first party with that role; compare `!reply`, which refuses
+    to guess between reporters)."""
+    from conduct_inbox.store.models import Sanction
+    a = store.report()
+    store.command(ALICE, "!party reported pat@work.example Pat Person", case=a)
+    b = store.report(sender=SECOND, name="Sam Second", body="The same man, Pat, at the meetup.")
+    store.command(ALICE, "!party reported pat@home.example Pat Person", case=b)
+    store.command(BOB, f"!merge {a.ref}", case=b)
+    mark = store.outbox_mark()
+    store.command(ALICE, "!decide vacation until=2026-12-31", case=a)
+    told = "\n".join(m.text for m in _to(store, ALICE, mark))
+    with store.sessions() as session:
+        ledger = sorted(session.scalars(select(Sanction.target_address)))
+    refused = "refused" in told.lower() or "not" in told.split("Where the case stands")[0].lower()
+    assert refused or ledger == ["pat@home.example", "pat@work.example"] or "pat@home.example" in told, \
+        f"ledger: {ledger}; Alice was told: {told.split('Where the case stands')[0].strip()!r}"
