@@ -454,3 +454,25 @@ def test_a_sanction_after_a_merge_is_not_recorded_against_one_reported_address_s
     refused = "refused" in told.lower() or "not" in told.split("Where the case stands")[0].lower()
     assert refused or ledger == ["pat@home.example", "pat@work.example"] or "pat@home.example" in told, \
         f"ledger: {ledger}; Alice was told: {told.split('Where the case stands')[0].strip()!r}"
+
+
+# ----- a committee member who reports ----------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="a member who reports is the reporter and a member of the case at once")
+def test_a_member_who_reports_gets_no_internal_mail_about_their_own_report(store: Store):
+    """BROKE (gray: the policy excludes members a report "concerns"; DESIGN promises the reporter
+    that "nothing internal ever reaches them"). Bob, a committee member, is harassed and reports it
+    like anyone, writing to conduct@ from his own address. He gets the reporter's acknowledgement —
+    and the committee's copy of his own report with a reply token, then every internal note:
+    Alice's "I am not sure Bob's account is complete" reaches him, and he could `!assign` himself,
+    `!decide` and `!history` on his own complaint. Routing (core/routing.py committee) excludes only
+    recused members; a member who is the reporter is not recused."""
+    case = store.report(sender=BOB, name="Bob Builder", subject="Something happened to me",
+                        body="Pat grabbed my arm at the meetup and would not let go.")
+    assert [m.kind for m in store.mail_to(BOB)][:1] == ["ack"]
+    mark = store.outbox_mark()
+    store.command(ALICE, "", "I am not sure Bob's account is complete; let us ask Carol what she saw.", case=case)
+    internal = [m.kind for m in _to(store, BOB, mark)]
+    assert not internal and not [m for m in store.mail_to(BOB) if m.kind == "report"], \
+        f"Bob, the reporter, got internal mail: {[m.kind for m in store.mail_to(BOB)]}"
