@@ -476,3 +476,22 @@ def test_a_member_who_reports_gets_no_internal_mail_about_their_own_report(store
     internal = [m.kind for m in _to(store, BOB, mark)]
     assert not internal and not [m for m in store.mail_to(BOB) if m.kind == "report"], \
         f"Bob, the reporter, got internal mail: {[m.kind for m in store.mail_to(BOB)]}"
+
+
+@pytest.mark.xfail(strict=True, reason="!urgent counts the urgent hour from the report, hours before the case was urgent")
+def test_marking_a_case_urgent_hours_after_the_report_does_not_escalate_it_to_steering_at_once(store: Store):
+    """BROKE (gray). A report arrives at 09:00 (not urgent: acknowledgement promised within 24
+    hours). At 14:00 Alice reads it, sees danger and sends `!urgent` with a note. Her confirmation
+    states "Human acknowledgement (!ack) due: Tue 24 Nov 2026 10:01 UTC (overdue)", and the next
+    escalation run mails the committee "Urgent case: human acknowledgement overdue since ... 10:01"
+    and Sam Steering "still overdue at ... 12:01 (escalated to steering)" — for hours in which the
+    case was not urgent and no promise was broken (the reporter was promised 24 hours). Marking a
+    case urgent should shorten what is still to come, not date an overdue back (core/sla.py
+    `_candidates`: `created + urgent_ack`, whenever urgency was set)."""
+    case = store.report()
+    store.now += timedelta(hours=5)
+    store.command(ALICE, "!urgent", "He is at the venue again today.", case=case)
+    due = _clock(store, case.ref)["ack"]
+    sent = _escalate(store)
+    to_steering = [m.text.splitlines()[4] for m in sent if m.recipient == SAM]
+    assert due > store.now - timedelta(minutes=5) and not to_steering, f"ack due {due} at {store.now}; to steering: {to_steering}"
