@@ -522,3 +522,39 @@ def test_a_steering_members_list_is_the_overview_list_not_every_case(store: Stor
     listed = "\n".join(m.text.split("Commands go in the subject")[0] for m in _to(store, SAM, mark))
     assert not overview and case.ref not in listed and "groped" not in listed, \
         f"overviews to Sam: {len(overview)}; his !list: {listed.strip()!r}"
+
+
+# ----- one address, two roles, two references ---------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="party_thread chains every mail of the address on the case, whatever reference it was under")
+def test_a_reporter_who_is_a_witness_of_the_merged_in_case_does_not_see_the_merge_in_threading(store: Store):
+    """BROKE. Robin reports (case 1). In Sam's report of the same incident (case 2) Robin is a
+    witness: the committee asks him questions with `!send witness`, under case 2's reference. Case 2
+    is merged into case 1. The next `!send witness` still carries case 2's reference in its subject
+    (README: parties of the merged-in case "keep hearing under its own reference (the merge stays
+    internal to the committee)") — but its In-Reply-To is Robin's own report of case 1 and its
+    References hold case 1's acknowledgement: Gmail and Thunderbird file the witness question under
+    Robin's report, showing him that the committee joined the two cases. The `!reply` to Robin as
+    reporter (case 1) likewise references the witness mail of case 2. cases/mailer.py party_thread
+    takes every inbound and outbound mail of that address on the (merged) case, whatever reference
+    it was under."""
+    from email.utils import make_msgid
+
+    from tests.harness import parsed, report
+    report_id = make_msgid(domain="example.net")
+    store.take_in(report(message_id=report_id))
+    first = store.case()
+    second = store.report(sender=SECOND, name="Sam Second", body="Robin saw it too.")
+    store.command(ALICE, f"!party witness {REPORTER} Robin Reporter", case=second)
+    store.command(ALICE, "!send witness", "Could you tell us what you saw on Saturday?", case=second)
+    ack_first = str(parsed(store.mail_to(REPORTER)[0])["Message-ID"])
+    store.command(BOB, f"!merge {first.ref}", case=second)
+    mark = store.outbox_mark()
+    store.command(ALICE, "!send witness", "Thank you; one more question about Saturday.", case=first)
+    [question] = _to(store, REPORTER, mark)
+    msg = parsed(question)
+    threading = f"{msg['In-Reply-To'] or ''} {msg['References'] or ''}"
+    assert second.ref in question.subject
+    assert report_id not in threading and ack_first not in threading, \
+        f"the witness question under {second.ref} answers Robin's report of {first.ref}: In-Reply-To {msg['In-Reply-To']}"
