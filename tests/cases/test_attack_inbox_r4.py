@@ -558,3 +558,17 @@ def test_a_reporter_who_is_a_witness_of_the_merged_in_case_does_not_see_the_merg
     assert second.ref in question.subject
     assert report_id not in threading and ack_first not in threading, \
         f"the witness question under {second.ref} answers Robin's report of {first.ref}: In-Reply-To {msg['In-Reply-To']}"
+
+
+def test_the_reported_person_cannot_recuse_a_member_from_another_spelling_of_their_address(store: Store):
+    """HELD. Pat is recorded as the reported person (pat@example.net). Writing on the case from
+    `Pat@Example.NET` or `pat+conduct@example.net` that "Alice Example is biased against me" recuses
+    nobody: the accused does not choose their judges by respelling their address."""
+    from tests.harness import report
+    case = store.report()
+    store.command(ALICE, f"!party reported {ACCUSED} Pat Person", case=case)
+    store.command(ALICE, "!send reported", "Please tell us your side.", case=case)
+    for sender in ("Pat@Example.NET", "pat+conduct@example.net"):
+        store.take_in(report(sender=sender, name="Pat Person", subject=f"Re: [conduct #{case.ref}] Message from the committee",
+                             body="Alice Example is biased against me and Carol Chen too."))
+        assert not [r.member_email for r in store.case(case.ref).recusals if r.active]
