@@ -572,3 +572,22 @@ def test_the_reported_person_cannot_recuse_a_member_from_another_spelling_of_the
         store.take_in(report(sender=sender, name="Pat Person", subject=f"Re: [conduct #{case.ref}] Message from the committee",
                              body="Alice Example is biased against me and Carol Chen too."))
         assert not [r.member_email for r in store.case(case.ref).recusals if r.active]
+
+
+def test_an_accused_whose_counter_report_was_merged_in_cannot_recuse_a_member(store: Store):
+    """HELD. Robin reports Pat (case 1, Pat recorded as reported); Pat files a counter-report
+    about Robin (case 2, Pat its reporter). Case 2 is merged into case 1: Pat is now a reporter and
+    the reported person of one case. Pat's follow-up under his own reference saying "Bob Builder is
+    a friend of Robin, he cannot judge this" recuses nobody (the accused does not choose who judges
+    them, whichever role he also holds)."""
+    from tests.harness import report
+    robin = store.report(body="Pat Person shoved me at the sprint.")
+    store.command(ALICE, f"!party reported {ACCUSED} Pat Person", case=robin)
+    pat = store.report(sender=ACCUSED, name="Pat Person", subject="Complaint about Robin",
+                       body="Robin Reporter insulted me first at the sprint.")
+    store.command(ALICE, f"!party reported {REPORTER} Robin Reporter", case=pat)
+    store.command(BOB, f"!merge {robin.ref}", case=pat)
+    assert store.case(pat.ref).merged_into_id == robin.id
+    store.take_in(report(sender=ACCUSED, name="Pat Person", subject=f"Re: [conduct #{pat.ref}] Your report has been received",
+                         body="Also, Bob Builder is a friend of Robin, he cannot judge this."))
+    assert not [r.member_email for r in store.case(robin.ref).recusals if r.active]
