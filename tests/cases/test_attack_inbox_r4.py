@@ -591,3 +591,23 @@ def test_an_accused_whose_counter_report_was_merged_in_cannot_recuse_a_member(st
     store.take_in(report(sender=ACCUSED, name="Pat Person", subject=f"Re: [conduct #{pat.ref}] Your report has been received",
                          body="Also, Bob Builder is a friend of Robin, he cannot judge this."))
     assert not [r.member_email for r in store.case(robin.ref).recusals if r.active]
+
+
+@pytest.mark.xfail(strict=True, reason="!send ROLE after a merge goes to every party of that role from either case")
+def test_a_text_for_the_reported_person_of_one_merged_case_does_not_reach_the_other_cases(store: Store):
+    """BROKE (gray). Robin reports Pat (case 1: reported Pat); Sam reports Quinn for the same evening
+    (case 2: reported Quinn). The committee merges case 2 into case 1. Alice then writes to Pat as
+    she did before the merge: `!send reported` "Dear Pat, two people reported that you shoved them
+    ..." — the text goes to Quinn as well (the confirmation says so only afterwards: "message sent
+    to 2 reported parties"). Before the merge each case had one reported person; after it, a text
+    for one accused reaches the other, with what it says about the reports. For reporters the
+    merge makes a plain `!reply`/`!send reporter` refuse rather than guess (README); `!send
+    reported`/`witness`/`other` do not (cases/handlers.py send)."""
+    a = store.report(body="Pat Person shoved me at the sprint.")
+    store.command(ALICE, f"!party reported {ACCUSED} Pat Person", case=a)
+    b = store.report(sender=SECOND, name="Sam Second", body="Quinn shoved me at the sprint, same evening.")
+    store.command(ALICE, "!party reported quinn@example.net Quinn Q", case=b)
+    store.command(BOB, f"!merge {a.ref}", case=b)
+    mark = store.outbox_mark()
+    store.command(ALICE, "!send reported", "Dear Pat, two people reported that you shoved them at the sprint.", case=a)
+    assert not _to(store, "quinn@example.net", mark), "Quinn got the text written for Pat"
