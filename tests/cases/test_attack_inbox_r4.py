@@ -611,3 +611,22 @@ def test_a_text_for_the_reported_person_of_one_merged_case_does_not_reach_the_ot
     mark = store.outbox_mark()
     store.command(ALICE, "!send reported", "Dear Pat, two people reported that you shoved them at the sprint.", case=a)
     assert not _to(store, "quinn@example.net", mark), "Quinn got the text written for Pat"
+
+
+@pytest.mark.xfail(strict=True, reason="mail from a non-party with a case tag is kept on that case: no acknowledgement, no clock")
+def test_a_new_reporter_who_writes_with_another_reporters_reference_is_acknowledged(store: Store):
+    """BROKE (gray: DESIGN principle 7, "when in doubt, it is a report"). Robin tells Sam Two to
+    write to the committee "with this reference". Sam writes `[conduct #REF] I saw it too` — "Pat
+    also shoved me": his own report. Sam gets nothing at all: no acknowledgement, no case reference,
+    and no response is owed to him (the case's "Where the case stands" names only Robin's clocks;
+    Sam cannot be answered with `!reply ADDRESS`, he is no reporter). The policy promises whoever
+    files a report an acknowledgement "immediately" and a response "within one week". The members
+    see "Message from someone who is not a party to the case" (cases/inbound.py: non-party mail
+    with a case tag is kept on the case and flagged)."""
+    from tests.harness import report
+    robin = store.report(body="Pat Person shoved me at the sprint.")
+    store.take_in(report(sender="sam2@example.net", name="Sam Two", subject=f"[conduct #{robin.ref}] I saw it too",
+                         body="Robin told me to write to you with this reference. Pat also shoved me."))
+    told = [m.kind for m in store.mail_to("sam2@example.net")]
+    reporters = [p.address for c in (store.case(),) for p in c.parties if p.role == "reporter"]
+    assert told == ["ack"] or "sam2@example.net" in reporters, f"Sam got {told}; reporters owed a response: {reporters}"
