@@ -162,3 +162,28 @@ def test_a_subject_in_a_forward_pasted_into_the_report_cannot_cancel_a_recusal(h
     told = [line for m in rx.to(ALICE) for line in text_of(m).splitlines() if "not applied" in line]
     assert CAROL in after.recused_members() and after.human_ack_at is not None, f"Alice was told: {told}"
     assert len(rx.to(CAROL)) == carol_before
+
+
+@pytest.mark.xfail(strict=True, reason="the steering report's reply token gives a steering member the whole case with !history")
+def test_a_steering_member_answering_the_case_report_with_history_gets_no_identities(harness, smtp_receiver):
+    """BROKE. The committee works Robin's case (not routed to the steering members) and sends the
+    policy's report to the steering committee (`!steering`): "The reporter's and witnesses'
+    identities are left out of this report". Sam Steering answers that mail with `!history` in the
+    subject and receives "party: reporter Robin Reporter <reporter@example.net>", the witness's
+    address and every internal note with its text (core/routing.py may_see admits any steering
+    member not recused; cases/steering.py gives the report a case reply token)."""
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(body="Pat Person shoved me at the sprint."))
+    [case] = cases(app)
+    _act(harness, app, rx, ALICE, case.ref, "!ack", "Robin is credible; Wes saw it too.")
+    _act(harness, app, rx, ALICE, case.ref, "!party witness wes@example.net Wes Witness")
+    _act(harness, app, rx, ALICE, case.ref, "!steering")
+    reports = [m for m in rx.to(SAM) if "Case report for the steering committee" in str(parsed(m)["Subject"])]
+    assert reports and REPORTER not in text_of(reports[-1])
+    seen = len(rx.to(SAM))
+    harness.clock.advance(minutes=2)
+    step(harness, app, reply(reports[-1], SAM, "!history"))
+    answer = "\n".join(text_of(m).split("Commands go in the subject")[0] for m in rx.to(SAM)[seen:])
+    shown = [w for w in (REPORTER, "Robin Reporter", "wes@example.net", "Robin is credible") if w in answer]
+    assert not shown, f"Sam's !history shows {shown}"
