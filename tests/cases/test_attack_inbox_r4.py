@@ -630,3 +630,24 @@ def test_a_new_reporter_who_writes_with_another_reporters_reference_is_acknowled
     told = [m.kind for m in store.mail_to("sam2@example.net")]
     reporters = [p.address for c in (store.case(),) for p in c.parties if p.role == "reporter"]
     assert told == ["ack"] or "sam2@example.net" in reporters, f"Sam got {told}; reporters owed a response: {reporters}"
+
+
+@pytest.mark.xfail(strict=True, reason="a committee member's !close ends the steering committee's reconsideration")
+def test_the_member_who_decided_cannot_close_the_steering_committees_reconsideration(store: Store):
+    """BROKE. Alice decides the case ("no-action"), answers Robin and closes it. Robin asks the
+    steering committee to reconsider; Sam Steering opens it (`!reconsider REF`: "the steering members
+    have the case"; only the steering members are told). Three days later Alice — the member whose
+    decision is under review, not even told of the reconsideration — answers her old copy of the
+    case with `!close` "No need, the decision stands": the reconsideration is closed at once (the old
+    decision and the old `!reply` satisfy `!close`), and the steering members only get a "case
+    report (closed)". DESIGN: "Reconsideration is handled by the steering members (optionally
+    without the members who made the decision)"; the policy: the steering committee "will review
+    the case". cases/decisions.py close accepts `!close` in "reconsideration" from any member who may
+    see the case (her case token stays valid)."""
+    case = _answered_and_closed(store)
+    store.now += timedelta(days=3)
+    store.personal(SAM, f"!reconsider {case.ref}")
+    assert store.case(case.ref).status == "reconsideration"
+    store.now += timedelta(days=3)
+    store.command(ALICE, "!close", "No need, the decision stands.", case=case)
+    assert store.case(case.ref).status == "reconsideration", "Alice closed the steering committee's reconsideration"
