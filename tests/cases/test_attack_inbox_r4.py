@@ -651,3 +651,24 @@ def test_the_member_who_decided_cannot_close_the_steering_committees_reconsidera
     store.now += timedelta(days=3)
     store.command(ALICE, "!close", "No need, the decision stands.", case=case)
     assert store.case(case.ref).status == "reconsideration", "Alice closed the steering committee's reconsideration"
+
+
+@pytest.mark.xfail(strict=True, reason="!title and !merge announce themselves whatever committee.announce says")
+@pytest.mark.config(('steering_address = "steering@example.org"\n',
+                     'steering_address = "steering@example.org"\nannounce = "none"\n'))
+def test_announce_none_silences_title_and_merge_announcements_too(store: Store):
+    """BROKE (minor). README: `committee.announce = "none"` turns announcements off; "a recusal, a
+    proposal or an URGENT mark is still told to the others in one mail, a note still goes out as a
+    note". With it, `!title` still mails every member (sender included) "Alice Example set the
+    title of this case", and `!merge` "Alice Example merged case ... into this case"
+    (cases/handlers.py title and cases/merge.py merge call `mailer.announce` without looking at
+    `announce`), while `!ack` is silent as promised."""
+    a = store.report()
+    b = store.report(sender=SECOND, name="Sam Second", body="Me too.")
+    mark = store.outbox_mark()
+    store.command(ALICE, "!ack", case=a)
+    assert {m.recipient for m in store.mail_after(mark)} == {ALICE}
+    store.command(ALICE, "!title Sprint incident", case=a)
+    store.command(ALICE, f"!merge {a.ref}", case=b)
+    others = [(m.recipient, m.kind) for m in store.mail_after(mark) if m.recipient != ALICE]
+    assert not others, others
