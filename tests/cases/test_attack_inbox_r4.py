@@ -465,8 +465,8 @@ def test_a_member_who_reports_gets_no_internal_mail_about_their_own_report(store
     that "nothing internal ever reaches them"). Bob, a committee member, is harassed and reports it
     like anyone, writing to conduct@ from his own address. He gets the reporter's acknowledgement —
     and the committee's copy of his own report with a reply token, then every internal note:
-    Alice's "I am not sure Bob's account is complete" reaches him, and he could `!assign` himself,
-    `!decide` and `!history` on his own complaint. Routing (core/routing.py committee) excludes only
+    Alice's "I am not sure Bob's account is complete" reaches him, and his reply token lets him act
+    on his own complaint like any member. Routing (core/routing.py committee) excludes only
     recused members; a member who is the reporter is not recused."""
     case = store.report(sender=BOB, name="Bob Builder", subject="Something happened to me",
                         body="Pat grabbed my arm at the meetup and would not let go.")
