@@ -46,7 +46,6 @@ def _escalate(store: Store) -> list:
 # ----- urgency carried into an older case by a merge -------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="merge: the urgent hour is counted from the older, non-urgent report")
 def test_merging_an_urgent_report_into_an_older_case_does_not_make_it_overdue_at_once(store: Store):
     """BROKE. Robin reports at 09:00 (not urgent: acknowledgement promised within 24 hours, by
     tomorrow 09:00). At 19:00 Sam reports the same incident and writes that they feel unsafe: an
@@ -138,7 +137,6 @@ def test_a_member_excluded_after_a_merge_cannot_act_through_the_merged_in_cases_
 # ----- one mail per command message ------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="!title announces itself beside the announcement of the other commands")
 def test_title_with_another_command_is_one_announcement_to_each_other_member(store: Store):
     """BROKE (minor). Bob sends `!title Sprint incident !ack` in one subject. The issue: a command
     message is announced "in one short mail per command message"; README: "one short mail per mail
@@ -153,7 +151,6 @@ def test_title_with_another_command_is_one_announcement_to_each_other_member(sto
     assert len(got[ALICE]) == 1 and len(got[CAROL]) == 1 and got[BOB] == ["confirmation"], got
 
 
-@pytest.mark.xfail(strict=True, reason="!title of the title the case already has is announced again")
 def test_a_title_the_case_already_has_is_not_announced_again(store: Store):
     """BROKE (minor). Alice sets the title "Sprint incident"; later Bob, answering an older mail
     whose subject he edits, sends `!title Sprint incident` again. README: "neither does a command
@@ -168,7 +165,6 @@ def test_a_title_the_case_already_has_is_not_announced_again(store: Store):
     assert got == {ALICE: [], BOB: ["confirmation"], CAROL: []}, got
 
 
-@pytest.mark.xfail(strict=True, reason="the merge announcement also goes to the member who merged")
 def test_the_member_who_merges_gets_only_the_confirmation(store: Store):
     """BROKE (minor). Alice sends `!merge REF`: she gets the merge announcement meant for the
     others ("Alice Example merged case ... into this case") and her confirmation — two mails for
@@ -195,7 +191,6 @@ def _answered_and_closed(store: Store):
     return case
 
 
-@pytest.mark.xfail(strict=True, reason="!reopen restarts no response cycle: the old cycle is overdue at once")
 def test_reopening_a_case_closed_last_week_is_not_overdue_at_once(store: Store):
     """BROKE. The committee answers Robin on day 0 and closes the case (a resolution was sent: the
     promise is kept). On day 10 new facts come up and Bob sends `!reopen`. The reopened case states
@@ -215,7 +210,6 @@ def test_reopening_a_case_closed_last_week_is_not_overdue_at_once(store: Store):
         f"response due {due} at {store.now}; at once: {sorted({(m.recipient, m.text.splitlines()[3]) for m in sent})}"
 
 
-@pytest.mark.xfail(strict=True, reason="!reconsider revives the response clock of the closed case, overdue at once")
 def test_a_reconsideration_is_not_escalated_as_overdue_the_moment_it_opens(store: Store):
     """BROKE. A case answered and closed on day 0; on day 60 a party asks the steering committee to
     reconsider and Sam Steering sends `!reconsider REF`. The next escalation run (a minute later)
@@ -235,7 +229,6 @@ def test_a_reconsideration_is_not_escalated_as_overdue_the_moment_it_opens(store
         f"response due {due} at {store.now}; at once: {sorted({(m.recipient, m.text.splitlines()[3]) for m in sent})}"
 
 
-@pytest.mark.xfail(strict=True, reason="merge of a closed, answered case revives its reporter's old response cycle")
 def test_merging_a_closed_answered_case_into_a_new_report_is_not_overdue_at_once(store: Store):
     """BROKE. Robin's case was answered and closed on day 0. On day 21 Sam reports the same man
     again (case 2: response promised by day 28), and Bob folds the old closed case into the new one
@@ -262,7 +255,6 @@ def test_merging_a_closed_answered_case_into_a_new_report_is_not_overdue_at_once
 # ----- the steering report ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="the steering report's 'Where the case stands' block names the reporters")
 def test_the_steering_report_of_a_merged_case_names_no_reporter(store: Store):
     """BROKE. Two reports of one incident are merged; a member sends `!steering` (the policy's
     report to the steering committee, "without the reporter's or witnesses' identities"). The
@@ -310,7 +302,6 @@ def test_history_hides_what_a_member_did_on_the_merged_in_case_before_being_excl
     assert "doubt" not in history and "board" not in history
 
 
-@pytest.mark.xfail(strict=True, reason="alerts carry the standing block, which lists reporters' addresses")
 def test_a_delivery_failure_alert_about_a_merged_case_carries_no_address(store: Store):
     """BROKE (minor). README: "alerts carry ids, never a subject, name or address". The committee's
     `!reply` to one reporter of a merged case fails for good (5xx); the alert each member gets says
@@ -351,7 +342,6 @@ You will regret reporting me. Carol is a friend of mine, she will see to it.
 """
 
 
-@pytest.mark.xfail(strict=True, reason="forward blocks quoted from the report count as earlier subjects of the member's mail")
 def test_a_subject_inside_the_quoted_report_does_not_cancel_a_members_commands(store: Store):
     """BROKE. Robin's report pastes a message Pat sent him (a Gmail forward block: "---------- Forwarded
     message ---------", "From: Pat ...", "Subject: !concerns Carol !ack !urgent" — Pat chose that
@@ -379,7 +369,6 @@ def test_a_subject_inside_the_quoted_report_does_not_cancel_a_members_commands(s
 # ----- danger reported in a follow-up ---------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="urgent phrases are looked for in new reports only, not in the reporter's follow-ups")
 def test_a_follow_up_saying_the_reporter_is_in_danger_marks_the_case_urgent(store: Store):
     """BROKE (gray: README and DESIGN speak of "reports" whose sender's own text has an urgent
     phrase). Robin reported harassment (not urgent). An hour later Robin writes again on the case:
@@ -400,7 +389,6 @@ def test_a_follow_up_saying_the_reporter_is_in_danger_marks_the_case_urgent(stor
         f"urgent: {store.case(case.ref).urgent}; subjects: {[m.subject for m in copies]}"
 
 
-@pytest.mark.xfail(strict=True, reason="the steering report's reply token lets a steering member read the whole case with !history")
 def test_a_steering_member_cannot_unmask_the_reporter_by_answering_the_case_report(store: Store):
     """BROKE. The committee works Robin's case (quorum met: it is not routed to the steering
     members) and sends the steering committee the policy's case report (`!steering`), which "leaves
@@ -429,7 +417,6 @@ def test_a_steering_member_cannot_unmask_the_reporter_by_answering_the_case_repo
 # ----- a sanction on a merged case with two reported addresses ----------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="!decide target=reported takes the first reported party silently")
 def test_a_sanction_after_a_merge_is_not_recorded_against_one_reported_address_silently(store: Store):
     """BROKE (gray). Robin reports Pat at his work address, Sam reports the same Pat at his private
     address; each case records its reported party, and the cases are merged (one incident, one
@@ -459,7 +446,6 @@ def test_a_sanction_after_a_merge_is_not_recorded_against_one_reported_address_s
 # ----- a committee member who reports ----------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a member who reports is the reporter and a member of the case at once")
 def test_a_member_who_reports_gets_no_internal_mail_about_their_own_report(store: Store):
     """BROKE (gray: the policy excludes members a report "concerns"; DESIGN promises the reporter
     that "nothing internal ever reaches them"). Bob, a committee member, is harassed and reports it
@@ -478,7 +464,6 @@ def test_a_member_who_reports_gets_no_internal_mail_about_their_own_report(store
         f"Bob, the reporter, got internal mail: {[m.kind for m in store.mail_to(BOB)]}"
 
 
-@pytest.mark.xfail(strict=True, reason="!urgent counts the urgent hour from the report, hours before the case was urgent")
 def test_marking_a_case_urgent_hours_after_the_report_does_not_escalate_it_to_steering_at_once(store: Store):
     """BROKE (gray). A report arrives at 09:00 (not urgent: acknowledgement promised within 24
     hours). At 14:00 Alice reads it, sees danger and sends `!urgent` with a note. Her confirmation
@@ -497,7 +482,6 @@ def test_marking_a_case_urgent_hours_after_the_report_does_not_escalate_it_to_st
     assert due > store.now - timedelta(minutes=5) and not to_steering, f"ack due {due} at {store.now}; to steering: {to_steering}"
 
 
-@pytest.mark.xfail(strict=True, reason="!list for a steering member lists every open case (may_see), not the cases routed to them")
 def test_a_steering_members_list_is_the_overview_list_not_every_case(store: Store):
     """BROKE. README: the weekly overview lists "the open cases they may see"; "a steering member
     gets one only when cases are routed to them (too few members left on a case)"; "Reply to it
@@ -527,7 +511,7 @@ def test_a_steering_members_list_is_the_overview_list_not_every_case(store: Stor
 # ----- one address, two roles, two references ---------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="party_thread chains every mail of the address on the case, whatever reference it was under")
+@pytest.mark.xfail(strict=True, reason="known limit (README): mail to a person who is a party of both merged cases threads under all their mail on the case, whichever reference it came under")
 def test_a_reporter_who_is_a_witness_of_the_merged_in_case_does_not_see_the_merge_in_threading(store: Store):
     """BROKE. Robin reports (case 1). In Sam's report of the same incident (case 2) Robin is a
     witness: the committee asks him questions with `!send witness`, under case 2's reference. Case 2
@@ -593,7 +577,6 @@ def test_an_accused_whose_counter_report_was_merged_in_cannot_recuse_a_member(st
     assert not [r.member_email for r in store.case(robin.ref).recusals if r.active]
 
 
-@pytest.mark.xfail(strict=True, reason="!send ROLE after a merge goes to every party of that role from either case")
 def test_a_text_for_the_reported_person_of_one_merged_case_does_not_reach_the_other_cases(store: Store):
     """BROKE (gray). Robin reports Pat (case 1: reported Pat); Sam reports Quinn for the same evening
     (case 2: reported Quinn). The committee merges case 2 into case 1. Alice then writes to Pat as
@@ -613,7 +596,7 @@ def test_a_text_for_the_reported_person_of_one_merged_case_does_not_reach_the_ot
     assert not _to(store, "quinn@example.net", mark), "Quinn got the text written for Pat"
 
 
-@pytest.mark.xfail(strict=True, reason="mail from a non-party with a case tag is kept on that case: no acknowledgement, no clock")
+@pytest.mark.xfail(strict=True, reason="departure (README): mail from a non-party with a case tag stays on that case, flagged for the committee (a reporter writing from a second address must not open a case each time)")
 def test_a_new_reporter_who_writes_with_another_reporters_reference_is_acknowledged(store: Store):
     """BROKE (gray: DESIGN principle 7, "when in doubt, it is a report"). Robin tells Sam Two to
     write to the committee "with this reference". Sam writes `[conduct #REF] I saw it too` — "Pat
@@ -632,7 +615,6 @@ def test_a_new_reporter_who_writes_with_another_reporters_reference_is_acknowled
     assert told == ["ack"] or "sam2@example.net" in reporters, f"Sam got {told}; reporters owed a response: {reporters}"
 
 
-@pytest.mark.xfail(strict=True, reason="a committee member's !close ends the steering committee's reconsideration")
 def test_the_member_who_decided_cannot_close_the_steering_committees_reconsideration(store: Store):
     """BROKE. Alice decides the case ("no-action"), answers Robin and closes it. Robin asks the
     steering committee to reconsider; Sam Steering opens it (`!reconsider REF`: "the steering members
@@ -653,7 +635,6 @@ def test_the_member_who_decided_cannot_close_the_steering_committees_reconsidera
     assert store.case(case.ref).status == "reconsideration", "Alice closed the steering committee's reconsideration"
 
 
-@pytest.mark.xfail(strict=True, reason="!title and !merge announce themselves whatever committee.announce says")
 @pytest.mark.config(('steering_address = "steering@example.org"\n',
                      'steering_address = "steering@example.org"\nannounce = "none"\n'))
 def test_announce_none_silences_title_and_merge_announcements_too(store: Store):

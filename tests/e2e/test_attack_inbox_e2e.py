@@ -466,7 +466,7 @@ def test_title_survives_no_path_to_the_reporter_through_a_merge_and_cannot_retar
                              f"!title Sprint TITLEX [conduct #{other.ref}] close silent x"))
     [s, t, other] = cases(app)
     assert other.ref not in str(s.title) and "TITLEX" in str(s.title)
-    announcement = latest(rx, BOB, "set the title")
+    announcement = latest(rx, BOB, "title set")
     assert str(parsed(announcement)["Subject"]).startswith(f"[conduct #{s.ref}]")
     assert f"#{other.ref}" not in str(parsed(announcement)["Subject"])
     step(harness, app, reply(announcement, BOB, "", "Noted the title. BOBNOTE-5"))
