@@ -555,6 +555,20 @@ def test_merging_into_an_acknowledged_case_keeps_it_acknowledged_and_each_report
     assert merged.created_at == opened, "the case's opening (its Outlook conversation) stays"
 
 
+def test_a_reopened_case_is_closed_again_only_after_the_reporter_is_answered_again(store):
+    store.report()
+    for command, text in (("!ack", ""), ("!decide no-action", ""), ("!reply", "Dear Robin, no action."), ("!close", "")):
+        store.command(ALICE, command, text)
+    assert store.case().status == "closed"
+    store.now += timedelta(days=10)
+    store.command(ALICE, "!reopen", "New information from a witness.")
+    store.command(ALICE, "!close")
+    assert store.case().status != "closed" and store.latest(ALICE).kind == "refusal"
+    store.command(ALICE, "!reply", "Dear Robin, we looked again: still no action.")
+    store.command(ALICE, "!close")
+    assert store.case().status == "closed"
+
+
 def test_history_shows_an_included_member_the_notes_since_their_inclusion_not_those_of_their_exclusion(store):
     store.report(body="Carol Chen said it too.")  # Carol is excluded automatically
     store.command(ALICE, "", "NOTE-WHILE-EXCLUDED about Carol's part")

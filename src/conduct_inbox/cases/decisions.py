@@ -14,7 +14,7 @@ from conduct_inbox.cases.audit import event
 from conduct_inbox.cases.calls import Call
 from conduct_inbox.cases.context import recused
 from conduct_inbox.cases.steering import steering_report
-from conduct_inbox.core import routing, states
+from conduct_inbox.core import routing, sla, states
 from conduct_inbox.core.command_types import Close, Confirm, Decide
 from conduct_inbox.errors import Refused
 from conduct_inbox.mail.parse import InboundMessage as Parsed
@@ -143,7 +143,7 @@ def close(call: Call, c: Close) -> str:
         if effective is None:
             raise Refused("!close: record a decision first (!decide), or use !close silent REASON")
         reporters = [p for p in case.parties if p.role == "reporter"]
-        waiting = [p.address for p in reporters if p.answered_at is None]
+        waiting = [p.address for p in reporters if sla.still_owed(p.answered_at, p.waiting_since)]
         if len(reporters) > 1 and waiting:  # a merge: every reporter is told what was done
             raise Refused(f"!close: not every reporter of this case has been answered yet ({', '.join(waiting)}: "
                           "!reply ADDRESS), or use !close silent REASON")

@@ -41,7 +41,7 @@ def facts(session: Session, ctx: Context, case: Case, now: datetime | None = Non
         has_reporter=bool(reporters),
         several_reporters=len(reporters) > 1,
         reporters=len(reporters),
-        unanswered=sum(p.answered_at is None for p in reporters),
+        unanswered=sum(sla.still_owed(p.answered_at, p.waiting_since) for p in reporters),
         due={k: v for k, v in due.items() if k in ("ack", "response")},
         sanctions_end=[(d.kinds.replace(",", ", "), d.until) for d in decisions if d.until is not None],
         decision_pending=any(d.status == "pending" for d in decisions),

@@ -237,6 +237,12 @@ def reporter_start(answered: datetime | None, waiting: datetime | None) -> datet
     return max(known) if known else None
 
 
+def still_owed(answered: datetime | None, waiting: datetime | None) -> bool:
+    """Whether a reporter is still owed an answer: never answered, or waiting again since (a
+    reopening, a merge of their closed case) — `!close` waits for them."""
+    return answered is None or (waiting is not None and _aware(waiting) > _aware(answered))
+
+
 def response_from(reporters: Iterable[tuple[datetime | None, datetime | None]]) -> datetime | None:
     """The case's response clock start (its `last_response_at`) from each reporter's
     (answered_at, waiting_since): the reporter waiting longest is owed first, so answering one
