@@ -373,3 +373,82 @@ def test_announce_none_still_tells_the_others_of_an_exclusion_and_an_urgent_mark
     store.command(ALICE, "!concerns Carol !urgent", case=case)
     got = {who: [m.kind for m in _to(store, who, mark)] for who in (ALICE, BOB, CAROL)}
     assert got[BOB] and not got[CAROL] and got[ALICE] == ["confirmation"], got
+
+
+# ----- a reporter added by hand to an old case --------------------------------------------------
+
+
+def test_a_reporter_added_by_hand_to_an_answered_case_is_not_overdue_at_once(store: Store):
+    """HELD. Robin was answered on day 0; on day 3 Alice adds his work address as a second reporter (`!party reporter`): no response is overdue at once and nothing is escalated."""
+    case = store.report()
+    store.command(ALICE, "!ack", case=case)
+    store.command(ALICE, "!reply", "Dear Robin, thank you; we are looking into it.", case=case)
+    store.now += timedelta(days=3)
+    store.command(ALICE, "!party reporter robin.work@example.net Robin Reporter", "Robin writes from work now.", case=case)
+    due = _clock(store, case.ref).get("response")
+    sent = _escalate(store)
+    assert (due is None or due > store.now) and not sent, \
+        f"response due {due} at {store.now}; sent {[(m.recipient, m.text.splitlines()[3:5]) for m in sent]}"
+
+
+# ----- the reporting member brought back with !include ------------------------------------------
+
+
+def test_a_member_who_reported_cannot_be_included_back_into_their_own_case(store: Store):
+    """HELD. Bob reported; his exclusion from his own case is not an automatic one: `!include Bob` and a second member's `!confirm` do not bring him back, and Alice's note does not reach him."""
+    case = store.report(sender=BOB, name="Bob Builder", subject="Something happened to me",
+                        body="Pat grabbed my arm at the meetup and would not let go.")
+    store.command(ALICE, "!include Bob", case=case)
+    store.command(CAROL, "!confirm", case=case)
+    mark = store.outbox_mark()
+    store.command(ALICE, "", "I am not sure Bob's account is complete.", case=case)
+    assert not _to(store, BOB, mark), f"Bob, the reporter, got {[m.kind for m in _to(store, BOB, mark)]}"
+
+
+# ----- another member's applied commands do not make mine stale ---------------------------------
+
+
+def test_answering_an_announcement_applies_a_command_the_announced_member_had_sent(store: Store):
+    """HELD. Bob's `!status waiting` was applied and announced to Alice; later the status went back to investigating. Alice answers Bob's old announcement with `!status waiting`: applied (Bob's subject, which she never saw, does not make her command stale)."""
+    case = store.report()
+    store.command(ALICE, "!ack", case=case)
+    store.command(BOB, "!status waiting", "Waiting for Robin's answer.", case=case)
+    announcement = [m for m in store.mail_to(ALICE) if m.case_id == case.id][-1]
+    store.command(ALICE, "!status investigating", "Robin answered.", case=case)
+    assert store.case(case.ref).status == "investigating"
+    store.now += timedelta(days=1)
+    store.take_in(reply(announcement, ALICE, "!status waiting", "Asked Robin again."))
+    assert store.case(case.ref).status == "waiting", store.latest(ALICE).text[:400]
+
+
+# ----- `!decide target=ADDRESS` and `!send ROLE ADDRESS` as typed ----------------------------------
+
+
+def test_decide_and_send_with_an_address_in_capitals_find_the_party(store: Store):
+    """HELD. After a merge with two reported parties, `!send reported Pat@Home.Example` and `!decide private-reprimand target=Pat@Home.Example` find pat@home.example."""
+    a = store.report()
+    store.command(ALICE, "!party reported pat@work.example Pat Person", case=a)
+    b = store.report(sender=SECOND, name="Sam Second", body="The same man, Pat, at the meetup.")
+    store.command(ALICE, "!party reported pat@home.example Pat Person", case=b)
+    store.command(BOB, f"!merge {a.ref}", case=b)
+    mark = store.outbox_mark()
+    store.command(ALICE, "!send reported Pat@Home.Example", "Dear Pat, please tell us your side.", case=a)
+    assert [m.recipient for m in store.mail_after(mark) if m.audience == "party"] == ["pat@home.example"]
+    store.command(ALICE, "!decide private-reprimand target=Pat@Home.Example", case=a)
+    assert store.decisions(), store.latest(ALICE).text[:300]
+
+
+# ----- retention of merged cases ----------------------------------------------------------------
+
+
+def test_purging_a_merged_case_purges_the_case_merged_into_it(store: Store):
+    """HELD. A case merged into another is purged with it in one purge run: nothing of its title (the reporter's subject) survives."""
+    from conduct_inbox.shell.retention import purge_all
+    a = store.report()
+    b = store.report(sender=SECOND, name="Sam Second", subject="Pat Person groped me", body="Same man.")
+    store.command(BOB, f"!merge {a.ref}", case=b)
+    store.command(ALICE, "!close silent duplicate of an old matter", case=a)
+    store.now += timedelta(days=800)
+    purge_all(store.sessions, None, store.now, 730)
+    left = {c: (store.case(c).purged_at is not None, store.case(c).title) for c in (a.ref, b.ref)}
+    assert all(p and not t for p, t in left.values()), left
