@@ -452,3 +452,62 @@ def test_purging_a_merged_case_purges_the_case_merged_into_it(store: Store):
     purge_all(store.sessions, None, store.now, 730)
     left = {c: (store.case(c).purged_at is not None, store.case(c).title) for c in (a.ref, b.ref)}
     assert all(p and not t for p, t in left.values()), left
+
+
+# ----- a command sent again later in the thread -------------------------------------------------
+
+
+def gmail_reply(original, sender: str, suffix: str, body: str = "") -> bytes:
+    """Gmail's reply: the whole References chain of the mail answered, then its Message-ID."""
+    from email.message import EmailMessage
+    from email.utils import make_msgid
+
+    from tests.harness import parsed, text_of
+    msg = parsed(original)
+    out = EmailMessage()
+    out["From"] = sender
+    out["To"] = str(msg["Reply-To"])
+    out["Subject"] = f"Re: {msg['Subject']} {suffix}".strip()
+    out["Message-ID"] = make_msgid(domain="gmail.example")
+    out["In-Reply-To"] = msg["Message-ID"]
+    out["References"] = " ".join(x for x in (str(msg["References"] or ""), str(msg["Message-ID"])) if x)
+    quoted = "\n".join("> " + line for line in text_of(original).splitlines())
+    out.set_content(f"{body}\n\nOn Thu, 3 Dec 2026 at 10:00, Conduct <conduct@example.org> wrote:\n{quoted}\n")
+    return out.as_bytes()
+
+
+def test_marking_a_case_urgent_again_after_a_colleague_unmarked_it_applies(store: Store):
+    """HELD. Alice marks the case `!urgent` from Gmail; Bob unmarks it (`!not-urgent`); three hours
+    later Alice answers Bob's announcement (Gmail's whole References chain, which holds her own
+    earlier `!urgent` mail) with `!urgent` again: applied, not taken as stale."""
+    case = store.report()
+    store.take_in(gmail_reply(store.copy_of(ALICE, case), ALICE, "!urgent", "He is at the venue."))
+    assert store.case(case.ref).urgent
+    store.take_in(gmail_reply(store.latest(BOB), BOB, "!not-urgent", "Robin is safe at home, spoke to him."))
+    assert not store.case(case.ref).urgent
+    announcement = store.latest(ALICE)
+    store.now += timedelta(hours=3)
+    store.take_in(gmail_reply(announcement, ALICE, "!urgent", "He followed Robin home after all."))
+    assert store.case(case.ref).urgent, store.latest(ALICE).text[:500]
+
+
+@pytest.mark.xfail(strict=True, reason="any answer to the steering report carries the case title, the reporter's own subject")
+def test_answering_the_steering_report_does_not_return_the_reporters_subject(store: Store):
+    """BROKE. The steering committee's case report has the fixed subject "[conduct #REF] Case
+    report for the steering committee" and leaves identities out. Sam Steering (not working the
+    case) answers it with `!help`: the answer's subject is "[conduct #REF] Robin Reporter: Pat
+    Person groped me at the sprint" — the reporter's own subject with his name, the accused's and
+    the allegation (the answer's "Where the case stands" block adds the assignee). Any command or
+    note does the same (confirmations, refusals). cases/mailer.py reply_to_member builds every
+    answer with `context.subject` (the case title) for anyone `routing.may_see` admits."""
+    case = store.report(subject="Robin Reporter: Pat Person groped me at the sprint")
+    store.command(ALICE, "!ack", case=case)
+    store.command(ALICE, "!steering", case=case)
+    report_mail = _steering_report(store, case)
+    assert "Robin" not in report_mail.subject + report_mail.text
+    mark = store.outbox_mark()
+    store.take_in(reply(report_mail, SAM, "!help"))
+    got = _to(store, SAM, mark)
+    assert got, "Sam got no answer"
+    shown = sorted({w for m in got for w in ("Robin", "groped", "Pat Person") if w in m.subject + m.text})
+    assert not shown, f"Sam's answer shows {shown}: {[m.subject for m in got]}"
