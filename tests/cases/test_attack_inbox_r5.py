@@ -511,3 +511,84 @@ def test_answering_the_steering_report_does_not_return_the_reporters_subject(sto
     assert got, "Sam got no answer"
     shown = sorted({w for m in got for w in ("Robin", "groped", "Pat Person") if w in m.subject + m.text})
     assert not shown, f"Sam's answer shows {shown}: {[m.subject for m in got]}"
+
+
+# ----- our own acknowledgement quoted back is not the reporter's urgency ------------------------
+
+
+def _outlook_follow_up(ack, sender: str, name: str, text: str) -> bytes:
+    """Outlook (desktop, plain text): the reply on top, then a line, a From/Sent/To/Subject header
+    and the original text unquoted (no `>`)."""
+    from email.message import EmailMessage
+    from email.utils import make_msgid
+
+    from tests.harness import parsed, text_of
+    msg = parsed(ack)
+    out = EmailMessage()
+    out["From"] = f"{name} <{sender}>"
+    out["To"] = "conduct@example.org"
+    out["Subject"] = f"RE: {msg['Subject']}"
+    out["Message-ID"] = make_msgid(domain="outlook.example")
+    out["In-Reply-To"] = msg["Message-ID"]
+    out["References"] = " ".join(x for x in (str(msg["References"] or ""), str(msg["Message-ID"])) if x)
+    out["Thread-Topic"] = str(msg["Subject"])
+    original = text_of(ack)
+    out.set_content(f"{text}\n\n________________________________\nFrom: Test Conduct Committee <conduct@example.org>\n"
+                    f"Sent: Tuesday, November 24, 2026 9:01 AM\nTo: {name} <{sender}>\nSubject: {msg['Subject']}\n\n{original}\n")
+    return out.as_bytes()
+
+
+@pytest.mark.parametrize("client", ["outlook", "gmail"])
+def test_a_follow_up_quoting_our_acknowledgement_does_not_make_the_case_urgent(store: Store, client: str):
+    """HELD. Our acknowledgement says "IF ANYONE IS IN PHYSICAL DANGER ..." ("physical danger" is
+    an urgent phrase). Robin answers it from Outlook (original below a From/Sent header, not
+    quoted with `>`) or Gmail with a harmless follow-up: the case does not turn urgent."""
+    case = store.report()
+    [ack] = [m for m in store.mail_to(REPORTER) if m.kind == "ack"]
+    assert "PHYSICAL DANGER" in ack.text.upper()
+    store.now += timedelta(hours=2)
+    if client == "outlook":
+        raw = _outlook_follow_up(ack, REPORTER, "Robin Reporter", "Thanks. The witness was Wes, he saw it all.")
+    else:
+        raw = gmail_reply(ack, REPORTER, "", "Thanks. The witness was Wes, he saw it all.")
+    mark = store.outbox_mark()
+    store.take_in(raw)
+    copies = _to(store, ALICE, mark)
+    assert copies and not store.case(case.ref).urgent and not any("URGENT" in m.subject for m in copies), \
+        f"urgent: {store.case(case.ref).urgent}; {[m.subject for m in copies]}"
+
+
+def test_a_threat_written_after_the_case_was_closed_reaches_the_committee_as_urgent(store: Store):
+    """HELD. Two days after the case was closed Robin writes "Pat is waiting outside my hotel now,
+    I feel unsafe": the members' copy carries URGENT in its subject."""
+    from tests.harness import report
+    case = store.report()
+    store.command(ALICE, "!ack", case=case)
+    store.command(ALICE, "!reply", "Dear Robin, we spoke with Pat and consider the matter resolved.", case=case)
+    store.command(ALICE, "!decide private-reprimand", case=case)
+    store.command(ALICE, "!close", case=case)
+    store.now += timedelta(days=2)
+    mark = store.outbox_mark()
+    store.take_in(report(subject=f"Re: [conduct #{case.ref}] Message from the Test Conduct Committee",
+                         body="Pat is waiting outside my hotel now, I feel unsafe."))
+    copies = _to(store, ALICE, mark)
+    assert copies and any("URGENT" in m.subject for m in copies), \
+        f"{[(m.kind, m.subject) for m in copies]}; urgent={store.case(case.ref).urgent}"
+
+
+@pytest.mark.xfail(strict=True, reason="gray: a member added by hand as a reporter (!party reporter) is not excluded")
+def test_a_colleague_added_as_a_reporter_gets_no_internal_mail(store: Store):
+    """BROKE (gray). Robin reports that Pat shoved him "and a colleague of yours". Bob, that
+    colleague, tells Alice he wants to report it too; Alice records him: `!party reporter
+    bob@example.org Bob Builder`. Bob is now a reporter of the case (`!close` waits for a `!reply`
+    to him) and still a member on it: Carol's note "I doubt Bob's version" goes straight to him,
+    and his token still acts on his own complaint. Round 4's rule — "a committee member who
+    reports is recused from their own case (they hear as a reporter)" — is applied when a case
+    opens (cases/reports.py open_case, open_forwarded_case: recusals.recuse_reporting_member),
+    not when a member becomes a reporter by `!party reporter` (cases/handlers.py party)."""
+    case = store.report(body="Pat shoved me and a colleague of yours at the sprint.")
+    assert BOB not in {r.member_email for r in store.case(case.ref).recusals if r.active}
+    store.command(ALICE, f"!party reporter {BOB} Bob Builder", "Bob told me he wants to report it too.", case=case)
+    mark = store.outbox_mark()
+    store.command(CAROL, "", "I doubt Bob's version.", case=case)
+    assert not _to(store, BOB, mark), f"Bob, now a reporter, got {[m.kind for m in _to(store, BOB, mark)]}"
