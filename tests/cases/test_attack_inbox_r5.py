@@ -592,3 +592,74 @@ def test_a_colleague_added_as_a_reporter_gets_no_internal_mail(store: Store):
     mark = store.outbox_mark()
     store.command(CAROL, "", "I doubt Bob's version.", case=case)
     assert not _to(store, BOB, mark), f"Bob, now a reporter, got {[m.kind for m in _to(store, BOB, mark)]}"
+
+
+@pytest.mark.xfail(strict=True, reason="gray: danger written by a non-party with the case tag does not make the case urgent")
+def test_a_witness_not_yet_recorded_writing_of_danger_with_the_case_tag_reaches_the_committee_as_urgent(store: Store):
+    """BROKE (gray: README speaks of "a party's follow-up"). Robin gives Wes, a witness the
+    committee has not recorded yet, his case reference. Three hours later Wes writes with it:
+    "Pat just threatened Robin again, Robin is in physical danger." The members get a plain
+    "Message from someone who is not a party" copy: no URGENT subject, the case stays not urgent
+    (no law-enforcement task, no webhook, acknowledgement still due in 24 hours). DESIGN's "when in
+    doubt" rule and the policy's "threat to physical safety ... immediate priority" argue for the
+    urgent path whoever writes it (cases/inbound.py checks urgency for reports and parties'
+    follow-ups only)."""
+    from tests.harness import report
+    case = store.report()
+    store.now += timedelta(hours=3)
+    mark = store.outbox_mark()
+    store.take_in(report(sender="wes@example.net", name="Wes Witness", subject=f"[conduct #{case.ref}] about Robin",
+                         body="Robin gave me this reference. Pat just threatened Robin again, Robin is in physical danger."))
+    copies = _to(store, ALICE, mark)
+    assert copies and (store.case(case.ref).urgent or any("URGENT" in m.subject for m in copies)), \
+        f"{[(m.kind, m.subject) for m in copies]}; urgent={store.case(case.ref).urgent}"
+
+
+@pytest.mark.xfail(strict=True, reason="a follow-up under a purged case's reference gets no acknowledgement and lands on the purged case")
+def test_a_reporter_writing_under_a_merged_and_purged_reference_is_answered(store: Store):
+    """BROKE. Sam Second's report was merged into Robin's case, which was closed; two years later
+    the retention purge removed both cases' contents. Sam writes again under his old reference
+    ("He did it again last night": a new incident). He gets no acknowledgement, no clock runs
+    (the message joins the purged, closed case: no human acknowledgement or response is owed,
+    nothing escalates), and the members get a bare "[conduct #REF]" follow-up copy of a case
+    whose history they can no longer read (`!history` on a purged case is refused). A new
+    report that silently promises nothing. cases/inbound.py: a case tag resolves to the case row
+    (merge.resolve) whatever its purge state; the same happens for a plain purged case."""
+    from conduct_inbox.shell.retention import purge_all
+    from tests.harness import report
+    a = store.report()
+    b = store.report(sender=SECOND, name="Sam Second", body="Same man.")
+    store.command(BOB, f"!merge {a.ref}", case=b)
+    store.command(ALICE, "!close silent duplicate of an old matter", case=a)
+    store.now += timedelta(days=800)
+    purge_all(store.sessions, None, store.now, 730)
+    mark = store.outbox_mark()
+    store.take_in(report(sender=SECOND, name="Sam Second", subject=f"Re: [conduct #{b.ref}] Your report has been received",
+                         body="He did it again last night."))
+    assert [m.kind for m in _to(store, SECOND, mark)] == ["ack"] and _to(store, ALICE, mark), \
+        [(m.recipient, m.kind) for m in store.mail_after(mark)]
+
+
+@pytest.mark.xfail(strict=True, reason="a purged case loses its recusals, and a follow-up under its reference reaches the excluded member")
+def test_a_follow_up_to_a_purged_case_never_reaches_the_member_it_concerned(store: Store):
+    """BROKE. Robin's report named Carol Chen ("Carol Chen kept touching me at the sprint"): Carol
+    was excluded automatically and never heard of the case. It was closed; two years later the
+    retention purge deleted its contents — recusals included (README: "parties, recusals, title"
+    go). Robin then writes under his old reference "She did it again last night." The follow-up
+    copy goes to every member, Carol included: a report about her reaches her, with the case's
+    reference and Robin's text (and a reply token). shell/retention.py purge deletes Recusal
+    rows; cases/inbound.py files the follow-up on the purged case and routing.committee finds
+    nobody recused."""
+    from conduct_inbox.shell.retention import purge_all
+    from tests.harness import report
+    case = store.report(body="Carol Chen kept touching me at the sprint.")
+    assert CAROL in {r.member_email for r in store.case(case.ref).recusals if r.active}
+    assert not [m for m in store.mail_to(CAROL) if m.case_id == case.id]
+    store.command(ALICE, "!close silent Robin withdrew the report", case=case)
+    store.now += timedelta(days=800)
+    purge_all(store.sessions, None, store.now, 730)
+    from tests.harness import report
+    mark = store.outbox_mark()
+    store.take_in(report(subject=f"Re: [conduct #{case.ref}] Your report has been received", body="She did it again last night."))
+    assert _to(store, ALICE, mark), "the follow-up reached nobody"
+    assert not _to(store, CAROL, mark), f"Carol got {[m.kind for m in _to(store, CAROL, mark)]} about the case concerning her"
