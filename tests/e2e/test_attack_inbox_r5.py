@@ -89,3 +89,31 @@ def test_an_escalation_to_the_steering_members_carries_no_reporters_subject(harn
     shown = sorted({w for m in to_sam for w in ("Robin", "groped", "Pat Person")
                     if w in str(parsed(m)["Subject"]) + text_of(m)})
     assert not shown, f"Sam's escalation shows {shown}: {[str(parsed(m)['Subject']) for m in to_sam]}"
+
+
+@pytest.mark.harness(extra_config="[retention]\nclosed_case_days = 30\n")
+@pytest.mark.xfail(strict=True, reason="a purged case loses its recusals: a follow-up under its reference reaches the member it concerned")
+def test_a_follow_up_to_a_purged_case_about_a_member_never_reaches_that_member(harness, smtp_receiver):
+    """BROKE. Robin reports Carol Chen by name: Carol is excluded and hears nothing. The committee
+    closes the case (`!close silent`); 31 days later the daemon's housekeeping purges it
+    (`retention.closed_case_days = 30`), recusals included. Robin writes again under his reference,
+    "She did it again last night": Carol's inbox gets the follow-up copy, with the reference and a
+    reply token (shell/retention.py deletes Recusal rows; the follow-up joins the purged case,
+    whose audience then excludes nobody)."""
+    from conduct_inbox.shell.daemon import housekeeping_once
+    from tests.mailers import CAROL
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(body="Carol Chen kept touching me at the sprint."))
+    [case] = cases(app)
+    assert not about(rx, CAROL, case.ref)
+    _act(harness, app, rx, ALICE, case.ref, "!close silent Robin withdrew the report")
+    harness.clock.advance(days=31)
+    housekeeping_once(app)
+    assert cases(app)[0].purged_at is not None
+    harness.clock.advance(minutes=5)
+    step(harness, app, report(subject=f"Re: [conduct #{case.ref}] Your report has been received",
+                              body="She did it again last night."))
+    assert about(rx, ALICE, case.ref), "the follow-up reached nobody"
+    got = [str(parsed(m)["Subject"]) for m in about(rx, CAROL, case.ref)]
+    assert not got, f"Carol got {got}: {[text_of(m)[:300] for m in about(rx, CAROL, case.ref)]}"
