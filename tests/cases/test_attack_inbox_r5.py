@@ -646,8 +646,9 @@ def test_a_follow_up_to_a_purged_case_never_reaches_the_member_it_concerned(stor
     was excluded automatically and never heard of the case. It was closed; two years later the
     retention purge deleted its contents — recusals included (README: "parties, recusals, title"
     go). Robin then writes under his old reference "She did it again last night." The follow-up
-    copy goes to every member, Carol included: a report about her reaches her, with the case's
-    reference and Robin's text (and a reply token). shell/retention.py purge deletes Recusal
+    copy goes to every member, Carol included, as "Message from someone who is not a party to the
+    case ... From: Robin Reporter <reporter@example.net>": the accused member learns who reported
+    her, with the case's reference, Robin's text and a reply token. shell/retention.py purge deletes Recusal
     rows; cases/inbound.py files the follow-up on the purged case and routing.committee finds
     nobody recused."""
     from conduct_inbox.shell.retention import purge_all
