@@ -664,3 +664,49 @@ def test_a_follow_up_to_a_purged_case_never_reaches_the_member_it_concerned(stor
     store.take_in(report(subject=f"Re: [conduct #{case.ref}] Your report has been received", body="She did it again last night."))
     assert _to(store, ALICE, mark), "the follow-up reached nobody"
     assert not _to(store, CAROL, mark), f"Carol got {[m.kind for m in _to(store, CAROL, mark)]} about the case concerning her"
+
+
+# ----- a real report misflagged as spam ----------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="documented (gray): a message flagged as spam is never urgent; a danger message waits for the daily digest")
+def test_a_danger_follow_up_on_a_case_flagged_as_spam_reaches_the_committee_at_once(store: Store):
+    """BROKE (gray: README and cases/reports.py is_urgent say "never on spam"). Robin's report is
+    misflagged by the upstream filter (`X-Spam-Flag: YES`): no acknowledgement, so he has no
+    reference. Two hours later he writes again, "Pat is outside my door now, I feel unsafe", and
+    the filter flags that too. Nothing reaches any member: both messages wait for the next daily
+    spam digest, no URGENT mail, no webhook, no law-enforcement task. The urgent phrases are the
+    one signal that could lift a false positive out of the digest at once."""
+    from tests.harness import report
+    case = store.report(subject="About the meetup", body="Pat keeps messaging me at night.", headers={"X-Spam-Flag": "YES"})
+    assert store.case(case.ref).spam
+    store.now += timedelta(hours=2)
+    mark = store.outbox_mark()
+    store.take_in(report(subject="About the meetup", body="I wrote before. Pat is outside my door now, I feel unsafe.",
+                         headers={"X-Spam-Flag": "YES"}))
+    copies = [m for m in store.mail_after(mark) if m.recipient in (ALICE, BOB, CAROL)]
+    assert copies and any("URGENT" in m.subject for m in copies), \
+        f"to members at once: {[(m.recipient, m.kind, m.subject) for m in copies]}"
+
+
+# ----- alerts carry no title -----------------------------------------------------------------------
+
+
+def test_a_delivery_failure_alert_carries_no_title(store: Store):
+    """HELD. README: "alerts carry ids, never a subject, name or address". The `!reply` to Robin
+    (subject "Pat Person groped me at the sprint") fails for good: the alert shows neither the
+    title nor a name."""
+    from conduct_inbox.cases.inbound import on_delivery_failure
+    from conduct_inbox.store.models import OutboxMessage
+    case = store.report(subject="Pat Person groped me at the sprint")
+    store.command(ALICE, "!reply", "Dear Robin, we are on it.", case=case)
+    [failed] = [m for m in store.mail_to(REPORTER) if m.kind == "reply"]
+    mark = store.outbox_mark()
+    with store.sessions() as session, session.begin():
+        row = session.get(OutboxMessage, failed.id)
+        row.status, row.last_code = "failed", 550
+        on_delivery_failure(store.inbound.ctx, session, row, store.now)
+    alerts = [m for m in _to(store, BOB, mark) if m.kind == "alert"]
+    assert alerts
+    shown = [w for w in ("groped", "Pat Person", "Robin") for m in alerts if w in m.subject + m.text]
+    assert not shown, f"the alert shows {shown}: {alerts[0].subject!r}"
