@@ -152,7 +152,7 @@ def test_an_escalation_to_the_steering_committee_carries_no_reporters_subject(st
     folders are the ones the policy expects to become a public report. cases/escalate.py builds
     level-2 escalations with mailer.committee_drafts and `context.subject` (the case title) like
     any committee mail."""
-    case = store.report(subject="Robin Reporter: Pat Person groped me at the sprint")
+    store.report(subject="Robin Reporter: Pat Person groped me at the sprint")
     store.now += timedelta(hours=60)
     sent = _escalate(store)
     to_sam = [m for m in sent if m.recipient == SAM]
@@ -379,7 +379,8 @@ def test_announce_none_still_tells_the_others_of_an_exclusion_and_an_urgent_mark
 
 
 def test_a_reporter_added_by_hand_to_an_answered_case_is_not_overdue_at_once(store: Store):
-    """HELD. Robin was answered on day 0; on day 3 Alice adds his work address as a second reporter (`!party reporter`): no response is overdue at once and nothing is escalated."""
+    """HELD. Robin was answered on day 0; on day 3 Alice adds his work address as a second reporter
+    (`!party reporter`): no response is overdue at once and nothing is escalated."""
     case = store.report()
     store.command(ALICE, "!ack", case=case)
     store.command(ALICE, "!reply", "Dear Robin, thank you; we are looking into it.", case=case)
@@ -395,7 +396,8 @@ def test_a_reporter_added_by_hand_to_an_answered_case_is_not_overdue_at_once(sto
 
 
 def test_a_member_who_reported_cannot_be_included_back_into_their_own_case(store: Store):
-    """HELD. Bob reported; his exclusion from his own case is not an automatic one: `!include Bob` and a second member's `!confirm` do not bring him back, and Alice's note does not reach him."""
+    """HELD. Bob reported; his exclusion from his own case is not an automatic one: `!include Bob` and
+    a second member's `!confirm` do not bring him back, and Alice's note does not reach him."""
     case = store.report(sender=BOB, name="Bob Builder", subject="Something happened to me",
                         body="Pat grabbed my arm at the meetup and would not let go.")
     store.command(ALICE, "!include Bob", case=case)
@@ -409,7 +411,9 @@ def test_a_member_who_reported_cannot_be_included_back_into_their_own_case(store
 
 
 def test_answering_an_announcement_applies_a_command_the_announced_member_had_sent(store: Store):
-    """HELD. Bob's `!status waiting` was applied and announced to Alice; later the status went back to investigating. Alice answers Bob's old announcement with `!status waiting`: applied (Bob's subject, which she never saw, does not make her command stale)."""
+    """HELD. Bob's `!status waiting` was applied and announced to Alice; later the status went back to
+    investigating. Alice answers Bob's old announcement with `!status waiting`: applied (Bob's
+    subject, which she never saw, does not make her command stale)."""
     case = store.report()
     store.command(ALICE, "!ack", case=case)
     store.command(BOB, "!status waiting", "Waiting for Robin's answer.", case=case)
@@ -425,7 +429,8 @@ def test_answering_an_announcement_applies_a_command_the_announced_member_had_se
 
 
 def test_decide_and_send_with_an_address_in_capitals_find_the_party(store: Store):
-    """HELD. After a merge with two reported parties, `!send reported Pat@Home.Example` and `!decide private-reprimand target=Pat@Home.Example` find pat@home.example."""
+    """HELD. After a merge with two reported parties, `!send reported Pat@Home.Example` and `!decide
+    private-reprimand target=Pat@Home.Example` find pat@home.example."""
     a = store.report()
     store.command(ALICE, "!party reported pat@work.example Pat Person", case=a)
     b = store.report(sender=SECOND, name="Sam Second", body="The same man, Pat, at the meetup.")
@@ -442,7 +447,8 @@ def test_decide_and_send_with_an_address_in_capitals_find_the_party(store: Store
 
 
 def test_purging_a_merged_case_purges_the_case_merged_into_it(store: Store):
-    """HELD. A case merged into another is purged with it in one purge run: nothing of its title (the reporter's subject) survives."""
+    """HELD. A case merged into another is purged with it in one purge run: nothing of its title (the
+    reporter's subject) survives."""
     from conduct_inbox.shell.retention import purge_all
     a = store.report()
     b = store.report(sender=SECOND, name="Sam Second", subject="Pat Person groped me", body="Same man.")

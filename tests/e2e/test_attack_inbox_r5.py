@@ -92,7 +92,7 @@ def test_an_escalation_to_the_steering_members_carries_no_reporters_subject(harn
 
 
 @pytest.mark.harness(extra_config="[retention]\nclosed_case_days = 30\n")
-@pytest.mark.xfail(strict=True, reason="a purged case loses its recusals: a follow-up under its reference reaches the member it concerned")
+@pytest.mark.xfail(strict=True, reason="a purged case loses its recusals: a follow-up to it reaches the member it concerned")
 def test_a_follow_up_to_a_purged_case_about_a_member_never_reaches_that_member(harness, smtp_receiver):
     """BROKE. Robin reports Carol Chen by name: Carol is excluded and hears nothing. The committee
     closes the case (`!close silent`); 31 days later the daemon's housekeeping purges it
