@@ -99,8 +99,9 @@ def test_a_follow_up_to_a_purged_case_about_a_member_never_reaches_that_member(h
     (`retention.closed_case_days = 30`), recusals included. Robin writes again under his reference,
     "She did it again last night": Carol's inbox gets the follow-up copy ("Message from someone who
     is not a party to the case ... From: Robin Reporter <reporter@example.net>") — the accused
-    member learns who reported her, with the reference and a reply token (shell/retention.py deletes Recusal rows; the follow-up joins the purged case,
-    whose audience then excludes nobody)."""
+    member learns who reported her, with the reference and a reply token (shell/retention.py
+    deletes Recusal rows; the follow-up joins the purged case, whose audience then excludes
+    nobody)."""
     from conduct_inbox.shell.daemon import housekeeping_once
     from tests.mailers import CAROL
     rx = smtp_receiver
