@@ -148,8 +148,8 @@ def test_an_escalation_to_the_steering_committee_carries_no_reporters_subject(st
     the subject "[conduct #REF] Robin Reporter: Pat Person groped me at the sprint" — the
     reporter's name, the accused's name and the allegation, which the steering committee's case
     report deliberately leaves out ("Case report for the steering committee", identities left
-    out) and which round 4 removed from the steering members' `!list`. Steering members' mail
-    folders are the ones the policy expects to become a public report. cases/escalate.py builds
+    out) and which round 4 removed from the steering members' `!list`; the escalation's own text
+    ends "This message carries only references and ids". cases/escalate.py builds
     level-2 escalations with mailer.committee_drafts and `context.subject` (the case title) like
     any committee mail."""
     store.report(subject="Robin Reporter: Pat Person groped me at the sprint")

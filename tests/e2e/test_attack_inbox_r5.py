@@ -76,6 +76,7 @@ def test_an_escalation_to_the_steering_members_carries_no_reporters_subject(harn
     """BROKE. Robin's subject is "Robin Reporter: Pat Person groped me at the sprint". Nobody
     acknowledges; two days later the daemon's escalation run mails Sam Steering (who does not work
     the case) with that subject: the reporter's name, the accused's name and the allegation.
+    The escalation's own text ends "This message carries only references and ids".
     cases/escalate.py uses the committee subject (the case title) for level-2 escalations."""
     rx = smtp_receiver
     app = harness.app()
