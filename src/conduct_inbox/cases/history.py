@@ -17,8 +17,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from conduct_inbox.cases.calls import Call
-from conduct_inbox.cases.context import Context, recused
-from conduct_inbox.core import routing, states
+from conduct_inbox.cases.context import Context, recused, works_on
+from conduct_inbox.core import routing
 from conduct_inbox.core.command_types import History
 from conduct_inbox.core.commands import title_of
 from conduct_inbox.errors import Refused
@@ -181,7 +181,7 @@ def _exclusions(session: Session, case: Case, reader: str) -> list[tuple[datetim
 
 def history(call: Call, c: History) -> str:
     case = call.case
-    if not routing.works_on(call.ctx.roster, recused(case), call.member.email, case.status == states.RECONSIDERATION):
+    if not works_on(call.ctx, call.session, case, call.member.email):
         raise Refused("!history: the case's history goes to the members working on it; the steering committee gets "
                       "the case report (without identities) unless it stands in for the committee or reconsiders "
                       "the case")

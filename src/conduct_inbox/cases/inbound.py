@@ -114,8 +114,10 @@ def _case_for(session: Session, msg: Parsed, member_sender: bool) -> Case | None
         case = session.get(Case, case_id) if case_id is not None else None
     if case is None and msg.case_ref and msg.reporter_address and fences.is_lost_ref(session, msg.case_ref):
         case = _recovered_case_of(session, msg.reporter_address)
-    # Mail about a case merged into another (`!merge`) belongs to that other case.
-    return merge.resolve(session, case) if case is not None else None
+    # Mail about a case merged into another (`!merge`) belongs to that other case. A purged case
+    # holds nothing, not even who it excluded: mail about it is mail about no case (a report).
+    case = merge.resolve(session, case) if case is not None else None
+    return None if case is None or case.purged_at is not None else case
 
 
 def _recovered_case_of(session: Session, reporter: str) -> Case | None:
@@ -177,12 +179,7 @@ def _followup(ctx: Context, session: Session, row: InboundMessage, msg: Parsed, 
     row.case_id, row.status = case.id, "processed"
     closed = case.status == states.CLOSED
     event(session, case.id, "party", "feedback_received" if closed else "followup_received", now, inbound_id=row.id)
-    heading = "Feedback after closure" if closed else "Follow-up from a party"
-    urgent = not closed and not case.urgent and reports.is_urgent(ctx, case, msg)
-    if urgent:  # a party writing of danger on a running case makes it urgent, as a new report would
-        reports.check_urgency(ctx, session, case, msg, now)
-        heading = (f"URGENT follow-up from a party: case {case.ref} is now marked URGENT and its deadlines are "
-                   "short. Consider whether law enforcement must be notified")
+    heading, urgent = _urgency(ctx, session, case, msg, now, "Feedback after closure" if closed else "Follow-up from a party")
     sender = {canonical_address(a) for a in (msg.reporter_address, msg.from_address) if a}
     roles = {p.role for p in case.parties if canonical_address(p.address) in sender}
     reports.forward_to_committee(ctx, session, case, row, msg, now, heading, roles or {"unknown"}, urgent=urgent)
@@ -196,11 +193,23 @@ def _auto_followup(ctx: Context, session: Session, row: InboundMessage, msg: Par
     return f"automatic reply joined case {case.ref} (not forwarded)"
 
 
+def _urgency(ctx: Context, session: Session, case: Case, msg: Parsed, now: datetime, heading: str) -> tuple[str, bool]:
+    """Anyone writing of danger on a running case makes it urgent, as a new report would (the safe
+    direction: shorter deadlines, the committee told at once). Returns the copy's heading and
+    whether this mail made the case urgent."""
+    if not states.is_open(case.status) or case.urgent or not reports.is_urgent(ctx, case, msg):
+        return heading, False
+    reports.check_urgency(ctx, session, case, msg, now)
+    return (f"URGENT — {heading}: case {case.ref} is now marked URGENT and its deadlines are short. Consider "
+            "whether law enforcement must be notified"), True
+
+
 def _stray_followup(ctx: Context, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
     case = _case(session, result)
     row.case_id, row.status = case.id, "processed"
     event(session, case.id, "unknown", "message_from_non_party", now, inbound_id=row.id)
-    reports.forward_to_committee(ctx, session, case, row, msg, now, "Message from someone who is not a party to the case", {"unknown"})
+    heading, urgent = _urgency(ctx, session, case, msg, now, "Message from someone who is not a party to the case")
+    reports.forward_to_committee(ctx, session, case, row, msg, now, heading, {"unknown"}, urgent=urgent)
     return f"message from a non-party kept on case {case.ref} and flagged"
 
 

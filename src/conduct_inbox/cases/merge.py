@@ -80,6 +80,9 @@ def _target(call: Call, c: Merge) -> Case:
                       "them would show a member something they are excluded from (or take from them a case they "
                       "work on, which tells them what the other case is about). Nothing was merged. Make the "
                       "exclusions the same first (!concerns NAME on the case that lacks one), then merge.")
+    if target.status == states.RECONSIDERATION and not member.steering:
+        raise Refused(f"!merge: case {target.ref} is under reconsideration by the steering committee, which alone "
+                      "acts on it until it is closed again")
     if not states.is_open(target.status) and states.is_open(source.status):
         raise Refused(f"!merge: case {target.ref} is closed; reopen it first (!reopen), or merge it into this case")
     return target

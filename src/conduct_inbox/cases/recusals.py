@@ -80,6 +80,19 @@ def recuse_before_sending(session: Session, case: Case, email: str, actor: str, 
     event(session, case.id, actor, "member_recused", now, reason="concerns", recusal=recusal.id)
 
 
+def carry_over(session: Session, case: Case, ref: str | None, now: datetime) -> None:
+    """A report written under the reference of a purged case (mail about it opens a new case): the
+    members that case was kept from are kept from this one too, before anything is sent (its
+    content is gone, not who it concerned)."""
+    if not ref:
+        return
+    purged = session.scalars(select(Case).where(Case.ref == ref, Case.purged_at.is_not(None))).first()
+    for email in sorted(recused(purged)) if purged is not None else []:
+        if email not in recused(case):
+            recuse_before_sending(session, case, email, "system", now)
+            session.refresh(case)
+
+
 def recuse_reporting_member(ctx: Context, session: Session, case: Case, now: datetime) -> None:
     """A committee or steering member who reports (or is reported for, by `!new ADDRESS`) is the
     reporter: the case concerns them, so none of its internal mail reaches them (they hear as a

@@ -104,6 +104,7 @@ def open_reported_case(ctx: Context, session: Session, row: InboundMessage, msg:
         ("system", "case_opened", {"flags": sorted(result.flags)}), ("reporter", "report_received", {"inbound_id": row.id})
     ]
     recusals.recuse_reporting_member(ctx, session, case, now)
+    recusals.carry_over(session, case, msg.case_ref, now)
     scanned = scanning.scan(msg, ctx.roster, report_body(msg))
     named = scanning.recusing(scanned, ("reporter",))
     if named:

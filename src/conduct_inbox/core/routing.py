@@ -74,15 +74,17 @@ def escalation(roster: Roster, recused: Mapping[str, str], level: int) -> Audien
     return Audience(base.recipients + extra, base.excluded, base.steering_included or bool(extra))
 
 
-def works_on(roster: Roster, recused: Mapping[str, str], email: str, reconsideration: bool) -> bool:
-    """Whether this person works the case, and so may read its content back (`!history`, `!list`):
-    they are in its committee audience (steering members when they stand in for the committee),
-    or it is under reconsideration and they are a steering member it does not exclude. Otherwise
-    the steering committee gets case reports without identities and escalations, never the case."""
+def works_on(roster: Roster, recused: Mapping[str, str], email: str, reconsideration: bool,
+             escalated: bool = False) -> bool:
+    """Whether this person works the case, and so may act on it and read it back: they are in its
+    committee audience (steering members when they stand in for the committee), or they are a
+    steering member it does not exclude and it is under reconsideration or was escalated to the
+    steering members (a deadline the committee let pass twice hands it to them). Otherwise the
+    steering committee gets case reports without identities, never the case."""
     email = email.lower()
     if any(p.email == email for p in committee(roster, recused).recipients):
         return True
-    return reconsideration and email not in recused and any(s.email == email for s in roster.steering)
+    return (reconsideration or escalated) and email not in recused and any(s.email == email for s in roster.steering)
 
 
 def may_see(roster: Roster, recused: Mapping[str, str], email: str) -> bool:

@@ -22,13 +22,14 @@ from conduct_inbox.mail.quotes import cut_at_marker
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
 #: Every kind of readable text (mail.inbound.Readable.source).
-ALL_SOURCES = frozenset({"subject", "body", "attachment", "filename", "forwarded"})
+#: "sender": the sender's display name, which members read in the copy ("From: Bob Builder <...>").
+ALL_SOURCES = frozenset({"subject", "body", "attachment", "filename", "forwarded", "sender"})
 #: `!new`: the forwarded report counts, not the forwarding member's own words.
 FORWARDED_SOURCES = frozenset({"attachment", "filename", "forwarded"})
 #: Follow-ups: the scan reads what members are shown (the `body` passed to `scan`: the message
 #: above our own committee mail's marker), not the parser's whole text, which would include our
 #: quoted committee mail and its marker line naming every member.
-FOLLOWUP_SOURCES = frozenset({"subject", "attachment", "filename", "forwarded"})
+FOLLOWUP_SOURCES = frozenset({"subject", "attachment", "filename", "forwarded", "sender"})
 
 #: Who may cause an automatic recusal by naming a member. The reported person may not: the
 #: accused must not choose who judges them (the committee is told whom they named instead).
@@ -54,6 +55,8 @@ def scan(msg: InboundMessage, roster: Roster, body: str, *, sources: Collection[
     shown_subject = displayed(msg.subject if subject is None else subject)
     texts = [r.text for r in msg.readable if r.source in sources]
     texts += [body, shown_subject]
+    if "sender" in sources and msg.reporter_name:
+        texts.append(msg.reporter_name)
     named = tuple(m.email for m in detect(roster, texts))
     return Scanned(named=named, body=body, subject=shown_subject, attachments=msg.attachments)
 

@@ -1,12 +1,13 @@
 """Retention: the contents of cases closed longer than `retention.closed_case_days` are deleted.
 
 What goes: every message of the case (raw mail, bodies, attachments' records, quarantine entries),
-its outgoing mail, its parties and recusals, its title, the parties named in decisions, and the
+its outgoing mail, its parties, its title, the parties named in decisions, and the
 mailbox's processed copies of its messages. Machine mail, duplicates and quarantined messages that
 never became a case go after the same time; a case merged into another goes after that one. What
 stays: the case row with its reference, status, dates and flags, decision kinds, the audit events
-(ids and enum values only) and the sanctions ledger, so that statistics and the ledger outlive the
-contents.
+(ids and enum values only), the sanctions ledger, so that statistics and the ledger outlive the
+contents, and the recusals (which members the case concerned: mail written later under its
+reference must not reach them).
 
 The mailbox copies are deleted first: if the mailbox cannot be reached nothing is purged, and the
 next run tries again (the database rows are what lets us find the copies).
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker, undefer
 
 from conduct_inbox.core import states
 from conduct_inbox.ports import Mailbox, MailCopy
-from conduct_inbox.store.models import Attachment, Case, Decision, Event, InboundMessage, OutboxMessage, Party, Recusal
+from conduct_inbox.store.models import Attachment, Case, Decision, Event, InboundMessage, OutboxMessage, Party
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,8 @@ def purge(
         session.execute(delete(OutboxMessage).where(_outgoing(todo.case_ids, todo.cutoff)))
         if todo.case_ids:
             session.execute(delete(Party).where(Party.case_id.in_(todo.case_ids)))
-            session.execute(delete(Recusal).where(Recusal.case_id.in_(todo.case_ids)))
+            # Recusals stay (member addresses only): a report written later under the purged case's
+            # reference must still not reach the member it concerned (`recusals.carry_over`).
             session.execute(
                 update(Decision).where(Decision.case_id.in_(todo.case_ids)).values(target_address=None)
             )
