@@ -1,0 +1,66 @@
+"""Sixth attack round on issue 16 (cases tier, no servers): what a steering member who works one
+case (escalated to the steering members) can reach of other cases, and other round-5 fixes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tests.case_store import Store
+from tests.mailers import ALICE, BOB, REPORTER, SAM, reply
+
+SECOND = "second@example.net"
+
+
+def _to(store: Store, address: str, mark: int) -> list:
+    return [m for m in store.mail_after(mark) if m.recipient == address]
+
+
+def _escalate(store: Store) -> list:
+    from conduct_inbox.cases.escalate import escalate_once
+    from conduct_inbox.core import sla
+    mark = store.outbox_mark()
+    escalate_once(store.sessions, store.inbound.ctx, sla.SlaPolicy(), store.now)
+    store.dispatched()
+    return store.mail_after(mark)
+
+
+def _escalated_to_sam(store: Store):
+    """Robin's report nobody acknowledged for 60 hours: escalated to the committee, then to the
+    steering members, who from then on work on it. Returns (case, Sam's escalation mail)."""
+    case = store.report()
+    store.now += timedelta(hours=60)
+    sent = _escalate(store)
+    to_sam = [m for m in sent if m.recipient == SAM and m.case_id == case.id]
+    assert to_sam, [(m.recipient, m.kind) for m in sent]
+    return case, to_sam[-1]
+
+
+# ----- a steering member working one case reaching another --------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="!merge checks routing.may_see, not works_on, for the target")
+def test_a_steering_member_working_one_case_cannot_merge_it_into_a_case_they_do_not_work(store: Store):
+    """BROKE. Robin's report (case A) was escalated to the steering members: Sam Steering works on
+    it. Sam Second's unrelated report (case B) is handled normally by the committee (quorum met,
+    acknowledged): Sam Steering does not work on B and would get the one fixed refusal for anything
+    he sent about it. He answers his escalation of A with `!merge B`: the merge is applied (A is
+    closed into B; B's committee is told "Sam Steering merged ..."), his confirmation comes with
+    B's title and standing block, and because the escalation record moves with A, B now counts as
+    escalated: Sam works on B and `!history` on A's old token shows him B's whole timeline (Sam
+    Second's report, address, notes). Any steering member handed one case can pull every other
+    case with the same exclusions into view. cases/merge.py `_target` admits a target the sender
+    `routing.may_see` (every non-recused steering member), not one they `works_on`."""
+    a, escalation = _escalated_to_sam(store)
+    b = store.report(sender=SECOND, name="Sam Second", subject="Pat touched me at the party",
+                     body="Pat Person touched me at the party. Please keep my name out of it.")
+    store.command(ALICE, "!ack", case=b)
+    store.command(ALICE, "", "Internal: Sam Second asked us to keep this from the steering committee.", case=b)
+    mark = store.outbox_mark()
+    store.take_in(reply(escalation, SAM, f"!merge {b.ref}"))
+    store.take_in(reply(escalation, SAM, "!history"))
+    got = "\n".join(m.subject + "\n" + m.text for m in _to(store, SAM, mark))
+    shown = [w for w in (SECOND, "Sam Second", "Pat touched", "keep this from the steering") if w in got]
+    assert not shown, f"Sam learns of case {b.ref}: {shown}"
+    assert store.case(a.ref).merged_into_id is None, "Sam's !merge was applied to a case he does not work on"
