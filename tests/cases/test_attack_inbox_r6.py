@@ -64,3 +64,40 @@ def test_a_steering_member_working_one_case_cannot_merge_it_into_a_case_they_do_
     shown = [w for w in (SECOND, "Sam Second", "Pat touched", "keep this from the steering") if w in got]
     assert not shown, f"Sam learns of case {b.ref}: {shown}"
     assert store.case(a.ref).merged_into_id is None, "Sam's !merge was applied to a case he does not work on"
+
+
+# ----- recusals outliving a purge ----------------------------------------------------------------
+
+
+def _purged_case_concerning_bob(store: Store):
+    """Robin's report about "the sprint's organiser" (no name): Alice excludes Bob by hand
+    (`!concerns Bob`, announced), closes it; two years later the purge removes its contents."""
+    from conduct_inbox.shell.retention import purge_all
+    case = store.report(body="The sprint's organiser kept touching me.")
+    store.command(ALICE, "!concerns Bob", case=case)
+    assert BOB in {r.member_email for r in store.case(case.ref).recusals if r.active}
+    store.command(ALICE, "!close silent Robin withdrew the report", case=case)
+    store.now += timedelta(days=800)
+    purge_all(store.sessions, None, store.now, 730)
+    return case
+
+
+@pytest.mark.xfail(strict=True, reason="open_forwarded_case does not carry a purged case's recusals over")
+def test_a_report_under_a_purged_reference_forwarded_with_new_is_kept_from_the_member_it_concerned(store: Store):
+    """BROKE. Robin's case concerned Bob (excluded by `!concerns Bob`) and was purged after two
+    years; README: "mail written later under a purged case's reference is a new report, and it is
+    kept from the same members". Robin writes again under his old reference "He did it again" —
+    but to Alice directly (the policy invites reports to any one member), and Alice forwards it
+    with `!new reporter@example.net` on her personal address, as README says. The new case does
+    not exclude Bob: he gets the copy of the report (Robin's name, address and text) with a reply
+    token. cases/reports.py `open_forwarded_case` never calls `recusals.carry_over` (only
+    `open_reported_case` does, from the subject of the mail to conduct@), and does not look at
+    the forwarded message's own case tag."""
+    from tests.harness import report
+    old = _purged_case_concerning_bob(store)
+    direct = report(subject=f"Re: [conduct #{old.ref}] Your report has been received", body="He did it again last night.")
+    mark = store.outbox_mark()
+    store.personal(ALICE, "Fwd: a report sent to me !new reporter@example.net", "Robin wrote to me directly.", attach=direct)
+    new = store.case()
+    assert new.ref != old.ref
+    assert not _to(store, BOB, mark), [(m.kind, m.subject) for m in _to(store, BOB, mark)]
