@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from tests.case_store import Store
-from tests.mailers import ALICE, BOB, REPORTER, SAM, reply
+from tests.mailers import ALICE, BOB, CAROL, REPORTER, SAM, reply
 
 SECOND = "second@example.net"
 
@@ -101,3 +101,27 @@ def test_a_report_under_a_purged_reference_forwarded_with_new_is_kept_from_the_m
     new = store.case()
     assert new.ref != old.ref
     assert not _to(store, BOB, mark), [(m.kind, m.subject) for m in _to(store, BOB, mark)]
+
+
+# ----- members who are parties -------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="!party excludes a member only by roster address, never by the NAME given")
+def test_a_member_recorded_as_reported_under_a_private_address_and_full_name_is_excluded(store: Store):
+    """BROKE. Robin's report is about "one of the sprint organisers"; Robin later tells Alice it was Bob,
+    who used his private address at the sprint. Alice records him as README says, `!party reported
+    bob.builder@gmail.com Bob Builder` — his full name as on the roster. README: "A committee or
+    steering member who is a party of a case is excluded from it: ... who is recorded with
+    `!party` in any role." Bob must be excluded and get nothing more about the case (the
+    announcement of his own recording included). He is not excluded: he gets the announcement
+    "reported party recorded" naming himself, then Carol's note "he is scared of Bob", and keeps a
+    working reply token (he could `!include`, `!decide no-action`, `!close`). cases/handlers.py
+    `party` recuses only `roster.person(c.address)` and never matches `c.name` against the roster
+    (the full-name rule README applies to reporters' From names is not applied here)."""
+    case = store.report(body="One of the sprint organisers cornered me.")
+    store.command(ALICE, "!ack", case=case)
+    mark = store.outbox_mark()
+    store.command(ALICE, "!party reported bob.builder@gmail.com Bob Builder", case=case)
+    store.command(CAROL, "", "Carol: I spoke to Robin, he is scared of Bob.", case=case)
+    assert BOB in {r.member_email for r in store.case(case.ref).recusals if r.active}
+    assert not _to(store, BOB, mark), [(m.kind, m.text[:300]) for m in _to(store, BOB, mark)]
