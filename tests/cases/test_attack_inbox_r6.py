@@ -125,3 +125,55 @@ def test_a_member_recorded_as_reported_under_a_private_address_and_full_name_is_
     store.command(CAROL, "", "Carol: I spoke to Robin, he is scared of Bob.", case=case)
     assert BOB in {r.member_email for r in store.case(case.ref).recusals if r.active}
     assert not _to(store, BOB, mark), [(m.kind, m.text[:300]) for m in _to(store, BOB, mark)]
+
+
+# ----- what a steering member not working a case learns from its reference ---------------------
+
+
+def _merged_with_a_steering_report(store: Store):
+    """Sam Second's report (B) is the same incident as Robin's (A); the committee sends the
+    steering members B's case report (`!steering`: no identities) and then merges B into A, which
+    stays open and handled by the committee (quorum met): Sam Steering works on neither."""
+    a = store.report()
+    b = store.report(sender=SECOND, name="Sam Second", body="The same man did it to me.")
+    store.command(ALICE, "!ack", case=b)
+    store.command(ALICE, "!steering", case=b)
+    store.command(BOB, f"!merge {a.ref}", case=b)
+    assert store.case(b.ref).merged_into_id == a.id
+    return a, b
+
+
+@pytest.mark.xfail(strict=True, reason="!reconsider resolves a merged reference and names the target and its state")
+def test_reconsider_of_a_merged_reference_does_not_tell_a_steering_member_where_it_went(store: Store):
+    """BROKE. B was merged into A (open, worked by the committee). Sam Steering, who knows only B's
+    reference (from its case report), writes `!reconsider B` on his personal address. The answer
+    is "!reconsider: case A is investigating, not closed": he learns that B was merged, into which
+    case (the reference of another reporter's case he never had mail about) and its state — for
+    any reference, open or merged, of any case not kept from him. README: the steering member's
+    answer "carries nothing of the case", and a merge "stays internal to the committee".
+    cases/steering.py `reconsider` resolves the merge before deciding and names `case.ref` and
+    `case.status` in its refusal."""
+    a, b = _merged_with_a_steering_report(store)
+    mark = store.outbox_mark()
+    store.personal(SAM, f"!reconsider {b.ref}")
+    got = "\n".join(m.subject + "\n" + m.text for m in _to(store, SAM, mark))
+    assert got, "no answer"
+    assert a.ref not in got, got[:800]
+
+
+@pytest.mark.xfail(strict=True, reason="the fixed refusal names the resolved (merge target) reference")
+def test_the_fixed_refusal_to_a_steering_member_does_not_name_the_case_a_report_was_merged_into(store: Store):
+    """BROKE. Same merge. Sam Steering answers B's case report (his reply token for B) with
+    `!history`. He gets the fixed refusal — "case A: you receive its reports as a steering member
+    but do not work on it" — which names A, the case B was merged into: a reference he never had
+    mail about, telling him another report of the same incident exists. cases/desk.py `handle`
+    words the refusal with `case.ref` of the resolved (merge target) case, not the reference he
+    wrote."""
+    a, b = _merged_with_a_steering_report(store)
+    report_mail = [m for m in store.mail_to(SAM) if m.kind == "steering_report"][-1]
+    assert a.ref not in report_mail.subject + report_mail.text
+    mark = store.outbox_mark()
+    store.take_in(reply(report_mail, SAM, "!history"))
+    got = "\n".join(m.subject + "\n" + m.text for m in _to(store, SAM, mark))
+    assert got, "no answer"
+    assert a.ref not in got, got[:800]
