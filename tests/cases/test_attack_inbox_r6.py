@@ -177,3 +177,33 @@ def test_the_fixed_refusal_to_a_steering_member_does_not_name_the_case_a_report_
     got = "\n".join(m.subject + "\n" + m.text for m in _to(store, SAM, mark))
     assert got, "no answer"
     assert a.ref not in got, got[:800]
+
+
+# ----- danger written on a running case -----------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="a follow-up with automatic markers joins silently, never checked for danger")
+def test_a_reporter_writing_of_danger_through_a_web_form_reaches_the_committee_as_urgent(store: Store):
+    """BROKE. Robin reported through the project's web form, which fronts conduct@ and marks its
+    mail `Auto-Submitted: auto-generated` (README: "a web form or a group may send real reports
+    with them"; the report became an `[auto]` case the committee acknowledged). Two days later
+    Robin uses the form again, under his case tag: "He found my home address and says he will come
+    tonight. I am in physical danger." The message joins the case as an "automatic reply" with
+    no copy to anyone: the case is not urgent, nobody is told, no law-enforcement task is opened.
+    README: "anyone writing of danger on a running case makes it urgent ... the committee is told
+    at once with URGENT in the subject" and "Automatic-mail markers stop only the automatic
+    answer, never the record". cases/inbound.py `_auto_followup` files the message without
+    `_urgency` and without forwarding it (the own text of an out-of-office answer carries no
+    urgent phrase, so checking it would cost nothing)."""
+    from tests.harness import report
+    form = {"Auto-Submitted": "auto-generated", "X-Mailer": "ProjectWebForm 2.1"}
+    store.take_in(report(headers=form, subject="Web form report: harassment at the sprint"))
+    case = store.case()
+    assert "auto" in (case.flags or "") or case.auto, "precondition: an [auto] case"
+    store.command(ALICE, "!ack", case=case)
+    store.now += timedelta(days=2)
+    mark = store.outbox_mark()
+    store.take_in(report(headers=form, subject=f"Web form report: [conduct #{case.ref}] follow-up",
+                         body="He found my home address and says he will come tonight. I am in physical danger."))
+    assert store.case(case.ref).urgent, "the case did not become urgent"
+    assert _to(store, ALICE, mark) and _to(store, BOB, mark), [(m.recipient, m.kind) for m in store.mail_after(mark)]
