@@ -207,3 +207,37 @@ def test_a_reporter_writing_of_danger_through_a_web_form_reaches_the_committee_a
                          body="He found my home address and says he will come tonight. I am in physical danger."))
     assert store.case(case.ref).urgent, "the case did not become urgent"
     assert _to(store, ALICE, mark) and _to(store, BOB, mark), [(m.recipient, m.kind) for m in store.mail_after(mark)]
+
+
+# ----- a steering member who works a case ------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="routing.committee leaves out steering members a case was escalated to")
+def test_a_steering_member_the_case_was_escalated_to_gets_the_reporters_next_mail(store: Store):
+    """BROKE. Nobody acknowledged Robin's report for 60 hours: it was escalated to the steering
+    members, and README says "The second level (steering) hands the case to the steering members:
+    from then on they work on it". Robin then writes again ("It happened again this morning").
+    The follow-up copy goes to Alice, Bob and Carol — the committee that let the deadline pass
+    twice — and not to Sam Steering, who now has the case; nor do the committee's later
+    announcements and notes. He works on a case he hears nothing of unless he asks `!history`.
+    cases/mailer.py routes follow-ups, notes and announcements through `routing.committee`,
+    which adds steering members only for quorum or a recused chair, never for `works_on`'s
+    escalated case."""
+    case, _ = _escalated_to_sam(store)
+    mark = store.outbox_mark()
+    from tests.harness import report
+    store.take_in(report(subject=f"Re: [conduct #{case.ref}] Your report has been received",
+                         body="It happened again this morning."))
+    got = [m for m in _to(store, SAM, mark) if m.case_id == case.id]
+    assert got and "happened again" in got[-1].text, [(m.recipient, m.kind) for m in store.mail_after(mark)]
+
+
+def test_a_steering_member_the_case_was_escalated_to_can_act_and_read_it(store: Store):
+    """HELD. After the second-level escalation Sam Steering answers his escalation mail with
+    `!ack !history`: applied, and the history shows Robin's report."""
+    case, escalation = _escalated_to_sam(store)
+    mark = store.outbox_mark()
+    store.take_in(reply(escalation, SAM, "!ack !history"))
+    assert store.case(case.ref).human_ack_at is not None
+    got = "\n".join(m.text for m in _to(store, SAM, mark))
+    assert "Robin Reporter" in got or REPORTER in got, got[:600]
