@@ -1,0 +1,70 @@
+"""Sixth attack round on issue 16, end to end over real Dovecot + aiosmtpd + the test database:
+a steering member who works one case (escalated to the steering members) pulling another case
+into view with `!merge`.
+
+Each test asserts the SAFE behaviour: it fails while the attack works. Each docstring says
+whether the attack HELD or BROKE when it was written.
+"""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+import pytest
+
+from conduct_inbox.shell.daemon import run_once
+from tests.harness import parsed, report, text_of
+from tests.mailers import ALICE, SAM, about, cases, reply, step
+
+OTHER = "second@example.net"
+
+
+def gmail_reply(original, sender: str, suffix: str, body: str = "") -> bytes:
+    """Gmail's reply: the whole References chain, the subject with Re:, the quote with `>`."""
+    msg = parsed(original)
+    out = EmailMessage()
+    out["From"] = sender
+    out["To"] = str(msg["Reply-To"])
+    out["Subject"] = f"Re: {msg['Subject']} {suffix}".strip()
+    out["Message-ID"] = make_msgid(domain="gmail.example")
+    out["In-Reply-To"] = msg["Message-ID"]
+    out["References"] = " ".join(x for x in (str(msg["References"] or ""), str(msg["Message-ID"])) if x)
+    quoted = "\n".join("> " + line for line in text_of(original).splitlines())
+    out.set_content(f"{body}\n\nOn Thu, 3 Dec 2026 at 10:00, Conduct <conduct@example.org> wrote:\n{quoted}\n")
+    return out.as_bytes()
+
+
+@pytest.mark.xfail(strict=True, reason="!merge admits a target the steering member may_see, not one they work on")
+def test_a_steering_member_handed_one_case_cannot_read_another_by_merging(harness, smtp_receiver):
+    """BROKE. Robin's report nobody acknowledged is escalated twice: Sam Steering gets the
+    second-level escalation and from then on works on it. Sam Second's unrelated report (case B)
+    is acknowledged and worked by the committee (quorum met): Sam Steering does not work on B.
+    From Gmail, Sam answers his escalation with `!merge B` and then `!history`: the merge is
+    applied (Robin's case is closed into B, B's members get "Sam Steering merged ..."), the
+    escalation record moves with it so B now counts as escalated, and the history in Sam's inbox
+    holds B's reporter's name and address, report text and internal notes. cases/merge.py
+    `_target` checks `routing.may_see` (every non-recused steering member), not `works_on`."""
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(body="Pat Person shoved me at the sprint."))
+    [first] = cases(app)
+    for _ in range(3):
+        harness.clock.advance(hours=20)
+        run_once(app)
+    escalations = about(rx, SAM, first.ref)
+    assert escalations, "no escalation reached the steering members"
+    harness.clock.advance(minutes=5)
+    step(harness, app, report(sender=OTHER, name="Sam Second", subject="Pat touched me at the party",
+                              body="Pat touched me at the party. Please keep my name to the committee."))
+    second = [c for c in cases(app) if c.ref != first.ref][0]
+    harness.clock.advance(minutes=2)
+    step(harness, app, reply(about(rx, ALICE, second.ref)[-1], ALICE, "!ack"))
+    seen = len(rx.to(SAM))
+    harness.clock.advance(minutes=2)
+    step(harness, app, gmail_reply(escalations[-1], SAM, f"!merge {second.ref}"))
+    harness.clock.advance(minutes=2)
+    step(harness, app, gmail_reply(escalations[-1], SAM, "!history"))
+    got = "\n".join(str(parsed(m)["Subject"]) + "\n" + text_of(m) for m in rx.to(SAM)[seen:])
+    shown = [w for w in (OTHER, "Sam Second", "Pat touched", "keep my name") if w in got]
+    assert not shown, f"Sam reads case {second.ref}: {shown}"
