@@ -241,3 +241,23 @@ def test_a_steering_member_the_case_was_escalated_to_can_act_and_read_it(store: 
     assert store.case(case.ref).human_ack_at is not None
     got = "\n".join(m.text for m in _to(store, SAM, mark))
     assert "Robin Reporter" in got or REPORTER in got, got[:600]
+
+
+@pytest.mark.xfail(strict=True, reason="reports.is_urgent returns False for any message on a spam-flagged case")
+def test_danger_written_on_a_case_wrongly_flagged_as_spam_makes_it_urgent(store: Store):
+    """BROKE. Robin's first mail was flagged by the upstream filter (`X-Spam-Flag: YES`): a spam
+    case, no acknowledgement. Robin, hearing nothing, writes again under the tag — this mail is not
+    flagged — "He is outside my door, I am in physical danger." The members get a plain follow-up
+    copy: the case is not urgent, no URGENT subject, no law-enforcement task, no webhook. README:
+    a later message on a running case whose sender writes of danger makes it urgent, "never a
+    message flagged as spam" — this message is not flagged; the exclusion is read as "never on a
+    case flagged as spam". cases/reports.py `is_urgent` returns False whenever `case.spam`."""
+    from tests.harness import report
+    store.take_in(report(headers={"X-Spam-Flag": "YES"}, subject="help"))
+    case = store.case()
+    assert case.spam
+    mark = store.outbox_mark()
+    store.take_in(report(subject=f"Re: [conduct #{case.ref}] help",
+                         body="Did you get my mail? He is outside my door, I am in physical danger."))
+    assert store.case(case.ref).urgent, "not urgent"
+    assert any("URGENT" in m.subject for m in _to(store, ALICE, mark)), [m.subject for m in _to(store, ALICE, mark)]
