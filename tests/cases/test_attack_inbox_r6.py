@@ -261,3 +261,24 @@ def test_danger_written_on_a_case_wrongly_flagged_as_spam_makes_it_urgent(store:
                          body="Did you get my mail? He is outside my door, I am in physical danger."))
     assert store.case(case.ref).urgent, "not urgent"
     assert any("URGENT" in m.subject for m in _to(store, ALICE, mark)), [m.subject for m in _to(store, ALICE, mark)]
+
+
+# ----- a member who reports from another address ---------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="the full-name scan does not read Outlook's 'Last, First' display name")
+def test_a_member_reporting_from_a_work_address_shown_last_name_first_is_excluded(store: Store):
+    """BROKE. Bob Builder reports harassment from his employer's Outlook account, whose directory
+    shows him as "Builder, Bob" (Exchange's usual "Last, First" display name): From: "Builder, Bob"
+    <bbuilder@corp.example>. README: a member "who reports (from their roster address, or from
+    another address under their full name ...)" is excluded and hears as a reporter does. Bob is
+    not excluded: he receives the committee's copy of his own report with a reply token, and from
+    then on its internal notes about him as the reporter. core/scanning.py / core/recusal.py match
+    the full name only in roster order."""
+    from tests.harness import report
+    mark = store.outbox_mark()
+    store.take_in(report(sender="bbuilder@corp.example", name="Builder, Bob",
+                         body="Someone at the sprint kept following me to my hotel."))
+    case = store.case()
+    assert BOB in {r.member_email for r in store.case(case.ref).recusals if r.active}
+    assert not [m for m in _to(store, BOB, mark) if m.kind != "ack"], [m.kind for m in _to(store, BOB, mark)]
