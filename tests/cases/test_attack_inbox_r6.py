@@ -282,3 +282,26 @@ def test_a_member_reporting_from_a_work_address_shown_last_name_first_is_exclude
     case = store.case()
     assert BOB in {r.member_email for r in store.case(case.ref).recusals if r.active}
     assert not [m for m in _to(store, BOB, mark) if m.kind != "ack"], [m.kind for m in _to(store, BOB, mark)]
+
+
+# ----- a steering member forwarding a report -----------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="open_forwarded_case answers the forwarder only through the committee's copies")
+def test_a_steering_member_who_forwards_a_report_with_new_is_told_it_was_filed(store: Store):
+    """BROKE. A victim wrote to Sam Steering directly (the policy lets reporters pick whom they
+    trust); Sam forwards it on his personal address with `!new victim@example.net`, as README
+    says members and steering members can. The case is opened, the victim acknowledged, the
+    committee gets copies — and Sam gets nothing at all: no confirmation, no reference, no
+    refusal. DESIGN: commands "do exactly what they say or are refused with a clear answer"; a
+    forwarder who hears nothing forwards again (a second case, a second acknowledgement to the
+    victim) or tells the victim nothing was received. A committee member is answered by the copy
+    of the report; a steering member, who since round 5 does not work on the case, by nothing.
+    cases/reports.py `open_forwarded_case` sends no confirmation to the forwarding member."""
+    from tests.harness import report
+    mark = store.outbox_mark()
+    store.personal(SAM, "Fwd: report !new victim@example.net", "Got this directly.",
+                   attach=report(sender="victim@example.net", body="Pat hit me at the meetup."))
+    case = store.case()
+    got = _to(store, SAM, mark)
+    assert got and any(case.ref in m.subject + m.text for m in got), [(m.recipient, m.kind) for m in store.mail_after(mark)]
