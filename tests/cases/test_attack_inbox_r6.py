@@ -305,3 +305,24 @@ def test_a_steering_member_who_forwards_a_report_with_new_is_told_it_was_filed(s
     case = store.case()
     got = _to(store, SAM, mark)
     assert got and any(case.ref in m.subject + m.text for m in got), [(m.recipient, m.kind) for m in store.mail_after(mark)]
+
+
+# ----- per-reporter response clocks ------------------------------------------------------------------
+
+
+def test_answering_one_reporter_twice_leaves_the_other_reporters_week_standing(store: Store):
+    """HELD. Robin's and, an hour later, Sam Second's reports are merged. Alice answers Robin on
+    day 3 and again on day 6 (`!reply reporter@example.net`): Sam Second was never answered, so
+    the response is overdue one week after his report and the escalation fires then."""
+    a = store.report()
+    store.now += timedelta(hours=1)
+    b = store.report(sender=SECOND, name="Sam Second", body="Same man.")
+    store.command(BOB, f"!merge {a.ref}", case=b)
+    store.command(ALICE, "!ack", case=a)
+    store.now += timedelta(days=3)
+    store.command(ALICE, f"!reply {REPORTER}", "Dear Robin, we are looking into it.", case=a)
+    store.now += timedelta(days=3)
+    store.command(ALICE, f"!reply {REPORTER}", "Dear Robin, still looking.", case=a)
+    store.now += timedelta(days=1, hours=3)
+    sent = _escalate(store)
+    assert [m for m in sent if m.kind == "escalation" and m.recipient == ALICE], [(m.recipient, m.kind) for m in sent]
