@@ -326,3 +326,39 @@ def test_answering_one_reporter_twice_leaves_the_other_reporters_week_standing(s
     store.now += timedelta(days=1, hours=3)
     sent = _escalate(store)
     assert [m for m in sent if m.kind == "escalation" and m.recipient == ALICE], [(m.recipient, m.kind) for m in sent]
+
+
+def test_a_member_recorded_as_reported_can_answer_the_committees_question(store: Store):
+    """HELD. Bob is recorded as the reported party (`!party reported bob@example.org`) and is
+    asked for his account with `!send reported`. He answers that mail from his roster address:
+    the answer joins the case as a party's follow-up and reaches Alice and Carol, not him."""
+    case = store.report(body="One of the organisers cornered me.")
+    store.command(ALICE, "!ack", case=case)
+    store.command(ALICE, "!party reported bob@example.org Bob Builder", case=case)
+    store.command(ALICE, "!send reported", "Dear Bob, a report was made about your conduct. Please tell us your account.",
+                  case=case)
+    party_mail = store.latest(BOB)
+    assert party_mail.audience == "party"
+    mark = store.outbox_mark()
+    store.take_in(reply(party_mail, BOB, "", "I never cornered anyone. I was at the hotel all evening."))
+    kinds = {(m.recipient, m.kind) for m in store.mail_after(mark)}
+    assert (ALICE, "followup") in kinds and (CAROL, "followup") in kinds and not _to(store, BOB, mark), kinds
+
+
+def test_notes_from_a_members_exclusion_stay_hidden_after_a_merge(store: Store):
+    """HELD. Robin's report names Bob Builder (Bob excluded); Alice notes "Bob has done this
+    before"; Bob is included again (`!include Bob`, Carol `!confirm`). The case is then merged into
+    Sam Second's (neither excludes anyone now, so the merge is allowed): Bob's `!history` of the
+    merged case does not show the note written while he was excluded."""
+    a = store.report(body="Bob Builder said something odd near me, not sure it matters.")
+    store.command(ALICE, "", "N1: Robin told me privately Bob has done this before.", case=a)
+    store.command(ALICE, "!include Bob", case=a)
+    store.command(CAROL, "!confirm", case=a)
+    assert not [r for r in store.case(a.ref).recusals if r.active]
+    b = store.report(sender=SECOND, name="Sam Second", body="Something happened at the sprint.")
+    store.command(ALICE, f"!merge {b.ref}", case=a)
+    assert store.case(a.ref).merged_into_id == b.id
+    mark = store.outbox_mark()
+    store.command(BOB, "!history", case=b)
+    got = "\n".join(m.text for m in _to(store, BOB, mark))
+    assert "history" in got and "done this before" not in got
