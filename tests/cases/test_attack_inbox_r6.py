@@ -362,3 +362,29 @@ def test_notes_from_a_members_exclusion_stay_hidden_after_a_merge(store: Store):
     store.command(BOB, "!history", case=b)
     got = "\n".join(m.text for m in _to(store, BOB, mark))
     assert "history" in got and "done this before" not in got
+
+
+# ----- a committee without a chair -----------------------------------------------------------------
+
+
+@pytest.mark.config(("chair = true", "chair = false"))
+@pytest.mark.xfail(strict=True, reason="routing.chair hands level 1 to the steering members, routing.works_on does not")
+def test_without_a_chair_the_steering_member_asked_to_ack_can_ack(store: Store):
+    """BROKE. A committee with no member marked `chair` (the roster allows it; DESIGN: "The
+    chair" means the chair unless recused, else the steering members). Robin's report, subject
+    "Robin Reporter: Pat Person groped me", is not acknowledged within 24 h: the first-level
+    escalation goes to the committee "and the chair", i.e. also to Sam Steering — with the
+    reporter's subject, the standing block, a reply token and "Please acknowledge it by replying
+    to this message with !ack" ("Steering committee members receive this too: the chair ...
+    cannot act on this case"). Sam does so: he gets the fixed refusal "you receive its reports as
+    a steering member but do not work on it". Either he should not have been sent the case's
+    subject (he does not work on it), or he works on it: both cannot hold. core/routing.py
+    `escalation` adds `chair()`'s steering members at level 1; `works_on` counts only
+    `committee()` (which sees no recused chair) and level-2 escalations."""
+    case = store.report(subject="Robin Reporter: Pat Person groped me")
+    store.now += timedelta(hours=25)
+    sent = _escalate(store)
+    to_sam = [m for m in sent if m.recipient == SAM and m.case_id == case.id]
+    assert to_sam and "!ack" in to_sam[-1].text, [(m.recipient, m.kind) for m in sent]
+    store.take_in(reply(to_sam[-1], SAM, "!ack"))
+    assert store.case(case.ref).human_ack_at is not None, "Sam, asked to !ack, was refused"
