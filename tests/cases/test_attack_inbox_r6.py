@@ -388,3 +388,35 @@ def test_without_a_chair_the_steering_member_asked_to_ack_can_ack(store: Store):
     assert to_sam and "!ack" in to_sam[-1].text, [(m.recipient, m.kind) for m in sent]
     store.take_in(reply(to_sam[-1], SAM, "!ack"))
     assert store.case(case.ref).human_ack_at is not None, "Sam, asked to !ack, was refused"
+
+
+# ----- danger written in the subject -----------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="reports.is_urgent reads own_text only, never the subject")
+def test_a_report_whose_subject_says_physical_danger_is_urgent(store: Store):
+    """BROKE. Robin writes the subject "I am in physical danger - please help" and, in the body,
+    "He followed me home from the meetup again tonight." The case is not urgent: the members get
+    a plain copy, the acknowledgement promises 24 hours, the law-enforcement task is not opened,
+    the urgent webhook is not called. The subject is the sender's own text (a reporter in a hurry
+    writes it there; phones show it first). cases/reports.py `is_urgent` checks
+    `msg.own_text or msg.text` and never `msg.subject`."""
+    from tests.harness import report
+    store.take_in(report(subject="I am in physical danger - please help",
+                         body="He followed me home from the meetup again tonight."))
+    assert store.case().urgent
+
+
+@pytest.mark.xfail(strict=True, reason="reports.is_urgent reads own_text only, never the subject")
+def test_a_follow_up_whose_subject_says_police_makes_the_running_case_urgent(store: Store):
+    """BROKE. On Robin's acknowledged case he answers the acknowledgement with the subject "Re:
+    [conduct #REF] Your report has been received - he threatened me, I called the police" and
+    the body "See subject." The case stays not urgent; the copy has no URGENT. README: a later
+    message on a running case whose sender writes of danger makes it urgent. cases/inbound.py
+    `_urgency` -> cases/reports.py `is_urgent` ignores the subject."""
+    from tests.harness import report
+    case = store.report()
+    store.command(ALICE, "!ack", case=case)
+    store.take_in(report(subject=f"Re: [conduct #{case.ref}] Your report has been received - he threatened me, "
+                                 "I called the police", body="See subject."))
+    assert store.case(case.ref).urgent
