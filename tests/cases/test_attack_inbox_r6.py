@@ -420,3 +420,30 @@ def test_a_follow_up_whose_subject_says_police_makes_the_running_case_urgent(sto
     store.take_in(report(subject=f"Re: [conduct #{case.ref}] Your report has been received - he threatened me, "
                                  "I called the police", body="See subject."))
     assert store.case(case.ref).urgent
+
+
+# ----- the steering report when a steering member reports -------------------------------------------
+
+TWO_STEERING = ('email = "sam@example.org"\n',
+                'email = "sam@example.org"\n\n[[steering.members]]\nname = "Tess Steering"\nemail = "tess@example.org"\n')
+TESS = "tess@example.org"
+
+
+@pytest.mark.config(TWO_STEERING)
+@pytest.mark.xfail(strict=True, reason="the steering report's marker line names the excluded steering member")
+def test_the_steering_report_does_not_name_a_steering_member_who_reported(store: Store):
+    """BROKE. Two steering members, Sam and Tess. Sam Steering reports being shoved at the sprint,
+    from his roster address: he is the reporter, excluded from the case (round 5). The committee
+    works it and sends the steering committee the case report (`!steering`), which "leaves out
+    the reporter's and witnesses' identities" (the steering committee may publish it). Tess, who
+    does not work on the case, reads its first line: "To: Tess Steering · Excluded: Sam Steering
+    (the case concerns them)" — the reporter's identity, in the one mail built to withhold it.
+    cases/steering.py `steering_report` renders `routing.steering(...).marker_line()`, which lists
+    excluded steering members with their reason (a reporting member is recused as "concerns")."""
+    case = store.report(sender=SAM, name="Sam Steering", body="Pat shoved me at the sprint.")
+    assert SAM in {r.member_email for r in store.case(case.ref).recusals if r.active}
+    store.command(ALICE, "!ack", case=case)
+    store.command(ALICE, "!steering", case=case)
+    reports = [m for m in store.mail_to(TESS) if m.kind == "steering_report"]
+    assert reports
+    assert "Sam Steering" not in reports[-1].text and SAM not in reports[-1].text, reports[-1].text[:300]
