@@ -447,3 +447,29 @@ def test_the_steering_report_does_not_name_a_steering_member_who_reported(store:
     reports = [m for m in store.mail_to(TESS) if m.kind == "steering_report"]
     assert reports
     assert "Sam Steering" not in reports[-1].text and SAM not in reports[-1].text, reports[-1].text[:300]
+
+
+@pytest.mark.xfail(strict=True, reason="carry_over reads the recusals of the purged case named, not of the case it was merged into")
+def test_a_report_under_a_merged_purged_reference_is_kept_from_a_member_excluded_after_the_merge(store: Store):
+    """BROKE. Sam Second's report (B) is merged into Robin's (A). Later Robin tells the committee
+    the man is Carol's partner: Alice sends `!concerns Carol` on A (the case B now is). A is
+    closed and, two years on, purged with B. Sam Second writes again under B's reference, the one
+    he knows ("He is back at the meetups"): a new report — and Carol, whom the case concerned,
+    gets its copy with his name, address and text. README: mail written later under a purged
+    case's reference "is kept from the same members". cases/recusals.py `carry_over` copies the
+    recusals of the case whose reference was written (B, whose own recusal rows stopped at the
+    merge), not those of the case B had become part of."""
+    from conduct_inbox.shell.retention import purge_all
+    from tests.harness import report
+    a = store.report()
+    b = store.report(sender=SECOND, name="Sam Second", body="The same man followed me too.")
+    store.command(BOB, f"!merge {a.ref}", case=b)
+    store.command(ALICE, "!concerns Carol", case=a)
+    store.command(ALICE, "!close silent the man left the project", case=a)
+    store.now += timedelta(days=800)
+    purge_all(store.sessions, None, store.now, 730)
+    mark = store.outbox_mark()
+    store.take_in(report(sender=SECOND, name="Sam Second", subject=f"Re: [conduct #{b.ref}] Your report has been received",
+                         body="He is back at the meetups."))
+    assert _to(store, ALICE, mark), "the report reached nobody"
+    assert not _to(store, CAROL, mark), [(m.kind, m.subject) for m in _to(store, CAROL, mark)]
