@@ -473,3 +473,26 @@ def test_a_report_under_a_merged_purged_reference_is_kept_from_a_member_excluded
                          body="He is back at the meetups."))
     assert _to(store, ALICE, mark), "the report reached nobody"
     assert not _to(store, CAROL, mark), [(m.kind, m.subject) for m in _to(store, CAROL, mark)]
+
+
+@pytest.mark.xfail(strict=True, reason="an [auto] case has no clock until !ack, urgent or not")
+def test_an_auto_case_made_urgent_by_its_reporters_own_mail_is_escalated_when_nobody_acks(store: Store):
+    """BROKE. Robin's report came through the web form (`Auto-Submitted`): an `[auto]` case, no
+    clock until a member sends `!ack`. Two hours later Robin writes from his own mail client under
+    the tag, a real person's mail with no automatic marker: "He is outside my house. I am in
+    physical danger." The case becomes urgent and the members get one URGENT copy — and then
+    nothing: no acknowledgement due, no reminder, no escalation to the chair or the steering
+    members, ever, however long nobody answers. DESIGN: urgent cases' human acknowledgement is
+    due within the hour and "Overdue -> all non-recused members and the chair; ... -> steering
+    members"; only spam and closed cases have no clocks. cases/deadlines.py / core/sla.py keep an
+    `auto` case clockless until `!ack` even once a human wrote of danger on it."""
+    from tests.harness import report
+    store.take_in(report(headers={"Auto-Submitted": "auto-generated"}, subject="Web form report"))
+    case = store.case()
+    store.now += timedelta(hours=2)
+    store.take_in(report(subject=f"Re: [conduct #{case.ref}] Web form report",
+                         body="He is outside my house. I am in physical danger."))
+    assert store.case(case.ref).urgent
+    store.now += timedelta(hours=3)
+    sent = _escalate(store)
+    assert [m for m in sent if m.kind == "escalation"], "an urgent case nobody acknowledged was never escalated"
