@@ -496,3 +496,16 @@ def test_an_auto_case_made_urgent_by_its_reporters_own_mail_is_escalated_when_no
     store.now += timedelta(hours=3)
     sent = _escalate(store)
     assert [m for m in sent if m.kind == "escalation"], "an urgent case nobody acknowledged was never escalated"
+
+
+def test_a_report_a_member_sent_from_a_private_address_and_forwarded_with_new_excludes_them(store: Store):
+    """HELD. Bob Builder wrote his report to Alice from his private address (From: Bob Builder
+    <bob.b@gmail.com>); Alice forwards it with `!new bob.b@gmail.com`. Bob is excluded (his name
+    in the forwarded From) and gets no copy; only the acknowledgement reaches his private address."""
+    from tests.harness import report
+    mark = store.outbox_mark()
+    store.personal(ALICE, "Fwd: !new bob.b@gmail.com", "Forwarding as asked.",
+                   attach=report(sender="bob.b@gmail.com", name="Bob Builder",
+                                 body="Someone at the meetup followed me to my hotel."))
+    assert BOB in {r.member_email for r in store.case().recusals if r.active}
+    assert not _to(store, BOB, mark)
