@@ -68,3 +68,18 @@ def test_a_steering_member_handed_one_case_cannot_read_another_by_merging(harnes
     got = "\n".join(str(parsed(m)["Subject"]) + "\n" + text_of(m) for m in rx.to(SAM)[seen:])
     shown = [w for w in (OTHER, "Sam Second", "Pat touched", "keep my name") if w in got]
     assert not shown, f"Sam reads case {second.ref}: {shown}"
+
+
+@pytest.mark.xfail(strict=True, reason="reports.is_urgent reads own_text only, never the subject")
+def test_a_report_whose_subject_says_physical_danger_reaches_the_committee_as_urgent(harness, smtp_receiver):
+    """BROKE. Robin's report has the subject "I am in physical danger - please help" and the body
+    "He followed me home from the meetup again tonight." Alice's copy arrives without URGENT, the
+    acknowledgement promises 24 hours rather than one: cases/reports.py `is_urgent` never reads the
+    subject."""
+    rx = smtp_receiver
+    app = harness.app()
+    step(harness, app, report(subject="I am in physical danger - please help",
+                              body="He followed me home from the meetup again tonight."))
+    [case] = cases(app)
+    copies = about(rx, ALICE, case.ref)
+    assert copies and "URGENT" in str(parsed(copies[0])["Subject"]), [str(parsed(m)["Subject"]) for m in copies]
