@@ -509,3 +509,35 @@ def test_a_report_a_member_sent_from_a_private_address_and_forwarded_with_new_ex
                                  body="Someone at the meetup followed me to my hotel."))
     assert BOB in {r.member_email for r in store.case().recusals if r.active}
     assert not _to(store, BOB, mark)
+
+
+# ----- reconsideration ------------------------------------------------------------------------------
+
+
+def _answered_and_closed(store: Store):
+    case = store.report()
+    store.command(ALICE, "!ack", case=case)
+    store.command(ALICE, "!reply", "Dear Robin, we looked into it and decided to take no action.", case=case)
+    store.command(ALICE, "!decide no-action", case=case)
+    store.command(ALICE, "!close", case=case)
+    assert store.case(case.ref).status == "closed"
+    return case
+
+
+@pytest.mark.xfail(strict=True, reason="handlers.run refuses every changes_case command of a member during reconsideration, !recuse included")
+def test_a_member_can_recuse_themself_during_a_reconsideration(store: Store):
+    """BROKE. Sam Steering reconsiders Robin's closed case. Bob learns that the reported man is
+    his brother-in-law and answers the reconsideration mail with `!recuse` ("I have a conflict,
+    please keep me out"). Refused: "!recuse: the case is under reconsideration by the steering
+    committee, which alone acts on it until it is closed again" — and Bob keeps receiving the
+    committee's mail on the case (notes, follow-ups from Robin) for as long as the review lasts.
+    Withdrawing oneself changes nothing of the decision under review; README keeps the
+    committee's notes and `!history` during a reconsideration but not the one command that
+    protects the reporter from a conflicted member. cases/handlers.py `run` refuses every
+    `changes_case` command from non-steering members during a reconsideration."""
+    case = _answered_and_closed(store)
+    store.now += timedelta(days=3)
+    store.personal(SAM, f"!reconsider {case.ref}")
+    assert store.case(case.ref).status == "reconsideration"
+    store.command(BOB, "!recuse", "I have a conflict, please keep me out.", case=case)
+    assert BOB in {r.member_email for r in store.case(case.ref).recusals if r.active}
