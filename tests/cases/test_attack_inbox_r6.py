@@ -541,3 +541,23 @@ def test_a_member_can_recuse_themself_during_a_reconsideration(store: Store):
     assert store.case(case.ref).status == "reconsideration"
     store.command(BOB, "!recuse", "I have a conflict, please keep me out.", case=case)
     assert BOB in {r.member_email for r in store.case(case.ref).recusals if r.active}
+
+
+@pytest.mark.xfail(strict=True, reason="follow-ups are routed by routing.committee, which leaves out the reconsidering steering members")
+def test_the_reporters_mail_during_a_reconsideration_reaches_the_steering_members(store: Store):
+    """BROKE. Sam Steering reconsiders Robin's closed case; during the review only the steering
+    members act on it. Robin answers under his reference with his motivation ("The decision
+    ignored the second incident; here is what happened"). The copy goes to Alice, Bob and Carol —
+    the members whose decision is under review and who may not act on it — and not to Sam, who
+    alone decides. cases/inbound.py `_followup` -> reports.forward_to_committee routes through
+    `routing.committee`, which includes steering members only for quorum or a recused chair,
+    never for a reconsideration (`routing.works_on` does)."""
+    from tests.harness import report
+    case = _answered_and_closed(store)
+    store.now += timedelta(days=3)
+    store.personal(SAM, f"!reconsider {case.ref}")
+    mark = store.outbox_mark()
+    store.take_in(report(subject=f"Re: [conduct #{case.ref}] Message from the Test Conduct Committee",
+                         body="The decision ignored the second incident; here is what happened."))
+    got = [m for m in _to(store, SAM, mark) if "second incident" in m.text]
+    assert got, [(m.recipient, m.kind) for m in store.mail_after(mark)]
