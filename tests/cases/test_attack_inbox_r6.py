@@ -561,3 +561,22 @@ def test_the_reporters_mail_during_a_reconsideration_reaches_the_steering_member
                          body="The decision ignored the second incident; here is what happened."))
     got = [m for m in _to(store, SAM, mark) if "second incident" in m.text]
     assert got, [(m.recipient, m.kind) for m in store.mail_after(mark)]
+
+
+@pytest.mark.xfail(strict=True, reason="reminders and level-1 escalations use routing.escalation (committee + chair), never the reconsidering steering members")
+def test_the_response_reminder_during_a_reconsideration_reaches_the_steering_members_who_alone_can_reply(store: Store):
+    """BROKE. Sam Steering reconsiders Robin's closed case: Robin is owed a response within a week
+    from then (README), and only the steering members may `!reply` (the committee is refused
+    during a reconsideration). Five and a half days later the reminder goes to Alice, Bob and
+    Carol — who cannot act on it — and not to Sam; at the week's end the "Overdue" escalation
+    again goes only to them. The one person who can keep the promise is told only a day after
+    it was broken (level 2). cases/escalate.py addresses reminders and level-1 escalations with
+    `routing.escalation(level=1)`, i.e. the committee and the chair, regardless of who works on
+    the case."""
+    case = _answered_and_closed(store)
+    store.now += timedelta(days=3)
+    store.personal(SAM, f"!reconsider {case.ref}")
+    store.now += timedelta(days=5, hours=12)
+    sent = _escalate(store)
+    assert sent, "no reminder at all"
+    assert [m for m in sent if m.recipient == SAM], [(m.recipient, m.kind) for m in sent]
