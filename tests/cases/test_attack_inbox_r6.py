@@ -580,3 +580,18 @@ def test_the_response_reminder_during_a_reconsideration_reaches_the_steering_mem
     sent = _escalate(store)
     assert sent, "no reminder at all"
     assert [m for m in sent if m.recipient == SAM], [(m.recipient, m.kind) for m in sent]
+
+
+def test_an_html_only_follow_up_writing_of_danger_with_a_non_breaking_space_makes_the_case_urgent(store: Store):
+    """HELD. Robin's acknowledged case; his phone's client sends an HTML-only follow-up,
+    "He is back.<br>I am in physical&nbsp;danger.": the case becomes urgent."""
+    from email.message import EmailMessage
+    from email.utils import make_msgid
+    case = store.report()
+    store.command(ALICE, "!ack", case=case)
+    msg = EmailMessage()
+    msg["From"], msg["To"] = f"Robin Reporter <{REPORTER}>", "conduct@example.org"
+    msg["Subject"], msg["Message-ID"] = f"Re: [conduct #{case.ref}] Your report", make_msgid(domain="example.net")
+    msg.set_content("<div>He is back.<br>I am in physical&nbsp;danger.</div>", subtype="html")
+    store.take_in(msg.as_bytes())
+    assert store.case(case.ref).urgent
