@@ -595,3 +595,26 @@ def test_an_html_only_follow_up_writing_of_danger_with_a_non_breaking_space_make
     msg.set_content("<div>He is back.<br>I am in physical&nbsp;danger.</div>", subtype="html")
     store.take_in(msg.as_bytes())
     assert store.case(case.ref).urgent
+
+
+@pytest.mark.config(("[security]\n", '[security]\ntrusted_authserv_id = "mx.example.org"\n'))
+def test_a_dmarc_pass_lets_no_steering_member_act_on_a_case_they_only_got_a_report_of(store: Store):
+    """HELD. Sam Steering got Robin's case report (`!steering`), not the case. He writes to plain
+    conduct@ with an aligned DMARC pass, "[conduct #REF] !ack !urgent", and a note: nothing is
+    applied, no note is filed, and his answer carries neither the reporter nor the case's subject."""
+    from email.message import EmailMessage
+    from email.utils import make_msgid
+    case = store.report(subject="Robin Reporter: Pat groped me")
+    store.command(ALICE, "!steering", case=case)
+    msg = EmailMessage()
+    msg["From"], msg["To"] = SAM, "conduct@example.org"
+    msg["Subject"], msg["Message-ID"] = f"[conduct #{case.ref}] !ack !urgent", make_msgid(domain="example.org")
+    msg.set_content("Steering here: please treat this as urgent.")
+    raw = b"Authentication-Results: mx.example.org; dmarc=pass (p=reject) header.from=example.org\r\n" + msg.as_bytes()
+    mark = store.outbox_mark()
+    store.take_in(raw)
+    after = store.case(case.ref)
+    assert after.human_ack_at is None and not after.urgent
+    assert not [m for m in store.mail_after(mark) if m.recipient != SAM]
+    got = "\n".join(m.subject + m.text for m in _to(store, SAM, mark))
+    assert "Robin" not in got and "groped" not in got and REPORTER not in got
