@@ -618,3 +618,27 @@ def test_a_dmarc_pass_lets_no_steering_member_act_on_a_case_they_only_got_a_repo
     assert not [m for m in store.mail_after(mark) if m.recipient != SAM]
     got = "\n".join(m.subject + m.text for m in _to(store, SAM, mark))
     assert "Robin" not in got and "groped" not in got and REPORTER not in got
+
+
+@pytest.mark.xfail(strict=True, reason="cases/inbound.py _case_for turns a member's purged reference into 'no case', answered as an unknown reference")
+def test_a_member_who_reported_writing_again_under_the_purged_reference_is_a_new_report(store: Store):
+    """BROKE. Bob Builder, a committee member, reported Pat from his roster address two years ago
+    (he was the reporter, excluded from his own case). The case was closed and purged. Bob answers
+    his old acknowledgement, "Re: [conduct #REF] Your report has been received": "Pat did it again
+    yesterday." Nothing is filed: no case, no acknowledgement, no copy to Alice or Carol; Bob gets
+    "Nothing was changed. - there is no case REF you can act on" and the command list. README:
+    mail written later under a purged case's reference "is a new report"; a member who reports
+    "hears as a reporter does". cases/inbound.py `_case_for` drops a purged case for every sender
+    and, for a member sender, treats the reference as unknown committee mail (cases/desk.py ->
+    personal.unknown_case) instead of a report."""
+    from conduct_inbox.shell.retention import purge_all
+    from tests.harness import report
+    case = store.report(sender=BOB, name="Bob Builder", body="Pat groped me at the sprint.")
+    assert BOB in {r.member_email for r in store.case(case.ref).recusals if r.active}
+    store.command(ALICE, "!close silent handled with Bob", case=case)
+    store.now += timedelta(days=800)
+    purge_all(store.sessions, None, store.now, 730)
+    mark = store.outbox_mark()
+    store.take_in(report(sender=BOB, name="Bob Builder", subject=f"Re: [conduct #{case.ref}] Your report has been received",
+                         body="Pat did it again yesterday."))
+    assert _to(store, ALICE, mark) and _to(store, CAROL, mark), [(m.recipient, m.kind) for m in store.mail_after(mark)]
