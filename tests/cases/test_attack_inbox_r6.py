@@ -642,3 +642,19 @@ def test_a_member_who_reported_writing_again_under_the_purged_reference_is_a_new
     store.take_in(report(sender=BOB, name="Bob Builder", subject=f"Re: [conduct #{case.ref}] Your report has been received",
                          body="Pat did it again yesterday."))
     assert _to(store, ALICE, mark) and _to(store, CAROL, mark), [(m.recipient, m.kind) for m in store.mail_after(mark)]
+
+
+@pytest.mark.xfail(strict=True, reason="a level-2 escalation with every steering member excluded is recorded as sent to nobody")
+def test_the_second_escalation_of_a_case_the_steering_member_reported_reaches_someone(store: Store):
+    """BROKE. Sam Steering (the only steering member) reports being shoved, from his roster
+    address: he is the reporter and excluded. Nobody acknowledges. After 24 h the committee gets
+    "Overdue"; after another 24 h the second level is due — its audience, the steering members
+    not excluded, is empty: the escalation is recorded as sent (event `escalation_sent`) and no
+    mail goes anywhere, no alert says so. The promise is broken a second time and nobody is told.
+    cases/escalate.py records the level even when `routing.escalation(level=2)` has no recipients."""
+    store.report(sender=SAM, name="Sam Steering", body="Pat shoved me at the sprint.")
+    store.now += timedelta(hours=25)
+    assert _escalate(store)
+    store.now += timedelta(hours=25)
+    sent = _escalate(store)
+    assert [m for m in sent if m.recipient != SAM], "the second-level escalation reached nobody"
