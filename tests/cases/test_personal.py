@@ -122,7 +122,7 @@ def test_someone_elses_personal_address_is_refused_silently(store):
 def test_reconsider_is_for_steering_members_on_a_closed_case(store: Store):
     case = store.report()
     store.personal(SAM, f"!reconsider {case.ref}")
-    assert "is new, not closed" in own_lines(store.latest(SAM))
+    assert "cannot be reconsidered now (only a closed case can)" in own_lines(store.latest(SAM))
     store.command(ALICE, "!close silent withdrawn")
     store.personal(ALICE, f"!reconsider {case.ref}")
     assert "only steering committee members" in own_lines(store.latest(ALICE))

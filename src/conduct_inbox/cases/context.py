@@ -82,10 +82,13 @@ def recused(case: Case | None) -> dict[str, str]:
 
 
 def works_on(ctx: Context, session: Session, case: Case, email: str) -> bool:
-    """`routing.works_on` from the stored case: its recusals, state and escalations."""
-    escalated = session.scalar(select(EscalationFired.id).where(
-        EscalationFired.case_id == case.id,
-        or_(EscalationFired.key.in_(("ack:2", "ack:2:urgent")), EscalationFired.key.like("response:2:%"))).limit(1))
+    """`routing.works_on` from the stored case: its recusals, state and escalations (those that
+    reached the steering members: the second level, or the first when there is no chair and the
+    steering members stand in for one, `routing.chair`)."""
+    keys = [EscalationFired.key.in_(("ack:2", "ack:2:urgent")), EscalationFired.key.like("response:2:%")]
+    if ctx.roster.chair is None:
+        keys += [EscalationFired.key.in_(("ack:1", "ack:1:urgent")), EscalationFired.key.like("response:1:%")]
+    escalated = session.scalar(select(EscalationFired.id).where(EscalationFired.case_id == case.id, or_(*keys)).limit(1))
     return routing.works_on(ctx.roster, recused(case), email, case.status == states.RECONSIDERATION,
                             escalated is not None)
 

@@ -142,7 +142,7 @@ def handle(ctx: Context, session: Session, row: InboundMessage, msg: Parsed, res
         # it, and the answer carries nothing of it (no title, no standing block, no address).
         outcome = _refuse_silently(session, row, case, "steering member not working on the case", now)
         mailer.reply_to_member(session, ctx, None, member, "refusal", now, problems=[
-            f"case {case.ref}: you receive its reports as a steering member but do not work on it, so nothing "
+            f"case {msg.case_ref or case.ref}: you receive its reports as a steering member but do not work on it, so nothing "
             "was applied. The steering members take a case up when it is escalated to them, when too few "
             "committee members are left to handle it, or with !reconsider REF once it is closed."])
         return outcome

@@ -23,7 +23,7 @@ from conduct_inbox.cases.merge import merge
 from conduct_inbox.cases.reports import urgent_task
 from conduct_inbox.cases.steering import steering_report
 from conduct_inbox.core import command_types as ct
-from conduct_inbox.core import routing, states
+from conduct_inbox.core import routing, scanning, states
 from conduct_inbox.core.commands import title_of
 from conduct_inbox.core.outward import outward_text
 from conduct_inbox.core.roster import Person
@@ -185,9 +185,9 @@ def party(call: Call, c: ct.Party) -> str:
     session, case = call.session, call.case
     if any(p.role == c.role and p.address == c.address.lower() for p in case.parties):
         return f"{c.role} party already recorded"  # recorded twice, they would get each !send twice
-    accused = call.ctx.roster.person(c.address)
-    if accused is not None:  # a member who is a party (reported, witness, other): the case concerns them
-        recusals.recuse(call.ctx, session, case, accused.email, "concerns", call.now, automatic=False, tell=call.tell)
+    member = scanning.named_by(call.ctx.roster, c.address, c.name)
+    if member is not None:  # a member who is a party (reported, witness, other): the case concerns them
+        recusals.recuse(call.ctx, session, case, member, "concerns", call.now, automatic=False, tell=call.tell)
     session.add(Party(case_id=case.id, role=c.role, address=c.address.lower(), name=c.name, created_at=call.now))
     session.flush()
     session.refresh(case)
@@ -328,7 +328,8 @@ def run(call: Call, command: ct.Command) -> str:
     if on is None:
         raise Refused(f"!{ct.typed_name(command)} cannot be used on a case")
     if (call.case.status == states.RECONSIDERATION and not call.member.steering
-            and (command.changes_case or isinstance(command, _ACTS_OUTSIDE))):
+            and (command.changes_case or isinstance(command, _ACTS_OUTSIDE))
+            and not isinstance(command, (ct.Recuse, ct.Concerns))):  # more recusal never shows anyone anything
         # The policy: the steering committee reviews the case; the members whose decision is
         # reconsidered neither close nor change it meanwhile (notes and !history stay theirs).
         raise Refused(f"!{ct.typed_name(command)}: the case is under reconsideration by the steering committee, "

@@ -188,6 +188,9 @@ def _followup(ctx: Context, session: Session, row: InboundMessage, msg: Parsed, 
 
 def _auto_followup(ctx: Context, session: Session, row: InboundMessage, msg: Parsed, result: Classification, now: datetime) -> str:
     case = _case(session, result)
+    if states.is_open(case.status) and not case.urgent and reports.is_urgent(ctx, case, msg):
+        # Automatic markers (a web form, a list) on mail that writes of danger: someone wrote it.
+        return _followup(ctx, session, row, msg, result, now)
     row.case_id, row.status = case.id, "processed"
     event(session, case.id, "system", "automatic_reply_received", now, inbound_id=row.id)
     return f"automatic reply joined case {case.ref} (not forwarded)"

@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session
 from conduct_inbox.cases import mailer
 from conduct_inbox.cases.audit import event
 from conduct_inbox.cases.calls import Call
-from conduct_inbox.cases.context import recused
+from conduct_inbox.cases.context import recused, works_on
 from conduct_inbox.cases.deadlines import case_clock, refresh_clock, reset_response_clock
-from conduct_inbox.core import routing, sla, states
+from conduct_inbox.core import sla, states
 from conduct_inbox.core.command_types import Merge
 from conduct_inbox.errors import Refused
 from conduct_inbox.store.models import (
@@ -73,7 +73,8 @@ def _target(call: Call, c: Merge) -> Case:
     if target is not None and target.id == source.id:
         raise Refused("!merge: a case cannot be merged into itself")
     if (target is None or target.merged_into_id is not None or target.purged_at is not None
-            or not routing.may_see(call.ctx.roster, recused(target), member.email)):
+            or not works_on(call.ctx, session, target, member.email)):
+        # (a steering member handed one case must not pull another one they do not work on into it)
         raise _no_such_case()
     if set(recused(source)) != set(recused(target)):
         raise Refused(f"!merge: cases {source.ref} and {target.ref} do not exclude the same members, and merging "

@@ -87,7 +87,13 @@ def carry_over(session: Session, case: Case, ref: str | None, now: datetime) -> 
     if not ref:
         return
     purged = session.scalars(select(Case).where(Case.ref == ref, Case.purged_at.is_not(None))).first()
-    for email in sorted(recused(purged)) if purged is not None else []:
+    kept_from: set[str] = set()
+    for _ in range(20):  # the purged case, and the case it was merged into (exclusions made there later)
+        if purged is None:
+            break
+        kept_from |= set(recused(purged))
+        purged = session.get(Case, purged.merged_into_id) if purged.merged_into_id is not None else None
+    for email in sorted(kept_from):
         if email not in recused(case):
             recuse_before_sending(session, case, email, "system", now)
             session.refresh(case)

@@ -25,6 +25,7 @@ from conduct_inbox.core.promises import hours_text
 from conduct_inbox.core.roster import Person
 from conduct_inbox.core.sla import is_urgent_text
 from conduct_inbox.mail.compose import Draft
+from conduct_inbox.mail.headers import case_ref_in
 from conduct_inbox.mail.parse import InboundMessage as Parsed
 from conduct_inbox.store.db import DIALECT_INSERTS
 from conduct_inbox.store.models import Case, CaseCounter, InboundMessage, Party
@@ -157,6 +158,8 @@ def open_forwarded_case(
     session.flush()
     session.refresh(case)
     recusals.recuse_reporting_member(ctx, session, case, now)
+    # A report written under a purged case's reference, forwarded: kept from whom that case was.
+    recusals.carry_over(session, case, case_ref_in(subject_ or "", ctx.options.case_tag), now)
     recusals.recuse_named(session, case, scanning.recusing(scanned, ("forwarded",)), now)
     if urgent and not case.spam:  # `!new ... !urgent`: the member says so
         case.urgent = True
@@ -169,6 +172,12 @@ def open_forwarded_case(
         acked, ack_reason = acks.acknowledge(ctx, session, case, report, now)
     drafts = report_copies(ctx, case, report, scanned, now, acked, ack_reason)
     mailer.send(session, ctx, drafts, now, case_id=case.id, inbound_id=row.id)
+    if member.email not in {d.recipient for d in drafts}:
+        # The copy is the forwarding member's confirmation; one who gets none (a steering member,
+        # or one the report concerns) is told it was filed, and nothing more.
+        mailer.reply_to_member(session, ctx, None, member, "confirmation", now,
+                               done=[f"the report you forwarded was filed as case {case.ref}; its copies went to "
+                                     "the members who handle it"])
     if forwarded is not None and msg.own_text.strip():
         # The member's own words beside the forward are never dropped: an internal note.
         file_note(ctx, session, case, member, msg.own_text.strip(), now, inbound_id=row.id)
@@ -190,7 +199,7 @@ def is_urgent(ctx: Context, case: Case, msg: Parsed) -> bool:
     """The sender's own, unquoted text matches the configured urgent phrases (never on spam)."""
     if case.spam or not ctx.options.urgent_phrases:
         return False
-    return is_urgent_text(msg.own_text or msg.text, ctx.options.urgent_phrases)
+    return is_urgent_text(f"{msg.subject}\n{msg.own_text or msg.text}", ctx.options.urgent_phrases)
 
 
 def note_urgent(session: Session, case: Case, now: datetime) -> None:

@@ -22,7 +22,8 @@ from conduct_inbox.store.models import Case, Decision, Event, InboundMessage, Ou
 
 def steering_report(ctx: Context, session: Session, case: Case, now: datetime, reason: str) -> None:
     """The report the policy promises the steering committee: no reporter or witness identities."""
-    audience = routing.steering(ctx.roster, recused(case))
+    # Who is excluded is itself an identity (a steering member who reported): not in this report.
+    audience = routing.Audience(routing.steering(ctx.roster, recused(case)).recipients, steering_included=True)
     decisions = session.scalars(select(Decision).where(Decision.case_id == case.id).order_by(Decision.id)).all()
     timeline = session.scalars(select(Event).where(Event.case_id == case.id).order_by(Event.id)).all()
     inbound = session.scalar(select(func.count(InboundMessage.id)).where(InboundMessage.case_id == case.id))
@@ -67,7 +68,9 @@ def reconsider(ctx: Context, session: Session, row: InboundMessage, member: Pers
         # reconsider, and its recusals went with it).
         return f"!reconsider: there is no case {c.ref} you can act on"
     if case.status not in states.RECONSIDERABLE_FROM:
-        return f"!reconsider: case {case.ref} is {case.status}, not closed"
+        # Named as written, its state not told: the answer must not say where a merged case went,
+        # nor give a steering member who does not work on a case its state.
+        return f"!reconsider: case {c.ref} cannot be reconsidered now (only a closed case can)"
     previous = case.status
     restart_waits(case, now)
     case.status, case.updated_at = states.RECONSIDERATION, now

@@ -66,8 +66,10 @@ def steering(roster: Roster, recused: Mapping[str, str]) -> Audience:
 
 
 def escalation(roster: Roster, recused: Mapping[str, str], level: int) -> Audience:
-    """Level 1: the committee and the chair; level 2 and above: the steering members."""
-    if level >= 2:
+    """Level 1: the committee and the chair; level 2 and above: the steering members (when every
+    steering member is excluded, the committee and the chair again: an escalation never goes
+    nowhere)."""
+    if level >= 2 and steering(roster, recused).recipients:
         return steering(roster, recused)
     base = committee(roster, recused)
     extra = tuple(p for p in chair(roster, recused).recipients if p not in base.recipients)

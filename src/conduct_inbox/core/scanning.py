@@ -56,9 +56,25 @@ def scan(msg: InboundMessage, roster: Roster, body: str, *, sources: Collection[
     texts = [r.text for r in msg.readable if r.source in sources]
     texts += [body, shown_subject]
     if "sender" in sources and msg.reporter_name:
-        texts.append(msg.reporter_name)
+        texts += display_name_forms(msg.reporter_name)
     named = tuple(m.email for m in detect(roster, texts))
     return Scanned(named=named, body=body, subject=shown_subject, attachments=msg.attachments)
+
+
+def display_name_forms(name: str) -> list[str]:
+    """A display name as written and, for Outlook's "Last, First", in reading order too."""
+    last, comma, first = name.partition(",")
+    return [name, f"{first.strip()} {last.strip()}"] if comma and first.strip() and last.strip() else [name]
+
+
+def named_by(roster: Roster, address: str, name: str | None) -> str | None:
+    """The roster member a party recorded as `address` with display `name` is: by address, or by
+    their full name as the scan finds it (a private address under their own name)."""
+    person = roster.person(address)
+    if person is None and name:
+        found = detect(roster, display_name_forms(name))
+        return found[0].email if found else None
+    return person.email if person is not None else None
 
 
 def followup_body(msg: InboundMessage) -> str:

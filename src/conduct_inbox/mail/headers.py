@@ -94,7 +94,7 @@ def _date(value: str | None, defects: Defects) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def _case_ref(subject: str, case_tag: str) -> str | None:
+def case_ref_in(subject: str, case_tag: str) -> str | None:
     pattern = re.compile(r"\[\s*" + re.escape(case_tag) + r"\s*#\s*([0-9]{4}-[0-9]{1,8})\s*\]", re.IGNORECASE)
     m = pattern.search(subject[:2000])
     return m.group(1) if m else None

@@ -34,13 +34,13 @@ from conduct_inbox.mail.charsets import Defects, fold_spaces
 from conduct_inbox.mail.extract import HTML_VERSION_LINE
 from conduct_inbox.mail.headers import (
     _addresses,
-    _case_ref,
     _date,
     _first,
     _header_items,
     _message_ids,
     _raw_values,
     _reporter,
+    case_ref_in,
 )
 from conduct_inbox.mail.inbound import Attachment, ForwardedMessage, InboundMessage, Readable
 from conduct_inbox.mail.limits import _BLOB_MIN, _FEED_CHUNK, _HEAD_BYTES, TEXT_SCAN_BYTES
@@ -253,7 +253,7 @@ def _parse(stream: BinaryIO, case_tag: str, max_attachment_bytes: int | None) ->
         in_reply_to=_message_ids(first("In-Reply-To")),
         references=_message_ids(" ".join(all_of("References"))),
         date=_date(first("Date"), defects),
-        case_ref=_case_ref(subject, case_tag),
+        case_ref=case_ref_in(subject, case_tag),
         text=text,
         own_text=own,
         html_converted=converted,
