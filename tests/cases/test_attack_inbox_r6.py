@@ -206,7 +206,6 @@ def test_a_reporter_writing_of_danger_through_a_web_form_reaches_the_committee_a
 # ----- a steering member who works a case ------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="known limit (README): steering members a case was escalated to work on it (act, !history) but its later mail still goes to the committee's audience")
 def test_a_steering_member_the_case_was_escalated_to_gets_the_reporters_next_mail(store: Store):
     """BROKE. Nobody acknowledged Robin's report for 60 hours: it was escalated to the steering
     members, and README says "The second level (steering) hands the case to the steering members:
@@ -529,7 +528,6 @@ def test_a_member_can_recuse_themself_during_a_reconsideration(store: Store):
     assert BOB in {r.member_email for r in store.case(case.ref).recusals if r.active}
 
 
-@pytest.mark.xfail(strict=True, reason="known limit (README): during a reconsideration the case's mail still goes to the committee's audience, not to the reconsidering steering members")
 def test_the_reporters_mail_during_a_reconsideration_reaches_the_steering_members(store: Store):
     """BROKE. Sam Steering reconsiders Robin's closed case; during the review only the steering
     members act on it. Robin answers under his reference with his motivation ("The decision
@@ -549,7 +547,6 @@ def test_the_reporters_mail_during_a_reconsideration_reaches_the_steering_member
     assert got, [(m.recipient, m.kind) for m in store.mail_after(mark)]
 
 
-@pytest.mark.xfail(strict=True, reason="known limit (README): during a reconsideration reminders and level-1 escalations still go to the committee's audience")
 def test_the_response_reminder_during_a_reconsideration_reaches_the_steering_members_who_alone_can_reply(store: Store):
     """BROKE. Sam Steering reconsiders Robin's closed case: Robin is owed a response within a week
     from then (README), and only the steering members may `!reply` (the committee is refused

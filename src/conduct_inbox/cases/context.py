@@ -10,9 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
-
 from conduct_inbox.cases.render import Renderer
 from conduct_inbox.core import routing, sla, states, tokens
 from conduct_inbox.core.classify import Policy
@@ -20,7 +17,7 @@ from conduct_inbox.core.commands import title_of
 from conduct_inbox.core.promises import Promises
 from conduct_inbox.core.roster import Person, Roster
 from conduct_inbox.mail.compose import Sender
-from conduct_inbox.store.models import Case, EscalationFired
+from conduct_inbox.store.models import Case
 
 
 @dataclass(frozen=True)
@@ -74,23 +71,18 @@ class Context:
     sla_policy: sla.SlaPolicy | None = field(default=None)
 
 
-def recused(case: Case | None) -> dict[str, str]:
-    """The members recused from the case, with their reasons."""
+def recused(case: Case | None) -> routing.Exclusions:
+    """The members recused from the case, with their reasons; and whether the steering members
+    work on it (escalated to them, `cases.steering_since`, or under reconsideration)."""
     if case is None:
-        return {}
-    return {r.member_email: r.reason for r in case.recusals if r.active}
+        return routing.Exclusions()
+    return routing.Exclusions({r.member_email: r.reason for r in case.recusals if r.active},
+                              steering_works=case.steering_since is not None or case.status == states.RECONSIDERATION)
 
 
-def works_on(ctx: Context, session: Session, case: Case, email: str) -> bool:
-    """`routing.works_on` from the stored case: its recusals, state and escalations (those that
-    reached the steering members: the second level, or the first when there is no chair and the
-    steering members stand in for one, `routing.chair`)."""
-    keys = [EscalationFired.key.in_(("ack:2", "ack:2:urgent")), EscalationFired.key.like("response:2:%")]
-    if ctx.roster.chair is None:
-        keys += [EscalationFired.key.in_(("ack:1", "ack:1:urgent")), EscalationFired.key.like("response:1:%")]
-    escalated = session.scalar(select(EscalationFired.id).where(EscalationFired.case_id == case.id, or_(*keys)).limit(1))
-    return routing.works_on(ctx.roster, recused(case), email, case.status == states.RECONSIDERATION,
-                            escalated is not None)
+def works_on(ctx: Context, case: Case, email: str) -> bool:
+    """`routing.works_on` for the stored case."""
+    return routing.works_on(ctx.roster, recused(case), email)
 
 
 def subject(ctx: Context, case: Case, extra: str = "") -> str:

@@ -137,7 +137,7 @@ def handle(ctx: Context, session: Session, row: InboundMessage, msg: Parsed, res
     if admission.way is Way.PERSONAL:
         return personal.caseless(ctx, session, row, msg, member, now)
     assert case is not None
-    if member.steering and not works_on(ctx, session, case, member.email):
+    if member.steering and not works_on(ctx, case, member.email):
         # A steering member who gets this case's reports, not the case: nothing they send acts on
         # it, and the answer carries nothing of it (no title, no standing block, no address).
         outcome = _refuse_silently(session, row, case, "steering member not working on the case", now)

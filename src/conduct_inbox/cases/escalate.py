@@ -70,6 +70,8 @@ def _subject(ctx: Context, case: Case, level: int) -> str:
 def _send(session: Session, ctx: Context, case: Case, esc: sla.Escalation, now: datetime) -> int:
     """Queue one mail per recipient of the escalation and audit it. Returns the recipient count."""
     audience = _audience(ctx, case, esc.level)
+    if esc.level >= 1 and case.steering_since is None and any(p.steering for p in audience.recipients):
+        case.steering_since = now  # escalated to them: the steering members work on it from now
     body = ctx.renderer.render(
         "escalation",
         marker=audience.marker_line(),

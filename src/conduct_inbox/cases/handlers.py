@@ -278,7 +278,7 @@ def list_text(ctx: Context, session: Session, member: Person) -> str:
     """The open cases the member may see, one line each."""
     lines = []
     for case in session.scalars(select(Case).where(Case.status != states.CLOSED, Case.spam.is_(False)).order_by(Case.id)):
-        if works_on(ctx, session, case, member.email):
+        if works_on(ctx, case, member.email):
             lines.append(f"  {case.ref}  {case.status:<15} {case.title}")
     return "\n".join(lines) or "  (none)"
 

@@ -181,7 +181,7 @@ def _exclusions(session: Session, case: Case, reader: str) -> list[tuple[datetim
 
 def history(call: Call, c: History) -> str:
     case = call.case
-    if not works_on(call.ctx, call.session, case, call.member.email):
+    if not works_on(call.ctx, case, call.member.email):
         raise Refused("!history: the case's history goes to the members working on it; the steering committee gets "
                       "the case report (without identities) unless it stands in for the committee or reconsiders "
                       "the case")

@@ -73,7 +73,7 @@ def _target(call: Call, c: Merge) -> Case:
     if target is not None and target.id == source.id:
         raise Refused("!merge: a case cannot be merged into itself")
     if (target is None or target.merged_into_id is not None or target.purged_at is not None
-            or not works_on(call.ctx, session, target, member.email)):
+            or not works_on(call.ctx, target, member.email)):
         # (a steering member handed one case must not pull another one they do not work on into it)
         raise _no_such_case()
     if set(recused(source)) != set(recused(target)):

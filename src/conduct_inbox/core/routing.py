@@ -36,17 +36,28 @@ class Audience:
         return line
 
 
+class Exclusions(dict[str, str]):
+    """The members excluded from a case (address → reason), and whether the steering members work
+    on it (it was escalated to them, or they reconsider it): then they are among its recipients."""
+
+    def __init__(self, recused: Mapping[str, str] | None = None, steering_works: bool = False):
+        super().__init__(recused or {})
+        self.steering_works = steering_works
+
+
 def _excluded(people: tuple[Person, ...], recused: Mapping[str, str]) -> tuple[tuple[Person, str], ...]:
     return tuple((p, recused[p.email]) for p in people if p.email in recused)
 
 
 def committee(roster: Roster, recused: Mapping[str, str]) -> Audience:
     """Every non-recused member; steering members join when fewer than the quorum are left,
-    and when the chair is recused (they take the chair's place)."""
+    when the chair is recused (they take the chair's place), and when they work on the case
+    (`Exclusions.steering_works`)."""
     active = tuple(m for m in roster.members if m.email not in recused)
     excluded = _excluded(roster.members, recused)
     chair_recused = roster.chair is not None and roster.chair.email in recused
-    if len(active) >= roster.quorum and not chair_recused:
+    steering_works = getattr(recused, "steering_works", False)
+    if len(active) >= roster.quorum and not chair_recused and not steering_works:
         return Audience(active, excluded)
     steering = tuple(s for s in roster.steering if s.email not in recused and s.email not in {a.email for a in active})
     return Audience(active + steering, excluded + _excluded(roster.steering, recused), steering_included=True)
@@ -76,17 +87,13 @@ def escalation(roster: Roster, recused: Mapping[str, str], level: int) -> Audien
     return Audience(base.recipients + extra, base.excluded, base.steering_included or bool(extra))
 
 
-def works_on(roster: Roster, recused: Mapping[str, str], email: str, reconsideration: bool,
-             escalated: bool = False) -> bool:
+def works_on(roster: Roster, recused: Mapping[str, str], email: str) -> bool:
     """Whether this person works the case, and so may act on it and read it back: they are in its
-    committee audience (steering members when they stand in for the committee), or they are a
-    steering member it does not exclude and it is under reconsideration or was escalated to the
-    steering members (a deadline the committee let pass twice hands it to them). Otherwise the
-    steering committee gets case reports without identities, never the case."""
+    committee audience (steering members when they stand in for the committee, when it was
+    escalated to them, when they reconsider it). Otherwise the steering committee gets case
+    reports without identities, never the case."""
     email = email.lower()
-    if any(p.email == email for p in committee(roster, recused).recipients):
-        return True
-    return (reconsideration or escalated) and email not in recused and any(s.email == email for s in roster.steering)
+    return any(p.email == email for p in committee(roster, recused).recipients)
 
 
 def may_see(roster: Roster, recused: Mapping[str, str], email: str) -> bool:

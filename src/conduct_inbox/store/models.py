@@ -187,6 +187,8 @@ class Case(Base):
     clocks_from: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Marked urgent after the report: the urgent hour runs from then (NULL: from the report).
     urgent_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Escalated to the steering members: from then on they work on it (`routing.Exclusions`).
+    steering_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Where the response clock runs from (`sla.response_from` of the reporters); NULL: the start.
     last_response_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -231,8 +233,7 @@ class Party(Base):
     #: The reporter's consent to be named in a public statement (policy: default no).
     consent_public: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    #: A reporter's own response clock (a case holds several after `!merge`): the last answer sent
-    #: to them, else when their wait began if not with the case's own clock (NULL: with it).
+    #: A reporter's own response clock after `!merge` (`sla.reporter_start`; NULL: the case's).
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     waiting_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: The reference a party of a case merged into this one keeps hearing under (NULL: the case's).
@@ -335,8 +336,7 @@ class OutboxMessage(Base):
     kind: Mapped[str] = mapped_column(String(40))  # ack | report | alert | note | reply | ...
     audience: Mapped[str] = mapped_column(String(20))  # reporter | member | steering | party
     recipient: Mapped[str] = mapped_column(SealedLookup, index=True)
-    #: The canonical correspondent (lower case, +tag removed) an automatic answer counts against for
-    #: the rate limit: an acknowledgement's recipient; for the alert that a limit tripped, whose.
+    #: The canonical correspondent whose rate limit an automatic answer counts against (lower case).
     correspondent: Mapped[str | None] = mapped_column(SealedLookup, index=True)
     message_id: Mapped[str] = mapped_column(String(255), unique=True)
     subject: Mapped[str] = mapped_column(SealedText)
