@@ -1,0 +1,129 @@
+"""Seventh attack round on issue 16 (cases tier, no servers): the one rule for who receives a
+case's mail and who may act on it (`routing.Exclusions.steering_works`, `cases.steering_since`)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tests.case_store import Store
+from tests.mailers import ALICE, BOB, CAROL, REPORTER, SAM, reply
+
+SECOND = "second@example.net"
+
+
+def _to(store: Store, address: str, mark: int) -> list:
+    return [m for m in store.mail_after(mark) if m.recipient == address]
+
+
+def _escalate(store: Store) -> list:
+    from conduct_inbox.cases.escalate import escalate_once
+    from conduct_inbox.core import sla
+    mark = store.outbox_mark()
+    escalate_once(store.sessions, store.inbound.ctx, sla.SlaPolicy(), store.now)
+    store.dispatched()
+    return store.mail_after(mark)
+
+
+def _escalated_to_sam(store: Store):
+    case = store.report()
+    store.now += timedelta(hours=60)
+    sent = _escalate(store)
+    to_sam = [m for m in sent if m.recipient == SAM and m.case_id == case.id]
+    assert to_sam, [(m.recipient, m.kind) for m in sent]
+    assert store.case(case.ref).steering_since is not None
+    return case, to_sam[-1]
+
+
+def _answered_and_closed(store: Store):
+    case = store.report()
+    store.command(ALICE, "!ack", case=case)
+    store.command(ALICE, "!reply", "Dear Robin, we looked into it and decided to take no action.", case=case)
+    store.command(ALICE, "!decide no-action", case=case)
+    store.command(ALICE, "!close", case=case)
+    assert store.case(case.ref).status == "closed"
+    return case
+
+
+def _second_report(store: Store):
+    b = store.report(sender=SECOND, name="Sam Second", subject="Pat touched me at the party",
+                     body="Pat Person touched me at the party. Please keep my name out of it.")
+    store.command(ALICE, "!ack", case=b)
+    store.command(ALICE, "", "Internal: Sam Second asked us to keep this from the steering committee.", case=b)
+    return b
+
+
+@pytest.mark.xfail(strict=True, reason="merge compares recusals only, not steering_works: a non-escalated case merged into an escalated one is shown to the steering members")
+def test_a_case_merged_into_an_escalated_one_does_not_show_its_reporter_to_the_steering_member(store: Store):
+    """BROKE. Sam Steering gets Sam Second's address, name and the note "Sam Second asked us to
+    keep this from the steering committee" (announcement / `!history` on the merged case) after
+    Alice merges the committee-only case into one escalated to Sam. cases/merge.py `_target`
+    refuses only on `set(recused(source)) != set(recused(target))`, ignoring
+    `Exclusions.steering_works` (target's `steering_since`), so the merged case's audience
+    (routing.committee) now includes the steering members. Sam Second's report B is handled by the committee (Sam Steering does not work on it). Robin's
+    report A was escalated to Sam. Alice merges B into A: Sam must not thereby learn B's reporter
+    or its notes (the merge rule: refused when it would show someone excluded anything)."""
+    a, escalation = _escalated_to_sam(store)
+    b = _second_report(store)
+    mark = store.outbox_mark()
+    store.command(ALICE, f"!merge {a.ref}", case=b)
+    store.take_in(reply(escalation, SAM, "!history"))
+    got = "\n".join(m.subject + "\n" + m.text for m in _to(store, SAM, mark))
+    shown = [w for w in (SECOND, "Sam Second", "Pat touched", "keep this from the steering") if w in got]
+    assert not shown, f"Sam learns of case {b.ref} through the merge: {shown}"
+
+
+@pytest.mark.xfail(strict=True, reason="merge moves no steering_since: the steering member an overdue case was escalated to is cut off")
+def test_an_escalated_case_merged_into_a_committee_case_stays_with_the_steering_member(store: Store):
+    """BROKE. Sam Steering, to whom Robin's unacknowledged report was escalated, answers his
+    escalation mail with `!reply Dear Robin, ...` after Alice merged it into a committee case:
+    nothing reaches Robin, and Sam gets the fixed refusal "you receive its reports as a steering
+    member but do not work on it" — about the case the system escalated to him. The merge rule
+    (cases/merge.py) carries recusals but not `cases.steering_since`; `!merge` by any member
+    silently takes an escalated case back from the steering members. Robin's report A, unacknowledged for 60 hours, was escalated to Sam Steering, who works on it.
+    Alice merges it into Sam Second's case B (same incident): Sam, handling the overdue report,
+    must not be cut off silently — either the merge is refused or B carries A's escalation."""
+    a, escalation = _escalated_to_sam(store)
+    b = _second_report(store)
+    store.command(ALICE, f"!merge {b.ref}", case=a)
+    merged = store.case(a.ref).merged_into_id is not None
+    mark = store.outbox_mark()
+    store.take_in(reply(escalation, SAM, "!reply", "Dear Robin, the steering committee has your report and will answer this week."))
+    to_robin = [m for m in _to(store, REPORTER, mark) if "steering committee has your report" in m.text]
+    sam_got = [m.text[:300] for m in _to(store, SAM, mark)]
+    assert not merged or (store.case(b.ref).steering_since is not None and to_robin), \
+        f"A merged into B, which the steering member no longer works on: Robin got nothing, Sam got {sam_got}"
+
+
+def test_reopening_a_long_closed_case_does_not_escalate_it_to_the_steering_members(store: Store):
+    """HELD. A case acknowledged, answered and closed; 30 days later Alice `!reopen`s it. The next
+    escalation pass must not find it twice overdue and hand it (steering_since) to Sam."""
+    case = _answered_and_closed(store)
+    store.now += timedelta(days=30)
+    store.command(ALICE, "!reopen", case=case)
+    assert store.case(case.ref).status != "closed"
+    store.now += timedelta(hours=1)
+    sent = _escalate(store)
+    assert not [m for m in sent if m.recipient == SAM], [(m.recipient, m.kind) for m in sent]
+    assert store.case(case.ref).steering_since is None
+
+
+def test_a_case_excluding_the_steering_member_is_never_handed_to_him(store: Store):
+    """HELD. Robin's report about "the steering chair"; Alice excludes Sam (`!concerns Sam`). Nobody
+    acknowledges for 60 hours: both escalation levels pass; the case must never be handed to Sam
+    (steering_since, mail, weekly overview, `!list`)."""
+    from conduct_inbox.cases.chores import _overview_drafts
+    case = store.report(body="The steering chair kept touching me.")
+    store.command(ALICE, "!concerns Sam", case=case)
+    mark = store.outbox_mark()
+    store.now += timedelta(hours=30)
+    _escalate(store)
+    store.now += timedelta(hours=30)
+    _escalate(store)
+    assert not _to(store, SAM, mark), [(m.recipient, m.kind) for m in _to(store, SAM, mark)]
+    with store.sessions() as session:
+        drafts = _overview_drafts(session, store.inbound.ctx, store.now)
+    assert not [d for d in drafts if d.recipient == SAM and case.ref in d.body]
+    store.personal(SAM, "!list")
+    assert case.ref not in store.latest(SAM).text
