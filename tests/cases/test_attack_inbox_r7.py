@@ -127,3 +127,37 @@ def test_a_case_excluding_the_steering_member_is_never_handed_to_him(store: Stor
     assert not [d for d in drafts if d.recipient == SAM and case.ref in d.body]
     store.personal(SAM, "!list")
     assert case.ref not in store.latest(SAM).text
+
+
+STELLA = "stella@example.org"
+_WITH_STELLA = ('[[steering.members]]\nname = "Sam Steering"\nemail = "sam@example.org"\n',
+                '[[steering.members]]\nname = "Sam Steering"\nemail = "sam@example.org"\n'
+                '[[steering.members]]\nname = "Stella Stone"\nemail = "stella@example.org"\n')
+
+
+@pytest.mark.xfail(strict=True, reason="steering_since is case-wide and recusals are scanned only against the roster at intake: a steering member who joins later, named in the report, gets the case")
+def test_a_steering_member_who_joins_after_the_escalation_and_is_named_in_the_report_gets_nothing(
+        store: Store, stores):
+    """BROKE. Stella Stone, the person Robin reported, joins the steering committee after the case
+    was escalated to the steering members: Robin's next mail ("She messaged me again last night.
+    I am scared.") is copied to her with Robin's address, as is every escalation and note — the
+    reported person reads the reporter's case. `cases.steering_since` (cases/escalate.py `_send`)
+    hands the case to every steering member on the roster at routing time (cases/context.py
+    `recused` -> routing.committee with `steering_works`), while the name scan that would have
+    excluded her ran only at intake against the roster of that day. Robin reports Stella Stone (not on any roster then); nobody acknowledges, it is escalated
+    to Sam Steering (steering_since). Stella then joins the steering committee (config change,
+    restart). Robin writes again: Stella, named in the report, must get none of the case."""
+    from tests.harness import report
+    case = store.report(body="Stella Stone grabbed me at the sprint dinner and would not let go.")
+    store.now += timedelta(hours=60)
+    _escalate(store)
+    assert store.case(case.ref).steering_since is not None
+    store.inbound = stores.inbound(_WITH_STELLA)
+    mark = store.outbox_mark()
+    store.take_in(report(subject=f"Re: [conduct #{case.ref}] Your report has been received",
+                         body="She messaged me again last night. I am scared."))
+    store.now += timedelta(days=8)
+    _escalate(store)
+    got = [(m.kind, m.text[:200]) for m in _to(store, STELLA, mark)]
+    leaked = [m.kind for m in _to(store, STELLA, mark) if "scared" in m.text or REPORTER in m.text]
+    assert not got, (leaked, got)
