@@ -161,3 +161,66 @@ def test_a_steering_member_who_joins_after_the_escalation_and_is_named_in_the_re
     got = [(m.kind, m.text[:200]) for m in _to(store, STELLA, mark)]
     leaked = [m.kind for m in _to(store, STELLA, mark) if "scared" in m.text or REPORTER in m.text]
     assert not got, (leaked, got)
+
+
+@pytest.mark.xfail(strict=True, reason="escalate._send sets steering_since at level 1 whenever a steering member stands in (chair recused, quorum), making the stand-in permanent")
+def test_an_outsider_naming_the_chair_does_not_hand_the_case_to_the_steering_members_for_good(store: Store):
+    """BROKE. After the chair is included again (quorum met, chair back), Sam Steering keeps
+    receiving Robin's follow-ups ("My manager now knows too") and may act on the case for good:
+    an outsider's one mail naming the chair plus one missed acknowledgement made the steering
+    members' stand-in permanent. cases/escalate.py `_send` sets `cases.steering_since` on any
+    level >= 1 escalation whose audience holds a steering member — including level 1 while they
+    only stand in for a recused chair — whereas README says they work on a case once it was
+    escalated to them (a deadline passed twice, or once when no chair is configured). Someone who knows Robin's reference writes "Alice Example was there too": Alice (chair) is
+    excluded, the steering members stand in for her. Nobody acknowledges for 30 hours: one level-1
+    escalation (chair configured: not "escalated to them" per README). Bob `!include Alice`,
+    Carol `!confirm`s: the chair is back, quorum met. Robin's next mail must not go to Sam."""
+    from tests.harness import report
+    case = store.report()
+    store.take_in(report(sender="nosy@example.net", name="Nosy Parker",
+                         subject=f"Re: [conduct #{case.ref}] Your report has been received",
+                         body="Alice Example was there too."))
+    assert ALICE in {r.member_email for r in store.case(case.ref).recusals if r.active}
+    store.now += timedelta(hours=30)
+    _escalate(store)
+    store.command(BOB, "!include Alice", case=case)
+    store.command(CAROL, "!confirm", case=case)
+    assert ALICE not in {r.member_email for r in store.case(case.ref).recusals if r.active}
+    mark = store.outbox_mark()
+    store.take_in(report(subject=f"Re: [conduct #{case.ref}] Your report has been received",
+                         body="My manager now knows too; please hurry."))
+    assert _to(store, ALICE, mark), "setup: Alice is back on the case"
+    got = [(m.kind, m.text[:120]) for m in _to(store, SAM, mark)]
+    assert not got, (store.case(case.ref).steering_since, got)
+
+
+@pytest.mark.xfail(strict=True, reason="a level-1 escalation during a reconsideration sets steering_since: after the review the steering member keeps the case")
+def test_after_a_reconsideration_the_reopened_case_is_the_committees_again(store: Store):
+    """BROKE. After Sam's review ends (closed again) and Alice reopens the case, Sam still receives
+    Robin's follow-ups ("He did it again at the meetup") and may act on it indefinitely, because
+    the response reminder escalated at level 1 during the review (the steering members were in
+    the committee audience only as reviewers) and cases/escalate.py `_send` then set
+    `cases.steering_since`, which nothing clears. Sam Steering reconsiders Robin's closed case; the
+    week passes without a response (a level-1 escalation during the review); Sam answers and
+    closes it again. A day later Alice `!reopen`s it. Robin's next mail must go to the committee, not to Sam: the steering members
+    work on it only while they reconsider it (README)."""
+    from tests.harness import report
+    case = _answered_and_closed(store)
+    store.now += timedelta(days=3)
+    store.personal(SAM, f"!reconsider {case.ref}")
+    assert store.case(case.ref).status == "reconsideration"
+    store.now += timedelta(days=7, hours=2)
+    _escalate(store)
+    def to_sam():
+        return [m for m in store.mail_to(SAM) if m.case_id == case.id][-1]
+    store.take_in(reply(to_sam(), SAM, "!reply", "Dear Robin, the steering committee upholds the decision."))
+    store.take_in(reply(to_sam(), SAM, "!close"))
+    assert store.case(case.ref).status == "closed", store.case(case.ref).status
+    store.now += timedelta(days=1)
+    store.command(ALICE, "!reopen", case=case)
+    assert store.case(case.ref).status != "closed"
+    mark = store.outbox_mark()
+    store.take_in(report(subject=f"Re: [conduct #{case.ref}] Message from the Test Conduct Committee",
+                         body="He did it again at the meetup."))
+    got = [(m.kind, m.text[:120]) for m in _to(store, SAM, mark)]
+    assert not got, (store.case(case.ref).steering_since, got)
