@@ -224,3 +224,20 @@ def test_after_a_reconsideration_the_reopened_case_is_the_committees_again(store
                          body="He did it again at the meetup."))
     got = [(m.kind, m.text[:120]) for m in _to(store, SAM, mark)]
     assert not got, (store.case(case.ref).steering_since, got)
+
+
+def test_an_outsider_naming_the_steering_member_of_an_escalated_case_can_be_undone_with_include(store: Store):
+    """HELD. Robin's report was escalated to Sam Steering (nobody acknowledged for 60 hours). Someone
+    who knows the reference writes "Sam Steering was there too, he saw nothing": Sam is excluded
+    automatically. README: `!include` with a second member's `!confirm` undoes an automatic
+    recusal — Alice `!include Sam`, Bob `!confirm`: Sam works on the case again."""
+    from tests.harness import report
+    case, _escalation = _escalated_to_sam(store)
+    store.take_in(report(sender="nosy@example.net", name="Nosy Parker",
+                         subject=f"Re: [conduct #{case.ref}] Your report has been received",
+                         body="Sam Steering was there too, he saw nothing."))
+    assert SAM in {r.member_email for r in store.case(case.ref).recusals if r.active}
+    store.command(ALICE, "!include Sam", case=case)
+    store.command(BOB, "!confirm", case=case)
+    assert SAM not in {r.member_email for r in store.case(case.ref).recusals if r.active}, \
+        [e.data for e in store.events("command_rejected")][-2:]
