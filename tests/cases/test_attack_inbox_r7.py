@@ -241,3 +241,24 @@ def test_an_outsider_naming_the_steering_member_of_an_escalated_case_can_be_undo
     store.command(BOB, "!confirm", case=case)
     assert SAM not in {r.member_email for r in store.case(case.ref).recusals if r.active}, \
         [e.data for e in store.events("command_rejected")][-2:]
+
+
+def test_a_steering_member_sent_only_the_case_report_gets_no_overview_or_list_of_it(store: Store):
+    """HELD. Alice sends Robin's case to the steering members (`!steering`, a report without
+    identities); the case is not escalated. Sam's weekly overview and `!list` do not list it, and
+    his escalation-free `!history` on it is refused with the fixed text."""
+    from conduct_inbox.cases.chores import _overview_drafts
+    case = store.report(subject="Robin Reporter: Pat groped me")
+    store.command(ALICE, "!ack", case=case)
+    store.command(ALICE, "!steering", case=case)
+    assert store.case(case.ref).steering_since is None
+    with store.sessions() as session:
+        drafts = _overview_drafts(session, store.inbound.ctx, store.now)
+    assert not [d for d in drafts if d.recipient == SAM and (case.ref in d.body or "groped" in d.body)]
+    store.personal(SAM, "!list")
+    assert case.ref not in store.latest(SAM).text
+    mark = store.outbox_mark()
+    sam_report = [m for m in store.mail_to(SAM) if m.case_id == case.id][-1]
+    store.take_in(reply(sam_report, SAM, "!history"))
+    got = "\n".join(m.subject + m.text for m in _to(store, SAM, mark))
+    assert "Robin" not in got and "groped" not in got and REPORTER not in got
