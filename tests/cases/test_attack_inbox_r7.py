@@ -262,3 +262,19 @@ def test_a_steering_member_sent_only_the_case_report_gets_no_overview_or_list_of
     store.take_in(reply(sam_report, SAM, "!history"))
     got = "\n".join(m.subject + m.text for m in _to(store, SAM, mark))
     assert "Robin" not in got and "groped" not in got and REPORTER not in got
+
+
+def test_a_committee_case_cannot_be_merged_into_one_under_reconsideration(store: Store):
+    """HELD. Sam Steering reconsiders Robin's closed case A. Alice tries to merge Sam Second's
+    committee case B into A: refused (during a reconsideration only steering members merge into
+    it), so Sam never sees B's reporter or notes."""
+    a = _answered_and_closed(store)
+    store.now += timedelta(days=1)
+    store.personal(SAM, f"!reconsider {a.ref}")
+    assert store.case(a.ref).status == "reconsideration"
+    b = _second_report(store)
+    mark = store.outbox_mark()
+    store.command(ALICE, f"!merge {a.ref}", case=b)
+    assert store.case(b.ref).merged_into_id is None
+    got = "\n".join(m.subject + "\n" + m.text for m in _to(store, SAM, mark))
+    assert SECOND not in got and "Sam Second" not in got and "keep this from the steering" not in got
