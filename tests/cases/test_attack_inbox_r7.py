@@ -278,3 +278,19 @@ def test_a_committee_case_cannot_be_merged_into_one_under_reconsideration(store:
     assert store.case(b.ref).merged_into_id is None
     got = "\n".join(m.subject + "\n" + m.text for m in _to(store, SAM, mark))
     assert SECOND not in got and "Sam Second" not in got and "keep this from the steering" not in got
+
+
+def test_mail_naming_the_steering_member_of_an_escalated_case_does_not_reach_him(store: Store):
+    """HELD. Robin's report was escalated to Sam Steering. Robin writes again: "Sam Steering is
+    the one who covered for him." Sam is excluded by the scan before the copy goes out: he gets
+    nothing of that mail, nor of the later escalations."""
+    from tests.harness import report
+    case, _escalation = _escalated_to_sam(store)
+    mark = store.outbox_mark()
+    store.take_in(report(subject=f"Re: [conduct #{case.ref}] Your report has been received",
+                         body="Sam Steering is the one who covered for him."))
+    assert SAM in {r.member_email for r in store.case(case.ref).recusals if r.active}
+    store.now += timedelta(days=8)
+    _escalate(store)
+    got = [(m.kind, m.text[:120]) for m in _to(store, SAM, mark)]
+    assert not got, got
