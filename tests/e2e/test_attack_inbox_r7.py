@@ -7,8 +7,6 @@ whether the attack HELD or BROKE when it was written.
 
 from __future__ import annotations
 
-import pytest
-
 from conduct_inbox.shell.daemon import run_once
 from tests.harness import parsed, report, text_of
 from tests.mailers import ALICE, SAM, about, cases, reply, step
@@ -16,7 +14,6 @@ from tests.mailers import ALICE, SAM, about, cases, reply, step
 OTHER = "second@example.net"
 
 
-@pytest.mark.xfail(strict=True, reason="cases/merge.py compares recusals only, not steering_since: a committee case merged into an escalated one reaches the steering members")
 def test_a_committee_case_merged_into_an_escalated_one_is_not_shown_to_the_steering_member(harness, smtp_receiver):
     """BROKE. Robin's report nobody acknowledged is escalated twice: Sam Steering works on it.
     Sam Second's report (case B) is acknowledged by Alice, who notes "Sam Second asked us to keep

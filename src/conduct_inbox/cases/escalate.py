@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from conduct_inbox.cases import mailer, standing
 from conduct_inbox.cases.context import Context, recused, subject
 from conduct_inbox.cases.deadlines import case_clock, refresh_next_due
-from conduct_inbox.core import routing, sla
+from conduct_inbox.core import routing, sla, states
 from conduct_inbox.store.models import Case, EscalationFired, Event, OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,12 @@ def _subject(ctx: Context, case: Case, level: int) -> str:
 def _send(session: Session, ctx: Context, case: Case, esc: sla.Escalation, now: datetime) -> int:
     """Queue one mail per recipient of the escalation and audit it. Returns the recipient count."""
     audience = _audience(ctx, case, esc.level)
-    if esc.level >= 1 and case.steering_since is None and any(p.steering for p in audience.recipients):
-        case.steering_since = now  # escalated to them: the steering members work on it from now
+    if (case.steering_since is None and case.status != states.RECONSIDERATION
+            and (esc.level >= 2 or ctx.roster.chair is None) and any(p.steering for p in audience.recipients)):
+        # Escalated to them (the second level, or the first standing in for a missing chair): the
+        # steering members work on it from now. Standing in for a recused chair or a short quorum,
+        # or reconsidering, they do only while that lasts (`routing.committee`).
+        case.steering_since = now
     body = ctx.renderer.render(
         "escalation",
         marker=audience.marker_line(),

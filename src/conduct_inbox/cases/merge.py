@@ -76,6 +76,11 @@ def _target(call: Call, c: Merge) -> Case:
             or not works_on(call.ctx, target, member.email)):
         # (a steering member handed one case must not pull another one they do not work on into it)
         raise _no_such_case()
+    if recused(source).steering_works != recused(target).steering_works:
+        # One of them is the steering members' (escalated to them, or reconsidered): merging would
+        # show them the other case's content, or take from them a case they were handed.
+        raise Refused(f"!merge: one of cases {source.ref} and {target.ref} is worked on by the steering members "
+                      "(escalated to them, or under reconsideration) and the other is not; nothing was merged")
     if set(recused(source)) != set(recused(target)):
         raise Refused(f"!merge: cases {source.ref} and {target.ref} do not exclude the same members, and merging "
                       "them would show a member something they are excluded from (or take from them a case they "
