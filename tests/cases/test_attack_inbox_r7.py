@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from tests.case_store import Store
 from tests.mailers import ALICE, BOB, CAROL, REPORTER, SAM, reply
 
@@ -133,7 +131,6 @@ _WITH_STELLA = ('[[steering.members]]\nname = "Sam Steering"\nemail = "sam@examp
                 '[[steering.members]]\nname = "Stella Stone"\nemail = "stella@example.org"\n')
 
 
-@pytest.mark.xfail(strict=True, reason="steering_since is case-wide and recusals are scanned only against the roster at intake: a steering member who joins later, named in the report, gets the case")
 def test_a_steering_member_who_joins_after_the_escalation_and_is_named_in_the_report_gets_nothing(
         store: Store, stores):
     """BROKE. Stella Stone, the person Robin reported, joins the steering committee after the case
@@ -145,12 +142,20 @@ def test_a_steering_member_who_joins_after_the_escalation_and_is_named_in_the_re
     excluded her ran only at intake against the roster of that day. Robin reports Stella Stone (not on any roster then); nobody acknowledges, it is escalated
     to Sam Steering (steering_since). Stella then joins the steering committee (config change,
     restart). Robin writes again: Stella, named in the report, must get none of the case."""
+    from conduct_inbox.cases.rescan import exclude_newcomers
     from tests.harness import report
+
+    def start() -> None:  # what the daemon does at start (and after a reload) before routing mail
+        with store.sessions() as session, session.begin():
+            exclude_newcomers(store.inbound.ctx, session, store.now)
+
+    start()
     case = store.report(body="Stella Stone grabbed me at the sprint dinner and would not let go.")
     store.now += timedelta(hours=60)
     _escalate(store)
     assert store.case(case.ref).steering_since is not None
     store.inbound = stores.inbound(_WITH_STELLA)
+    start()
     mark = store.outbox_mark()
     store.take_in(report(subject=f"Re: [conduct #{case.ref}] Your report has been received",
                          body="She messaged me again last night. I am scared."))
@@ -290,3 +295,22 @@ def test_mail_naming_the_steering_member_of_an_escalated_case_does_not_reach_him
     _escalate(store)
     got = [(m.kind, m.text[:120]) for m in _to(store, SAM, mark)]
     assert not got, got
+
+
+def test_a_person_new_on_the_roster_is_kept_only_from_the_open_cases_that_name_them(store: Store, stores):
+    """(The fix above, directly.) The first start records the roster and excludes nobody; a
+    later start with Stella added excludes her from the open case naming her, not from the other;
+    a third start changes nothing."""
+    from conduct_inbox.cases.rescan import exclude_newcomers
+
+    def start() -> int:
+        with store.sessions() as session, session.begin():
+            return exclude_newcomers(store.inbound.ctx, session, store.now)
+
+    naming = store.report(body="Stella Stone grabbed me at the sprint dinner.")
+    other = store.report(sender="olga@example.net", name="Olga Other", subject="Noise", body="Too loud.")
+    assert start() == 0
+    store.inbound = stores.inbound(_WITH_STELLA)
+    assert start() == 1
+    assert STELLA in store.case(naming.ref).recused_members() and STELLA not in store.case(other.ref).recused_members()
+    assert start() == 0

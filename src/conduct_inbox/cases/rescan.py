@@ -1,0 +1,58 @@
+"""A person added to the roster is checked against the open cases, as each report was checked
+against the roster of its day: a case whose mail names them, or that holds them as a party, is
+kept from them before anything more of it reaches them (a steering member who joins after a case
+was escalated to the steering members would otherwise get it). Run at start and after a reload.
+
+Who was on the roster before is kept as hashes in `database_meta` (no addresses stored there);
+the first run only records the roster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from conduct_inbox.cases import recusals
+from conduct_inbox.cases.context import Context, recused
+from conduct_inbox.core import scanning, states
+from conduct_inbox.core.recusal import detect
+from conduct_inbox.core.roster import Person, Roster
+from conduct_inbox.store.models import Case, DatabaseMeta, InboundMessage
+
+SEEN = "roster:"
+
+
+def _key(email: str) -> str:
+    return SEEN + hashlib.sha256(email.lower().encode()).hexdigest()[:32]
+
+
+def newcomers(session: Session, roster: Roster) -> list[Person]:
+    """The roster's people not on it when this last ran (recorded as seen now); none the first time."""
+    first_run = session.scalars(select(DatabaseMeta.name).where(DatabaseMeta.name.like(SEEN + "%")).limit(1)).first() is None
+    new = [p for p in (*roster.members, *roster.steering) if session.get(DatabaseMeta, _key(p.email)) is None]
+    for person in new:
+        session.add(DatabaseMeta(name=_key(person.email), value="seen"))
+    session.flush()
+    return [] if first_run else new
+
+
+def exclude_newcomers(ctx: Context, session: Session, now: datetime) -> int:
+    """Exclude each newcomer from the open cases that name them or hold them as a party. Returns
+    how many cases changed."""
+    emails = {p.email for p in newcomers(session, ctx.roster)}
+    if not emails:
+        return 0
+    changed = 0
+    for case in session.scalars(select(Case).where(Case.status != states.CLOSED, Case.purged_at.is_(None))):
+        texts = [t for row in session.execute(select(InboundMessage.subject, InboundMessage.body_text)
+                                              .where(InboundMessage.case_id == case.id)) for t in row if t]
+        found = [m.email for m in detect(ctx.roster, texts) if m.email in emails]
+        found += [e for p in case.parties if (e := scanning.named_by(ctx.roster, p.address, p.name)) in emails]
+        found = [e for e in dict.fromkeys(found) if e not in recused(case)]
+        if found:
+            recusals.recuse_named(session, case, found, now)
+            changed += 1
+    return changed
