@@ -314,17 +314,6 @@ class Daemon:
             self.app.stop.set()
             self._stopping.set()
 
-    def check_roster(self) -> None:
-        """People new on the roster are kept from the open cases that concern them, before any
-        more mail is routed (cases/rescan.py): at start and after a reload."""
-        try:
-            with self.app.sessions() as session, session.begin():
-                changed = exclude_newcomers(self.app.inbound.ctx, session, self.app.clock())
-            if changed:
-                log.info("roster: %d open case(s) kept from people new on the roster", changed)
-        except Exception as exc:  # never let it stop the daemon; the next start or reload tries again
-            log.error("roster check against the open cases failed (%s)", where(exc))
-
     def reload(self) -> bool:
         """SIGHUP, on the event loop: read the configuration file again. Valid: its live parts
         (reload.py) apply from the next message on; invalid: the running configuration stays and
@@ -346,7 +335,7 @@ class Daemon:
                 return False
             settings = reloaded.settings
             self.app.reconfigure(settings)
-            self.check_roster()
+            check_roster(self.app)
             self.policy = sla_policy(settings)
             if self.dispatch_worker is not None:
                 self.dispatch_worker.reconfigure(settings)
@@ -391,7 +380,7 @@ class Daemon:
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
         )
         self._scheduler = scheduler
-        await asyncio.to_thread(self.check_roster)  # before the first message is routed
+        await asyncio.to_thread(check_roster, self.app)  # before the first message is routed
         now = datetime.now(timezone.utc)
         jobs = (("poll", self.poll, self.poll_seconds), ("flush", self.flush, FLUSH_SECONDS),
                 ("escalate", self.escalate, ESCALATE_SECONDS), ("housekeeping", self.housekeeping, HOUSEKEEPING_SECONDS))
@@ -418,6 +407,18 @@ class Daemon:
         if self.dispatch_worker is not None:
             await asyncio.to_thread(self.dispatch_worker.stop)
         log.info("stopped")
+
+
+def check_roster(app: App) -> None:
+    """People new on the roster are kept from the open cases that concern them, before any more
+    mail is routed (cases/rescan.py): at start and after a reload."""
+    try:
+        with app.sessions() as session, session.begin():
+            changed = exclude_newcomers(app.inbound.ctx, session, app.clock())
+        if changed:
+            log.info("roster: %d open case(s) kept from people new on the roster", changed)
+    except Exception as exc:  # never let it stop the daemon; the next start or reload tries again
+        log.error("roster check against the open cases failed (%s)", where(exc))
 
 
 def watchdog_interval() -> float | None:
