@@ -159,11 +159,14 @@ def test_merging_an_older_report_keeps_its_reporters_response_deadline(harness, 
     app = harness.app()
     t0 = harness.clock()
     step(harness, app, report(body="He kept interrupting me at the sprint. FIRST-1"))
+    [first] = cases(app)
+    # acknowledged at once (a case left unacknowledged for two days goes to the steering members,
+    # and a committee case is not merged with theirs)
+    step(harness, app, reply(about(rx, BOB, first.ref)[0], BOB, "!ack"))
     harness.clock.advance(days=3)
     step(harness, app, report(sender=OTHER, subject="The sprint", body="I saw him interrupt her at the sprint. SECOND-2"))
     first, second = cases(app)
-    for c in (first, second):
-        step(harness, app, reply(about(rx, BOB, c.ref)[0], BOB, "!ack"))
+    step(harness, app, reply(about(rx, BOB, second.ref)[0], BOB, "!ack"))
     harness.clock.advance(days=1)
     step(harness, app, reply(about(rx, ALICE, first.ref)[0], ALICE, f"!merge {second.ref}"))
     first, second = cases(app)

@@ -176,6 +176,15 @@ def resolve(world: World, case: CaseModel) -> CaseModel:
     return case
 
 
+def _exclusions(world: World, case: CaseModel) -> routing.Exclusions:
+    """The case's exclusions as routing reads them, with whether the steering members work on it:
+    escalations are time-driven and not modelled, so whether one handed the case to the steering
+    members is read from the stored case (`cases.steering_since`); a reconsideration is modelled."""
+    with world.app.sessions() as session:  # type: ignore[attr-defined]
+        handed = session.scalar(select(Case.steering_since).where(Case.id == case.id)) is not None
+    return routing.Exclusions(case.recused(), steering_works=handed or case.status == "reconsideration")
+
+
 def model_merge(world: World, case: CaseModel, who: str, ref: str) -> None:
     """`!merge REF` as README says: refused unless REF is another unmerged case the sender may act
     on that excludes exactly the same members (and not a closed one for an open case); else
@@ -184,7 +193,9 @@ def model_merge(world: World, case: CaseModel, who: str, ref: str) -> None:
     target = next((c for c in world.cases if c.ref == ref), None)
     if target is None or target is case or target.merged_into is not None:
         raise Refused
-    if not routing.may_see(roster, target.recused(), who) or set(case.recused()) != set(target.recused()):
+    if not routing.works_on(roster, _exclusions(world, target), who) or set(case.recused()) != set(target.recused()):
+        raise Refused
+    if _exclusions(world, case).steering_works != _exclusions(world, target).steering_works:
         raise Refused
     if target.status == "closed" and case.status != "closed":
         raise Refused
@@ -259,7 +270,7 @@ def model_command(world: World, case: CaseModel, who: str, spec: str, target: st
             raise Refused
         rec.proposer = who
     elif spec == "confirm":
-        if person.steering and not routing.committee(roster, case.recused()).steering_included:
+        if person.steering and not routing.committee(roster, _exclusions(world, case)).steering_included:
             raise Refused
         pending = [d for d in case.decisions if d[1] == "pending"]
         include = next((e for e, r in case.recusals.items() if r.active and r.proposer), None)
@@ -566,8 +577,8 @@ def _model_member_mail(world: World, case: CaseModel, who: str, spec: str, targe
                        party: tuple[str, str, str] | None) -> bool:
     """Apply a member's mail to the model; False when it is refused (nothing changes)."""
     roster = world.app.inbound.roster  # type: ignore[attr-defined]
-    if not routing.may_see(roster, case.recused(), who):
-        return False  # a recused member's token no longer works: nothing changes
+    if not routing.works_on(roster, _exclusions(world, case), who):
+        return False  # a recused member's token no longer works, nor a steering member's off the case
     saved = (case.status, case.urgent, case.spam, list(case.parties), [list(d) for d in case.decisions],
              {e: Rec(r.active, r.automatic, r.proposer) for e, r in case.recusals.items()}, case.replied, case.outward,
              case.title)
