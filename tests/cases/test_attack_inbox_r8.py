@@ -68,3 +68,28 @@ def test_a_member_whose_address_changes_is_checked_under_the_new_address(store: 
     store.inbound = stores.inbound(_STELLA_NEW_ADDRESS)
     _start(store)
     assert "stella.stone@example.org" in store.case(case.ref).recused_members()
+
+
+def test_a_newcomer_recorded_as_a_party_is_excluded(store: Store, stores):
+    """HELD. Alice records Stella (not yet on the roster) as the reported party with `!party`;
+    Stella then joins: the check must exclude her from the case."""
+    from tests.mailers import ALICE
+    case = store.report(body="Someone grabbed me at the sprint dinner.")
+    store.command(ALICE, f"!party reported {STELLA} Stella Stone", case=case)
+    _start(store)
+    store.inbound = stores.inbound(_WITH_STELLA)
+    _start(store)
+    assert STELLA in store.case(case.ref).recused_members()
+
+
+def test_a_newcomer_named_only_in_a_members_note_is_excluded(store: Store, stores):
+    """HELD. Alice's internal note says the report is about Stella Stone (the report only says "the new
+    volunteer"); Stella then joins: the case's mail names her, so she must be excluded."""
+    from tests.mailers import ALICE
+    case = store.report(body="The new volunteer grabbed me at the sprint dinner.")
+    store.command(ALICE, "!ack", case=case)
+    store.command(ALICE, "", "Internal: the new volunteer is Stella Stone.", case=case)
+    _start(store)
+    store.inbound = stores.inbound(_WITH_STELLA)
+    _start(store)
+    assert STELLA in store.case(case.ref).recused_members()
