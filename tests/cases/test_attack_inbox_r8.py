@@ -93,3 +93,23 @@ def test_a_newcomer_named_only_in_a_members_note_is_excluded(store: Store, store
     store.inbound = stores.inbound(_WITH_STELLA)
     _start(store)
     assert STELLA in store.case(case.ref).recused_members()
+
+
+def test_a_newcomer_named_only_in_the_html_alternative_is_excluded(store: Store, stores):
+    """HELD. Robin's report has a plain "view this in HTML" stub and names Stella Stone only in
+    its HTML alternative (README: a plain stub does not hide the HTML). Stella joins: the check
+    excludes her."""
+    from email.message import EmailMessage
+    msg = EmailMessage()
+    msg["From"] = "Robin Reporter <reporter@example.net>"
+    msg["To"] = "conduct@example.org"
+    msg["Subject"] = "Harassment at the sprint"
+    msg["Date"] = "Tue, 24 Nov 2026 08:59:00 +0000"
+    msg.set_content("View this message in HTML.")
+    msg.add_alternative("<p>Stella Stone grabbed me at the sprint dinner.</p>", subtype="html")
+    store.take_in(msg.as_bytes())
+    case = store.case()
+    _start(store)
+    store.inbound = stores.inbound(_WITH_STELLA)
+    _start(store)
+    assert STELLA in store.case(case.ref).recused_members()
