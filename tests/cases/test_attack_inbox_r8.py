@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.case_store import Store
 
 STELLA = "stella@example.org"
@@ -19,7 +17,6 @@ def _start(store: Store) -> int:
         return exclude_newcomers(store.inbound.ctx, session, store.now)
 
 
-@pytest.mark.xfail(strict=True, reason="rescan reads only InboundMessage subject/body_text, not attachments")
 def test_a_newcomer_named_only_in_an_attachment_is_excluded(store: Store, stores):
     """BROKE. Robin's report names Stella Stone only in an attached text file (README: attachments
     whose bytes are text are scanned like the body). Stella joins the steering committee; the
@@ -43,7 +40,6 @@ def test_a_newcomer_named_in_the_body_is_excluded(store: Store, stores):
     assert STELLA in store.case(case.ref).recused_members()
 
 
-@pytest.mark.xfail(strict=True, reason="roster hashes are never forgotten: a re-added member is not a newcomer")
 def test_a_member_removed_and_re_added_is_checked_against_cases_from_while_they_were_away(store: Store, stores):
     """BROKE. Stella is on the steering committee, leaves (config change, restart), and a report
     naming her arrives while she is off the roster (nobody to exclude). She is re-added: the case
@@ -115,7 +111,6 @@ def test_a_newcomer_named_only_in_the_html_alternative_is_excluded(store: Store,
     assert STELLA in store.case(case.ref).recused_members()
 
 
-@pytest.mark.xfail(strict=True, reason="rescan does not read forwarded (message/rfc822) parts")
 def test_a_newcomer_named_only_in_a_forwarded_message_is_excluded(store: Store, stores):
     """BROKE. Robin forwards, as an attached message, a mail from Stella Stone's address that
     names her; Robin's own text does not. Stella joins: the check must exclude her (README: forwarded

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from conduct_inbox.cases import recusals
@@ -20,6 +20,8 @@ from conduct_inbox.cases.context import Context, recused
 from conduct_inbox.core import scanning, states
 from conduct_inbox.core.recusal import detect
 from conduct_inbox.core.roster import Person, Roster
+from conduct_inbox.errors import MalformedMessage
+from conduct_inbox.mail.parse import parse
 from conduct_inbox.store.models import Case, DatabaseMeta, InboundMessage
 
 SEEN = "roster:"
@@ -30,13 +32,27 @@ def _key(email: str) -> str:
 
 
 def newcomers(session: Session, roster: Roster) -> list[Person]:
-    """The roster's people not on it when this last ran (recorded as seen now); none the first time."""
-    first_run = session.scalars(select(DatabaseMeta.name).where(DatabaseMeta.name.like(SEEN + "%")).limit(1)).first() is None
-    new = [p for p in (*roster.members, *roster.steering) if session.get(DatabaseMeta, _key(p.email)) is None]
+    """The roster's people not on it when this last ran (recorded as seen now; people who left are
+    forgotten, so one who comes back is checked again); none the first time."""
+    people = [*roster.members, *roster.steering]
+    seen = set(session.scalars(select(DatabaseMeta.name).where(DatabaseMeta.name.like(SEEN + "%"))))
+    current = {_key(p.email) for p in people}
+    session.execute(delete(DatabaseMeta).where(DatabaseMeta.name.in_(sorted(seen - current))))
+    new = [p for p in people if _key(p.email) not in seen]
     for person in new:
         session.add(DatabaseMeta(name=_key(person.email), value="seen"))
     session.flush()
-    return [] if first_run else new
+    return new if seen else []
+
+
+def _readable(raw: bytes, ctx: Context) -> list[str]:
+    """Everything a person could read in a stored message, as the scan at intake read it
+    (subject, every alternative, attachments, file names, forwarded messages)."""
+    try:
+        msg = parse(raw, case_tag=ctx.options.case_tag)
+    except MalformedMessage:
+        return []
+    return [msg.subject, *(r.text for r in msg.readable)]
 
 
 def exclude_newcomers(ctx: Context, session: Session, now: datetime) -> int:
@@ -47,8 +63,8 @@ def exclude_newcomers(ctx: Context, session: Session, now: datetime) -> int:
         return 0
     changed = 0
     for case in session.scalars(select(Case).where(Case.status != states.CLOSED, Case.purged_at.is_(None))):
-        texts = [t for row in session.execute(select(InboundMessage.subject, InboundMessage.body_text)
-                                              .where(InboundMessage.case_id == case.id)) for t in row if t]
+        texts = [t for raw in session.scalars(select(InboundMessage.raw).where(InboundMessage.case_id == case.id))
+                 for t in _readable(raw, ctx)]
         found = [m.email for m in detect(ctx.roster, texts) if m.email in emails]
         found += [e for p in case.parties if (e := scanning.named_by(ctx.roster, p.address, p.name)) in emails]
         found = [e for e in dict.fromkeys(found) if e not in recused(case)]
