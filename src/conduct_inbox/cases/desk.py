@@ -161,13 +161,12 @@ def handle(ctx: Context, session: Session, row: InboundMessage, msg: Parsed, res
 
 def _kept_from(ctx: Context, session: Session, case: Case, msg: Parsed) -> bool:
     """Whether the case the mail names is, for the member who sent it, a reference that does not
-    exist: purged, or kept from them without their ever having had mail about that reference
-    (a member excluded after seeing it knows it exists: their mail is refused, unanswered)."""
+    exist: kept from them without their ever having had mail about that reference (a member
+    excluded after seeing it knows it exists: their mail is refused, unanswered). A purged case
+    never gets here: mail about it is mail about no case (cases/inbound.py `_case_for`)."""
     member = ctx.roster.person(msg.from_address)
     if member is None:
         return False
-    if case.purged_at is not None:
-        return True
     if routing.may_see(ctx.roster, recused(case), member.email):
         return False
     tag = f"#{msg.case_ref or case.ref}]"

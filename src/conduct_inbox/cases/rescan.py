@@ -67,7 +67,8 @@ def exclude_newcomers(ctx: Context, session: Session, now: datetime) -> int:
                  for t in _readable(raw, ctx)]
         found = [m.email for m in detect(ctx.roster, texts) if m.email in emails]
         found += [e for p in case.parties if (e := scanning.named_by(ctx.roster, p.address, p.name)) in emails]
-        found = [e for e in dict.fromkeys(found) if e not in recused(case)]
+        excluded = recused(case)
+        found = [e for e in dict.fromkeys(found) if e not in excluded]
         if found:
             recusals.recuse_named(session, case, found, now)
             changed += 1

@@ -80,8 +80,8 @@ def escalation(roster: Roster, recused: Mapping[str, str], level: int) -> Audien
     """Level 1: the committee and the chair; level 2 and above: the steering members (when every
     steering member is excluded, the committee and the chair again: an escalation never goes
     nowhere)."""
-    if level >= 2 and steering(roster, recused).recipients:
-        return steering(roster, recused)
+    if level >= 2 and (ladder_top := steering(roster, recused)).recipients:
+        return ladder_top
     base = committee(roster, recused)
     extra = tuple(p for p in chair(roster, recused).recipients if p not in base.recipients)
     return Audience(base.recipients + extra, base.excluded, base.steering_included or bool(extra))
@@ -97,7 +97,8 @@ def works_on(roster: Roster, recused: Mapping[str, str], email: str) -> bool:
 
 
 def may_see(roster: Roster, recused: Mapping[str, str], email: str) -> bool:
-    """Whether this person may receive or act on mail about the case."""
-    return any(p.email == email.lower() for p in committee(roster, recused).recipients) or (
+    """Whether this person may receive or act on mail about the case: who works on it, and any
+    steering member it does not exclude (reports, escalations)."""
+    return works_on(roster, recused, email) or (
         email.lower() not in recused and any(s.email == email.lower() for s in roster.steering)
     )
