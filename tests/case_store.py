@@ -220,3 +220,38 @@ class Stores:
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# ----- helpers the attack files share -------------------------------------------------------------
+
+
+def mail_to(store: Store, address: str, mark: int) -> list:
+    """What `address` was sent since `mark`."""
+    return [m for m in store.mail_after(mark) if m.recipient == address]
+
+
+def headers(mail) -> str:
+    """The header block of a mail as sent."""
+    return mail.content.decode("utf-8", "replace").split("\n\n", 1)[0]
+
+
+def clock(store: Store, ref: str) -> dict:
+    """The case's running deadlines as the escalations see them (`sla.deadlines`)."""
+    from sqlalchemy import select
+
+    from conduct_inbox.cases.deadlines import case_clock
+    from conduct_inbox.core import sla
+    from conduct_inbox.store.models import Case
+    with store.sessions() as session:
+        case = session.scalars(select(Case).where(Case.ref == ref)).one()
+        return sla.deadlines(case_clock(session, case), sla.SlaPolicy())
+
+
+def escalate(store: Store) -> list:
+    """One escalation run at the store's `now`; the mail it sent."""
+    from conduct_inbox.cases.escalate import escalate_once
+    from conduct_inbox.core import sla
+    mark = store.outbox_mark()
+    escalate_once(store.sessions, store.inbound.ctx, sla.SlaPolicy(), store.now)
+    store.dispatched()
+    return store.mail_after(mark)

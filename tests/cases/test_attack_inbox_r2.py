@@ -9,6 +9,8 @@ from email.utils import make_msgid
 import pytest
 
 from tests.case_store import Store
+from tests.case_store import clock as _clock
+from tests.case_store import escalate as _escalate
 from tests.mailers import ALICE, BOB, CAROL, REPORTER, reply
 
 CAROL_NAMED = "Carol Chen kept making comments after I asked her to stop."
@@ -95,17 +97,6 @@ def test_a_list_answered_on_another_cases_mail_is_withdrawn_when_the_reader_is_e
     assert not waiting, f"queued mail to Carol still lists case {second.ref}, which she is now excluded from"
 
 
-def _clock(store: Store, ref: str):
-    from sqlalchemy import select
-
-    from conduct_inbox.cases.deadlines import case_clock
-    from conduct_inbox.core import sla
-    from conduct_inbox.store.models import Case
-    with store.sessions() as session:
-        case = session.scalars(select(Case).where(Case.ref == ref)).one()
-        return sla.deadlines(case_clock(session, case), sla.SlaPolicy())
-
-
 AUTO = {"Auto-Submitted": "auto-generated"}
 
 
@@ -152,15 +143,6 @@ def test_a_reply_after_a_merge_does_not_tell_the_second_reporter_of_the_first_re
     assert first.ref not in answer.subject and first.ref not in answer.text, \
         f"the second reporter's answer names the first reporter's case {first.ref}: {answer.subject!r}"
     assert first.ref not in str(parsed(answer)["References"] or "") + raw.split("\n\n", 1)[0]
-
-
-def _escalate(store: Store) -> list:
-    from conduct_inbox.cases.escalate import escalate_once
-    from conduct_inbox.core import sla
-    mark = store.outbox_mark()
-    escalate_once(store.sessions, store.inbound.ctx, sla.SlaPolicy(), store.now)
-    store.dispatched()
-    return store.mail_after(mark)
 
 
 def test_an_escalation_already_sent_for_a_merged_report_is_not_sent_again(store: Store):
@@ -313,7 +295,6 @@ def test_the_reported_members_answer_to_the_committee_reaches_the_committee(stor
     to_committee = [m for m in store.mail_after(mark) if m.recipient in (ALICE, CAROL) and "BOBSIDE-1" in m.text]
     to_bob = [m for m in store.mail_after(mark) if m.recipient == BOB]
     assert to_committee or to_bob, "the reported member's answer was dropped in silence: no member has it, he is not told"
-
 
 
 @pytest.mark.config(("[security]\n", '[security]\ntrusted_authserv_id = "mx.example.org"\n'))

@@ -9,6 +9,10 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 
 from tests.case_store import Store
+from tests.case_store import clock as _clock
+from tests.case_store import escalate as _escalate
+from tests.case_store import headers as _headers
+from tests.case_store import mail_to as _to
 from tests.harness import parsed
 from tests.mailers import ALICE, BOB, CAROL, REPORTER, SAM, reply
 
@@ -19,14 +23,6 @@ ACCUSED = "pat@example.net"
 def _unknown_ref(ref: str) -> str:
     head, _, tail = ref.rpartition("-")
     return f"{head}-{int(tail) + 900:0{len(tail)}d}" if tail.isdigit() else ref + "9"
-
-
-def _to(store: Store, address: str, mark: int) -> list:
-    return [m for m in store.mail_after(mark) if m.recipient == address]
-
-
-def _headers(mail) -> str:
-    return mail.content.decode("utf-8", "replace").split("\n\n", 1)[0]
 
 
 # ----- what a party of two merged cases learns -------------------------------------------------
@@ -393,26 +389,6 @@ def test_the_answer_about_a_hidden_reference_matches_the_unknown_one_in_every_he
 
 
 # ----- an automatic case nobody acknowledged promised nothing --------------------------------
-
-
-def _clock(store: Store, ref: str):
-    from sqlalchemy import select
-
-    from conduct_inbox.cases.deadlines import case_clock
-    from conduct_inbox.core import sla
-    from conduct_inbox.store.models import Case
-    with store.sessions() as session:
-        case = session.scalars(select(Case).where(Case.ref == ref)).one()
-        return sla.deadlines(case_clock(session, case), sla.SlaPolicy())
-
-
-def _escalate(store: Store) -> list:
-    from conduct_inbox.cases.escalate import escalate_once
-    from conduct_inbox.core import sla
-    mark = store.outbox_mark()
-    escalate_once(store.sessions, store.inbound.ctx, sla.SlaPolicy(), store.now)
-    store.dispatched()
-    return store.mail_after(mark)
 
 
 def test_merging_a_report_into_an_old_automatic_case_does_not_make_its_acknowledgement_overdue(store: Store):

@@ -7,35 +7,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
 
 from tests.case_store import Store
+from tests.case_store import clock as _clock
+from tests.case_store import escalate as _escalate
+from tests.case_store import mail_to as _to
 from tests.mailers import ALICE, BOB, CAROL, REPORTER, SAM, reply
 
 SECOND = "second@example.net"
 ACCUSED = "pat@example.net"
-
-
-def _to(store: Store, address: str, mark: int) -> list:
-    return [m for m in store.mail_after(mark) if m.recipient == address]
-
-
-def _clock(store: Store, ref: str) -> dict:
-    from conduct_inbox.cases.deadlines import case_clock
-    from conduct_inbox.core import sla
-    from conduct_inbox.store.models import Case
-    with store.sessions() as session:
-        case = session.scalars(select(Case).where(Case.ref == ref)).one()
-        return sla.deadlines(case_clock(session, case), sla.SlaPolicy())
-
-
-def _escalate(store: Store) -> list:
-    from conduct_inbox.cases.escalate import escalate_once
-    from conduct_inbox.core import sla
-    mark = store.outbox_mark()
-    escalate_once(store.sessions, store.inbound.ctx, sla.SlaPolicy(), store.now)
-    store.dispatched()
-    return store.mail_after(mark)
 
 
 def _steering_report(store: Store, case) -> object:

@@ -6,22 +6,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from tests.case_store import Store
+from tests.case_store import escalate as _escalate
+from tests.case_store import mail_to as _to
 from tests.mailers import ALICE, BOB, CAROL, REPORTER, SAM, reply
 
 SECOND = "second@example.net"
-
-
-def _to(store: Store, address: str, mark: int) -> list:
-    return [m for m in store.mail_after(mark) if m.recipient == address]
-
-
-def _escalate(store: Store) -> list:
-    from conduct_inbox.cases.escalate import escalate_once
-    from conduct_inbox.core import sla
-    mark = store.outbox_mark()
-    escalate_once(store.sessions, store.inbound.ctx, sla.SlaPolicy(), store.now)
-    store.dispatched()
-    return store.mail_after(mark)
 
 
 def _escalated_to_sam(store: Store):
