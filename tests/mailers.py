@@ -102,3 +102,18 @@ def opened(harness, raw: bytes | None = None):
     app = harness.app()
     step(harness, app, raw or report())
     return app, the_case(app), harness.receiver.to(ALICE)[0]
+
+
+def gmail_reply(original, sender: str, suffix: str, body: str = "") -> bytes:
+    """Gmail's reply: the whole References chain, the subject with Re:, the quote with `>`."""
+    msg = parsed(original)
+    out = EmailMessage()
+    out["From"] = sender
+    out["To"] = str(msg["Reply-To"])
+    out["Subject"] = f"Re: {msg['Subject']} {suffix}".strip()
+    out["Message-ID"] = make_msgid(domain="gmail.example")
+    out["In-Reply-To"] = msg["Message-ID"]
+    out["References"] = " ".join(x for x in (str(msg["References"] or ""), str(msg["Message-ID"])) if x)
+    quoted = "\n".join("> " + line for line in text_of(original).splitlines())
+    out.set_content(f"{body}\n\nOn Thu, 3 Dec 2026 at 10:00, Conduct <conduct@example.org> wrote:\n{quoted}\n")
+    return out.as_bytes()

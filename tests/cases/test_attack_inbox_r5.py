@@ -12,7 +12,7 @@ from tests.case_store import Store
 from tests.case_store import clock as _clock
 from tests.case_store import escalate as _escalate
 from tests.case_store import mail_to as _to
-from tests.mailers import ALICE, BOB, CAROL, REPORTER, SAM, reply
+from tests.mailers import ALICE, BOB, CAROL, REPORTER, SAM, gmail_reply, reply
 
 SECOND = "second@example.net"
 ACCUSED = "pat@example.net"
@@ -436,25 +436,6 @@ def test_purging_a_merged_case_purges_the_case_merged_into_it(store: Store):
 
 
 # ----- a command sent again later in the thread -------------------------------------------------
-
-
-def gmail_reply(original, sender: str, suffix: str, body: str = "") -> bytes:
-    """Gmail's reply: the whole References chain of the mail answered, then its Message-ID."""
-    from email.message import EmailMessage
-    from email.utils import make_msgid
-
-    from tests.harness import parsed, text_of
-    msg = parsed(original)
-    out = EmailMessage()
-    out["From"] = sender
-    out["To"] = str(msg["Reply-To"])
-    out["Subject"] = f"Re: {msg['Subject']} {suffix}".strip()
-    out["Message-ID"] = make_msgid(domain="gmail.example")
-    out["In-Reply-To"] = msg["Message-ID"]
-    out["References"] = " ".join(x for x in (str(msg["References"] or ""), str(msg["Message-ID"])) if x)
-    quoted = "\n".join("> " + line for line in text_of(original).splitlines())
-    out.set_content(f"{body}\n\nOn Thu, 3 Dec 2026 at 10:00, Conduct <conduct@example.org> wrote:\n{quoted}\n")
-    return out.as_bytes()
 
 
 def test_marking_a_case_urgent_again_after_a_colleague_unmarked_it_applies(store: Store):

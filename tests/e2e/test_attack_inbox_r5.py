@@ -8,14 +8,11 @@ whether the attack HELD or BROKE when it was written.
 
 from __future__ import annotations
 
-from email.message import EmailMessage
-from email.utils import make_msgid
-
 import pytest
 
 from conduct_inbox.shell.daemon import run_once
 from tests.harness import parsed, report, text_of
-from tests.mailers import ALICE, BOB, REPORTER, SAM, about, cases, reply, step
+from tests.mailers import ALICE, BOB, REPORTER, SAM, about, cases, gmail_reply, reply, step
 
 OTHER = "second@example.net"
 
@@ -23,21 +20,6 @@ OTHER = "second@example.net"
 def _act(harness, app, rx, member: str, ref: str, suffix: str, body: str = "") -> None:
     harness.clock.advance(minutes=2)
     step(harness, app, reply(about(rx, member, ref)[-1], member, suffix, body))
-
-
-def gmail_reply(original, sender: str, suffix: str, body: str = "") -> bytes:
-    """Gmail's reply: the whole References chain, the subject with Re:, the quote with `>`."""
-    msg = parsed(original)
-    out = EmailMessage()
-    out["From"] = sender
-    out["To"] = str(msg["Reply-To"])
-    out["Subject"] = f"Re: {msg['Subject']} {suffix}".strip()
-    out["Message-ID"] = make_msgid(domain="gmail.example")
-    out["In-Reply-To"] = msg["Message-ID"]
-    out["References"] = " ".join(x for x in (str(msg["References"] or ""), str(msg["Message-ID"])) if x)
-    quoted = "\n".join("> " + line for line in text_of(original).splitlines())
-    out.set_content(f"{body}\n\nOn Thu, 3 Dec 2026 at 10:00, Conduct <conduct@example.org> wrote:\n{quoted}\n")
-    return out.as_bytes()
 
 
 def test_a_steering_member_answering_the_case_report_with_close_learns_no_reporter(harness, smtp_receiver):

@@ -8,29 +8,11 @@ whether the attack HELD or BROKE when it was written.
 
 from __future__ import annotations
 
-from email.message import EmailMessage
-from email.utils import make_msgid
-
 from conduct_inbox.shell.daemon import run_once
 from tests.harness import parsed, report, text_of
-from tests.mailers import ALICE, SAM, about, cases, reply, step
+from tests.mailers import ALICE, SAM, about, cases, gmail_reply, reply, step
 
 OTHER = "second@example.net"
-
-
-def gmail_reply(original, sender: str, suffix: str, body: str = "") -> bytes:
-    """Gmail's reply: the whole References chain, the subject with Re:, the quote with `>`."""
-    msg = parsed(original)
-    out = EmailMessage()
-    out["From"] = sender
-    out["To"] = str(msg["Reply-To"])
-    out["Subject"] = f"Re: {msg['Subject']} {suffix}".strip()
-    out["Message-ID"] = make_msgid(domain="gmail.example")
-    out["In-Reply-To"] = msg["Message-ID"]
-    out["References"] = " ".join(x for x in (str(msg["References"] or ""), str(msg["Message-ID"])) if x)
-    quoted = "\n".join("> " + line for line in text_of(original).splitlines())
-    out.set_content(f"{body}\n\nOn Thu, 3 Dec 2026 at 10:00, Conduct <conduct@example.org> wrote:\n{quoted}\n")
-    return out.as_bytes()
 
 
 def test_a_steering_member_handed_one_case_cannot_read_another_by_merging(harness, smtp_receiver):
